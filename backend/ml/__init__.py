@@ -1,0 +1,1 @@
+"""Media-bias classification experiment pipeline."""

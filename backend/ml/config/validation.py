@@ -1,0 +1,113 @@
+"""Rules over a built ExperimentConfig: choices, bounds and cross-field consistency.
+
+Every rule appends a message starting with the field's dotted path, so a user fixes the
+whole config in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+from .model_catalog import known_layer_count
+from .schema import ExperimentConfig
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _number(value) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _check_field(path: str, value, metadata: dict, problems: list[str]) -> None:
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        listed = ", ".join(str(choice) for choice in choices)
+        problems.append(f"{path}: must be one of {listed}, got {value!r}")
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    bounds = (("minimum", lambda v, b: v >= b, ">="), ("maximum", lambda v, b: v <= b, "<="),
+              ("above", lambda v, b: v > b, ">"), ("below", lambda v, b: v < b, "<"))
+    for key, holds, symbol in bounds:
+        bound = metadata.get(key)
+        if bound is not None and not holds(value, bound):
+            problems.append(f"{path}: must be {symbol} {_number(bound)}, got {_number(value)}")
+
+
+def _check_fields(section, prefix: str, problems: list[str]) -> None:
+    for item in fields(section):
+        value = getattr(section, item.name)
+        path = f"{prefix}{item.name}"
+        if is_dataclass(value):
+            _check_fields(value, f"{path}.", problems)
+        else:
+            _check_field(path, value, item.metadata, problems)
+
+
+def _check_model(config: ExperimentConfig, problems: list[str]) -> None:
+    model = config.model
+    expected_labels = 2 if config.data.filter_no_agreement else 3
+    if model.num_labels in (2, 3) and model.num_labels != expected_labels:
+        reason = ("data.filter_no_agreement is true, leaving Non-biased and Biased"
+                  if config.data.filter_no_agreement else
+                  "data.filter_no_agreement is false, keeping 'No agreement' as a third class")
+        problems.append(f"model.num_labels: must be {expected_labels} because {reason}, "
+                        f"got {model.num_labels}")
+    if model.pretrained:
+        layers = known_layer_count(model.model_name)
+    else:
+        layers = model.num_hidden_layers
+        if model.hidden_size % max(model.num_attention_heads, 1):
+            problems.append(f"model.num_attention_heads: must divide model.hidden_size "
+                            f"({model.hidden_size}), got {model.num_attention_heads}")
+    if layers is not None and model.freeze_layers > layers:
+        problems.append(f"model.freeze_layers: must be <= {layers}, the number of encoder layers "
+                        f"of {model.model_name if model.pretrained else 'this model'}, "
+                        f"got {model.freeze_layers}")
+    if not model.model_name.strip():
+        problems.append("model.model_name: must name a hub id, a local directory or 'minilm'")
+
+
+def _check_data(config: ExperimentConfig, problems: list[str]) -> None:
+    data = config.data
+    if data.train_split + data.validation_split >= 1.0:
+        problems.append(f"data.validation_split: data.train_split + data.validation_split must be "
+                        f"< 1 to leave a test split, got {data.train_split} + "
+                        f"{data.validation_split}")
+    if data.cv_folds == 1:
+        problems.append("data.cv_folds: must be 0 (no cross-validation) or at least 2, got 1")
+    if data.path and data.dataset == "babe":
+        path = Path(data.path).expanduser()
+        looks_local = (data.path.startswith((".", "/", "~")) or path.suffix.lower() in
+                       (".csv", ".xlsx", ".xls", ".tsv"))
+        if looks_local and not path.exists():
+            problems.append(f"data.path: {data.path} does not exist; point it at a BABE "
+                            f"final_labels_*.csv/.xlsx file or the directory holding them")
+
+
+def _check_training(config: ExperimentConfig, problems: list[str]) -> None:
+    training = config.training
+    if training.device == "cpu" and training.mixed_precision != "no":
+        problems.append(f"training.mixed_precision: {training.mixed_precision} needs a GPU; use "
+                        f"'no' with training.device: cpu")
+
+
+def _check_sweep(config: ExperimentConfig, problems: list[str]) -> None:
+    from .sweep import sweep_problems
+    problems += sweep_problems(config)
+
+
+def validate_config(config: ExperimentConfig) -> list[str]:
+    """All problems with ``config`` as readable messages; an empty list means valid."""
+    problems: list[str] = []
+    if not _NAME_PATTERN.match(config.experiment_name or ""):
+        problems.append(f"experiment_name: use letters, digits, '-', '_' and '.', starting with a "
+                        f"letter or digit, got {config.experiment_name!r}")
+    _check_fields(config, "", problems)
+    _check_model(config, problems)
+    _check_data(config, problems)
+    _check_training(config, problems)
+    _check_sweep(config, problems)
+    return problems

@@ -1,0 +1,19 @@
+"""Public import path for configs and the experiment manager.
+
+>>> from backend.ml.experiment_config import ExperimentConfig, ModelConfig
+"""
+
+from .config import (CloudConfig, DataConfig, ExperimentConfig, LoggingConfig, ModelConfig,
+                     TrainingConfig)
+
+
+def __getattr__(name):
+    # The manager reads run directories with pandas; import it only when asked for.
+    if name == "ExperimentManager":
+        from .experiments.manager import ExperimentManager
+        return ExperimentManager
+    raise AttributeError(name)
+
+
+__all__ = ["CloudConfig", "DataConfig", "ExperimentConfig", "ExperimentManager", "LoggingConfig",
+           "ModelConfig", "TrainingConfig"]
