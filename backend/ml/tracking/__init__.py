@@ -9,7 +9,8 @@ from .base import JsonlMetricsTracker, Tracker, TrackerSet
 __all__ = ["JsonlMetricsTracker", "Tracker", "TrackerSet", "build_trackers"]
 
 
-def build_trackers(logging_config, run_dir: Path) -> TrackerSet:
-    """The tracker set for a run: metrics.jsonl always, plus those the config switches on."""
+def build_trackers(config, run_dir: Path) -> TrackerSet:
+    """The tracker set for a run (``config`` is the ExperimentConfig): metrics.jsonl always,
+    plus those ``config.logging`` switches on."""
     trackers: list[Tracker] = [JsonlMetricsTracker(Path(run_dir) / "metrics.jsonl")]
     return TrackerSet(trackers)
