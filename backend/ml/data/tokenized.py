@@ -1,0 +1,77 @@
+"""Tokenised datasets and the collator that pads each batch only to its longest sentence.
+
+Sentences are tokenised once, without padding; ``lengths`` lets a sampler group sentences of
+similar length, so short batches stay short (BABE sentences run from 3 to ~120 tokens, and
+padding all of them to max_length would multiply the compute).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from .splits import SplitData
+
+
+class TokenizedDataset(Dataset):
+    """One split, tokenised once (truncated to ``max_length``, unpadded).
+
+    >>> dataset = TokenizedDataset(splits.train, tokenizer, max_length=128)  # doctest: +SKIP
+    >>> dataset[0]  # doctest: +SKIP
+    {'input_ids': [101, 1996, ..., 102], 'attention_mask': [1, 1, ..., 1], 'labels': 1}
+    """
+
+    def __init__(self, split: SplitData, tokenizer, max_length: int):
+        texts = list(split.texts)
+        if texts:
+            encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False,
+                                return_attention_mask=True, return_token_type_ids=False)
+            self.input_ids = [list(ids) for ids in encoded["input_ids"]]
+            self.attention_mask = [list(mask) for mask in encoded["attention_mask"]]
+        else:
+            self.input_ids, self.attention_mask = [], []
+        self.labels = [int(label) for label in split.labels]
+        self.lengths = [len(ids) for ids in self.input_ids]  # tokens per sentence
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"input_ids": self.input_ids[index], "attention_mask": self.attention_mask[index],
+                "labels": self.labels[index]}
+
+
+class PaddingCollator:
+    """Pads ``input_ids`` / ``attention_mask`` to the batch's longest item; a class so that
+    DataLoader worker processes can pickle it."""
+
+    def __init__(self, pad_token_id: int, padding_side: str = "right"):
+        self.pad_token_id = int(pad_token_id)
+        self.padding_side = padding_side
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(feature["input_ids"]) for feature in features)
+        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
+        for row, feature in enumerate(features):
+            size = len(feature["input_ids"])
+            columns = slice(0, size) if self.padding_side == "right" else slice(longest - size, longest)
+            input_ids[row, columns] = torch.tensor(feature["input_ids"], dtype=torch.long)
+            attention_mask[row, columns] = torch.tensor(feature.get("attention_mask", [1] * size),
+                                                        dtype=torch.long)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([feature["labels"] for feature in features],
+                                           dtype=torch.long)
+        return batch
+
+
+def make_collator(tokenizer) -> PaddingCollator:
+    """A DataLoader ``collate_fn`` padding each batch to its longest sentence, never max_length.
+
+    >>> loader = DataLoader(dataset, batch_size=16, collate_fn=make_collator(tokenizer))  # doctest: +SKIP
+    """
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no padding token; set tokenizer.pad_token (for "
+                         "example to its eos_token) before batching")
+    return PaddingCollator(tokenizer.pad_token_id, getattr(tokenizer, "padding_side", "right"))
