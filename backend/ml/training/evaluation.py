@@ -1,0 +1,60 @@
+"""Evaluating a model on a split: batched, length-sorted, in inference mode."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..data import SplitData, TokenizedDataset, make_collator
+from ..metrics import EvaluationResult
+
+
+def model_logits(output) -> torch.Tensor:
+    """Logits from whatever a classifier's forward returns (ModelOutput, dict, tuple or tensor)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        return output["logits"]
+    if hasattr(output, "logits"):
+        return output.logits
+    return output[0]
+
+
+def move_to(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def forward_logits(model, batch: dict) -> torch.Tensor:
+    """Run the classifier on a collated batch; only ids and mask are passed (every family takes them)."""
+    return model_logits(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))
+
+
+@torch.inference_mode()
+def evaluate(model, tokenizer, split: SplitData, split_name: str, label_names: list[str],
+             max_length: int, batch_size: int, device: torch.device,
+             loss_function: torch.nn.Module | None = None) -> EvaluationResult:
+    """Metrics, logits and loss of ``model`` on ``split``; results are in the split's order.
+
+    Sentences are batched by length (less padding, faster) and put back in order afterwards.
+    """
+    started = time.perf_counter()
+    dataset = TokenizedDataset(split, tokenizer, max_length)
+    collate = make_collator(tokenizer)
+    order = np.argsort(np.asarray(dataset.lengths), kind="stable")
+    logits = np.zeros((len(dataset), len(label_names)), dtype=np.float32)
+    loss_function = loss_function or torch.nn.CrossEntropyLoss()
+    total_loss = 0.0
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        batch = move_to(collate([dataset[int(index)] for index in indices]), device)
+        batch_logits = forward_logits(model, batch).float()
+        total_loss += float(loss_function(batch_logits, batch["labels"])) * len(indices)
+        logits[indices] = batch_logits.cpu().numpy()
+    model.train(was_training)
+    return EvaluationResult(split_name, label_names, np.asarray(split.labels), logits, split.texts,
+                            split.metadata, loss=total_loss / max(len(dataset), 1),
+                            seconds=time.perf_counter() - started)

@@ -1,0 +1,110 @@
+"""Creating run directories and writing their files (config, results, predictions)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import socket
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import UserError
+from ..fileio import atomic_write_json, atomic_write_text
+from ..metrics import EvaluationResult, label_slug
+
+METADATA_COLUMNS = ("outlet", "topic", "type", "news_link", "source_row")
+
+
+def new_run_id(experiment_name: str) -> str:
+    """``<experiment_name>_<6 hex>``, e.g. ``bert_baseline_v1_3f9a1c``."""
+    return f"{experiment_name}_{uuid.uuid4().hex[:6]}"
+
+
+def create_run_directory(output_dir: str | Path, experiment_name: str,
+                         run_id: str | None = None) -> Path:
+    """Make a fresh run directory; an existing one is never reused or overwritten."""
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    if run_id is not None:
+        run_dir = root / run_id
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            raise UserError(f"run directory {run_dir} already exists; runs are never overwritten. "
+                            f"Choose another --run-id, or continue it with --resume {run_dir}"
+                            ) from None
+        return run_dir
+    while True:  # a collision of 6 hex digits is rare; retry rather than overwrite
+        run_dir = root / new_run_id(experiment_name)
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def _git_commit() -> tuple[str | None, bool | None]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=5).stdout.strip())
+        return commit or None, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def run_metadata(device: str) -> dict:
+    """Where and with what a run happened: UTC time, git commit, versions, host, device."""
+    import torch
+    import transformers
+
+    commit, dirty = _git_commit()
+    return {
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": None,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "device": device,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_results(run_dir: Path, results: dict) -> None:
+    """Replace results.json atomically (readers see the old or the new file, never half)."""
+    atomic_write_json(Path(run_dir) / "results.json", results)
+
+
+def write_predictions(path: Path, evaluation: EvaluationResult) -> None:
+    """One CSV row per sentence: text, true and predicted label, confidence, probabilities, metadata."""
+    probability_columns = [f"prob_{label_slug(name)}" for name in evaluation.label_names]
+    metadata_columns = [column for column in METADATA_COLUMNS
+                        if any(column in row for row in evaluation.metadata)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["index", "text", "true_label", "predicted_label", "confidence", "correct",
+                     *probability_columns, *metadata_columns])
+    for index, text in enumerate(evaluation.texts):
+        probabilities = evaluation.probabilities[index]
+        predicted = int(evaluation.predictions[index])
+        true = int(evaluation.labels[index])
+        metadata = evaluation.metadata[index] if index < len(evaluation.metadata) else {}
+        writer.writerow([index, text, evaluation.label_names[true],
+                         evaluation.label_names[predicted], f"{probabilities[predicted]:.6f}",
+                         predicted == true, *(f"{value:.6f}" for value in probabilities),
+                         *(("" if metadata.get(column) is None else metadata.get(column))
+                           for column in metadata_columns)])
+    atomic_write_text(path, buffer.getvalue())
