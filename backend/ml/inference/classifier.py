@@ -1,0 +1,315 @@
+"""``BiasClassifier``: calibrated sentence- and article-level bias predictions on CPU.
+
+>>> classifier = BiasClassifier()  # doctest: +SKIP
+>>> classifier.load_model("experiments/runs/quickstart_minilm_3f9a1c/final_model")
+>>> classifier.predict_with_confidence(["The senator's reckless scheme will ruin us."])
+[{'id': None, 'status': 'ok', 'label': 'Biased', 'confidence': 0.83, ...}]
+
+Speed on CPU comes from what is not computed: every text is tokenised once, windows are sorted
+by length so that a batch is padded only to its own longest member, and the forward pass runs
+under ``torch.inference_mode`` (or in ONNX Runtime for an exported model).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from backend.ml.errors import UserError
+from backend.ml.metrics import BIASED, softmax
+
+from .calibration import load_calibration
+from .loading import LoadedModel, ModelLoadError, configure_threads, load_for_inference
+from .sentences import sentence_spans
+
+NO_PREDICTION = "no_prediction"
+
+
+class InputError(UserError):
+    """An input cannot be classified (raised only where no per-item entry can say so)."""
+
+
+@dataclass
+class _Segment:
+    """One sentence (or the title) of one input."""
+
+    item: int
+    text: str
+    start: int | None
+    end: int | None
+    part: str  # "title" or "text"
+
+
+class BiasClassifier:
+    """Classify sentences and articles as Non-biased / Biased / No agreement with calibrated confidence.
+
+    ``batch_size`` counts token windows per forward pass; ``max_length`` caps the tokens per window
+    (default: what the model takes); ``num_threads`` overrides the CPU thread choice (see
+    :func:`~backend.ml.inference.loading.configure_threads`); ``top_k`` is how many of the most
+    biased sentences an article summary lists.
+    """
+
+    def __init__(self, batch_size: int = 32, max_length: int | None = None,
+                 num_threads: int | None = None, top_k: int = 3, trust_remote_code: bool = False):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self.requested_max_length = max_length
+        self.num_threads = num_threads
+        self.top_k = top_k
+        self.trust_remote_code = trust_remote_code
+        self._loaded: LoadedModel | None = None
+        self.calibration: dict = {}
+        self.temperature = 1.0
+
+    # ------------------------------------------------------------------ loading
+
+    def load_model(self, model_path: str | os.PathLike) -> "BiasClassifier":
+        """Load a ``final_model/`` directory, a run directory, an export directory or an ``.onnx`` file.
+
+        Uses the temperature in ``calibration.json`` when the model has one; otherwise 1.0, and
+        every result says ``"calibrated": false``.
+        """
+        from .loading import resolve_model_path
+
+        path = resolve_model_path(model_path)
+        threads = configure_threads(self.num_threads)
+        self._loaded = load_for_inference(path, trust_remote_code=self.trust_remote_code,
+                                          num_threads=threads)
+        model_dir = path.parent if path.is_file() else path
+        try:
+            calibration = load_calibration(model_dir)
+        except ValueError as error:
+            raise ModelLoadError(str(error)) from None
+        if calibration is None:
+            self.calibration = {"method": "none", "temperature": 1.0,
+                                "note": f"no calibration.json in {model_dir}: confidences are the "
+                                        "model's raw softmax (temperature 1.0)"}
+        else:
+            self.calibration = calibration
+        self.temperature = float(self.calibration["temperature"])
+        return self
+
+    @property
+    def is_calibrated(self) -> bool:
+        return self.calibration.get("method") == "temperature_scaling"
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self._model.label_names)
+
+    @property
+    def max_length(self) -> int:
+        model_limit = self._model.max_length
+        if self.requested_max_length:
+            return min(self.requested_max_length, model_limit)
+        return model_limit
+
+    @property
+    def runtime(self) -> str:
+        return self._model.runtime
+
+    @property
+    def _model(self) -> LoadedModel:
+        if self._loaded is None:
+            raise InputError("No model loaded: call classifier.load_model(path) first.")
+        return self._loaded
+
+    # ------------------------------------------------------------------ public predictions
+
+    def predict(self, texts: Iterable[Any]) -> list[str | None]:
+        """Plain labels, one per input; None for an input that has no prediction (empty, not text).
+
+        >>> classifier.predict(["Officials released the figures on Tuesday."])  # doctest: +SKIP
+        ['Non-biased']
+        """
+        return [result["label"] for result in self.predict_with_confidence(texts)]
+
+    def predict_with_confidence(self, articles: Any, show_progress: bool = False
+                                ) -> list[dict] | dict:
+        """Label, confidence and class probabilities per input; sentences and a summary for articles.
+
+        ``articles`` is a list of strings or of dicts with ``text`` (and optional ``title``, ``id``);
+        a single string or dict gives a single result. An input with more than one sentence (the
+        title counts as one) also gets ``sentences`` (each with its offsets in ``text``) and
+        ``summary``; its label is the class with the highest mean sentence probability. Input
+        that cannot be classified gets ``status: "no_prediction"`` and an ``error``, never an
+        exception that would lose the rest of the batch.
+        """
+        single = isinstance(articles, (str, dict))
+        items = [articles] if single else list(articles)
+        results, segments = [], []
+        for index, item in enumerate(items):
+            parsed = self._parse(item, index)
+            if isinstance(parsed, dict):  # a no-prediction entry
+                results.append(parsed)
+                continue
+            identifier, item_segments = parsed
+            results.append({"id": identifier})
+            segments.extend(item_segments)
+        probabilities, windows = self._segment_probabilities([s.text for s in segments],
+                                                             show_progress)
+        per_item: dict[int, list[int]] = {}
+        for position, segment in enumerate(segments):
+            per_item.setdefault(segment.item, []).append(position)
+        for item, positions in per_item.items():
+            results[item].update(self._item_result(
+                [segments[p] for p in positions], probabilities[positions], windows[positions]))
+        return results[0] if single else results
+
+    # ------------------------------------------------------------------ input handling
+
+    def _no_prediction(self, identifier, error: str) -> dict:
+        return {"id": identifier, "status": NO_PREDICTION, "error": error, "label": None,
+                "confidence": None, "probabilities": None}
+
+    def _parse(self, item: Any, index: int) -> tuple[Any, list[_Segment]] | dict:
+        """(id, segments) of one input, or a no-prediction entry saying what is wrong with it."""
+        identifier, title = None, None
+        if isinstance(item, dict):
+            identifier = item.get("id")
+            text, title = item.get("text"), item.get("title")
+            if text is None and not title:
+                return self._no_prediction(identifier, f"input {index}: the dict has no 'text'")
+            if text is not None and not isinstance(text, str):
+                return self._no_prediction(identifier, f"input {index}: 'text' is "
+                                                       f"{type(text).__name__}, expected a string")
+            if title is not None and not isinstance(title, str):
+                return self._no_prediction(identifier, f"input {index}: 'title' is "
+                                                       f"{type(title).__name__}, expected a string")
+        elif isinstance(item, str):
+            text = item
+        else:
+            return self._no_prediction(None, f"input {index}: {type(item).__name__} is not text "
+                                             "(expected a string or a dict with 'text')")
+        segments = []
+        if title and title.strip():
+            segments.append(_Segment(index, title.strip(), None, None, "title"))
+        for start, end in sentence_spans(text or ""):
+            segments.append(_Segment(index, text[start:end], start, end, "text"))
+        if not segments:
+            return self._no_prediction(identifier, f"input {index}: empty text")
+        return identifier, segments
+
+    # ------------------------------------------------------------------ the model
+
+    def _windows(self, texts: list[str]) -> tuple[list[list[int]], dict[str, list], np.ndarray]:
+        """Tokenise once; a text longer than ``max_length`` becomes overlapping windows."""
+        max_length = self.max_length
+        tokenizer = self._model.tokenizer
+        special = tokenizer.num_special_tokens_to_add(pair=False)
+        # A quarter of each window repeats the end of the previous one, so that no phrase is
+        # only ever seen cut in half at a window edge.
+        stride = max(0, min(128, (max_length - special) // 4))
+        encoding = tokenizer(texts, truncation=True, max_length=max_length, stride=stride,
+                             return_overflowing_tokens=True, padding=False)
+        owners = np.asarray(encoding["overflow_to_sample_mapping"], dtype=int)
+        features = {name: encoding[name] for name in self._model.input_names if name in encoding}
+        return encoding["input_ids"], features, owners
+
+    def _pad(self, features: dict[str, list], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Right-pad the chosen rows to the longest of them (dynamic padding)."""
+        tokenizer = self._model.tokenizer
+        longest = max(len(features["input_ids"][row]) for row in rows)
+        batch = {}
+        for name, values in features.items():
+            fill = tokenizer.pad_token_id if name == "input_ids" else 0
+            array = np.full((len(rows), longest), fill if fill is not None else 0, dtype=np.int64)
+            for position, row in enumerate(rows):
+                array[position, :len(values[row])] = values[row]
+            batch[name] = array
+        if "attention_mask" not in batch:
+            mask = np.zeros((len(rows), longest), dtype=np.int64)
+            for position, row in enumerate(rows):
+                mask[position, :len(features["input_ids"][row])] = 1
+            if "attention_mask" in self._model.input_names:
+                batch["attention_mask"] = mask
+        return batch
+
+    def _segment_probabilities(self, texts: list[str], show_progress: bool
+                               ) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated class probabilities per text (mean over its windows) and its window count."""
+        num_classes = len(self._model.label_names)
+        if not texts:
+            return np.zeros((0, num_classes)), np.zeros(0, dtype=int)
+        input_ids, features, owners = self._windows(texts)
+        lengths = np.fromiter((len(ids) for ids in input_ids), dtype=int, count=len(input_ids))
+        # Longest first: a batch that does not fit in memory fails at once, not at the end.
+        order = np.argsort(-lengths, kind="stable")
+        logits = np.zeros((len(input_ids), num_classes), dtype=np.float32)
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        progress = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(texts), desc="Classifying", unit="sentence")
+        for rows in batches:
+            logits[rows] = self._model.logits(self._pad(features, rows))
+            if progress is not None:
+                progress.update(len(np.unique(owners[rows])))
+        if progress is not None:
+            progress.close()
+        window_probabilities = softmax(logits, self.temperature)
+        sums = np.zeros((len(texts), num_classes))
+        np.add.at(sums, owners, window_probabilities)
+        windows = np.bincount(owners, minlength=len(texts))
+        return sums / windows[:, None], windows
+
+    # ------------------------------------------------------------------ results
+
+    def _scores(self, probabilities: np.ndarray) -> dict:
+        names = self._model.label_names
+        best = int(probabilities.argmax())
+        return {"label": names[best], "confidence": float(probabilities[best]),
+                "probabilities": {name: float(value) for name, value in zip(names, probabilities)}}
+
+    def _biased_index(self) -> int | None:
+        lowered = [name.lower() for name in self._model.label_names]
+        return lowered.index(BIASED.lower()) if BIASED.lower() in lowered else None
+
+    def _item_result(self, segments: list[_Segment], probabilities: np.ndarray,
+                     windows: np.ndarray) -> dict:
+        mean = probabilities.mean(axis=0)
+        result = {"status": "ok", **self._scores(mean), "calibrated": self.is_calibrated,
+                  "num_sentences": len(segments)}
+        if len(segments) == 1:
+            if windows[0] > 1:
+                result["windows"] = int(windows[0])
+            return result
+        biased = self._biased_index()
+        sentences = []
+        for index, (segment, row, count) in enumerate(zip(segments, probabilities, windows)):
+            entry = {"index": index, "part": segment.part, "text": segment.text,
+                     "start": segment.start, "end": segment.end, **self._scores(row)}
+            if biased is not None:
+                entry["biased_score"] = float(row[biased])
+            if count > 1:
+                entry["windows"] = int(count)
+            sentences.append(entry)
+        result["sentences"] = sentences
+        result["summary"] = self._summary(sentences, biased)
+        return result
+
+    def _summary(self, sentences: list[dict], biased: int | None) -> dict:
+        counts = {name: 0 for name in self._model.label_names}
+        for sentence in sentences:
+            counts[sentence["label"]] += 1
+        summary = {"num_sentences": len(sentences), "label_counts": counts}
+        if biased is None:
+            return summary
+        biased_name = self._model.label_names[biased]
+        scores = np.array([sentence["biased_score"] for sentence in sentences])
+        ranked = sorted(sentences, key=lambda sentence: -sentence["biased_score"])[:self.top_k]
+        summary.update({
+            "biased_count": counts[biased_name],
+            "biased_share": counts[biased_name] / len(sentences),
+            "mean_biased_score": float(scores.mean()),
+            "max_biased_score": float(scores.max()),
+            "most_biased": [{"index": s["index"], "text": s["text"], "score": s["biased_score"],
+                             "label": s["label"]} for s in ranked],
+        })
+        return summary

@@ -1,0 +1,299 @@
+"""Find a model from what a user types, load it for inference, and pick CPU thread counts.
+
+A model reference is a run id (looked up under the runs directory), a run directory (its
+``final_model/`` is used), a model directory (``config.json`` + weights or ``model.onnx``), or an
+``.onnx`` file inside an export directory. Everything here reads run directories only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from backend.ml.errors import UserError
+
+from .calibration import CALIBRATION_FILE
+
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model-int8.onnx"
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                 "pytorch_model.bin.index.json")
+# Model types written by the project's own models package (custom head, loaded from its own code).
+PROJECT_MODEL_TYPES = ("media_bias_head",)
+
+
+class ModelLoadError(UserError):
+    """The model reference does not name a loadable model."""
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and (
+        any((path / name).is_file() for name in _WEIGHT_FILES) or (path / ONNX_FILE).is_file())
+
+
+def _available_runs(runs_dir: Path | None, limit: int = 8) -> str:
+    if runs_dir is None or not Path(runs_dir).is_dir():
+        return ""
+    names = sorted(path.name for path in Path(runs_dir).iterdir() if (path / "final_model").is_dir()
+                   or (path / "folds").is_dir())
+    if not names:
+        return f" ({runs_dir} holds no trained run)"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return f" Runs under {runs_dir}: {', '.join(names[:limit])}{more}."
+
+
+def resolve_model_path(model_ref: str | os.PathLike, runs_dir: Path | None = None) -> Path:
+    """The model directory (or ``.onnx`` file) that ``model_ref`` names.
+
+    >>> resolve_model_path("quickstart_minilm_3f9a1c", Path("experiments/runs"))  # doctest: +SKIP
+    PosixPath('experiments/runs/quickstart_minilm_3f9a1c/final_model')
+    """
+    reference = str(model_ref).strip()
+    if not reference:
+        raise ModelLoadError("No model given: pass a run id, a run directory or a model directory.")
+    candidates = [Path(reference)]
+    if runs_dir is not None and not Path(reference).is_absolute():
+        candidates.append(Path(runs_dir) / reference)
+    for candidate in candidates:
+        if candidate.is_file() and candidate.suffix == ".onnx":
+            if not (candidate.parent / "config.json").is_file():
+                raise ModelLoadError(f"{candidate}: no config.json and tokenizer beside the ONNX "
+                                     "file; export it with `--export` to get a complete directory.")
+            return candidate
+        if not candidate.is_dir():
+            continue
+        if _is_model_dir(candidate):
+            return candidate
+        if _is_model_dir(candidate / "final_model"):
+            return candidate / "final_model"
+        if (candidate / "folds").is_dir():
+            folds = sorted(path.name for path in (candidate / "folds").iterdir() if path.is_dir())
+            example = f"{candidate}/folds/{folds[0]}" if folds else f"{candidate}/folds/fold-1"
+            raise ModelLoadError(f"{candidate} is a cross-validation run with one model per fold; "
+                                 f"pass one fold, e.g. {example}.")
+        if (candidate / "results.json").is_file():
+            raise ModelLoadError(f"{candidate} has no final_model/: the run did not finish "
+                                 "(see its results.json for the status).")
+        raise ModelLoadError(f"{candidate} is neither a run directory (with final_model/) nor a "
+                             "model directory (config.json + weights).")
+    raise ModelLoadError(f"No run or model named '{reference}': expected a run id under "
+                         f"{runs_dir or 'the runs directory'}, a run directory or a model "
+                         f"directory.{_available_runs(runs_dir)}")
+
+
+def run_dir_of(model_path: Path) -> Path | None:
+    """The run directory a model belongs to (``RUN/final_model`` → ``RUN``), if any."""
+    model_dir = model_path.parent if model_path.is_file() else model_path
+    if model_dir.name in ("final_model", "exports") and (model_dir.parent / "results.json").is_file():
+        return model_dir.parent
+    if model_dir.name == "final_model":
+        return model_dir.parent
+    return None
+
+
+def cpu_budget() -> int:
+    """CPUs this process may really use: affinity mask and cgroup quota (containers) included."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def configure_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op threads and return the count ONNX Runtime should use too.
+
+    An explicit ``num_threads`` wins, then the user's ``OMP_NUM_THREADS``; otherwise torch's own
+    default (physical cores), capped by the CPUs the process may use, so that a container with a
+    2-CPU quota on a 64-core host does not run 32 threads that fight over 2 CPUs.
+    """
+    import torch
+
+    if num_threads is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        num_threads = int(os.environ["OMP_NUM_THREADS"])
+    if num_threads is None:
+        num_threads = min(torch.get_num_threads(), cpu_budget())
+    num_threads = max(1, int(num_threads))
+    if torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+    return num_threads
+
+
+@dataclass
+class LoadedModel:
+    """What inference needs: a logits function on padded numpy batches plus its metadata."""
+
+    path: Path
+    runtime: str  # "pytorch" or "onnx"
+    tokenizer: object
+    logits: Callable[[dict[str, np.ndarray]], np.ndarray]
+    input_names: list[str]
+    label_names: list[str]
+    max_length: int
+    config: dict = field(default_factory=dict)
+    model: object = None  # the torch module (pytorch runtime only)
+
+
+def read_label_names(model_dir: Path, config: dict) -> list[str]:
+    """Class names in id order from ``id2label``; ``label_names.json`` when those are generic."""
+    id2label = config.get("id2label") or {}
+    names = [id2label[key] for key in sorted(id2label, key=int)] if id2label else []
+    generic = all(name == f"LABEL_{index}" for index, name in enumerate(names))
+    names_file = model_dir / "label_names.json"
+    if (not names or generic) and names_file.is_file():
+        try:
+            stored = json.loads(names_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"{names_file}: unreadable ({error}).") from None
+        if isinstance(stored, dict):
+            stored = stored.get("label_names", [])
+        if stored:
+            return [str(name) for name in stored]
+    if not names:
+        raise ModelLoadError(f"{model_dir}/config.json has no id2label: cannot name the classes.")
+    return names
+
+
+def read_max_length(config: dict, tokenizer) -> int:
+    """Longest input the model takes: the tokenizer's limit, capped by the position embeddings."""
+    limits = []
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 100_000:
+        limits.append(tokenizer_limit)
+    for section in (config, config.get("encoder_config") or {}):
+        positions = section.get("max_position_embeddings") if isinstance(section, dict) else None
+        if isinstance(positions, int) and positions > 0:
+            # RoBERTa-style models reserve padding_idx + 1 positions.
+            offset = (section.get("pad_token_id") or 0) + 1 if section.get("model_type") in (
+                "roberta", "xlm-roberta", "camembert") else 0
+            limits.append(positions - offset)
+    return min(limits) if limits else 512
+
+
+def _read_config(model_dir: Path) -> dict:
+    try:
+        return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{model_dir}/config.json: unreadable ({error}).") from None
+
+
+def _load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{model_dir}: no usable tokenizer ({error}).") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"{model_dir}: the tokenizer has no fast (Rust) version; inference "
+                             "needs one to split long sentences into token windows.")
+    return tokenizer
+
+
+def _load_torch_module(model_dir: Path, config: dict, trust_remote_code: bool):
+    """(model, tokenizer): the project's loader when present, else the transformers Auto classes."""
+    try:
+        from backend.ml.models import load_saved_model
+    except ImportError:
+        load_saved_model = None
+    try:
+        if load_saved_model is not None:
+            model, tokenizer = load_saved_model(model_dir)
+        else:
+            from transformers import AutoModelForSequenceClassification
+
+            # The project's own head ships its code beside the weights (``auto_map``).
+            own_code = config.get("model_type") in PROJECT_MODEL_TYPES and "auto_map" in config
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(model_dir), trust_remote_code=trust_remote_code or own_code)
+            tokenizer = None
+    except (OSError, ValueError, KeyError) as error:
+        hint = (" It uses custom code: pass trust_remote_code=True if you trust it."
+                if "auto_map" in config and not trust_remote_code else "")
+        raise ModelLoadError(f"{model_dir}: cannot load the model ({error}).{hint}") from None
+    if tokenizer is None or not getattr(tokenizer, "is_fast", False):
+        tokenizer = _load_tokenizer(model_dir)
+    return model.eval(), tokenizer
+
+
+def _forward_input_names(model, tokenizer) -> list[str]:
+    import inspect
+
+    accepted = inspect.signature(model.forward).parameters
+    names = [name for name in tokenizer.model_input_names if name in accepted]
+    # Some encoders (DistilBERT) take no token_type_ids, and the custom head drops them itself.
+    return names or ["input_ids", "attention_mask"]
+
+
+def load_torch_model(model_dir: Path, trust_remote_code: bool = False) -> LoadedModel:
+    """Load ``model_dir`` with PyTorch, in eval mode, for inference under ``torch.inference_mode``."""
+    import torch
+
+    config = _read_config(model_dir)
+    model, tokenizer = _load_torch_module(model_dir, config, trust_remote_code)
+    input_names = _forward_input_names(model, tokenizer)
+
+    def logits(batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            inputs = {name: torch.from_numpy(batch[name]) for name in input_names if name in batch}
+            output = model(**inputs)
+            values = output.logits if hasattr(output, "logits") else output[0]
+            return values.float().numpy()
+
+    return LoadedModel(path=model_dir, runtime="pytorch", tokenizer=tokenizer, logits=logits,
+                       input_names=input_names, label_names=read_label_names(model_dir, config),
+                       max_length=read_max_length(config, tokenizer), config=config, model=model)
+
+
+def load_onnx_model(onnx_path: Path, num_threads: int = 1) -> LoadedModel:
+    """Load an exported ``.onnx`` file (tokenizer and config beside it) with ONNX Runtime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelLoadError("ONNX models need onnxruntime: pip install onnxruntime") from None
+    model_dir = onnx_path.parent
+    config = _read_config(model_dir)
+    tokenizer = _load_tokenizer(model_dir)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = onnxruntime.InferenceSession(str(onnx_path), options,
+                                               providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"{onnx_path}: not a loadable ONNX model ({error}).") from None
+    input_names = [item.name for item in session.get_inputs()]
+
+    def logits(batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {name: batch[name].astype(np.int64, copy=False) for name in input_names}
+        return session.run(None, feed)[0].astype(np.float32, copy=False)
+
+    return LoadedModel(path=onnx_path, runtime="onnx", tokenizer=tokenizer, logits=logits,
+                       input_names=input_names, label_names=read_label_names(model_dir, config),
+                       max_length=read_max_length(config, tokenizer), config=config)
+
+
+def load_for_inference(path: Path, *, trust_remote_code: bool = False,
+                       num_threads: int = 1) -> LoadedModel:
+    """PyTorch for a model directory; ONNX Runtime for an ``.onnx`` file or an export directory."""
+    if path.is_file():
+        return load_onnx_model(path, num_threads)
+    if not any((path / name).is_file() for name in _WEIGHT_FILES) and (path / ONNX_FILE).is_file():
+        return load_onnx_model(path / ONNX_FILE, num_threads)
+    return load_torch_model(path, trust_remote_code)
+
+
+__all__ = ["CALIBRATION_FILE", "LoadedModel", "ModelLoadError", "configure_threads",
+           "load_for_inference", "resolve_model_path", "run_dir_of"]
