@@ -1,0 +1,153 @@
+"""Comparing runs: config differences, headline metrics, a plain-text table, CV aggregation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics import scalar_metrics
+from .rundir import RunInfo
+
+# Config fields that always differ between runs and say nothing about the experiment.
+IGNORED_CONFIG_FIELDS = ("experiment_name", "description", "output_dir")
+TABLE_METRICS = ("test/accuracy", "test/f1_macro", "test/f1_weighted", "test/f1_biased",
+                 "eval/f1_macro")
+
+
+def flatten_config(config: dict, prefix: str = "") -> dict:
+    """``{"training": {"epochs": 3}}`` -> ``{"training.epochs": 3}`` (lists kept as values)."""
+    flat = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def config_differences(runs: list[RunInfo]) -> dict[str, dict[str, object]]:
+    """Only the config fields whose value differs between runs: ``{field: {run_id: value}}``.
+
+    A field one run lacks (older config version) shows as None for it.
+    """
+    flat = {run.run_id: flatten_config(run.config) for run in runs}
+    fields = sorted({key for values in flat.values() for key in values})
+    differences = {}
+    for name in fields:
+        if name.split(".")[0] in IGNORED_CONFIG_FIELDS or name == "sweep":
+            continue
+        values = {run_id: config.get(name) for run_id, config in flat.items()}
+        if len({repr(value) for value in values.values()}) > 1:
+            differences[name] = values
+    return differences
+
+
+def higher_is_better(metric: str) -> bool:
+    """Loss-like metrics are minimised, everything else maximised."""
+    return not metric.split("/")[-1].endswith("loss")
+
+
+def rank_runs(runs: list[RunInfo], metric: str) -> list[RunInfo]:
+    """Runs that have ``metric``, best first."""
+    scored = [run for run in runs if run.metric(metric) is not None]
+    sign = -1 if higher_is_better(metric) else 1
+    return sorted(scored, key=lambda run: (sign * run.metric(metric), run.run_id))
+
+
+def format_value(value, std=None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    text = f"{value:.{digits}f}"
+    return f"{text}±{std:.{digits}f}" if std is not None else text
+
+
+def format_comparison_table(run_dirs: list[Path], metrics=TABLE_METRICS,
+                            best_metric: str = "eval/f1_macro") -> str:
+    """Plain-text table of runs × key metrics and status; ``*`` marks the best run.
+
+    Cross-validation runs show mean±std over folds. Failed or incomplete runs show why.
+
+    >>> print(format_comparison_table([Path("experiments/runs/a_1"), ...]))  # doctest: +SKIP
+    """
+    runs = [RunInfo.read(Path(path)) for path in run_dirs]
+    return format_runs_table(runs, metrics, best_metric)
+
+
+def format_runs_table(runs: list[RunInfo], metrics=TABLE_METRICS,
+                      best_metric: str = "eval/f1_macro") -> str:
+    """:func:`format_comparison_table` for runs already read."""
+    if not runs:
+        return "(no runs)"
+    ranked = rank_runs(runs, best_metric) or rank_runs(runs, "test/f1_macro")
+    best = ranked[0].run_id if ranked else None
+    header = ["", "run", "status"] + list(metrics)
+    rows = []
+    for run in runs:
+        row = ["*" if run.run_id == best else "", run.run_id,
+               run.status + (" (cv)" if run.is_cross_validation else "")]
+        row += [format_value(run.metric(name), run.metric_std(name)) for name in metrics]
+        rows.append(row)
+    widths = [max(len(str(line[column])) for line in [header] + rows)
+              for column in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+             for line in [header] + rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    notes = [f"  {run.run_id}: {run.status}: {run.reason}" for run in runs
+             if run.status != "completed" and run.reason]
+    if best:
+        notes.insert(0, f"* best by {best_metric if rank_runs(runs, best_metric) else 'test/f1_macro'}")
+    return "\n".join(lines + notes)
+
+
+def aggregate_cross_validation(fold_results: list[dict]) -> dict:
+    """Per-fold metrics and mean ± std of every scalar eval/test metric over folds.
+
+    ``fold_results`` are the folds' results.json dicts in fold order; folds without test
+    metrics (failed) are listed in ``failed_folds`` and left out of the mean. ``std`` is the
+    sample standard deviation (ddof=1), 0 for a single fold. The summed test confusion matrix
+    of all folds (every sentence counted once) is kept for reports.
+
+    >>> fold = {"eval": {"f1_macro": 0.7}, "test": {"f1_macro": 0.8, "label_names": ["a", "b"]}}
+    >>> summary = aggregate_cross_validation([fold, fold])
+    >>> summary["mean"]["test/f1_macro"], summary["std"]["test/f1_macro"], summary["num_folds"]
+    (0.8, 0.0, 2)
+    """
+    folds, failed = [], []
+    confusion = None
+    label_names = None
+    for position, results in enumerate(fold_results, start=1):
+        number = results.get("fold", position) if isinstance(results, dict) else position
+        test = results.get("test") if isinstance(results, dict) else None
+        if not isinstance(test, dict) or not test:
+            failed.append({"fold": number, "status": (results or {}).get("status", "unknown"),
+                           "error": (results or {}).get("error")})
+            continue
+        eval_section = results.get("eval") if isinstance(results.get("eval"), dict) else {}
+        folds.append({"fold": number, "eval": scalar_metrics(eval_section),
+                      "test": scalar_metrics(test)})
+        matrix = test.get("confusion_matrix")
+        if isinstance(matrix, list) and matrix:
+            matrix = np.asarray(matrix, dtype=int)
+            if confusion is None:
+                confusion = matrix
+            elif confusion.shape == matrix.shape:
+                confusion = confusion + matrix
+        label_names = label_names or test.get("label_names")
+    names = sorted({f"{split}/{key}" for fold in folds for split in ("eval", "test")
+                    for key in fold[split]})
+    mean, std = {}, {}
+    for name in names:
+        split, _, key = name.partition("/")
+        values = np.array([fold[split][key] for fold in folds if key in fold[split]], dtype=float)
+        mean[name] = float(values.mean())
+        std[name] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    summary = {"folds": folds, "mean": mean, "std": std, "num_folds": len(folds)}
+    if failed:
+        summary["failed_folds"] = failed
+    if confusion is not None:
+        summary["test_confusion_matrix"] = confusion.tolist()
+        summary["label_names"] = label_names
+    return summary

@@ -1,0 +1,279 @@
+"""ExperimentManager: list, load, compare and rank the runs of a runs directory.
+
+>>> from backend.ml.experiment_config import ExperimentManager
+>>> manager = ExperimentManager()                       # experiments/runs  # doctest: +SKIP
+>>> comparison = manager.compare_runs(["bert_v1_abc123", "distilbert_v1_def456"])  # doctest: +SKIP
+>>> comparison["summary"]["f1_macro"]                   # test macro F1 per run   # doctest: +SKIP
+>>> manager.get_best_run("eval/f1_macro").run_id        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import itertools
+from pathlib import Path
+
+from ..errors import UserError
+from .comparison import config_differences, higher_is_better, rank_runs
+from .predictions import align, load_predictions, slice_metrics
+from .rundir import RunInfo
+from .statistics import bootstrap_confidence_intervals, mcnemar_test, paired_bootstrap
+
+DEFAULT_RUNS_DIR = Path("experiments/runs")
+CI_METRICS = ("accuracy", "f1_macro", "f1_weighted", "f1_biased")
+
+
+class ExperimentManager:
+    """Reads run directories under ``runs_dir``; never imports or starts the trainer.
+
+    Damaged, failed or unfinished runs are listed with their status and reason, never raised.
+    """
+
+    def __init__(self, runs_dir: str | Path = DEFAULT_RUNS_DIR, num_resamples: int = 1000,
+                 seed: int = 0):
+        self.runs_dir = Path(runs_dir)
+        self.num_resamples = num_resamples
+        self.seed = seed
+        self._predictions_cache: dict[str, tuple] = {}
+
+    # ---- finding runs -------------------------------------------------------------------
+
+    def list_runs(self, tag: str | None = None, name: str | None = None,
+                  status: str | list[str] | None = None) -> list[RunInfo]:
+        """Top-level runs (CV parents, not their folds), oldest first.
+
+        ``tag``: runs carrying this tag; ``name``: experiment name or run id containing the text,
+        or matching it as a glob (``bert_*``); ``status``: one status or a list
+        (completed, running, failed, interrupted, incomplete, corrupt).
+
+        >>> [run.run_id for run in manager.list_runs(tag="baseline", status="completed")]  # doctest: +SKIP
+        """
+        if not self.runs_dir.is_dir():
+            return []
+        runs = [RunInfo.read(path) for path in sorted(self.runs_dir.iterdir())
+                if path.is_dir() and not path.name.startswith(".")]
+        statuses = [status] if isinstance(status, str) else status
+        selected = []
+        for run in runs:
+            if tag is not None and tag not in run.tags:
+                continue
+            if name is not None and not _name_matches(name, run):
+                continue
+            if statuses is not None and run.status not in statuses:
+                continue
+            selected.append(run)
+        return sorted(selected, key=lambda run: (run.started_at, run.run_id))
+
+    def load_run(self, run_id: str | Path | RunInfo) -> RunInfo:
+        """One run by id (``name_abc123``), unique id prefix, fold id (``parent/fold-2``) or path.
+
+        Raises UserError naming the id and the closest existing ones when it does not exist.
+        """
+        if isinstance(run_id, RunInfo):
+            return run_id
+        text = str(run_id)
+        path = Path(text)
+        if path.is_dir() and ((path / "results.json").exists() or (path / "config.yaml").exists()
+                              or (path / "folds").is_dir()):
+            return RunInfo.read(path)
+        parent, _, fold = text.partition("/")
+        if fold:
+            fold = fold.split("/")[-1]
+            parent_run = self.load_run(parent)
+            for candidate in parent_run.folds:
+                if candidate.path.name == fold:
+                    return candidate
+            raise UserError(f"run {parent_run.run_id} has no fold {fold!r}; folds: "
+                            f"{', '.join(item.path.name for item in parent_run.folds) or 'none'}")
+        directory = self.runs_dir / text
+        if text and directory.is_dir():
+            return RunInfo.read(directory)
+        known = self._run_ids()
+        prefixed = [candidate for candidate in known if candidate.startswith(text)] if text else []
+        if len(prefixed) == 1:
+            return RunInfo.read(self.runs_dir / prefixed[0])
+        raise UserError(unknown_run_message(text, known, self.runs_dir, prefixed))
+
+    def _run_ids(self) -> list[str]:
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(path.name for path in self.runs_dir.iterdir()
+                      if path.is_dir() and not path.name.startswith("."))
+
+    # ---- ranking ------------------------------------------------------------------------
+
+    def get_best_run(self, metric: str = "eval/f1_macro", tag: str | None = None,
+                     name: str | None = None, higher_is_better_: bool | None = None
+                     ) -> RunInfo | None:
+        """The completed run with the best ``metric`` (``eval/...`` or ``test/...``), or None.
+
+        Loss metrics are minimised, others maximised. CV parents compete with their fold means.
+        Raises UserError when no run has the metric at all, listing the metric names that exist.
+        """
+        metric = metric if "/" in metric else f"eval/{metric}"
+        runs = self.list_runs(tag=tag, name=name, status="completed")
+        if not runs:
+            return None
+        scored = [run for run in runs if run.metric(metric) is not None]
+        if not scored:
+            available = sorted({key for run in runs for key in run.scalar_metrics()})
+            raise UserError(f"no completed run has the metric {metric!r}"
+                            f"{_close(metric, available)}; available: {', '.join(available)}")
+        maximise = higher_is_better(metric) if higher_is_better_ is None else higher_is_better_
+        return max(scored, key=lambda run: (run.metric(metric) if maximise
+                                            else -run.metric(metric)))
+
+    # ---- comparing ----------------------------------------------------------------------
+
+    def compare_runs(self, run_ids: list, metrics: list[str] | None = None,
+                     significance_metric: str = "f1_macro", max_significance_pairs: int = 6
+                     ) -> dict:
+        """Side-by-side view of runs.
+
+        Returns a dict with
+        ``runs`` (ids), ``status``, ``summary`` (``{metric: {run_id: value}}``; bare names such as
+        ``f1_macro`` are test metrics, ``eval/...``/``test/...`` are explicit),
+        ``std`` (fold std for CV runs), ``config_differences`` (``{field: {run_id: value}}``),
+        ``per_class`` (test precision/recall/F1 per class), ``confusion_matrices``,
+        ``confidence_intervals`` (bootstrap 95% CI of test metrics), ``slices``
+        (F1 per outlet leaning, outlet and topic), ``significance`` (paired tests between the
+        best run and the others, best first by ``eval/f1_macro``), ``best`` (``{metric: run_id}``)
+        and ``problems`` (why a statistic could not be computed for a run).
+        """
+        runs = [self.load_run(run_id) for run_id in run_ids]
+        ids = [run.run_id for run in runs]
+        names = set(metrics or [])
+        if not metrics:
+            for run in runs:
+                names |= set(run.scalar_metrics())
+        summary: dict[str, dict] = {}
+        for name in sorted(names):
+            values = {run.run_id: run.metric(name) for run in runs}
+            summary[name] = values
+            if name.startswith("test/"):
+                summary.setdefault(name[5:], values)
+        std = {name: {run.run_id: run.metric_std(name) for run in runs}
+               for name in sorted(names) if any(run.metric_std(name) is not None for run in runs)}
+        best = {}
+        for name in summary:
+            qualified = name if "/" in name else f"test/{name}"
+            ranked = rank_runs(runs, qualified)
+            if ranked:
+                best[name] = ranked[0].run_id
+        comparison = {
+            "runs": ids,
+            "status": {run.run_id: run.status for run in runs},
+            "reasons": {run.run_id: run.reason for run in runs if run.reason},
+            "summary": summary, "std": std,
+            "config_differences": config_differences(runs),
+            "per_class": {run.run_id: _test_section(run).get("per_class", {}) for run in runs},
+            "confusion_matrices": {run.run_id: _confusion(run) for run in runs},
+            "label_names": {run.run_id: run.label_names for run in runs},
+            "confidence_intervals": {}, "slices": {}, "significance": [], "best": best,
+            "problems": {},
+        }
+        for run in runs:
+            predictions, reason = self.predictions(run)
+            if predictions is None:
+                comparison["problems"][run.run_id] = reason
+                continue
+            comparison["confidence_intervals"][run.run_id] = bootstrap_confidence_intervals(
+                predictions.labels, predictions.predictions, predictions.label_names,
+                [name for name in CI_METRICS if name != "f1_biased"
+                 or "Biased" in predictions.label_names],
+                num_resamples=self.num_resamples, seed=self.seed)
+            comparison["slices"][run.run_id] = slice_metrics(predictions)
+        ranked = rank_runs(runs, "eval/f1_macro") or rank_runs(runs, "test/f1_macro")
+        ranked_ids = [run.run_id for run in ranked]
+        pairs = [(ranked_ids[0], other) for other in ranked_ids[1:]] if ranked_ids else []
+        for first, second in pairs[:max_significance_pairs]:
+            comparison["significance"].append(
+                self._significance_entry(first, second, significance_metric))
+        return comparison
+
+    def predictions(self, run: RunInfo):
+        """(Predictions, None) or (None, reason), cached per run directory."""
+        key = str(run.path)
+        if key not in self._predictions_cache:
+            self._predictions_cache[key] = load_predictions(run)
+        return self._predictions_cache[key]
+
+    def paired_test(self, run_a, run_b, metric: str = "f1_macro") -> dict:
+        """Paired bootstrap on ``metric`` and McNemar on accuracy for two runs' test predictions.
+
+        The runs must have been evaluated on the same test sentences (matched by text);
+        otherwise UserError says how many sentences differ.
+
+        >>> result = manager.paired_test("bert_v1_abc123", "distilbert_v1_def456")  # doctest: +SKIP
+        >>> result["bootstrap"]["p_value"] < 0.05                                   # doctest: +SKIP
+        """
+        first, second = self.load_run(run_a), self.load_run(run_b)
+        loaded = []
+        for run in (first, second):
+            predictions, reason = self.predictions(run)
+            if predictions is None:
+                raise UserError(f"{run.run_id}: cannot run a paired test: {reason}")
+            loaded.append(predictions)
+        labels, predicted_a, predicted_b = align(*loaded)
+        metric = metric.split("/")[-1]
+        bootstrap = paired_bootstrap(labels, predicted_a, predicted_b, loaded[0].label_names,
+                                     metric, num_resamples=max(self.num_resamples, 1000),
+                                     seed=self.seed)
+        mcnemar = mcnemar_test(labels, predicted_a, predicted_b)
+        return {"run_a": first.run_id, "run_b": second.run_id, "n": int(len(labels)),
+                "bootstrap": bootstrap, "mcnemar": mcnemar,
+                "significant": bool(bootstrap["p_value"] < 0.05)}
+
+    def _significance_entry(self, first: str, second: str, metric: str) -> dict:
+        try:
+            return self.paired_test(first, second, metric)
+        except UserError as error:
+            return {"run_a": first, "run_b": second, "error": str(error)}
+
+    def all_pairs_significance(self, run_ids: list, metric: str = "f1_macro") -> list[dict]:
+        """Paired tests for every pair of ``run_ids`` (errors recorded, not raised)."""
+        return [self._significance_entry(a, b, metric)
+                for a, b in itertools.combinations([str(item) for item in run_ids], 2)]
+
+
+def _test_section(run: RunInfo) -> dict:
+    section = run.results.get("test")
+    return section if isinstance(section, dict) else {}
+
+
+def _confusion(run: RunInfo) -> list | None:
+    matrix = _test_section(run).get("confusion_matrix")
+    if isinstance(matrix, list) and matrix:
+        return matrix
+    matrix = run.cross_validation.get("test_confusion_matrix")
+    return matrix if isinstance(matrix, list) and matrix else None
+
+
+def _name_matches(pattern: str, run: RunInfo) -> bool:
+    candidates = (run.experiment_name, run.run_id)
+    if any(character in pattern for character in "*?["):
+        return any(fnmatch.fnmatchcase(candidate, pattern) for candidate in candidates)
+    return any(pattern in candidate for candidate in candidates)
+
+
+def _close(name: str, candidates) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(item) for item in close)}?)" if close else ""
+
+
+def unknown_run_message(run_id: str, known: list[str], runs_dir: Path,
+                        prefixed: list[str] | None = None) -> str:
+    """'unknown run X in DIR', with the closest ids (or every prefix match when ambiguous)."""
+    if prefixed and len(prefixed) > 1:
+        return (f"run id {run_id!r} is ambiguous in {runs_dir}; it starts "
+                f"{', '.join(prefixed[:10])}")
+    close = difflib.get_close_matches(run_id, known, n=5, cutoff=0.4)
+    close += [item for item in known if run_id and run_id in item and item not in close][:5]
+    if close:
+        hint = f"; close matches: {', '.join(close)}"
+    elif known:
+        hint = f"; {len(known)} run(s) exist, e.g. {', '.join(known[:5])}"
+    else:
+        hint = "; the directory holds no runs yet"
+    return f"unknown run {run_id!r} in {runs_dir}{hint}"
