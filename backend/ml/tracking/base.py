@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,6 +60,41 @@ class JsonlMetricsTracker:
         pass
 
 
+def _close_quietly(tracker: Tracker) -> None:
+    # A dropped tracker still releases what it holds (event files, a W&B process).
+    try:
+        tracker.close("failed")
+    except Exception:  # noqa: BLE001 - already warned once about this tracker
+        logger.debug("closing %s after its failure failed too", type(tracker).__name__,
+                     exc_info=True)
+
+
+def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested config as dotted keys with scalar values (lists and None become text).
+
+    >>> flatten_config({"model": {"dropout": 0.1, "model_name": None}, "tags": ["a", "b"]})
+    {'model.dropout': 0.1, 'model.model_name': 'None', 'tags': 'a,b'}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ",".join(str(item) for item in value)
+        elif value is None or not isinstance(value, (bool, int, float, str)):
+            flat[name] = str(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def numeric_items(metrics: dict) -> dict[str, float]:
+    """The entries of ``metrics`` that are plain numbers (bools excluded), as floats."""
+    return {key: float(value) for key, value in metrics.items()
+            if isinstance(value, numbers.Real) and not isinstance(value, bool)}
+
+
 class TrackerSet:
     """Fans each call out to every tracker; a failing tracker warns once and is dropped,
     so tracking never kills or corrupts a training run."""
@@ -74,6 +110,8 @@ class TrackerSet:
                 logger.warning("%s failed in %s (%s: %s); training goes on without it.",
                                type(tracker).__name__, method, type(error).__name__, error)
                 self.trackers.remove(tracker)
+                if method != "close":
+                    _close_quietly(tracker)
 
     def log_config(self, config: dict, run_info: dict) -> None:
         self._call("log_config", config, run_info)
