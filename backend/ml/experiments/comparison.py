@@ -33,7 +33,9 @@ def config_differences(runs: list[RunInfo]) -> dict[str, dict[str, object]]:
 
     A field one run lacks (older config version) shows as None for it.
     """
-    flat = {run.run_id: flatten_config(run.config) for run in runs}
+    # A run without a readable config.yaml has nothing to compare; it must not make every
+    # field look different.
+    flat = {run.run_id: flatten_config(run.config) for run in runs if run.config}
     fields = sorted({key for values in flat.values() for key in values})
     differences = {}
     for name in fields:

@@ -174,6 +174,8 @@ class ExperimentManager:
             "problems": {},
         }
         for run in runs:
+            if run.status != "completed":
+                continue  # leftover predictions of a failed run would look like results
             predictions, reason = self.predictions(run)
             if predictions is None:
                 comparison["problems"][run.run_id] = reason

@@ -120,7 +120,8 @@ def _config_differences(runs, comparison) -> str:
     head = "<th>field</th>" + "".join(f"<th>{_e(run.run_id)}</th>" for run in runs)
     rows = []
     for field, values in differences.items():
-        cells = "".join(f"<td>{_e(_short(values.get(run.run_id)))}</td>" for run in runs)
+        cells = "".join(f"<td>{_e(_short(values[run.run_id]))}</td>" if run.run_id in values
+                        else '<td class="muted">no config</td>' for run in runs)
         rows.append(f"<tr><td><code>{_e(field)}</code></td>{cells}</tr>")
     return (f'<table id="config-diff"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
