@@ -1,0 +1,95 @@
+"""Experiment management on runs produced by real tiny trainings through the CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.ml.experiment_config import ExperimentManager
+from conftest import run_cli, tiny_config, write_config
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory) -> tuple[Path, str]:
+    """Two single-split runs differing in learning rate and one 2-fold CV run, in one CLI call."""
+    workspace = tmp_path_factory.mktemp("experiments_training")
+    small = {"epochs": 1}
+    data = {"max_samples": 120}
+    configs = [
+        write_config(workspace, tiny_config(experiment_name="lr_low", training=dict(
+            small, learning_rate=1e-4), data=data), "lr_low.yaml"),
+        write_config(workspace, tiny_config(experiment_name="lr_high", training=dict(
+            small, learning_rate=3e-3), data=data), "lr_high.yaml"),
+        write_config(workspace, tiny_config(experiment_name="cv_two", training=small,
+                                            data=dict(data, cv_folds=2)), "cv_two.yaml"),
+    ]
+    completed = run_cli(*map(str, configs), "--output-dir", str(workspace / "runs"),
+                        check=True)
+    return workspace / "runs", completed.stdout
+
+
+def _run_id(runs_dir: Path, name: str) -> str:
+    (match,) = [path.name for path in runs_dir.iterdir() if path.name.startswith(name + "_")]
+    return match
+
+
+def test_multi_config_run_ends_with_a_table_of_all_runs(trained_runs):
+    runs_dir, stdout = trained_runs
+    table = stdout[stdout.rindex("test/f1_macro") - 200:]
+    for name in ("lr_low", "lr_high", "cv_two"):
+        assert re.search(rf"{_run_id(runs_dir, name)}\s+completed", table)
+    assert re.search(r"cv_two_\w+\s+completed \(cv\)", table)
+
+
+def test_manager_reads_real_runs_and_compares_them(trained_runs):
+    runs_dir, _ = trained_runs
+    manager = ExperimentManager(runs_dir, num_resamples=200)
+    assert {run.experiment_name: run.status for run in manager.list_runs()} == {
+        "lr_low": "completed", "lr_high": "completed", "cv_two": "completed"}
+    low, high = _run_id(runs_dir, "lr_low"), _run_id(runs_dir, "lr_high")
+    comparison = manager.compare_runs([low, high])
+    assert comparison["config_differences"]["training.learning_rate"] == {low: 1e-4, high: 3e-3}
+    for run_id in (low, high):
+        results = manager.load_run(run_id).results
+        assert comparison["summary"]["f1_macro"][run_id] == results["test"]["f1_macro"]
+        interval = comparison["confidence_intervals"][run_id]["f1_macro"]
+        # the bootstrap recomputes F1 from the predictions CSV: it must agree with the trainer
+        assert interval["estimate"] == pytest.approx(results["test"]["f1_macro"], abs=1e-9)
+        assert interval["low"] <= interval["estimate"] <= interval["high"]
+        assert set(comparison["per_class"][run_id]) == set(results["test"]["label_names"])
+    (significance,) = comparison["significance"]
+    assert "error" not in significance, significance
+    assert significance["n"] == manager.load_run(low).results["data"]["splits"]["test"]["size"]
+    assert 0 <= significance["bootstrap"]["p_value"] <= 1
+
+
+def test_cv_run_has_fold_runs_and_mean_std_and_competes_for_best(trained_runs):
+    runs_dir, _ = trained_runs
+    manager = ExperimentManager(runs_dir)
+    parent = manager.load_run(_run_id(runs_dir, "cv_two"))
+    assert [fold.status for fold in parent.folds] == ["completed", "completed"]
+    fold_values = [fold.metric("test/f1_macro") for fold in parent.folds]
+    assert parent.metric("test/f1_macro") == pytest.approx(np.mean(fold_values))
+    assert parent.metric_std("test/f1_macro") == pytest.approx(np.std(fold_values, ddof=1))
+    completed = manager.list_runs(status="completed")
+    best = manager.get_best_run("eval/f1_macro")
+    assert best.metric("eval/f1_macro") == max(run.metric("eval/f1_macro") for run in completed)
+
+
+def test_compare_cli_writes_the_report_for_real_runs(trained_runs):
+    runs_dir, _ = trained_runs
+    completed = run_cli("--compare", "--output-dir", str(runs_dir), check=True)
+    report = runs_dir.parent / "comparison.html"
+    assert str(report) in completed.stdout
+    text = report.read_text(encoding="utf-8")
+    for name in ("lr_low", "lr_high", "cv_two"):
+        assert f'data-run-id="{_run_id(runs_dir, name)}"' in text
+    assert "<polyline" in text  # learning curves drawn from metrics.jsonl
+    unknown = run_cli("--compare", "lr_lowest", "--output-dir", str(runs_dir))
+    assert unknown.returncode != 0
+    assert "unknown run 'lr_lowest'" in unknown.stderr
+    assert _run_id(runs_dir, "lr_low") in unknown.stderr  # the close match is suggested
+    assert "Traceback" not in unknown.stderr
