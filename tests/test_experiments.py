@@ -373,8 +373,16 @@ def test_cv_parent_is_one_run_with_folds_and_competes_on_fold_means(runs_dir):
     assert parent.metric("test/f1_macro") == pytest.approx(fold_means)
     assert parent.metric_std("test/f1_macro") > 0
     assert manager.load_run("bert_cv_v1_cv0001/fold-2").path.name == "fold-2"
-    comparison = manager.compare_runs(["bert_cv_v1_cv0001"])
+    comparison = manager.compare_runs(["bert_cv_v1_cv0001", "bert_baseline_v1_abc123",
+                                       "distilbert_fast_v1_def456"])
     assert comparison["confidence_intervals"]["bert_cv_v1_cv0001"]["f1_macro"]["n"] == 180
+    pooled = comparison["per_class"]["bert_cv_v1_cv0001"]  # from the summed fold matrices
+    assert sum(scores["support"] for scores in pooled.values()) == 180
+    # the CV run (best) tested on other sentences must not stop the other two being compared
+    tests = {(entry["run_a"], entry["run_b"]): entry for entry in comparison["significance"]}
+    assert "same test sentences" in tests[("bert_cv_v1_cv0001", "bert_baseline_v1_abc123")][
+        "error"]
+    assert tests[("bert_baseline_v1_abc123", "distilbert_fast_v1_def456")]["significant"]
     table = format_comparison_table([parent.path])
     assert re.search(r"bert_cv_v1_cv0001\s+completed \(cv\)\s+\d\.\d{4}±\d\.\d{4}", table)
 

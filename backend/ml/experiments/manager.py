@@ -137,8 +137,8 @@ class ExperimentManager:
         ``std`` (fold std for CV runs), ``config_differences`` (``{field: {run_id: value}}``),
         ``per_class`` (test precision/recall/F1 per class), ``confusion_matrices``,
         ``confidence_intervals`` (bootstrap 95% CI of test metrics), ``slices``
-        (F1 per outlet leaning, outlet and topic), ``significance`` (paired tests between the
-        best run and the others, best first by ``eval/f1_macro``), ``best`` (``{metric: run_id}``)
+        (F1 per outlet leaning, outlet and topic), ``significance`` (paired tests between every
+        pair of the four best runs by ``eval/f1_macro``, best first), ``best`` (``{metric: run_id}``)
         and ``problems`` (why a statistic could not be computed for a run).
         """
         runs = [self.load_run(run_id) for run_id in run_ids]
@@ -167,7 +167,7 @@ class ExperimentManager:
             "reasons": {run.run_id: run.reason for run in runs if run.reason},
             "summary": summary, "std": std,
             "config_differences": config_differences(runs),
-            "per_class": {run.run_id: _test_section(run).get("per_class", {}) for run in runs},
+            "per_class": {run.run_id: _per_class(run) for run in runs},
             "confusion_matrices": {run.run_id: _confusion(run) for run in runs},
             "label_names": {run.run_id: run.label_names for run in runs},
             "confidence_intervals": {}, "slices": {}, "significance": [], "best": best,
@@ -188,7 +188,9 @@ class ExperimentManager:
             comparison["slices"][run.run_id] = slice_metrics(predictions)
         ranked = rank_runs(runs, "eval/f1_macro") or rank_runs(runs, "test/f1_macro")
         ranked_ids = [run.run_id for run in ranked]
-        pairs = [(ranked_ids[0], other) for other in ranked_ids[1:]] if ranked_ids else []
+        # Every pair among the top runs, best first: the best run may be a CV run whose test
+        # sentences differ from the single-split runs, which must still be compared together.
+        pairs = list(itertools.combinations(ranked_ids[:4], 2))
         for first, second in pairs[:max_significance_pairs]:
             comparison["significance"].append(
                 self._significance_entry(first, second, significance_metric))
@@ -242,6 +244,26 @@ class ExperimentManager:
 def _test_section(run: RunInfo) -> dict:
     section = run.results.get("test")
     return section if isinstance(section, dict) else {}
+
+
+def _per_class(run: RunInfo) -> dict:
+    """Test per-class scores; for a CV parent, from the folds' summed confusion matrix."""
+    per_class = _test_section(run).get("per_class")
+    if isinstance(per_class, dict) and per_class:
+        return per_class
+    matrix, names = _confusion(run), run.label_names
+    if not matrix or len(matrix) != len(names):
+        return {}
+    scores = {}
+    for position, name in enumerate(names):
+        true_positive = matrix[position][position]
+        support = sum(matrix[position])
+        predicted = sum(row[position] for row in matrix)
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / support if support else 0.0
+        f1 = 2 * true_positive / (support + predicted) if support + predicted else 0.0
+        scores[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return scores
 
 
 def _confusion(run: RunInfo) -> list | None:

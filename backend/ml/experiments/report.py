@@ -265,8 +265,8 @@ def _significance(comparison) -> str:
             f"sentences)</span></td><td>{verdict}</td></tr>")
     head = ("<th>runs (best first)</th><th>Δ test F1 macro [95% CI]</th>"
             "<th>paired bootstrap p</th><th>McNemar p (accuracy)</th><th>verdict</th>")
-    return (f'<p class="note">Paired tests on the same test sentences between the best run and '
-            f'the next ones.</p><table id="significance"><thead><tr>{head}</tr></thead>'
+    return (f'<p class="note">Paired tests on the same test sentences between each pair of the '
+            f'four best runs (by {BEST_METRIC}).</p><table id="significance"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
@@ -284,7 +284,9 @@ def _problems(runs, comparison) -> str:
 def svg_line_chart(title: str, series, x_label: str, y_label: str,
                    width: int = 420, height: int = 260) -> str:
     """Inline SVG line chart; ``series`` is ``[(name, color, [(x, y), ...]), ...]``."""
-    left, right, top, bottom = 52, 12, 28, 40
+    legend_rows = min(len(series), 8)
+    left, right, top, bottom = 52, 12, 28, 40 + 14 * legend_rows  # legend under the axis
+    height += 14 * legend_rows
     xs = [x for _, _, points in series for x, _ in points]
     ys = [y for _, _, points in series for _, y in points]
     x_min, x_max = min(xs), max(xs)
@@ -317,7 +319,7 @@ def svg_line_chart(title: str, series, x_label: str, y_label: str,
         x = sx(tick)
         parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle">'
                      f'{tick:.4g}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">'
+    parts.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 28}" text-anchor="middle">'
                  f'{_e(x_label)}</text>')
     for name, color, points in series:
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(points))
@@ -326,10 +328,10 @@ def svg_line_chart(title: str, series, x_label: str, y_label: str,
         if len(points) <= 30:
             parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>'
                       for x, y in points]
-    for index, (name, color, _) in enumerate(series[:8]):
-        y = top + 12 + index * 14
-        parts.append(f'<rect x="{left + 6}" y="{y - 8}" width="10" height="3" fill="{color}"/>'
-                     f'<text x="{left + 20}" y="{y - 3}" class="legend">{_e(name)}</text>')
+    for index, (name, color, _) in enumerate(series[:legend_rows]):
+        y = top + plot_h + 44 + index * 14
+        parts.append(f'<rect x="{left}" y="{y - 6}" width="12" height="3" fill="{color}"/>'
+                     f'<text x="{left + 16}" y="{y - 2}" class="legend">{_e(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
