@@ -29,6 +29,12 @@ from .sentences import sentence_spans
 NO_PREDICTION = "no_prediction"
 
 
+def no_prediction(identifier, error: str) -> dict:
+    """The entry of an input that cannot be classified: same keys as a prediction, all None."""
+    return {"id": identifier, "status": NO_PREDICTION, "error": error, "label": None,
+            "confidence": None, "probabilities": None}
+
+
 class InputError(UserError):
     """An input cannot be classified (raised only where no per-item entry can say so)."""
 
@@ -129,6 +135,19 @@ class BiasClassifier:
         """
         return [result["label"] for result in self.predict_with_confidence(texts)]
 
+    def predict_proba(self, sentences: list[str], show_progress: bool = False) -> np.ndarray:
+        """Calibrated class probabilities, one row per text, each text taken as one sentence.
+
+        No sentence splitting (what sentence-level evaluation needs); a text longer than
+        ``max_length`` is still read whole, as the mean over its token windows. Columns follow
+        :attr:`label_names`.
+        """
+        texts = list(sentences)
+        bad = [index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
+        if bad:
+            raise InputError(f"predict_proba needs non-empty strings; inputs {bad[:10]} are not")
+        return self._segment_probabilities(texts, show_progress)[0]
+
     def predict_with_confidence(self, articles: Any, show_progress: bool = False
                                 ) -> list[dict] | dict:
         """Label, confidence and class probabilities per input; sentences and a summary for articles.
@@ -163,10 +182,6 @@ class BiasClassifier:
 
     # ------------------------------------------------------------------ input handling
 
-    def _no_prediction(self, identifier, error: str) -> dict:
-        return {"id": identifier, "status": NO_PREDICTION, "error": error, "label": None,
-                "confidence": None, "probabilities": None}
-
     def _parse(self, item: Any, index: int) -> tuple[Any, list[_Segment]] | dict:
         """(id, segments) of one input, or a no-prediction entry saying what is wrong with it."""
         identifier, title = None, None
@@ -174,25 +189,25 @@ class BiasClassifier:
             identifier = item.get("id")
             text, title = item.get("text"), item.get("title")
             if text is None and not title:
-                return self._no_prediction(identifier, f"input {index}: the dict has no 'text'")
+                return no_prediction(identifier, "the dict has no 'text'")
             if text is not None and not isinstance(text, str):
-                return self._no_prediction(identifier, f"input {index}: 'text' is "
-                                                       f"{type(text).__name__}, expected a string")
+                return no_prediction(identifier,
+                                     f"'text' is {type(text).__name__}, expected a string")
             if title is not None and not isinstance(title, str):
-                return self._no_prediction(identifier, f"input {index}: 'title' is "
-                                                       f"{type(title).__name__}, expected a string")
+                return no_prediction(identifier,
+                                     f"'title' is {type(title).__name__}, expected a string")
         elif isinstance(item, str):
             text = item
         else:
-            return self._no_prediction(None, f"input {index}: {type(item).__name__} is not text "
-                                             "(expected a string or a dict with 'text')")
+            return no_prediction(None, f"{type(item).__name__} is not text "
+                                       "(expected a string or a dict with 'text')")
         segments = []
         if title and title.strip():
             segments.append(_Segment(index, title.strip(), None, None, "title"))
         for start, end in sentence_spans(text or ""):
             segments.append(_Segment(index, text[start:end], start, end, "text"))
         if not segments:
-            return self._no_prediction(identifier, f"input {index}: empty text")
+            return no_prediction(identifier, "empty text")
         return identifier, segments
 
     # ------------------------------------------------------------------ the model

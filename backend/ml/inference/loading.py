@@ -31,6 +31,11 @@ class ModelLoadError(UserError):
     """The model reference does not name a loadable model."""
 
 
+def has_torch_weights(path: Path) -> bool:
+    """Whether ``path`` is a directory with PyTorch weights (not only an ONNX export)."""
+    return path.is_dir() and any((path / name).is_file() for name in _WEIGHT_FILES)
+
+
 def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and (
         any((path / name).is_file() for name in _WEIGHT_FILES) or (path / ONNX_FILE).is_file())
@@ -290,7 +295,7 @@ def load_for_inference(path: Path, *, trust_remote_code: bool = False,
     """PyTorch for a model directory; ONNX Runtime for an ``.onnx`` file or an export directory."""
     if path.is_file():
         return load_onnx_model(path, num_threads)
-    if not any((path / name).is_file() for name in _WEIGHT_FILES) and (path / ONNX_FILE).is_file():
+    if not has_torch_weights(path) and (path / ONNX_FILE).is_file():
         return load_onnx_model(path / ONNX_FILE, num_threads)
     return load_torch_model(path, trust_remote_code)
 

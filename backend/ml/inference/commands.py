@@ -1,0 +1,250 @@
+"""``run_experiment.py --predict`` and ``--export``: inference on files and model export.
+
+    python run_experiment.py --predict RUN_ID --input news.csv --output predictions.jsonl
+    python run_experiment.py --export RUN_ID --export-format onnx int8
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from backend.ml.errors import DataError, UserError
+from backend.ml.fileio import atomic_path, atomic_write_json
+
+from .classifier import NO_PREDICTION, BiasClassifier, no_prediction
+from .loading import has_torch_weights, resolve_model_path, run_dir_of
+
+INPUT_FORMATS = (".txt", ".csv", ".jsonl")
+CHUNK = 256  # inputs classified per call: bounds memory on large files, keeps the bar moving
+
+
+class _Unreadable:
+    """An input line that could not be parsed: it becomes a no-prediction entry, not a crash."""
+
+    def __init__(self, identifier, error: str):
+        self.identifier, self.error = identifier, error
+
+
+def _read_txt(path: Path) -> Iterator[object]:
+    with open(path, encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            if line.strip():
+                yield {"id": number, "text": line.strip()}
+
+
+def _read_csv(path: Path) -> Iterator[object]:
+    with open(path, encoding="utf-8", newline="") as stream:
+        reader = csv.DictReader(stream)
+        columns = {name.strip().lower(): name for name in reader.fieldnames or []}
+        if "text" not in columns:
+            raise DataError(f"{path}: no 'text' column (columns: "
+                            f"{', '.join(reader.fieldnames or []) or 'none'}).")
+        text, title, identifier = columns["text"], columns.get("title"), columns.get("id")
+        for number, row in enumerate(reader, start=1):
+            item = {"id": row[identifier] if identifier else number, "text": row[text] or ""}
+            if title and row.get(title):
+                item["title"] = row[title]
+            yield item
+
+
+def _read_jsonl(path: Path) -> Iterator[object]:
+    with open(path, encoding="utf-8") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield _Unreadable(number, f"line {number}: invalid JSON ({error.msg})")
+                continue
+            if isinstance(value, str):
+                value = {"text": value}
+            if isinstance(value, dict):
+                value = {"id": number, **value}
+            yield value
+
+
+def read_inputs(path: Path) -> Iterator[object]:
+    """Inputs of a ``.txt`` (one per line), ``.csv`` (``text``, optional ``title``, ``id``) or
+    ``.jsonl`` (objects with ``text``, or strings) file; ``id`` defaults to the line/row number."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such input file.")
+    readers = {".txt": _read_txt, ".csv": _read_csv, ".jsonl": _read_jsonl}
+    suffix = path.suffix.lower()
+    if suffix not in readers:
+        raise DataError(f"{path}: unsupported input format '{suffix}'; use "
+                        f"{', '.join(INPUT_FORMATS)}.")
+    return readers[suffix](path)
+
+
+def _count_lines(path: Path) -> int | None:
+    try:
+        with open(path, "rb") as stream:
+            return sum(1 for _ in stream)
+    except OSError:
+        return None
+
+
+def _classify_chunk(classifier: BiasClassifier, chunk: list) -> list[dict]:
+    readable = [item for item in chunk if not isinstance(item, _Unreadable)]
+    results = iter(classifier.predict_with_confidence(readable))
+    return [no_prediction(item.identifier, item.error) if isinstance(item, _Unreadable)
+            else next(results) for item in chunk]
+
+
+def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_dir: Path) -> int:
+    """Classify every input of ``input_path`` and write one JSON line per input to ``output_path``.
+
+    >>> predict_command("quickstart_minilm_3f9a1c", Path("news.txt"), Path("out.jsonl"),
+    ...                 Path("experiments/runs"))  # doctest: +SKIP
+    0
+    """
+    from tqdm.auto import tqdm
+
+    model_path = resolve_model_path(model_ref, runs_dir)
+    inputs = read_inputs(input_path)  # fails on a bad path before the model is loaded
+    classifier = BiasClassifier().load_model(model_path)
+    temperature = (f"temperature {classifier.temperature:.3g}" if classifier.is_calibrated
+                   else "not calibrated")
+    print(f"Model: {model_path} ({classifier.runtime}, {temperature})", file=sys.stderr)
+    counts: dict[str, int] = {}
+    total = _count_lines(Path(input_path)) if Path(input_path).suffix.lower() != ".csv" else None
+    with atomic_path(output_path) as temporary, open(temporary, "w", encoding="utf-8") as out, \
+            tqdm(total=total, desc="Predicting", unit="input", file=sys.stderr) as progress:
+        chunk: list = []
+        for item in inputs:
+            chunk.append(item)
+            if len(chunk) == CHUNK:
+                _write(out, _classify_chunk(classifier, chunk), counts)
+                progress.update(len(chunk))
+                chunk = []
+        if chunk:
+            _write(out, _classify_chunk(classifier, chunk), counts)
+            progress.update(len(chunk))
+        out.flush()
+        out.close()
+    written = sum(counts.values())
+    if not written:
+        print(f"warning: {input_path} holds no input; wrote an empty {output_path}.",
+              file=sys.stderr)
+    listing = ", ".join(f"{label}: {count}" for label, count in sorted(counts.items()))
+    print(f"Wrote {written} predictions to {output_path} ({listing or 'none'}).")
+    return 0
+
+
+def _write(stream, results: list[dict], counts: dict[str, int]) -> None:
+    for result in results:
+        label = result["label"] if result["status"] != NO_PREDICTION else NO_PREDICTION
+        counts[label] = counts.get(label, 0) + 1
+        stream.write(json.dumps(result, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------------- export
+
+
+def _test_split(run_dir: Path | None, label_names: list[str]) -> tuple[list[str], np.ndarray] | str:
+    """(texts, label ids) of the run's test split, or why there is none."""
+    if run_dir is None:
+        return "the model is not inside a run directory"
+    path = run_dir / "predictions" / "test_predictions.csv"
+    if not path.is_file():
+        return f"{path} not found"
+    with open(path, encoding="utf-8", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    if rows and not {"text", "true_label"} <= set(rows[0]):
+        raise DataError(f"{path}: needs 'text' and 'true_label' columns.")
+    unknown = sorted({row["true_label"] for row in rows} - set(label_names))
+    if unknown:
+        raise DataError(f"{path}: labels {unknown} are not the model's ({label_names}).")
+    rows = [row for row in rows if row["text"].strip()]
+    if not rows:
+        return f"{path} holds no sentence"
+    return ([row["text"] for row in rows],
+            np.array([label_names.index(row["true_label"]) for row in rows], dtype=int))
+
+
+def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
+    """Write ONNX / int8 exports of a run's model and check them against PyTorch on the test split.
+
+    Exit status 1 when an export loses more than 0.5 points of macro F1 on the test split.
+
+    >>> export_command("quickstart_minilm_3f9a1c", ["onnx", "int8"], Path("experiments/runs"))  # doctest: +SKIP
+    0
+    """
+    from .export import (FORMATS, MAX_F1_DROP_POINTS, compare_predictions, copy_bundle,
+                         export_onnx, quantize_int8, timed_probabilities)
+
+    requested = list(dict.fromkeys(format_.lower() for format_ in formats or ["onnx", "int8"]))
+    unknown = [format_ for format_ in requested if format_ not in FORMATS]
+    if unknown:
+        raise UserError(f"unknown export format(s) {', '.join(unknown)}; choose from "
+                        f"{', '.join(FORMATS)}.")
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UserError("export needs onnx and onnxruntime: pip install onnx onnxruntime") from None
+    model_path = resolve_model_path(model_ref, runs_dir)
+    if not has_torch_weights(model_path):
+        raise UserError(f"{model_path} is already an export; pass the run or its final_model/.")
+    run_dir = run_dir_of(model_path)
+    export_dir = (run_dir or model_path) / "exports"
+    reference = BiasClassifier().load_model(model_path)
+    print(f"Exporting {model_path} to {export_dir}", file=sys.stderr)
+
+    copy_bundle(model_path, export_dir)
+    files = {"onnx": export_onnx(reference._model, export_dir / FORMATS["onnx"])}
+    if "int8" in requested:
+        files["int8"] = quantize_int8(files["onnx"], export_dir / FORMATS["int8"])
+    report = {"model": str(model_path), "max_f1_drop_points": MAX_F1_DROP_POINTS,
+              "exports": {name: {"path": str(files[name]),
+                                 "size_mb": round(files[name].stat().st_size / 2**20, 2)}
+                          for name in requested}}
+
+    split = _test_split(run_dir, reference.label_names)
+    if isinstance(split, str):
+        report["check"] = {"checked": False, "reason": split}
+        print(f"warning: exports not checked against PyTorch: {split}.", file=sys.stderr)
+    else:
+        texts, labels = split
+        expected, speed = timed_probabilities(reference, texts)
+        report["check"] = {"checked": True, "split": "test", "num_samples": len(texts),
+                           "pytorch_sentences_per_second": round(speed, 1)}
+        for name in requested:
+            exported = BiasClassifier().load_model(files[name])
+            probabilities, speed = timed_probabilities(exported, texts)
+            report["exports"][name].update(compare_predictions(expected, probabilities, labels,
+                                                               reference.label_names),
+                                           sentences_per_second=round(speed, 1))
+    atomic_write_json(export_dir / "export_report.json", report)
+    return _print_export_report(report, export_dir)
+
+
+def _print_export_report(report: dict, export_dir: Path) -> int:
+    failed = []
+    print(f"{'format':<8}{'file':<18}{'MB':>8}{'agree':>8}{'F1 drop':>9}{'sent/s':>9}")
+    for name, entry in report["exports"].items():
+        if "agreement" in entry:
+            print(f"{name:<8}{Path(entry['path']).name:<18}{entry['size_mb']:>8.1f}"
+                  f"{entry['agreement']:>8.3f}{entry['f1_drop_points']:>9.2f}"
+                  f"{entry['sentences_per_second']:>9.0f}")
+            if not entry["passed"]:
+                failed.append(name)
+        else:
+            print(f"{name:<8}{Path(entry['path']).name:<18}{entry['size_mb']:>8.1f}")
+    if report["check"].get("checked"):
+        print(f"PyTorch on the same {report['check']['num_samples']} test sentences: "
+              f"{report['check']['pytorch_sentences_per_second']:.0f} sentences/s")
+    print(f"Report: {export_dir / 'export_report.json'}")
+    if failed:
+        print(f"error: {', '.join(failed)} lost more than {report['max_f1_drop_points']} points "
+              "of macro F1 on the test split; do not ship it.", file=sys.stderr)
+        return 1
+    return 0

