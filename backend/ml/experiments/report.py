@@ -184,6 +184,8 @@ def _per_class(runs, comparison) -> str:
     rows = []
     for run in runs:
         per_class = comparison["per_class"].get(run.run_id) or {}
+        if not per_class:
+            continue
         cells = []
         for label in labels:
             scores = per_class.get(label) or {}
@@ -200,6 +202,7 @@ def _slices(runs, comparison) -> str:
     if not any(slices.values()):
         return ('<p class="note">The test predictions carry no outlet / topic / type metadata '
                 '(the demo dataset has none; BABE does).</p>')
+    runs = [run for run in runs if slices.get(run.run_id)]  # runs with sliceable predictions
     parts = []
     leaning_values = sorted({value for run_slices in slices.values()
                              for value in run_slices.get("type", {})})
@@ -209,6 +212,8 @@ def _slices(runs, comparison) -> str:
         rows = []
         for run in runs:
             by_type = slices.get(run.run_id, {}).get("type", {})
+            if not by_type:
+                continue
             cells = [_bar_cell(by_type.get(value, {}).get("f1_macro"),
                                f"n={by_type.get(value, {}).get('n', 0)}")
                      for value in leaning_values]
