@@ -59,7 +59,9 @@ def simulate_run(config: ExperimentConfig, run_dir: Path, model=None) -> dict:
     import torch
     run_dir.mkdir(parents=True, exist_ok=True)
     trackers = build_trackers(config, run_dir)
-    trackers.log_config(config.to_dict(), {"command": "run_experiment.py test.yaml"})
+    # torch.__version__ is a str subclass that yaml.safe_dump refuses: run_info carries one.
+    trackers.log_config(config.to_dict(), {"command": "run_experiment.py test.yaml",
+                                           "metadata": {"torch_version": torch.__version__}})
     if model is not None:
         trackers.log_model_graph(model, {"input_ids": torch.randint(0, 100, (2, 7)),
                                          "attention_mask": torch.ones(2, 7, dtype=torch.long),

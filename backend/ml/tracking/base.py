@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import numbers
 from pathlib import Path
@@ -87,6 +88,11 @@ def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def plain_data(data: Any) -> Any:
+    """``data`` as JSON-able builtins (str subclasses, numpy scalars, paths become plain)."""
+    return json.loads(json.dumps(data, default=str))
 
 
 def numeric_items(metrics: dict) -> dict[str, float]:

@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 
 from ..metrics import EvaluationResult, label_slug
-from .base import flatten_config, numeric_items
+from .base import flatten_config, numeric_items, plain_data
 from .plots import confusion_matrix_figure, figure_to_array
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def samples_markdown(samples: list[dict]) -> str:
 
 def _yaml_block(data: dict) -> str:
     # Four-space indentation makes Markdown (TensorBoard's text tab) keep it as code.
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(plain_data(data), sort_keys=False, allow_unicode=True)
     return "\n".join("    " + line for line in text.splitlines())
 
 

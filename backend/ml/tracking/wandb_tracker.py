@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..metrics import EvaluationResult
-from .base import numeric_items
+from .base import numeric_items, plain_data
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ class WandbTracker:
     # -- starting -----------------------------------------------------------------------------
     def _init(self, mode: str | None) -> Any:
         import wandb
-        settings = wandb.Settings(console="off", silent=True)
+        # console off: W&B does not wrap stdout/stderr (the CLI's own output stays as is).
+        # A short init timeout: without a network the run falls back to offline quickly.
+        settings = wandb.Settings(console="off", silent=True, init_timeout=30)
         return wandb.init(project=self.project, entity=self.entity, name=self.name,
                           tags=self.tags, notes=self.description or None, config=self.config,
                           dir=str(self.run_dir), mode=mode, settings=settings)
@@ -115,7 +117,7 @@ class WandbTracker:
 
     # -- the protocol -------------------------------------------------------------------------
     def log_config(self, config: dict, run_info: dict) -> None:
-        self.config = {**config, "run_info": dict(run_info or {})}
+        self.config = plain_data({**config, "run_info": dict(run_info or {})})
         if self.run is None:
             self._start()
         else:
