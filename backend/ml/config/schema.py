@@ -165,6 +165,10 @@ class CloudConfig:
     max_cost_usd: float = option(20.0, "Refuse to start when the estimate exceeds this.",
                                  above=0.0)
     price_file: str | None = option(None, "Price table (YAML) overriding the shipped one.")
+    throughput_samples_per_second: float | None = option(
+        None, "Measured training throughput on the chosen GPU (sentences/s, e.g. "
+        "timing.train_samples_per_second of an earlier run) for the cost estimate; empty: the "
+        "shipped table per GPU and model size.", above=0.0)
 
 
 @dataclass

@@ -1,0 +1,331 @@
+"""The CLI's cloud commands: ``--cloud``, ``--sync``, ``--cloud-status``, ``--cloud-teardown``.
+
+>>> # python run_experiment.py experiments/configs/bert_baseline.yaml --cloud --dry-run
+>>> # python run_experiment.py experiments/configs/bert_baseline.yaml --cloud --yes --detach
+>>> # python run_experiment.py --sync bert_baseline_v1_3f9a1c
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from ..errors import ConfigError, UserError
+from ..fileio import atomic_write_json
+from . import storage
+from .catalog import candidate_zones, check_machine_and_gpu
+from .pricing import check_budget, estimate_cost, format_estimate
+
+DEFAULT_RUNS_DIR = Path("experiments/runs")
+WANDB_SECRET = "wandb-api-key"  # Secret Manager secret read on the VM when logging.wandb is on
+# Published BABE sizes, for pricing without the files at hand (filter_no_agreement drops ~15%).
+BABE_SIZES = {"SG1": 3700, "SG2": 3673}
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+
+
+# ---- configuration --------------------------------------------------------------------------
+
+def _load_config(args):
+    from ..config import expand_sweep, load_yaml_config
+
+    if len(args.configs) != 1:
+        raise UserError("--cloud runs one config at a time; give a single CONFIG.yaml")
+    configs = expand_sweep(load_yaml_config(args.configs[0], args.set))
+    if len(configs) != 1:
+        raise UserError(f"{args.configs[0]} expands into {len(configs)} sweep runs; --cloud runs "
+                        f"one: remove the sweep section or pin it with --set")
+    return configs[0]
+
+
+def _settings_config(args):
+    """The config for --sync / --cloud-status / --cloud-teardown: a given one, or defaults."""
+    from ..config import apply_overrides, config_from_dict, load_yaml_config
+
+    if args.configs:
+        return load_yaml_config(args.configs[0], args.set)
+    return config_from_dict(apply_overrides({}, list(args.set or [])), "--set")
+
+
+def cloud_problems(config) -> list[str]:
+    """Every problem of the config as a cloud run, with dotted paths."""
+    cloud = config.cloud
+    problems = check_machine_and_gpu(cloud)
+    if cloud.bucket is not None and not _BUCKET_NAME.match(cloud.bucket):
+        problems.append(f"cloud.bucket: {cloud.bucket!r} is not a valid bucket name (3-63 "
+                        f"lowercase letters, digits, '-', '_' and '.')")
+    if config.training.device in ("cpu", "mps"):
+        problems.append(f"training.device: {config.training.device!r} would leave the GPU idle on "
+                        f"the VM; use auto or cuda (--set training.device=auto)")
+    if config.data.cv_folds:
+        problems.append("data.cv_folds: cross-validation runs are not supported in the cloud yet; "
+                        "run the folds locally or set data.cv_folds to 0")
+    return problems
+
+
+def resolve_project(config, allow_adc: bool = True) -> str | None:
+    """cloud.project, then GOOGLE_CLOUD_PROJECT, then the Application Default Credentials'."""
+    project = config.cloud.project or os.environ.get("GOOGLE_CLOUD_PROJECT") \
+        or os.environ.get("CLOUDSDK_CORE_PROJECT")
+    if project or not allow_adc:
+        return project
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        _, project = google.auth.default()
+    except DefaultCredentialsError:
+        raise UserError("no Google Cloud credentials: run `gcloud auth application-default "
+                        "login` (see docs/cloud.md)") from None
+    if not project:
+        raise UserError("no GCP project: set cloud.project (or --set cloud.project=ID)")
+    return project
+
+
+def default_bucket(project: str) -> str:
+    return f"{project}-media-bias-runs"
+
+
+def split_sizes_for(config) -> tuple[int, int, int, str]:
+    """(train, validation, test) sentence counts, and how they were found."""
+    from ..data.splits import split_sizes
+
+    data = config.data
+    if data.dataset == "demo" or (data.path and Path(data.path).expanduser().exists()) or \
+            (data.dataset == "babe" and not data.path and os.environ.get("BABE_DATA_DIR")):
+        from ..data import prepare_splits
+        try:
+            splits = prepare_splits(data, config.seed)
+            return len(splits.train), len(splits.validation), len(splits.test), "counted"
+        except UserError:
+            pass
+    total = BABE_SIZES.get(data.subset, 3673)
+    if data.filter_no_agreement:
+        total = int(total * 0.85)
+    if data.max_samples:
+        total = min(total, data.max_samples)
+    train, validation, test = split_sizes(total, data.train_split, data.validation_split)
+    return train, validation, test, "published BABE size"
+
+
+# ---- --cloud ----------------------------------------------------------------------------------
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise UserError("cannot ask for confirmation (no terminal); add --yes to accept the "
+                        "cost estimate")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _runs_dir(args, config) -> Path:
+    return Path(args.output_dir or config.output_dir or DEFAULT_RUNS_DIR)
+
+
+def _pointer(runs_dir: Path, run_id: str) -> Path:
+    # Hidden, so run listings skip it; lets --sync RUN_ID find the project and bucket.
+    return runs_dir / ".cloud" / f"{run_id}.json"
+
+
+def plan_run(config, args, project: str, run_id: str):
+    """Validate, price and describe a cloud run; no call to GCP. Returns (run, estimate, uploads)."""
+    from .orchestrate import CloudRun, vm_config
+
+    problems = cloud_problems(config)
+    if problems:
+        raise ConfigError(args.configs[0], problems)
+    train, validation, test, _ = split_sizes_for(config)
+    estimate = estimate_cost(config, train, validation, test)
+    remote_config, uploads = vm_config(config)
+    cloud = config.cloud
+    spec = {"project": project, "run_id": run_id, "bucket": cloud.bucket or default_bucket(project),
+            "machine_type": cloud.machine_type, "gpu_type": cloud.gpu_type,
+            "gpu_count": cloud.gpu_count, "preemptible": cloud.preemptible,
+            "boot_disk_gb": cloud.boot_disk_gb, "image_family": cloud.image_family,
+            "image_project": cloud.image_project, "max_run_hours": cloud.max_run_hours,
+            "wandb_secret": WANDB_SECRET if config.logging.wandb else None}
+    run = CloudRun(run_id=run_id, project=project, region=cloud.region, bucket=spec["bucket"],
+                   zones=candidate_zones(cloud), spec=spec, estimate=estimate.to_dict())
+    return run, estimate, remote_config, uploads
+
+
+def cloud_run_command(args) -> int:
+    """``CONFIG --cloud``: estimate, confirm, upload, create the VM, wait, sync back."""
+    from .compute import Compute
+    from .orchestrate import (body_for, fetch_results, record_cloud_section, start_vm,
+                              upload_inputs, watch_run)
+
+    config = _load_config(args)
+    project = resolve_project(config, allow_adc=not args.dry_run)
+    run_id = args.run_id or f"{config.experiment_name}_{uuid.uuid4().hex[:6]}"
+    run, estimate, remote_config, uploads = plan_run(config, args, project or "YOUR_PROJECT",
+                                                     run_id)
+    print(format_estimate(estimate))
+    if args.dry_run:
+        zone = run.zones[0] if run.zones else f"{run.region}-a"
+        print(f"\nInstance request (zone {zone}; on stockout then {', '.join(run.zones[1:]) or '-'})"
+              f", POST compute/v1/projects/{run.project}/zones/{zone}/instances:")
+        print(json.dumps(body_for(run, zone, 0), indent=2))
+        print(f"\nUploads to {run.url}/: code.tar.gz, inputs/config.yaml"
+              + "".join(f", inputs/{name}" for _, name in uploads[:5])
+              + (f" and {len(uploads) - 5} more" if len(uploads) > 5 else ""))
+        if not project:
+            print("(no project configured: set cloud.project; YOUR_PROJECT stands in for it)")
+        print("Nothing was created (--dry-run).")
+        return 0
+    check_budget(estimate, config.cloud.max_cost_usd)
+    if not args.yes and not _confirm(f"Start run {run_id} at about "
+                                     f"${estimate.total[estimate.chosen]:.2f}?"):
+        print("Nothing was started.")
+        return 1
+    client = storage.storage_client(project)
+    storage.require_bucket(client, run.bucket)
+    compute = Compute()
+    runs_dir = _runs_dir(args, config)
+    print(f"Uploading to {run.url}/")
+    with tempfile.TemporaryDirectory() as work:
+        upload_inputs(client, run, remote_config, uploads, Path(work))
+    atomic_write_json(_pointer(runs_dir, run_id), {"project": project, "bucket": run.bucket})
+    print("Creating the VM")
+    try:
+        start_vm(compute, run)
+    finally:
+        storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
+    if args.detach:
+        vm = run.vms[-1]
+        print(f"\nDetached. The VM deletes itself when training ends, and after "
+              f"{config.cloud.max_run_hours:g} h at the latest.\n"
+              f"  progress:  python run_experiment.py --cloud-status\n"
+              f"  results:   python run_experiment.py --sync {run_id}\n"
+              f"  stop now:  python run_experiment.py --cloud-teardown --run-id {run_id}\n"
+              f"  VM:        {vm['instance']} in {vm['zone']}")
+        return 0
+    return _watch_and_fetch(compute, client, run, runs_dir / run_id,
+                            watch_run, fetch_results, record_cloud_section)
+
+
+def _watch_and_fetch(compute, client, run, run_dir: Path, watch_run, fetch_results,
+                     record_cloud_section) -> int:
+    print(f"Waiting for {run.run_id} (Ctrl-C deletes the VM; the run stays in {run.url})")
+    try:
+        marker = watch_run(compute, client, run)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted: the VM was deleted. What was synced is in {run.url}/run; fetch "
+              f"it with --sync {run.run_id}, continue it with --sync {run.run_id} --cloud.",
+              file=sys.stderr)
+        fetch_results(client, run.url, run_dir)
+        return 130
+    finally:
+        storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
+    print(f"Run {run.run_id} {marker.get('status')} on the VM; fetching the results")
+    fetch_results(client, run.url, run_dir)
+    record_cloud_section(run_dir, run, marker)
+    if marker.get("status") != "completed":
+        last = run.vms[-1]["instance"] if run.vms else "vm"
+        print(f"Training failed on the VM (exit code {marker.get('exit_code')}); its log: "
+              f"{run.url}/cloud/{last}.log", file=sys.stderr)
+        return 1
+    print(f"Results: {run_dir}")
+    return 0
+
+
+# ---- --sync, --cloud-status, --cloud-teardown --------------------------------------------------
+
+def _location(args, run_id: str | None = None) -> tuple[str, str, Path]:
+    """(project, bucket, runs dir) from the local pointer, a config, --set, or ADC."""
+    config = _settings_config(args)
+    runs_dir = _runs_dir(args, config)
+    if run_id and _pointer(runs_dir, run_id).is_file() and not config.cloud.project:
+        saved = json.loads(_pointer(runs_dir, run_id).read_text(encoding="utf-8"))
+        return saved["project"], config.cloud.bucket or saved["bucket"], runs_dir
+    project = resolve_project(config)
+    return project, config.cloud.bucket or default_bucket(project), runs_dir
+
+
+def sync_command(args) -> int:
+    """``--sync RUN_ID``: fetch a cloud run's directory; with ``--cloud`` continue a stopped one."""
+    from .compute import Compute, label_value
+    from .orchestrate import (fetch_results, load_launch, record_cloud_section, start_vm,
+                              watch_run)
+
+    run_id = args.sync
+    project, bucket, runs_dir = _location(args, run_id)
+    client = storage.storage_client(project)
+    storage.require_bucket(client, bucket)
+    run = load_launch(client, bucket, run_id)
+    marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
+    run_dir = runs_dir / run_id
+    print(f"Syncing {run.url}/run -> {run_dir}")
+    fetch_results(client, run.url, run_dir)
+    if marker:
+        record_cloud_section(run_dir, run, marker)
+        print(f"Run {run_id}: {marker.get('status')} (finished {marker.get('finished_at')}).")
+        return 0 if marker.get("status") == "completed" else 1
+    compute = Compute()
+    alive = [vm for vm in compute.list_run_instances(project)
+             if vm["labels"].get("media-bias-run") == label_value(run_id)]
+    running = [vm for vm in alive if vm["status"] not in ("STOPPING", "STOPPED", "TERMINATED")]
+    if running:
+        vm = running[0]
+        print(f"Run {run_id} is still training on {vm['name']} ({vm['zone']}, {vm['status']}); "
+              f"this is a partial copy. Sync again later.")
+        return 0
+    if not getattr(args, "cloud", False):
+        print(f"Run {run_id} has no completion marker and no running VM: it was preempted or "
+              f"stopped. Continue it from its last checkpoint with --sync {run_id} --cloud.")
+        return 1
+    for vm in alive:
+        compute.delete(project, vm["zone"], vm["name"])
+    print(f"Starting a replacement VM for {run_id}; it resumes from the last checkpoint")
+    start_vm(compute, run)
+    storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
+    return _watch_and_fetch(compute, client, run, run_dir, watch_run, fetch_results,
+                            record_cloud_section)
+
+
+def cloud_status_command(args) -> int:
+    """``--cloud-status``: the project's training VMs and the runs in its bucket."""
+    from .compute import Compute
+    from .orchestrate import runs_in_bucket
+
+    project, bucket, _ = _location(args)
+    vms = Compute().list_run_instances(project)
+    print(f"Training VMs in {project}: {len(vms) or 'none'}")
+    for vm in vms:
+        print(f"  {vm['name']:<40} {vm['zone']:<16} {vm['status']:<12} run "
+              f"{vm['labels'].get('media-bias-run', '?')}  created {vm['created']}")
+    client = storage.storage_client(project)
+    try:
+        run_ids = runs_in_bucket(client, bucket)
+    except Exception as error:  # a missing bucket is information here, not a failure
+        print(f"Runs in gs://{bucket}: cannot list ({type(error).__name__}: {error})")
+        return 0
+    print(f"Runs in gs://{bucket}/runs: {len(run_ids) or 'none'}")
+    for run_id in run_ids:
+        marker = storage.read_json(client, storage.gs_url(bucket, "runs", run_id, "cloud",
+                                                          "DONE.json"))
+        state = marker.get("status", "?") if marker else "no completion marker"
+        print(f"  {run_id:<40} {state}")
+    return 0
+
+
+def cloud_teardown_command(args) -> int:
+    """``--cloud-teardown [--run-id ID]``: delete the project's training VMs (or one run's)."""
+    from .compute import Compute, label_value
+
+    project, _, _ = _location(args)
+    compute = Compute()
+    vms = compute.list_run_instances(project)
+    if args.run_id:
+        vms = [vm for vm in vms if vm["labels"].get("media-bias-run") == label_value(args.run_id)]
+    if not vms:
+        print(f"No training VM in {project}; nothing to delete.")
+        return 0
+    for vm in vms:
+        compute.delete(project, vm["zone"], vm["name"])
+        print(f"deleted {vm['name']} ({vm['zone']}, was {vm['status']})")
+    print(f"{len(vms)} VM(s) deleted. Runs stay in Cloud Storage; fetch them with --sync RUN_ID.")
+    return 0

@@ -1,0 +1,213 @@
+"""Cost estimate of a cloud run, from a price file that names its source and date.
+
+>>> prices = load_prices()
+>>> estimate = estimate_cost(config, train_sentences=2938, prices=prices)  # doctest: +SKIP
+>>> print(format_estimate(estimate))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import UserError
+
+SHIPPED_PRICES = Path(__file__).with_name("prices.yaml")
+HOURS_PER_MONTH = 730  # Compute Engine bills disks per GB-month of 730 hours
+
+
+class CostError(UserError):
+    """The run cannot be priced, or costs more than the user allowed."""
+
+
+@dataclass
+class CostEstimate:
+    """Hourly rates and the estimated total for both capacity kinds; ``chosen`` is what runs."""
+
+    region: str
+    machine_type: str
+    gpu_type: str
+    gpu_count: int
+    boot_disk_gb: int
+    machine_per_hour: dict          # {"on_demand": $, "spot": $}
+    gpu_per_hour: dict              # per GPU
+    disk_per_hour: float
+    hourly: dict                    # machine + GPUs + disk
+    train_sentences: int            # sentences seen in training (all epochs)
+    eval_sentences: int
+    throughput: float               # training sentences/s
+    throughput_source: str
+    startup_hours: float
+    hours: float                    # estimated wall time, startup included
+    total: dict                     # hourly * hours
+    chosen: str                     # "spot" or "on_demand"
+    cap_hours: float                # cloud.max_run_hours: the VM deletes itself then
+    cap_total: float                # the most the run can cost at the chosen rate
+    price_source: str
+    price_date: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_prices(price_file: str | Path | None = None) -> dict:
+    """The shipped price table, or ``price_file`` (same layout) when given."""
+    path = Path(price_file) if price_file else SHIPPED_PRICES
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CostError(f"cloud.price_file: cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise CostError(f"cloud.price_file: {path} is not valid YAML: {error}") from None
+    missing = [key for key in ("source", "retrieved", "regions", "throughput")
+               if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise CostError(f"cloud.price_file: {path} lacks {', '.join(missing)} (see the shipped "
+                        f"{SHIPPED_PRICES.name} for the layout)")
+    data["_path"] = str(path)
+    return data
+
+
+def model_size_class(model) -> str:
+    """tiny (randomly initialised), small (distil/mini/small), large, or base."""
+    if not model.pretrained:
+        return "tiny"
+    name = model.model_name.lower()
+    if "large" in name:
+        return "large"
+    if any(word in name for word in ("distil", "mini", "small", "tiny")):
+        return "small"
+    return "base"
+
+
+def _rate(table: dict, kind: str, name: str, region: str, path: str) -> dict:
+    try:
+        entry = table[name]
+        return {"on_demand": float(entry["on_demand"]), "spot": float(entry["spot"])}
+    except (KeyError, TypeError, ValueError):
+        known = ", ".join(sorted(table)) if isinstance(table, dict) else "none"
+        raise CostError(f"no {kind} price for {name!r} in {region} in {path} (priced: {known}); "
+                        f"add it to a copy of the file and set cloud.price_file") from None
+
+
+def training_throughput(config, prices: dict) -> tuple[float, str]:
+    """Training sentences/s on the configured GPU and where that figure comes from."""
+    cloud = config.cloud
+    if cloud.throughput_samples_per_second:
+        return float(cloud.throughput_samples_per_second), "measured (cloud.throughput_samples_per_second)"
+    size = model_size_class(config.model)
+    try:
+        value = float(prices["throughput"][cloud.gpu_type][size])
+    except (KeyError, TypeError, ValueError):
+        raise CostError(f"no throughput figure for {cloud.gpu_type} / {size} models in "
+                        f"{prices['_path']}; set cloud.throughput_samples_per_second") from None
+    source = f"table: {cloud.gpu_type}, {size} model"
+    if config.training.mixed_precision != "no":
+        speedup = float(prices.get("mixed_precision_speedup", {}).get(cloud.gpu_type, 1.0))
+        if speedup != 1.0:
+            value *= speedup
+            source += f", x{speedup:g} mixed precision"
+    return value, source
+
+
+def training_sentences(config, train_size: int, validation_size: int, test_size: int
+                       ) -> tuple[int, int]:
+    """Sentences passed forward+backward in training, and forward-only in evaluation."""
+    training = config.training
+    per_step = training.batch_size * training.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(math.ceil(train_size / training.batch_size)
+                                / training.gradient_accumulation_steps)
+    steps = steps_per_epoch * training.epochs
+    if training.max_steps:
+        steps = min(steps, training.max_steps)
+    trained = min(train_size * training.epochs, steps * per_step)
+    evaluations = math.ceil(steps / steps_per_epoch) if steps_per_epoch else 0
+    if training.eval_steps:
+        evaluations += steps // training.eval_steps
+    return trained, evaluations * validation_size + test_size + validation_size
+
+
+def estimate_cost(config, train_size: int, validation_size: int = 0, test_size: int = 0,
+                  prices: dict | None = None) -> CostEstimate:
+    """Price one run of ``config`` on its cloud section's machine, GPUs and disk.
+
+    Hours = startup + training sentences / throughput + evaluation sentences / (throughput x
+    eval_speedup); total = hours x (machine + gpu_count x GPU + disk) per hour.
+    """
+    cloud = config.cloud
+    prices = prices or load_prices(cloud.price_file)
+    region_prices = prices["regions"].get(cloud.region)
+    if not isinstance(region_prices, dict):
+        raise CostError(f"no prices for region {cloud.region!r} in {prices['_path']} (priced: "
+                        f"{', '.join(sorted(prices['regions']))}); add the region to a copy of "
+                        f"the file and set cloud.price_file")
+    machine = _rate(region_prices.get("machines", {}), "machine", cloud.machine_type,
+                    cloud.region, prices["_path"])
+    gpu = _rate(region_prices.get("gpus", {}), "GPU", cloud.gpu_type, cloud.region,
+                prices["_path"])
+    disk = cloud.boot_disk_gb * float(region_prices.get("disk_gb_month", 0.0)) / HOURS_PER_MONTH
+    hourly = {kind: machine[kind] + cloud.gpu_count * gpu[kind] + disk
+              for kind in ("on_demand", "spot")}
+    throughput, throughput_source = training_throughput(config, prices)
+    trained, evaluated = training_sentences(config, train_size, validation_size, test_size)
+    startup = float(prices.get("startup_minutes", 0)) / 60
+    eval_speedup = float(prices.get("eval_speedup", 1.0))
+    hours = startup + trained / throughput / 3600 + evaluated / (throughput * eval_speedup) / 3600
+    chosen = "spot" if cloud.preemptible else "on_demand"
+    return CostEstimate(
+        region=cloud.region, machine_type=cloud.machine_type, gpu_type=cloud.gpu_type,
+        gpu_count=cloud.gpu_count, boot_disk_gb=cloud.boot_disk_gb, machine_per_hour=machine,
+        gpu_per_hour=gpu, disk_per_hour=disk, hourly=hourly, train_sentences=trained,
+        eval_sentences=evaluated, throughput=throughput, throughput_source=throughput_source,
+        startup_hours=startup, hours=hours,
+        total={kind: rate * hours for kind, rate in hourly.items()}, chosen=chosen,
+        cap_hours=cloud.max_run_hours, cap_total=hourly[chosen] * cloud.max_run_hours,
+        price_source=" ".join(str(prices["source"]).split()), price_date=str(prices["retrieved"]))
+
+
+def _duration(hours: float) -> str:
+    minutes = round(hours * 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def format_estimate(estimate: CostEstimate) -> str:
+    """A small table: $/hour per part, on-demand vs spot, duration, totals, the hard cap."""
+    e = estimate
+    rows = [("machine " + e.machine_type, e.machine_per_hour["on_demand"],
+             e.machine_per_hour["spot"]),
+            (f"GPU {e.gpu_count} x {e.gpu_type}", e.gpu_count * e.gpu_per_hour["on_demand"],
+             e.gpu_count * e.gpu_per_hour["spot"]),
+            (f"boot disk {e.boot_disk_gb} GB", e.disk_per_hour, e.disk_per_hour),
+            ("total per hour", e.hourly["on_demand"], e.hourly["spot"])]
+    lines = [f"Cost estimate for {e.region}, USD (prices retrieved {e.price_date}; source: "
+             f"{e.price_source})",
+             f"  {'per hour':<34}{'on-demand':>12}{'spot':>12}"]
+    lines += [f"  {label:<34}{on_demand:>12.4f}{spot:>12.4f}" for label, on_demand, spot in rows]
+    lines.append(f"  estimated duration: {_duration(e.hours)} (startup {_duration(e.startup_hours)}, "
+                 f"{e.train_sentences} training + {e.eval_sentences} evaluation sentences at "
+                 f"{e.throughput:g} sentences/s, {e.throughput_source})")
+    lines.append(f"  {'estimated total':<34}{e.total['on_demand']:>12.2f}{e.total['spot']:>12.2f}")
+    kind = "spot" if e.chosen == "spot" else "on-demand"
+    lines.append(f"  this run uses {kind} capacity: about ${e.total[e.chosen]:.2f}; at most "
+                 f"${e.cap_total:.2f} (the VM deletes itself after cloud.max_run_hours = "
+                 f"{e.cap_hours:g} h)")
+    if e.hours > e.cap_hours:
+        lines.append(f"  WARNING: the estimate ({_duration(e.hours)}) exceeds cloud.max_run_hours; "
+                     f"the VM would be deleted before training ends. Raise cloud.max_run_hours.")
+    return "\n".join(lines)
+
+
+def check_budget(estimate: CostEstimate, max_cost_usd: float) -> None:
+    """Refuse a run whose estimate at the chosen rate exceeds ``cloud.max_cost_usd``."""
+    cost = estimate.total[estimate.chosen]
+    if cost > max_cost_usd:
+        cheaper = ""
+        if estimate.chosen == "on_demand" and estimate.total["spot"] <= max_cost_usd:
+            cheaper = f" Spot capacity would cost about ${estimate.total['spot']:.2f} " \
+                      f"(cloud.preemptible: true)."
+        raise CostError(f"the estimated cost ${cost:.2f} exceeds cloud.max_cost_usd = "
+                        f"${max_cost_usd:.2f}; nothing was started.{cheaper} Raise "
+                        f"cloud.max_cost_usd (--set cloud.max_cost_usd=...) to allow it.")
