@@ -430,3 +430,31 @@ def test_wandb_failing_mid_run_is_dropped_after_one_warning(wandb_env, monkeypat
     exit_records = [record for record in wandb_records(folder)
                     if record.WhichOneof("record_type") == "exit"]
     assert exit_records and exit_records[0].exit.exit_code == 1  # finished, marked failed
+
+
+def test_wandb_without_network_falls_back_offline_and_never_stores_the_key(wandb_env,
+                                                                          monkeypatch, caplog):
+    import wandb
+    secret = "k" * 40
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    real_init = wandb.init
+    modes = []
+
+    def no_network(*args, **kwargs):
+        modes.append(kwargs.get("mode"))
+        if kwargs.get("mode") == "online":  # refused before any connection is attempted
+            raise TimeoutError("api.wandb.ai unreachable")
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", no_network)
+    run_dir = wandb_env / "runs" / "no_network_000003"
+    with caplog.at_level(logging.INFO):
+        simulate_run(make_config(tensorboard=True, wandb=True), run_dir)
+    assert modes == ["online", "offline"]
+    assert "logging offline instead" in caplog.text and "wandb sync" in caplog.text
+    folder = next((run_dir / "wandb").glob("offline-run-*"))
+    assert wandb_history(folder)  # the metrics went to the offline run
+    leaked = [path for path in run_dir.rglob("*")
+              if path.is_file() and secret.encode() in path.read_bytes()]
+    assert leaked == []
+    assert secret not in caplog.text
