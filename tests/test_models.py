@@ -238,7 +238,8 @@ def test_custom_head_on_minilm_drops_the_unused_pooler():
     assert not any(name.startswith("encoder.pooler") for name, _ in built.model.named_parameters())
     assert (built.info["num_layers"], built.info["hidden_size"]) == (6, 384)
     built.model.train()
-    loss = built.model(**batch(built.tokenizer), labels=torch.tensor([0, 1, 2, 0])).loss
+    loss = built.model(**batch(built.tokenizer, ["Biased!", "Neutral."]),
+                       labels=torch.tensor([1, 0])).loss
     loss.backward()
     assert all(p.grad is not None for p in built.model.parameters() if p.requires_grad)
 
