@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parent
 BABE_DIR = Path(os.environ.get("BABE_DATA_DIR", REPO_ROOT.parent / "shared" / "data" / "babe"))
 
 # A randomly initialised two-layer BERT on the shipped demo data: trains in seconds on a CPU.

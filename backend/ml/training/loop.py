@@ -193,7 +193,7 @@ def train(model: torch.nn.Module, tokenizer, splits: DataSplits, config: Experim
                 loss = loss_function(logits.float(), batch["labels"])
                 scaler.scale(loss / training.gradient_accumulation_steps).backward()
                 batch_size = len(batches[batch_number])
-                running_loss += float(loss) * batch_size
+                running_loss += loss.item() * batch_size
                 running_count += batch_size
                 interval_samples += batch_size
                 state["train_samples"] += batch_size
