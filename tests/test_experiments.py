@@ -222,11 +222,11 @@ def test_unknown_run_names_it_and_suggests_close_ids(runs_dir):
 def test_get_best_run_uses_completed_runs_and_the_metric_direction(runs_dir):
     manager = ExperimentManager(runs_dir)
     completed = manager.list_runs(status="completed")
-    best = manager.get_best_run("eval/f1_macro")
+    best = manager.load_run(manager.get_best_run("eval/f1_macro"))
     assert best.metric("eval/f1_macro") == max(run.metric("eval/f1_macro") for run in completed)
-    lowest_loss = manager.get_best_run("eval/loss")
+    lowest_loss = manager.load_run(manager.get_best_run("eval/loss"))
     assert lowest_loss.metric("eval/loss") == min(run.metric("eval/loss") for run in completed)
-    assert manager.get_best_run("test/f1_macro").run_id == "bert_baseline_v1_abc123"
+    assert manager.get_best_run("test/f1_macro") == "bert_baseline_v1_abc123"
     with pytest.raises(UserError, match="did you mean 'eval/f1_macro'"):
         manager.get_best_run("eval/f1_macro_")
 
@@ -368,7 +368,7 @@ def test_cv_parent_is_one_run_with_folds_and_competes_on_fold_means(runs_dir):
     parent = manager.load_run("bert_cv_v1_cv0001")
     assert parent.is_cross_validation and [fold.path.name for fold in parent.folds] == [
         "fold-1", "fold-2", "fold-3"]
-    assert manager.get_best_run("eval/f1_macro").run_id == "bert_cv_v1_cv0001"
+    assert manager.get_best_run("eval/f1_macro") == "bert_cv_v1_cv0001"
     fold_means = np.mean([fold.metric("test/f1_macro") for fold in parent.folds])
     assert parent.metric("test/f1_macro") == pytest.approx(fold_means)
     assert parent.metric_std("test/f1_macro") > 0
@@ -467,7 +467,7 @@ def test_report_opens_in_chromium_without_errors_and_sorts(runs_dir):
             shown = run_order()
             assert set(shown) == {path.name for path in runs_dir.iterdir()}
             best = page.eval_on_selector("#runs-table tr.best", "row => row.dataset.runId")
-            assert best == ExperimentManager(runs_dir).get_best_run("eval/f1_macro").run_id
+            assert best == ExperimentManager(runs_dir).get_best_run("eval/f1_macro")
 
             header = page.locator("#runs-table thead th", has_text="test F1 macro")
             header.click()

@@ -75,7 +75,7 @@ def test_cv_run_has_fold_runs_and_mean_std_and_competes_for_best(trained_runs):
     assert parent.metric("test/f1_macro") == pytest.approx(np.mean(fold_values))
     assert parent.metric_std("test/f1_macro") == pytest.approx(np.std(fold_values, ddof=1))
     completed = manager.list_runs(status="completed")
-    best = manager.get_best_run("eval/f1_macro")
+    best = manager.load_run(manager.get_best_run("eval/f1_macro"))
     assert best.metric("eval/f1_macro") == max(run.metric("eval/f1_macro") for run in completed)
 
 

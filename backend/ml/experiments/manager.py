@@ -4,7 +4,8 @@
 >>> manager = ExperimentManager()                       # experiments/runs  # doctest: +SKIP
 >>> comparison = manager.compare_runs(["bert_v1_abc123", "distilbert_v1_def456"])  # doctest: +SKIP
 >>> comparison["summary"]["f1_macro"]                   # test macro F1 per run   # doctest: +SKIP
->>> manager.get_best_run("eval/f1_macro").run_id        # doctest: +SKIP
+>>> best_run = manager.get_best_run("eval/f1_macro")    # a run id  # doctest: +SKIP
+>>> f"experiments/runs/{best_run}/final_model"           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -105,8 +106,11 @@ class ExperimentManager:
 
     def get_best_run(self, metric: str = "eval/f1_macro", tag: str | None = None,
                      name: str | None = None, higher_is_better_: bool | None = None
-                     ) -> RunInfo | None:
-        """The completed run with the best ``metric`` (``eval/...`` or ``test/...``), or None.
+                     ) -> str | None:
+        """Id of the completed run with the best ``metric`` (``eval/...`` or ``test/...``), or None.
+
+        The id names the run directory: ``f"experiments/runs/{best_run}/final_model"``;
+        ``load_run(best_run)`` gives its config, results and paths.
 
         Loss metrics are minimised, others maximised. CV parents compete with their fold means.
         Raises UserError when no run has the metric at all, listing the metric names that exist.
@@ -121,8 +125,9 @@ class ExperimentManager:
             raise UserError(f"no completed run has the metric {metric!r}"
                             f"{_close(metric, available)}; available: {', '.join(available)}")
         maximise = higher_is_better(metric) if higher_is_better_ is None else higher_is_better_
-        return max(scored, key=lambda run: (run.metric(metric) if maximise
+        best = max(scored, key=lambda run: (run.metric(metric) if maximise
                                             else -run.metric(metric)))
+        return best.run_id
 
     # ---- comparing ----------------------------------------------------------------------
 
