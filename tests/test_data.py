@@ -187,8 +187,8 @@ def test_demo_sentences_do_not_repeat_babe_sentences(demo_config):
         return " ".join(str(text).replace("\u2019", "'").casefold().split())
     demo = set(load_sentences(demo_config)["text"].map(normal))
     for subset in ("SG1", "SG2"):
-        babe = set(load_sentences(DataConfig(path=str(BABE_DIR), subset=subset))["text"].map(normal))
-        assert not demo & babe
+        babe = load_sentences(DataConfig(path=str(BABE_DIR), subset=subset))["text"]
+        assert not demo & set(babe.map(normal))
 
 
 # ------------------------------------------------------------------------------ sources
@@ -426,7 +426,8 @@ def test_preprocessing_none_keeps_the_sentence_exactly():
 
 
 def test_preprocessing_lowercase_only_lowercases():
-    assert preprocess_text("  The SENATE\u2019s  Vote ", "lowercase") == "  the senate\u2019s  vote "
+    text = "  The SENATE\u2019s  Vote "
+    assert preprocess_text(text, "lowercase") == "  the senate\u2019s  vote "
 
 
 def test_preprocessing_clean():
@@ -471,7 +472,8 @@ def test_splits_are_disjoint_and_cover_every_sentence(demo_splits):
     train, validation, test = (set(identities(split)) for split in
                                (demo_splits.train, demo_splits.validation, demo_splits.test))
     assert not train & validation and not train & test and not validation & test
-    assert train | validation | test == set(load_sentences(DataConfig(dataset="demo"))["source_row"])
+    everything = set(load_sentences(DataConfig(dataset="demo"))["source_row"])
+    assert train | validation | test == everything
 
 
 def test_same_seed_same_splits_other_seed_other_splits(demo_config, demo_splits):
@@ -608,7 +610,8 @@ def test_collator_pads_to_the_longest_in_the_batch_only(tiny_tokenizer, demo_spl
         assert batch["labels"].tolist() == demo_splits.test.labels[number * 8:(number + 1) * 8]
         for row, length in enumerate(lengths):
             assert (batch["input_ids"][row, length:] == pad).all()
-            assert batch["input_ids"][row, :length].tolist() == dataset[number * 8 + row]["input_ids"]
+            expected = dataset[number * 8 + row]["input_ids"]
+            assert batch["input_ids"][row, :length].tolist() == expected
         assert batch["input_ids"].dtype == torch.long
 
 
@@ -629,3 +632,10 @@ def test_collator_needs_a_padding_token(tiny_tokenizer):
         pad_token_id = None
     with pytest.raises(ValueError, match="padding token"):
         make_collator(NoPad())
+
+
+def test_unlabelled_split_gives_items_without_labels(tiny_tokenizer):
+    dataset = TokenizedDataset(SplitData(["one two", "three"], []), tiny_tokenizer, max_length=16)
+    batch = make_collator(tiny_tokenizer)([dataset[0], dataset[1]])
+    assert "labels" not in dataset[0] and "labels" not in batch
+    assert tuple(batch["input_ids"].shape) == (2, 4)

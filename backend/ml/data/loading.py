@@ -209,7 +209,8 @@ def check_babe_frame(raw: pd.DataFrame, where: str, first_row: int) -> pd.DataFr
 
     blank = (raw[list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)].apply(lambda col: col.str.strip())
              == "").all(axis=1)
-    raw, source_rows = raw[~blank].reset_index(drop=True), source_rows[~blank].reset_index(drop=True)
+    raw = raw[~blank].reset_index(drop=True)
+    source_rows = source_rows[~blank].reset_index(drop=True)
 
     problems = []
     empty = raw["text"].str.strip() == ""

@@ -65,13 +65,14 @@ class DataSplits:
         """Sizes and label counts per split, for results.json.
 
         >>> splits.summary()["splits"]["test"]  # doctest: +SKIP
-        {'size': 41, 'label_counts': {'Non-biased': 16, 'Biased': 19, 'No agreement': 6}}
+        {'size': 40, 'label_counts': {'Non-biased': 16, 'Biased': 18, 'No agreement': 6}}
         """
+        splits = (("train", self.train), ("validation", self.validation), ("test", self.test))
         result = {
             "dataset": self.dataset, "source": self.source, "label_names": list(self.label_names),
-            "splits": {name: {"size": len(split), "label_counts": split.label_counts(self.label_names)}
-                       for name, split in (("train", self.train), ("validation", self.validation),
-                                           ("test", self.test))},
+            "splits": {name: {"size": len(split),
+                              "label_counts": split.label_counts(self.label_names)}
+                       for name, split in splits},
         }
         if self.counts:
             result["counts"] = dict(self.counts)
@@ -112,8 +113,10 @@ def stratified_take(indices: np.ndarray, labels: np.ndarray, size: int,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``size`` of ``indices`` keeping class proportions; returns (taken, rest), sorted.
 
-    >>> stratified_take(np.arange(10), np.array([0] * 6 + [1] * 4), 5, np.random.default_rng(0))[0]  # doctest: +SKIP
-    array([0, 2, 4, 7, 9])
+    >>> labels = np.array([0] * 6 + [1] * 4)
+    >>> taken, rest = stratified_take(np.arange(10), labels, 5, np.random.default_rng(0))
+    >>> np.bincount(labels[taken]).tolist(), len(rest)
+    ([3, 2], 5)
     """
     indices = np.asarray(indices)
     if size <= 0:
@@ -165,7 +168,7 @@ def _prepare_pool(data_config, seed: int) -> _Pool:
         raise DataError(f"{source}: no sentences left to split")
     labels = frame["label"].map(label_names.index).to_numpy()
     texts = [preprocess_text(text, data_config.preprocessing) for text in frame["text"]]
-    metadata = [{key: (int(row[key]) if key == "source_row" else row[key]) for key in METADATA_FIELDS}
+    metadata = [{**row, "source_row": int(row["source_row"])}
                 for row in frame[list(METADATA_FIELDS)].to_dict("records")]
     pool = _Pool(texts, labels, metadata, label_names, source, counts)
     if data_config.max_samples and data_config.max_samples < len(texts):
@@ -237,7 +240,8 @@ def prepare_cv_folds(data_config, seed: int) -> list[DataSplits]:
                             f"for training and validation")
         rng = np.random.default_rng([seed, 2, number])
         validation, train = stratified_take(rest, pool.labels, n_validation, rng)
-        folds.append(DataSplits(pool.subset(train), pool.subset(validation), pool.subset(np.sort(test)),
-                                pool.label_names, pool.source, data_config.dataset,
-                                dict(pool.counts), fold=number, num_folds=num_folds))
+        folds.append(DataSplits(pool.subset(train), pool.subset(validation),
+                                pool.subset(np.sort(test)), pool.label_names, pool.source,
+                                data_config.dataset, dict(pool.counts), fold=number,
+                                num_folds=num_folds))
     return folds

@@ -30,15 +30,18 @@ class TokenizedDataset(Dataset):
             self.attention_mask = [list(mask) for mask in encoded["attention_mask"]]
         else:
             self.input_ids, self.attention_mask = [], []
-        self.labels = [int(label) for label in split.labels]
+        # An unlabelled split (inference) gives items without "labels".
+        self.labels = [int(label) for label in split.labels] if split.labels else None
         self.lengths = [len(ids) for ids in self.input_ids]  # tokens per sentence
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def __getitem__(self, index: int) -> dict:
-        return {"input_ids": self.input_ids[index], "attention_mask": self.attention_mask[index],
-                "labels": self.labels[index]}
+        item = {"input_ids": self.input_ids[index], "attention_mask": self.attention_mask[index]}
+        if self.labels is not None:
+            item["labels"] = self.labels[index]
+        return item
 
 
 class PaddingCollator:
@@ -55,7 +58,10 @@ class PaddingCollator:
         attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
         for row, feature in enumerate(features):
             size = len(feature["input_ids"])
-            columns = slice(0, size) if self.padding_side == "right" else slice(longest - size, longest)
+            if self.padding_side == "right":
+                columns = slice(0, size)
+            else:
+                columns = slice(longest - size, longest)
             input_ids[row, columns] = torch.tensor(feature["input_ids"], dtype=torch.long)
             attention_mask[row, columns] = torch.tensor(feature.get("attention_mask", [1] * size),
                                                         dtype=torch.long)
@@ -69,7 +75,8 @@ class PaddingCollator:
 def make_collator(tokenizer) -> PaddingCollator:
     """A DataLoader ``collate_fn`` padding each batch to its longest sentence, never max_length.
 
-    >>> loader = DataLoader(dataset, batch_size=16, collate_fn=make_collator(tokenizer))  # doctest: +SKIP
+    >>> collate = make_collator(tokenizer)  # doctest: +SKIP
+    >>> loader = DataLoader(dataset, batch_size=16, collate_fn=collate)  # doctest: +SKIP
     """
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no padding token; set tokenizer.pad_token (for "
