@@ -44,7 +44,8 @@ def _load_config(args):
 
 def _settings_config(args):
     """The config for --sync / --cloud-status / --cloud-teardown: a given one, or defaults."""
-    from ..config import apply_overrides, config_from_dict, load_yaml_config
+    from ..config import apply_overrides, load_yaml_config
+    from ..config.loading import config_from_dict
 
     if args.configs:
         return load_yaml_config(args.configs[0], args.set)

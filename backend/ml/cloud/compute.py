@@ -117,8 +117,14 @@ def instance_body(spec: VmSpec, zone: str, name: str, startup_script: str,
     return body
 
 
+def error_message(error) -> str:
+    """The API's message without the request line (``POST http://...: ``) api_core puts first."""
+    message = str(getattr(error, "message", "") or error)
+    return re.sub(r"^[A-Z]+ \S+://\S+: ", "", message)
+
+
 def _error_text(error) -> str:
-    parts = [str(getattr(error, "message", "") or error)]
+    parts = [error_message(error)]
     for item in getattr(error, "errors", None) or []:
         if isinstance(item, dict):
             parts += [str(item.get("reason", "")), str(item.get("code", "")),
@@ -135,7 +141,7 @@ def classify_insert_error(error) -> str:
     if any(code in text for code in STOCKOUT_CODES) or "does not have enough resources" in lowered:
         return "stockout"
     if "quota" in lowered:
-        if "zone" in lowered or "zonal" in lowered:
+        if "in region" not in lowered and ("zone" in lowered or "zonal" in lowered):
             return "zonal_quota"
         return "regional_quota"
     if "acceleratortypes" in lowered.replace(" ", "") or "machinetypes" in lowered.replace(" ", ""):
@@ -164,14 +170,38 @@ class Compute:
             options["credentials"] = credentials
         self._v1 = compute_v1
         self.instances = compute_v1.InstancesClient(**options)
+        # The clients' own operation polling ignores client_options (it always dials
+        # compute.googleapis.com), so operations are awaited here with a client built like the rest.
+        self.zone_operations = compute_v1.ZoneOperationsClient(**options)
         self.accelerator_types = compute_v1.AcceleratorTypesClient(**options)
         self.regions = compute_v1.RegionsClient(**options)
 
     def insert(self, project: str, zone: str, body: dict, timeout: float = 600) -> None:
         """Create the instance and wait until Compute Engine accepted or refused it."""
         resource = self._v1.Instance.from_json(json.dumps(body))
-        operation = self.instances.insert(project=project, zone=zone, instance_resource=resource)
-        operation.result(timeout=timeout)
+        operation = self.instances.insert_unary(project=project, zone=zone,
+                                                instance_resource=resource)
+        self.wait(project, zone, operation, timeout)
+
+    def wait(self, project: str, zone: str, operation, timeout: float = 600) -> None:
+        """Block until a zonal operation is DONE; its error is raised as GoogleAPICallError."""
+        import time
+
+        from google.api_core import exceptions
+
+        deadline = time.monotonic() + timeout
+        done = self._v1.Operation.Status.DONE
+        while operation.status != done:
+            if time.monotonic() > deadline:
+                raise CloudError(f"operation {operation.name} in {zone} did not finish in "
+                                 f"{timeout:g} s")
+            operation = self.zone_operations.wait(project=project, zone=zone,
+                                                  operation=operation.name)
+        if operation.error and operation.error.errors:
+            errors = list(operation.error.errors)
+            message = "; ".join(f"{error.code}: {error.message}" for error in errors)
+            raise exceptions.from_http_status(operation.http_error_status_code or 500, message,
+                                              errors=errors)
 
     def get(self, project: str, zone: str, name: str) -> dict | None:
         """``{"name", "zone", "status", "labels", "creation"}`` of the instance, None if gone."""
@@ -196,9 +226,9 @@ class Compute:
         from google.api_core import exceptions
 
         try:
-            operation = self.instances.delete(project=project, zone=zone, instance=name)
+            operation = self.instances.delete_unary(project=project, zone=zone, instance=name)
             if wait:
-                operation.result(timeout=timeout)
+                self.wait(project, zone, operation, timeout)
         except exceptions.NotFound:
             return False
         return True
@@ -252,7 +282,7 @@ def create_with_fallback(compute: Compute, project: str, zones: list[str], build
             return zone, body
         except exceptions.GoogleAPICallError as error:
             kind = classify_insert_error(error)
-            message = getattr(error, "message", None) or str(error)
+            message = error_message(error)
             # A refused insert can leave a stopped shell of the instance behind; never keep it.
             compute.delete(project, zone, body["name"])
             if kind == "regional_quota":

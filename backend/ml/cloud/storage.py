@@ -134,9 +134,10 @@ def download_blob_verified(blob, destination: Path) -> None:
     """Download to a temporary file, check its CRC32C, then move it into place."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(f".{destination.name}.download")
+    expected = blob.crc32c  # as listed; the download may refresh the blob's properties
     try:
         blob.download_to_filename(str(temporary), checksum="crc32c")
-        if blob.crc32c and file_crc32c(temporary) != blob.crc32c:
+        if expected and file_crc32c(temporary) != expected:
             raise StorageError(f"gs://{blob.bucket.name}/{blob.name} arrived corrupted (CRC32C "
                                f"mismatch); run the sync again")
         os.replace(temporary, destination)
@@ -230,6 +231,13 @@ def ensure_bucket(client, name: str, location: str) -> tuple[object, bool]:
             raise StorageError(f"bucket name {name!r} is taken by another project; set "
                                f"cloud.bucket to a name of your own") from None
         created = True
+        settings = bucket.iam_configuration
+        if not settings.uniform_bucket_level_access_enabled or \
+                settings.public_access_prevention != "enforced":
+            # Verify rather than trust: apply the settings again if creation dropped them.
+            settings.uniform_bucket_level_access_enabled = True
+            settings.public_access_prevention = "enforced"
+            bucket.patch()
     except exceptions.Forbidden:
         raise StorageError(f"bucket {name!r} exists but this account may not read it; set "
                            f"cloud.bucket to a bucket of your project") from None

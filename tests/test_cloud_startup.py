@@ -1,0 +1,159 @@
+"""The VM's startup script, run locally end to end against the storage emulator and the fake
+Compute endpoint: train -> periodic sync -> completion marker -> self-deletion -> ``--sync``;
+then a replacement VM resumes a preempted run from its last checkpoint in Cloud Storage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO_ROOT, tiny_config
+from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
+
+from backend.ml.cloud import storage
+from backend.ml.cloud.commands import sync_command
+from backend.ml.cloud.orchestrate import CloudRun, upload_inputs
+from backend.ml.cloud.startup import StartupSettings, render_startup_script
+from backend.ml.config.loading import config_from_dict
+
+RUN_ID = "tiny_cloud_5e1f00"
+ZONE = "us-central1-a"
+
+
+def _tiny():
+    return config_from_dict(tiny_config(
+        training={"epochs": 1},
+        data={"max_samples": 120},
+        logging={"save_steps": 2, "log_steps": 2, "tensorboard": False}))
+
+
+def _script(bucket: str, work_dir: Path, instance: str, compute_url: str) -> Path:
+    settings = StartupSettings(
+        run_id=RUN_ID, bucket=bucket, project=PROJECT, zone=ZONE, instance=instance,
+        work_dir=str(work_dir), python=sys.executable, prepare_cmd="true", install_cmd="true",
+        sync_interval=1, poweroff_cmd="echo poweroff-would-run",
+        environment={"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
+                     "MEDIA_BIAS_COMPUTE_ENDPOINT": compute_url, "HF_HUB_OFFLINE": "1",
+                     "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+                     "TOKENIZERS_PARALLELISM": "false"})
+    path = work_dir.parent / f"{instance}.sh"
+    path.write_text(render_startup_script(settings), encoding="utf-8")
+    return path
+
+
+def _run_vm(script: Path) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("WANDB_API_KEY", "PYTHONPATH")}
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=script.parent)
+
+
+def _boot(fake, zone: str, name: str) -> None:
+    """Put the VM the script will delete into the fake, as Compute Engine would have it."""
+    fake.instances[(zone, name)] = {"name": name, "status": "RUNNING", "labels": {}}
+
+
+def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
+        gcs, fake_compute, tmp_path):
+    client, bucket = gcs
+    run = CloudRun(run_id=RUN_ID, project=PROJECT, region="us-central1", bucket=bucket,
+                   zones=[ZONE], spec={"preemptible": True, "machine_type": "n1-standard-4",
+                                       "gpu_type": "nvidia-tesla-t4", "gpu_count": 1,
+                                       "max_run_hours": 1.0},
+                   vms=[{"instance": "mb-vm-0", "zone": ZONE, "created_at": "now"}])
+    upload_inputs(client, run, _tiny(), [], tmp_path, log=lambda *_: None)
+
+    # First VM: a whole run.
+    _boot(fake_compute, ZONE, "mb-vm-0")
+    done = _run_vm(_script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url))
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log
+    marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
+    assert marker["status"] == "completed" and marker["instance"] == "mb-vm-0"
+    assert fake_compute.deletes == ["mb-vm-0"] and fake_compute.live() == []
+    assert "poweroff-would-run" not in log
+    # The watcher uploaded while training ran (timestamped lines), not only at the end.
+    assert any(line.startswith("[sync] ") and line[7:9].isdigit() for line in log.splitlines())
+    remote = storage.remote_files(client, f"{run.url}/run")
+    assert "final_model/model.safetensors" in remote
+    assert any(name.startswith("checkpoints/step-") for name in remote)
+    assert storage.read_text(client, f"{run.url}/cloud/mb-vm-0.log")
+
+    # --sync brings the run directory home, verified file by file.
+    runs_dir = tmp_path / "home" / "runs"
+    args = argparse.Namespace(sync=RUN_ID, configs=[], output_dir=runs_dir, cloud=False,
+                              set=[f"cloud.project={PROJECT}", f"cloud.bucket={bucket}"])
+    storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
+    assert sync_command(args) == 0
+    local = runs_dir / RUN_ID
+    results = json.loads((local / "results.json").read_text())
+    assert results["status"] == "completed" and results["experiment_id"] == RUN_ID
+    assert results["cloud"]["bucket_url"] == run.url
+    for name, blob in storage.remote_files(client, f"{run.url}/run").items():
+        if name != "results.json":  # the local copy gains the "cloud" section
+            assert storage.file_crc32c(local / name) == blob.crc32c, name
+
+    # A preempted run: no marker, the last step checkpoint in the bucket, no final model.
+    checkpoints = sorted({name.split("/")[1] for name in remote
+                          if name.startswith("checkpoints/step-")})
+    resume_from = checkpoints[0]
+    for name, blob in storage.remote_files(client, f"{run.url}/run").items():
+        if name.startswith(("final_model/", "predictions/", "plots/", "checkpoints/best/")) or \
+                (name.startswith("checkpoints/step-") and resume_from not in name):
+            blob.delete()
+    results.pop("cloud")
+    results.update(status="running", test=None)
+    storage.write_json(client, f"{run.url}/run/results.json", results)
+    client.bucket(bucket).blob(f"runs/{RUN_ID}/cloud/DONE.json").delete()
+
+    # The replacement VM resumes from that checkpoint and finishes the run.
+    _boot(fake_compute, ZONE, "mb-vm-1")
+    resumed = _run_vm(_script(bucket, tmp_path / "vm1", "mb-vm-1", fake_compute.url))
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log
+    assert f"Resuming {RUN_ID} from {resume_from}" in log
+    final = storage.read_json(client, f"{run.url}/run/results.json")
+    assert final["status"] == "completed"
+    assert final["metadata"]["resumed_from_step"] == int(resume_from.split("-")[1])
+    assert storage.read_json(client, f"{run.url}/cloud/DONE.json")["instance"] == "mb-vm-1"
+    assert "final_model/model.safetensors" in storage.remote_files(client, f"{run.url}/run")
+    assert fake_compute.live() == []
+
+
+def test_a_failing_training_writes_a_failed_marker_and_still_deletes_the_vm(
+        gcs, fake_compute, tmp_path):
+    client, bucket = gcs
+    run = CloudRun(run_id=RUN_ID, project=PROJECT, region="us-central1", bucket=bucket,
+                   zones=[ZONE], spec={})
+    # The config on the bucket names a data file that does not exist on the VM.
+    broken = _tiny()
+    broken.data.dataset, broken.data.path = "babe", "cloud_inputs/data/missing.csv"
+    upload_inputs(client, run, broken, [], tmp_path, log=lambda *_: None)
+    _boot(fake_compute, ZONE, "mb-vm-0")
+    done = _run_vm(_script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url))
+    assert done.returncode != 0
+    marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
+    assert marker["status"] == "failed" and marker["exit_code"] != 0
+    assert fake_compute.deletes == ["mb-vm-0"] and fake_compute.live() == []
+
+
+def test_rendered_script_holds_no_credentials_and_is_valid_bash(tmp_path):
+    script = render_startup_script(StartupSettings(
+        run_id=RUN_ID, bucket="b", project="p", zone=ZONE, instance="mb-x-0",
+        wandb_secret="wandb-api-key"))
+    path = tmp_path / "s.sh"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+    assert "WANDB_SECRET=wandb-api-key" in script  # a secret's name, never its value
+    try:
+        render_startup_script(StartupSettings(run_id=RUN_ID, bucket="b", project="p", zone=ZONE,
+                                              instance="i", environment={"WANDB_API_KEY": "x"}))
+    except ValueError as error:
+        assert "WANDB_API_KEY may not be passed" in str(error)
+    else:
+        raise AssertionError("a key in the script's environment must be refused")
+    assert Path(REPO_ROOT / "backend/ml/cloud/startup.sh").is_file()
