@@ -21,6 +21,7 @@ from .calibration import CALIBRATION_FILE
 
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model-int8.onnx"
+REGISTERED_FILE = "registered_model.json"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                  "pytorch_model.bin.index.json")
 # Model types written by the project's own models package (custom head, loaded from its own code).
@@ -37,8 +38,10 @@ def has_torch_weights(path: Path) -> bool:
 
 
 def _is_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and (
-        any((path / name).is_file() for name in _WEIGHT_FILES) or (path / ONNX_FILE).is_file())
+    # config.json for transformers models; registered_model.json for models registered with
+    # the project's ModelFactory (plain nn.Modules rebuilt by backend.ml.models.load_saved_model).
+    described = (path / "config.json").is_file() or (path / REGISTERED_FILE).is_file()
+    return described and (has_torch_weights(path) or (path / ONNX_FILE).is_file())
 
 
 def _available_runs(runs_dir: Path | None, limit: int = 8) -> str:
@@ -187,6 +190,8 @@ def read_max_length(config: dict, tokenizer) -> int:
 
 
 def _read_config(model_dir: Path) -> dict:
+    if not (model_dir / "config.json").is_file() and (model_dir / REGISTERED_FILE).is_file():
+        return {}  # a registered model: labels come from label_names.json
     try:
         return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -227,6 +232,8 @@ def _load_torch_module(model_dir: Path, config: dict, trust_remote_code: bool):
         hint = (" It uses custom code: pass trust_remote_code=True if you trust it."
                 if "auto_map" in config and not trust_remote_code else "")
         raise ModelLoadError(f"{model_dir}: cannot load the model ({error}).{hint}") from None
+    except UserError as error:  # the project's loader explains itself
+        raise ModelLoadError(str(error)) from None
     if tokenizer is None or not getattr(tokenizer, "is_fast", False):
         tokenizer = _load_tokenizer(model_dir)
     return model.eval(), tokenizer
