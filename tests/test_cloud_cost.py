@@ -1,0 +1,164 @@
+"""Cost estimates against hand-computed figures, cloud-section validation, and ``--dry-run``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import run_cli, tiny_config, write_config
+
+from backend.ml.cloud.catalog import check_machine_and_gpu
+from backend.ml.cloud.commands import cloud_problems
+from backend.ml.cloud.pricing import (CostError, check_budget, estimate_cost, format_estimate,
+                                      load_prices)
+from backend.ml.config import CloudConfig
+from backend.ml.config.loading import config_from_dict
+
+
+def _config(**cloud):
+    return config_from_dict({
+        "model": {"architecture": "bert", "model_name": "bert-base-uncased"},
+        "training": {"batch_size": 16, "epochs": 3},
+        "cloud": {"machine_type": "n1-standard-4", "gpu_type": "nvidia-tesla-v100",
+                  "gpu_count": 1, "boot_disk_gb": 100, "region": "us-central1", **cloud}})
+
+
+def test_estimate_matches_the_hand_computed_figures_of_the_shipped_prices():
+    estimate = estimate_cost(_config(), train_size=2000, validation_size=250, test_size=250)
+    # prices.yaml, us-central1: n1-standard-4 0.189999 / 0.04, V100 2.48 / 0.992,
+    # pd-balanced 0.10 $/GB-month over 730 h.
+    disk = 100 * 0.10 / 730
+    assert estimate.hourly["on_demand"] == pytest.approx(0.189999 + 2.48 + disk)
+    assert estimate.hourly["spot"] == pytest.approx(0.04 + 0.992 + disk)
+    # 3 epochs x 2000 sentences at 350/s (V100, base); 3 evaluations of 250 + a final
+    # validation and test pass of 250 each at 3 x 350/s; 12 minutes of startup.
+    assert estimate.train_sentences == 6000 and estimate.eval_sentences == 1250
+    hours = 12 / 60 + 6000 / 350 / 3600 + 1250 / 1050 / 3600
+    assert estimate.hours == pytest.approx(hours)
+    assert estimate.total["spot"] == pytest.approx(1.0456986 * 0.2050926, rel=1e-5)
+    assert estimate.total["on_demand"] == pytest.approx(2.6836976 * 0.2050926, rel=1e-5)
+    assert estimate.chosen == "spot"
+    assert estimate.cap_total == pytest.approx(6.0 * (0.04 + 0.992 + disk))
+    text = format_estimate(estimate)
+    assert "2.6837" in text and "1.0457" in text and "0.55" in text and "0.21" in text
+    assert "retrieved 2025-01-15" in text and "cloud.google.com/compute/gpus-pricing" in text
+
+
+def test_measured_throughput_mixed_precision_and_max_steps_change_the_duration():
+    measured = estimate_cost(_config(throughput_samples_per_second=100.0), 2000, 250, 250)
+    assert measured.throughput == 100.0 and "measured" in measured.throughput_source
+    assert measured.hours == pytest.approx(0.2 + 6000 / 100 / 3600 + 1250 / 300 / 3600)
+
+    config = _config()
+    config.training.mixed_precision = "fp16"
+    assert estimate_cost(config, 2000, 250, 250).throughput == pytest.approx(350 * 1.8)
+
+    config = _config()
+    config.training.max_steps = 10  # 10 steps of 16 sentences, then one evaluation
+    capped = estimate_cost(config, 2000, 250, 250)
+    assert capped.train_sentences == 160 and capped.eval_sentences == 250 + 250 + 250
+
+
+def test_a_user_price_file_overrides_the_shipped_one(tmp_path):
+    prices = {"source": "my negotiated rates", "retrieved": "2026-01-01",
+              "regions": {"us-central1": {"machines": {"n1-standard-4": {"on_demand": 1.0,
+                                                                         "spot": 0.5}},
+                                          "gpus": {"nvidia-tesla-v100": {"on_demand": 2.0,
+                                                                         "spot": 1.0}},
+                                          "disk_gb_month": 0.0}},
+              "throughput": {"nvidia-tesla-v100": {"base": 1}}, "startup_minutes": 0,
+              "eval_speedup": 1.0}
+    path = tmp_path / "prices.yaml"
+    path.write_text(yaml.safe_dump(prices))
+    estimate = estimate_cost(_config(price_file=str(path), preemptible=False), 3600, 0, 0)
+    # 3 epochs x 3600 sentences at 1/s = 3 h, plus 3 validation passes of 0 and no test
+    assert estimate.hours == pytest.approx(3.0)
+    assert estimate.total == {"on_demand": pytest.approx(9.0), "spot": pytest.approx(4.5)}
+    assert estimate.chosen == "on_demand" and estimate.price_source == "my negotiated rates"
+
+
+def test_price_file_problems_are_clear(tmp_path):
+    with pytest.raises(CostError, match="cannot read"):
+        load_prices(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("source: x\n")
+    with pytest.raises(CostError, match="lacks retrieved, regions, throughput"):
+        load_prices(tmp_path / "bad.yaml")
+    with pytest.raises(CostError, match="no prices for region 'asia-east9'"):
+        estimate_cost(_config(region="asia-east9"), 100)
+    with pytest.raises(CostError, match="no machine price for 'n1-standard-32'"):
+        estimate_cost(_config(machine_type="n1-standard-32", gpu_type="nvidia-tesla-t4"), 100)
+
+
+def test_budget_refusal_names_the_limit_and_the_cheaper_option():
+    estimate = estimate_cost(_config(preemptible=False), 2000, 250, 250)
+    with pytest.raises(CostError, match=r"exceeds cloud.max_cost_usd = \$0.30.*Spot capacity"):
+        check_budget(estimate, 0.30)
+    check_budget(estimate, 1.0)
+
+
+@pytest.mark.parametrize("cloud, message", [
+    ({"gpu_type": "nvidia-tesla-v10"}, "unknown GPU 'nvidia-tesla-v10' (did you mean "
+                                       "'nvidia-tesla-v100'?)"),
+    ({"gpu_type": "nvidia-tesla-a100"}, "comes only with the A2 machine types"),
+    ({"gpu_type": "nvidia-l4", "machine_type": "g2-standard-24"},
+     "g2-standard-24 comes with 2 NVIDIA L4 GPU(s); set gpu_count to 2"),
+    ({"machine_type": "e2-standard-4"}, "attaches only to N1 machine types"),
+    ({"machine_type": "n1-standard-16"}, "has 16 vCPUs; with 1 NVIDIA V100 at most 12"),
+    ({"gpu_count": 3}, "NVIDIA V100 VMs take 1, 2, 4, 8 GPUs, got 3"),
+    ({"zones": ["europe-west4-a"]}, "zones[0]: zone 'europe-west4-a' is not in cloud.region"),
+    ({"gpu_type": "nvidia-tesla-p100", "zones": ["us-central1-a"]},
+     "zones[0]: us-central1-a does not offer nvidia-tesla-p100"),
+])
+def test_each_cloud_rule_has_its_message(cloud, message):
+    problems = check_machine_and_gpu(CloudConfig(**cloud))
+    assert any(message in problem for problem in problems), problems
+
+
+def test_compatible_sections_pass_and_run_level_problems_are_listed_together():
+    assert check_machine_and_gpu(CloudConfig(gpu_type="nvidia-tesla-a100",
+                                             machine_type="a2-highgpu-1g")) == []
+    assert check_machine_and_gpu(CloudConfig(gpu_type="nvidia-tesla-t4",
+                                             machine_type="n1-highmem-8")) == []
+    config = config_from_dict(tiny_config(cloud={"bucket": "Bad_Bucket!"}))
+    problems = cloud_problems(config)
+    assert any(p.startswith("cloud.bucket:") for p in problems)
+    assert any(p.startswith("training.device: 'cpu' would leave the GPU idle") for p in problems)
+
+
+def _dry_run_config(tmp_path, **cloud):
+    config = tiny_config(training={"device": "auto"},
+                         cloud={"gpu_type": "nvidia-tesla-t4", "machine_type": "n1-standard-8",
+                                **cloud})
+    return write_config(tmp_path, config)
+
+
+def test_dry_run_prints_the_estimate_and_the_exact_request_without_calling_gcp(tmp_path):
+    path = _dry_run_config(tmp_path, zones=["us-central1-b", "us-central1-c"])
+    completed = run_cli(str(path), "--cloud", "--dry-run", "--run-id", "tiny_aaaaaa",
+                        "--set", "cloud.project=", check=True)
+    out = completed.stdout
+    assert "Cost estimate for us-central1" in out and "estimated total" in out
+    assert "on stockout then us-central1-c" in out and "Nothing was created (--dry-run)." in out
+    request = out.split("/instances:\n", 1)[1].split("\n\nUploads", 1)[0]
+    body = json.loads(request)
+    assert body["name"] == "mb-tiny-aaaaaa-0"
+    assert body["guestAccelerators"][0]["acceleratorType"] == (
+        "projects/YOUR_PROJECT/zones/us-central1-b/acceleratorTypes/nvidia-tesla-t4")
+    assert body["scheduling"]["onHostMaintenance"] == "TERMINATE"
+    assert "gs://YOUR_PROJECT-media-bias-runs/runs/tiny_aaaaaa/" in out
+
+
+def test_invalid_cloud_section_exits_2_with_every_problem_and_no_traceback(tmp_path):
+    path = _dry_run_config(tmp_path, gpu_type="nvidia-tesla-a100", zones=["europe-west4-a"])
+    completed = run_cli(str(path), "--cloud", "--dry-run")
+    assert completed.returncode == 2
+    assert "cloud.machine_type: NVIDIA A100 40GB" in completed.stderr
+    assert "cloud.zones[0]" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_over_budget_exits_1_before_anything_is_created(tmp_path):
+    path = _dry_run_config(tmp_path, max_cost_usd=0.001, project="p")
+    completed = run_cli(str(path), "--cloud", "--yes")
+    assert completed.returncode == 1
+    assert "exceeds cloud.max_cost_usd" in completed.stderr and "Traceback" not in completed.stderr
