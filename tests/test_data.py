@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import datasets  # noqa: F401  (see below)
 import pandas as pd
 import pytest
 import torch
@@ -24,6 +25,8 @@ from backend.ml.data import loading
 from backend.ml.data.loading import DEMO_FILE
 from backend.ml.errors import DataError, UserError
 
+# `datasets` is imported before any test sets HF_HUB_OFFLINE: the offline tests then cover the
+# harder case (offline requested after import) and leave the process's hub settings unchanged.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BABE_DIR = Path(os.environ.get("BABE_DATA_DIR") or REPO_ROOT / ".." / "shared" / "data" / "babe")
 BABE_COLUMNS = ["text", "news_link", "outlet", "topic", "type", "label_bias", "label_opinion",
