@@ -40,6 +40,7 @@ class FakeCompute:
         self.accelerators = {gpu: list(zones) for gpu, zones in DEFAULT_ACCELERATORS.items()}
         self.quotas: dict[str, list[dict]] = {}             # region -> quota entries
         self.on_insert = None                               # callback(project, zone, body)
+        self.enabled_services: list[str] = []               # Service Usage batchEnable
         self.pending_polls = 0                               # operations RUNNING for N polls
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -185,7 +186,11 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.lock:
             fake.requests.append({"method": method, "path": parsed.path,
                                   "query": parse_qs(parsed.query), "body": body})
-            if parsed.path.startswith(PREFIX):
+            if parsed.path.startswith("/v1/projects/") and parsed.path.endswith(
+                    "/services:batchEnable"):
+                fake.enabled_services += (body or {}).get("serviceIds", [])
+                status, payload = 200, {"name": "operations/enable-1", "done": True}
+            elif parsed.path.startswith(PREFIX):
                 tail = parsed.path[len(PREFIX):]
                 for route_method, pattern, action in _ROUTES:
                     match = pattern.match(tail)
