@@ -12,23 +12,31 @@ from backend.ml.experiment_config import ExperimentManager
 from conftest import run_cli, tiny_config, write_config
 
 
+LOW, HIGH = "lr__learning_rate-0.0001", "lr__learning_rate-0.003"  # names the sweep gives
+
+
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory) -> tuple[Path, str]:
-    """Two single-split runs differing in learning rate and one 2-fold CV run, in one CLI call."""
+    """In one CLI call: a two-point learning-rate sweep, a run whose data file is broken, and a
+    2-fold CV run. The broken run fails at data loading; the runs after it still run."""
     workspace = tmp_path_factory.mktemp("experiments_training")
     small = {"epochs": 1}
     data = {"max_samples": 120}
+    broken_data = workspace / "final_labels_SG2.csv"
+    broken_data.write_text("\ufefftext;label_bias\nA sentence.;Biased\nAnother one.;Maybe\n",
+                           encoding="utf-8")
     configs = [
-        write_config(workspace, tiny_config(experiment_name="lr_low", training=dict(
-            small, learning_rate=1e-4), data=data), "lr_low.yaml"),
-        write_config(workspace, tiny_config(experiment_name="lr_high", training=dict(
-            small, learning_rate=3e-3), data=data), "lr_high.yaml"),
+        write_config(workspace, tiny_config(experiment_name="lr", training=small, data=data,
+                                            sweep={"training.learning_rate": [1e-4, 3e-3]}),
+                     "lr_sweep.yaml"),
+        write_config(workspace, tiny_config(experiment_name="broken", training=small, data={
+            "dataset": "babe", "path": str(broken_data)}), "broken.yaml"),
         write_config(workspace, tiny_config(experiment_name="cv_two", training=small,
                                             data=dict(data, cv_folds=2)), "cv_two.yaml"),
     ]
-    completed = run_cli(*map(str, configs), "--output-dir", str(workspace / "runs"),
-                        check=True)
-    return workspace / "runs", completed.stdout
+    completed = run_cli(*map(str, configs), "--output-dir", str(workspace / "runs"))
+    assert completed.returncode == 1, completed.stderr  # one run failed
+    return workspace / "runs", completed.stdout + completed.stderr
 
 
 def _run_id(runs_dir: Path, name: str) -> str:
@@ -39,17 +47,19 @@ def _run_id(runs_dir: Path, name: str) -> str:
 def test_multi_config_run_ends_with_a_table_of_all_runs(trained_runs):
     runs_dir, stdout = trained_runs
     table = stdout[stdout.rindex("test/f1_macro") - 200:]
-    for name in ("lr_low", "lr_high", "cv_two"):
-        assert re.search(rf"{_run_id(runs_dir, name)}\s+completed", table)
+    for name in (LOW, HIGH, "cv_two"):
+        assert re.search(rf"{re.escape(_run_id(runs_dir, name))}\s+completed", table)
     assert re.search(r"cv_two_\w+\s+completed \(cv\)", table)
+    assert "FAILED broken" in stdout and "'Maybe'" in stdout  # the failure is named, not hidden
+    assert "Traceback" not in stdout
 
 
 def test_manager_reads_real_runs_and_compares_them(trained_runs):
     runs_dir, _ = trained_runs
     manager = ExperimentManager(runs_dir, num_resamples=200)
     assert {run.experiment_name: run.status for run in manager.list_runs()} == {
-        "lr_low": "completed", "lr_high": "completed", "cv_two": "completed"}
-    low, high = _run_id(runs_dir, "lr_low"), _run_id(runs_dir, "lr_high")
+        LOW: "completed", HIGH: "completed", "cv_two": "completed"}
+    low, high = _run_id(runs_dir, LOW), _run_id(runs_dir, HIGH)
     comparison = manager.compare_runs([low, high])
     assert comparison["config_differences"]["training.learning_rate"] == {low: 1e-4, high: 3e-3}
     for run_id in (low, high):
@@ -85,11 +95,12 @@ def test_compare_cli_writes_the_report_for_real_runs(trained_runs):
     report = runs_dir.parent / "comparison.html"
     assert str(report) in completed.stdout
     text = report.read_text(encoding="utf-8")
-    for name in ("lr_low", "lr_high", "cv_two"):
+    for name in (LOW, HIGH, "cv_two"):
         assert f'data-run-id="{_run_id(runs_dir, name)}"' in text
     assert "<polyline" in text  # learning curves drawn from metrics.jsonl
-    unknown = run_cli("--compare", "lr_lowest", "--output-dir", str(runs_dir))
+    typo = _run_id(runs_dir, LOW)[:-1] + "z"
+    unknown = run_cli("--compare", typo, "--output-dir", str(runs_dir))
     assert unknown.returncode != 0
-    assert "unknown run 'lr_lowest'" in unknown.stderr
-    assert _run_id(runs_dir, "lr_low") in unknown.stderr  # the close match is suggested
+    assert f"unknown run '{typo}'" in unknown.stderr
+    assert _run_id(runs_dir, LOW) in unknown.stderr  # the close match is suggested
     assert "Traceback" not in unknown.stderr
