@@ -290,3 +290,21 @@ def test_a_missing_bucket_is_reported_before_any_vm(gcs, fake_compute, tmp_path)
     with pytest.raises(Exception, match="does not exist"):
         cloud_run_command(_args(tmp_path, config_path))
     assert fake_compute.requests == []
+
+
+def test_zones_are_checked_against_the_compute_api_before_launch(gcs, fake_compute, tmp_path,
+                                                                  capsys):
+    client, bucket = gcs
+    fake_compute.accelerators["nvidia-tesla-t4"] = ["us-central1-b"]
+    fake_compute.on_insert = lambda project, zone, body: _finish(
+        client, CloudRun(run_id="tiny_abcdef", project=PROJECT, region="us-central1",
+                         bucket=bucket, zones=[], spec={}))
+    config_path = _cloud_config(tmp_path, bucket)
+    assert cloud_run_command(_args(tmp_path, config_path, run_id="tiny_abcdef")) == 0
+    assert "skipping us-central1-a: it does not offer nvidia-tesla-t4" in capsys.readouterr().out
+    assert [r["path"].split("/")[6] for r in fake_compute.inserts] == ["us-central1-b"]
+
+    fake_compute.accelerators["nvidia-tesla-t4"] = []
+    with pytest.raises(CapacityError, match="no zone of us-central1 offers nvidia-tesla-t4"):
+        cloud_run_command(_args(tmp_path, config_path, run_id="tiny_abcde0"))
+    assert len(fake_compute.inserts) == 1

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -26,6 +27,25 @@ WANDB_SECRET = "wandb-api-key"  # Secret Manager secret read on the VM when logg
 # Published BABE sizes, for pricing without the files at hand (filter_no_agreement drops ~15%).
 BABE_SIZES = {"SG1": 3700, "SG2": 3673}
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+
+
+def plain_errors(command):
+    """Google API and credential failures become one-line UserErrors (no traceback)."""
+    @functools.wraps(command)
+    def wrapper(args) -> int:
+        from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
+
+        from .compute import CloudError, error_message
+
+        try:
+            return command(args)
+        except auth_exceptions.GoogleAuthError as error:
+            raise CloudError(f"Google Cloud credentials: {error}. Run `gcloud auth "
+                             f"application-default login` (see docs/cloud.md)") from None
+        except api_exceptions.GoogleAPICallError as error:
+            raise CloudError(f"Google Cloud refused a request: {error_message(error)}") from None
+    return wrapper
 
 
 # ---- configuration --------------------------------------------------------------------------
@@ -153,6 +173,7 @@ def plan_run(config, args, project: str, run_id: str):
     return run, estimate, remote_config, uploads
 
 
+@plain_errors
 def cloud_run_command(args) -> int:
     """``CONFIG --cloud``: estimate, confirm, upload, create the VM, wait, sync back."""
     from .compute import Compute
@@ -185,6 +206,7 @@ def cloud_run_command(args) -> int:
     client = storage.storage_client(project)
     storage.require_bucket(client, run.bucket)
     compute = Compute()
+    run.zones = _offering_zones(compute, run, config.cloud)
     runs_dir = _runs_dir(args, config)
     print(f"Uploading to {run.url}/")
     with tempfile.TemporaryDirectory() as work:
@@ -206,6 +228,26 @@ def cloud_run_command(args) -> int:
         return 0
     return _watch_and_fetch(compute, client, run, runs_dir / run_id,
                             watch_run, fetch_results, record_cloud_section)
+
+
+def _offering_zones(compute, run, cloud) -> list[str]:
+    """The zones to try, checked against what the Compute API says offers the GPU now."""
+    from .compute import CapacityError
+
+    offered = compute.zones_offering(run.project, run.region, cloud.gpu_type)
+    if cloud.zones:
+        zones = [zone for zone in cloud.zones if zone in offered]
+        for zone in cloud.zones:
+            if zone not in offered:
+                print(f"  skipping {zone}: it does not offer {cloud.gpu_type}")
+    else:
+        zones = [zone for zone in run.zones if zone in offered] + \
+                [zone for zone in offered if zone not in run.zones]
+    if not zones:
+        raise CapacityError(f"no zone of {run.region} offers {cloud.gpu_type} (the Compute API "
+                            f"lists: {', '.join(offered) or 'none'}); choose another "
+                            f"cloud.region or cloud.gpu_type")
+    return zones
 
 
 def _watch_and_fetch(compute, client, run, run_dir: Path, watch_run, fetch_results,
@@ -246,6 +288,7 @@ def _location(args, run_id: str | None = None) -> tuple[str, str, Path]:
     return project, config.cloud.bucket or default_bucket(project), runs_dir
 
 
+@plain_errors
 def sync_command(args) -> int:
     """``--sync RUN_ID``: fetch a cloud run's directory; with ``--cloud`` continue a stopped one."""
     from .compute import Compute, label_value
@@ -287,6 +330,7 @@ def sync_command(args) -> int:
                             record_cloud_section)
 
 
+@plain_errors
 def cloud_status_command(args) -> int:
     """``--cloud-status``: the project's training VMs and the runs in its bucket."""
     from .compute import Compute
@@ -313,6 +357,7 @@ def cloud_status_command(args) -> int:
     return 0
 
 
+@plain_errors
 def cloud_teardown_command(args) -> int:
     """``--cloud-teardown [--run-id ID]``: delete the project's training VMs (or one run's)."""
     from .compute import Compute, label_value

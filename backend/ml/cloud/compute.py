@@ -280,6 +280,10 @@ def create_with_fallback(compute: Compute, project: str, zones: list[str], build
         try:
             compute.insert(project, zone, body)
             return zone, body
+        except KeyboardInterrupt:
+            # Ctrl-C while Compute Engine may already be creating it: make sure it is gone.
+            compute.delete(project, zone, body["name"], wait=False)
+            raise
         except exceptions.GoogleAPICallError as error:
             kind = classify_insert_error(error)
             message = error_message(error)
