@@ -102,9 +102,11 @@ def compare_predictions(reference: np.ndarray, candidate: np.ndarray, labels: np
     reference_f1 = classification_metrics(labels, reference_labels, label_names)["f1_macro"]
     candidate_f1 = classification_metrics(labels, candidate_labels, label_names)["f1_macro"]
     drop = 100.0 * (reference_f1 - candidate_f1)
+    gap = np.abs(reference - candidate) if len(labels) else np.zeros(1)
     return {"num_samples": int(len(labels)),
             "agreement": float((reference_labels == candidate_labels).mean()) if len(labels) else 1.0,
-            "max_probability_difference": float(np.abs(reference - candidate).max()) if len(labels) else 0.0,
+            "max_probability_difference": float(gap.max()),
+            "mean_probability_difference": float(gap.mean()),
             "f1_macro_pytorch": reference_f1, "f1_macro": candidate_f1,
             "f1_drop_points": drop, "passed": bool(drop <= MAX_F1_DROP_POINTS)}
 

@@ -1,0 +1,130 @@
+"""``--predict`` and ``--export``: files in, JSON lines and exports out; user mistakes explained."""
+
+import json
+import shutil
+
+import pytest
+
+from backend.ml.bias_classifier import BiasClassifier
+from backend.ml.errors import DataError, UserError
+from backend.ml.fileio import read_jsonl
+from backend.ml.inference.commands import export_command, predict_command
+from conftest import run_cli
+from test_inference_support import LABELS, NEWS_SENTENCES, make_run_dir
+
+ARTICLE = "The vote was delayed. Critics called the plan a radical power grab."
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    make_run_dir(runs / "tiny_abc123")
+    return runs
+
+
+def test_predict_txt_one_input_per_line(tmp_path, runs_dir, capsys):
+    source = tmp_path / "news.txt"
+    source.write_text(f"{NEWS_SENTENCES[0]}\n\n{ARTICLE}\n", encoding="utf-8")
+    output = tmp_path / "out" / "predictions.jsonl"
+    assert predict_command("tiny_abc123", source, output, runs_dir) == 0
+    records = read_jsonl(output)
+    assert [r["id"] for r in records] == [1, 3]  # line numbers; the blank line is no input
+    assert records[0]["label"] in LABELS and "sentences" not in records[0]
+    assert records[1]["num_sentences"] == 2 and "summary" in records[1]
+    captured = capsys.readouterr()
+    assert "Wrote 2 predictions" in captured.out
+    assert "Predicting" in captured.err  # the progress bar
+
+
+def test_predict_csv_and_jsonl_keep_ids_and_mark_bad_rows(tmp_path, runs_dir):
+    csv_file = tmp_path / "news.csv"
+    csv_file.write_text('id,title,text\nx1,A headline,"' + ARTICLE + '"\nx2,,\nx3,,'
+                        + NEWS_SENTENCES[1] + "\n", encoding="utf-8")
+    out = tmp_path / "csv.jsonl"
+    predict_command(str(runs_dir / "tiny_abc123"), csv_file, out, runs_dir)
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == ["x1", "x2", "x3"]
+    assert records[0]["sentences"][0] == {**records[0]["sentences"][0], "part": "title",
+                                          "text": "A headline"}
+    assert records[1]["status"] == "no_prediction" and records[1]["error"] == "empty text"
+    assert records[2]["status"] == "ok"
+
+    jsonl_file = tmp_path / "news.jsonl"
+    jsonl_file.write_text("\n".join([json.dumps({"id": "a", "text": ARTICLE}),
+                                     json.dumps(NEWS_SENTENCES[2]), "{broken",
+                                     json.dumps({"id": "n", "text": 5})]) + "\n")
+    out = tmp_path / "jsonl.jsonl"
+    model_dir = runs_dir / "tiny_abc123" / "final_model"
+    assert predict_command(str(model_dir), jsonl_file, out, runs_dir) == 0
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == ["a", 2, 3, "n"]
+    assert [r["status"] for r in records] == ["ok", "ok", "no_prediction", "no_prediction"]
+    assert "line 3: invalid JSON" in records[2]["error"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("news.csv", "headline,body\nx,y\n", "no 'text' column \\(columns: headline, body\\)"),
+    ("news.xml", "<a/>", "unsupported input format '.xml'"),
+    ("missing.txt", None, "no such input file"),
+])
+def test_predict_input_mistakes(tmp_path, runs_dir, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        predict_command("tiny_abc123", path, tmp_path / "out.jsonl", runs_dir)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_unknown_run_lists_the_runs(tmp_path, runs_dir):
+    source = tmp_path / "in.txt"
+    source.write_text("x\n")
+    with pytest.raises(UserError, match="No run or model named 'tiny_zzz'.*tiny_abc123"):
+        predict_command("tiny_zzz", source, tmp_path / "out.jsonl", runs_dir)
+
+
+def test_export_onnx_checks_agreement_on_the_test_split(tmp_path, capsys):
+    run_dir = make_run_dir(tmp_path / "tiny_def456")
+    assert export_command(str(run_dir), ["onnx"], tmp_path) == 0
+    report = json.loads((run_dir / "exports" / "export_report.json").read_text())
+    entry = report["exports"]["onnx"]
+    assert report["check"]["checked"] and report["check"]["num_samples"] == 24
+    assert entry["agreement"] == 1.0 and entry["f1_drop_points"] == pytest.approx(0.0)
+    assert entry["max_probability_difference"] < 1e-5 and entry["passed"]
+    assert "onnx" in capsys.readouterr().out
+    # The export directory stands alone: the app can load it without the PyTorch weights.
+    exported = BiasClassifier().load_model(run_dir / "exports")
+    assert exported.runtime == "onnx" and exported.label_names == LABELS
+    with pytest.raises(UserError, match="unknown export format"):
+        export_command(str(run_dir), ["tflite"], tmp_path)
+
+
+def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path):
+    """The real CLI on a run the real trainer wrote (calibrated at the end of training)."""
+    results = json.loads((tiny_run_dir / "results.json").read_text())
+    calibration = json.loads((tiny_run_dir / "final_model" / "calibration.json").read_text())
+    assert results["calibration"]["temperature"] == pytest.approx(calibration["temperature"])
+    assert {"ece_before", "ece_after"} <= set(results["calibration"])
+
+    source = tmp_path / "news.txt"
+    source.write_text(f"{NEWS_SENTENCES[0]}\n{ARTICLE}\n")
+    out = tmp_path / "predictions.jsonl"
+    completed = run_cli("--predict", str(tiny_run_dir), "--input", str(source), "--output",
+                        str(out))
+    assert completed.returncode == 0, completed.stderr
+    records = read_jsonl(out)
+    assert len(records) == 2 and all(r["calibrated"] for r in records)
+    assert "Predicting" in completed.stderr
+
+    copy = tmp_path / "runs" / tiny_run_dir.name  # exports go into the run: leave the shared one be
+    shutil.copytree(tiny_run_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    exported = run_cli("--export", tiny_run_dir.name, "--export-format", "onnx",
+                       "--output-dir", str(tmp_path / "runs"))
+    assert exported.returncode == 0, exported.stderr
+    report = json.loads((copy / "exports" / "export_report.json").read_text())
+    assert report["exports"]["onnx"]["agreement"] == 1.0
+
+    missing = run_cli("--predict", "no_such_run", "--input", str(source), "--output",
+                      str(tmp_path / "x.jsonl"), "--output-dir", str(tmp_path))
+    assert missing.returncode == 1 and "No run or model named" in missing.stderr
+    assert "Traceback" not in missing.stderr
