@@ -194,6 +194,9 @@ def format_estimate(estimate: CostEstimate) -> str:
     lines.append(f"  this run uses {kind} capacity: about ${e.total[e.chosen]:.2f}; at most "
                  f"${e.cap_total:.2f} (the VM deletes itself after cloud.max_run_hours = "
                  f"{e.cap_hours:g} h)")
+    if e.gpu_count > 1:
+        lines.append(f"  note: training uses one GPU; the other {e.gpu_count - 1} are billed but "
+                     f"do not shorten the run")
     if e.hours > e.cap_hours:
         lines.append(f"  WARNING: the estimate ({_duration(e.hours)}) exceeds cloud.max_run_hours; "
                      f"the VM would be deleted before training ends. Raise cloud.max_run_hours.")
