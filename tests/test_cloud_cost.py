@@ -42,7 +42,8 @@ def test_estimate_matches_the_hand_computed_figures_of_the_shipped_prices():
     assert estimate.cap_total == pytest.approx(6.0 * (0.04 + 0.992 + disk))
     text = format_estimate(estimate)
     assert "2.6837" in text and "1.0457" in text and "0.55" in text and "0.21" in text
-    assert "retrieved 2025-01-15" in text and "cloud.google.com/compute/gpus-pricing" in text
+    # prices.yaml: retrieved "2026-11-24", the date its figures were checked against the pages.
+    assert "retrieved 2026-11-24" in text and "cloud.google.com/compute/gpus-pricing" in text
 
 
 def test_measured_throughput_mixed_precision_and_max_steps_change_the_duration():
