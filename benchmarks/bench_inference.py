@@ -1,7 +1,7 @@
 """Sentences per second: BiasClassifier's CPU path versus ``transformers.pipeline``, one run.
 
-    python benchmarks/bench_inference.py                       # MiniLM + 3-class head, 300 sentences
-    python benchmarks/bench_inference.py --onnx                # also the ONNX fp32 / int8 exports
+    python benchmarks/bench_inference.py                # MiniLM + 3-class head, 300 sentences
+    python benchmarks/bench_inference.py --onnx         # also the ONNX fp32 / int8 exports
     python benchmarks/bench_inference.py --model experiments/runs/RUN/final_model --threads 4
 
 Both paths load the same saved model and classify the same sentences on the same number of
@@ -39,18 +39,22 @@ TARGET_SPEEDUP = 2.0
 def benchmark_sentences(count: int, seed: int = 0) -> tuple[list[str], str]:
     """``count`` sentences from the shipped demo data, else generated news-like ones."""
     if DEMO_CSV.is_file():
-        with open(DEMO_CSV, encoding="utf-8", newline="") as stream:
-            texts = [row["text"] for row in csv.DictReader(stream) if row.get("text", "").strip()]
+        with open(DEMO_CSV, encoding="utf-8-sig", newline="") as stream:  # BABE's format: ';'
+            texts = [row["text"] for row in csv.DictReader(stream, delimiter=";")
+                     if (row.get("text") or "").strip()]
         if texts:
-            return [texts[i % len(texts)] for i in range(count)], str(DEMO_CSV.relative_to(REPO_ROOT))
+            chosen = [texts[i % len(texts)] for i in range(count)]
+            return chosen, str(DEMO_CSV.relative_to(REPO_ROOT))
     rng = random.Random(seed)
-    subjects = ["The senator", "Officials", "Critics of the administration", "The governor's office",
-                "Local residents", "A spokesperson for the company", "Economists", "The radical group"]
+    subjects = ["The senator", "Officials", "Critics of the administration",
+                "The governor's office", "Local residents", "A spokesperson for the company",
+                "Economists", "The radical group"]
     verbs = ["said", "claimed", "warned", "insisted", "announced", "admitted", "argued"]
     claims = ["the plan would cost thousands of jobs", "the figures rose 3 percent in March",
               "the reckless policy was a disaster for working families", "the vote was delayed",
               "the shameful scheme amounted to a power grab", "the report was released on Tuesday",
-              "the new rules would protect consumers", "the so-called reform is a giveaway to donors"]
+              "the new rules would protect consumers",
+              "the so-called reform is a giveaway to donors"]
     tails = ["", " after weeks of debate", " in a statement on Monday",
              " despite growing evidence to the contrary", ", according to people familiar with it",
              ", a claim that drew swift criticism from both parties and from several advocacy "

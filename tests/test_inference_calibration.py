@@ -1,4 +1,4 @@
-"""Temperature scaling: fitted on validation logits, saved with the model, used by the classifier."""
+"""Temperature scaling: fitted on validation logits, saved with the model, used in inference."""
 
 import json
 
@@ -73,14 +73,16 @@ def test_calibration_lowers_ece_of_an_over_confident_model(tmp_path):
     assert raw.max(axis=1).mean() > 0.85  # sure of almost everything
     # Labels agree with the model only about half the time.
     rng = np.random.default_rng(0)
-    labels = np.where(rng.random(len(texts)) < 0.5, raw.argmax(axis=1), rng.integers(0, 3, len(texts)))
+    agrees = rng.random(len(texts)) < 0.5
+    labels = np.where(agrees, raw.argmax(axis=1), rng.integers(0, 3, len(texts)))
     validation, test = slice(0, 32), slice(32, 64)
 
     # What the trainer does at the end: validation logits of the best model.
     validation_logits = direct_logits(model_dir, texts[validation])
     saved = fit_and_save_calibration(validation_logits, labels[validation], model_dir)
     calibrated = BiasClassifier().load_model(model_dir)
-    assert calibrated.is_calibrated and calibrated.temperature == pytest.approx(saved["temperature"])
+    assert calibrated.is_calibrated
+    assert calibrated.temperature == pytest.approx(saved["temperature"])
     after = calibrated.predict_proba(texts)
 
     assert saved["temperature"] > 2

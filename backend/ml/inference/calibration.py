@@ -83,7 +83,7 @@ def fit_temperature(logits, labels) -> float:
     logits, labels = _checked(logits, labels)
     if len(labels) == 0:
         raise ValueError("cannot fit a temperature on zero samples")
-    result = minimize_scalar(lambda inverse: _negative_log_likelihood(logits, labels, 1.0 / inverse),
+    result = minimize_scalar(lambda beta: _negative_log_likelihood(logits, labels, 1.0 / beta),
                              bounds=(_MIN_INVERSE_T, _MAX_INVERSE_T), method="bounded",
                              options={"xatol": 1e-6})
     return float(1.0 / result.x)

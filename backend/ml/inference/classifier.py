@@ -1,8 +1,8 @@
 """``BiasClassifier``: calibrated sentence- and article-level bias predictions on CPU.
 
 >>> classifier = BiasClassifier()  # doctest: +SKIP
->>> classifier.load_model("experiments/runs/quickstart_minilm_3f9a1c/final_model")
->>> classifier.predict_with_confidence(["The senator's reckless scheme will ruin us."])
+>>> classifier.load_model("experiments/runs/quickstart_minilm_3f9a1c/final_model")  # doctest: +SKIP
+>>> classifier.predict_with_confidence(["The senator's reckless scheme will ruin us."])  # doctest: +SKIP
 [{'id': None, 'status': 'ok', 'label': 'Biased', 'confidence': 0.83, ...}]
 
 Speed on CPU comes from what is not computed: every text is tokenised once, windows are sorted
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -51,7 +50,7 @@ class _Segment:
 
 
 class BiasClassifier:
-    """Classify sentences and articles as Non-biased / Biased / No agreement with calibrated confidence.
+    """Sentence and article bias labels (Non-biased / Biased / No agreement), calibrated.
 
     ``batch_size`` counts token windows per forward pass; ``max_length`` caps the tokens per window
     (default: what the model takes); ``num_threads`` overrides the CPU thread choice (see
@@ -75,7 +74,7 @@ class BiasClassifier:
     # ------------------------------------------------------------------ loading
 
     def load_model(self, model_path: str | os.PathLike) -> "BiasClassifier":
-        """Load a ``final_model/`` directory, a run directory, an export directory or an ``.onnx`` file.
+        """Load a ``final_model/`` directory, a run directory, an export dir or an ``.onnx`` file.
 
         Uses the temperature in ``calibration.json`` when the model has one; otherwise 1.0, and
         every result says ``"calibrated": false``.
@@ -143,16 +142,17 @@ class BiasClassifier:
         :attr:`label_names`.
         """
         texts = list(sentences)
-        bad = [index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
+        bad = [index for index, text in enumerate(texts)
+               if not isinstance(text, str) or not text.strip()]
         if bad:
             raise InputError(f"predict_proba needs non-empty strings; inputs {bad[:10]} are not")
         return self._segment_probabilities(texts, show_progress)[0]
 
     def predict_with_confidence(self, articles: Any, show_progress: bool = False
                                 ) -> list[dict] | dict:
-        """Label, confidence and class probabilities per input; sentences and a summary for articles.
+        """Label, confidence and class probabilities per input; sentences and summary for articles.
 
-        ``articles`` is a list of strings or of dicts with ``text`` (and optional ``title``, ``id``);
+        ``articles`` is a list of strings or of dicts with ``text`` (optional ``title``, ``id``);
         a single string or dict gives a single result. An input with more than one sentence (the
         title counts as one) also gets ``sentences`` (each with its offsets in ``text``) and
         ``summary``; its label is the class with the highest mean sentence probability. Input

@@ -175,7 +175,8 @@ def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
 
     Exit status 1 when an export loses more than 0.5 points of macro F1 on the test split.
 
-    >>> export_command("quickstart_minilm_3f9a1c", ["onnx", "int8"], Path("experiments/runs"))  # doctest: +SKIP
+    >>> export_command("quickstart_minilm_3f9a1c", ["onnx", "int8"],
+    ...                Path("experiments/runs"))  # doctest: +SKIP
     0
     """
     from .export import (FORMATS, MAX_F1_DROP_POINTS, compare_predictions, copy_bundle,

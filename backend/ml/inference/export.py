@@ -31,7 +31,8 @@ _BUNDLE_FILES = ("config.json", "label_names.json", "calibration.json", "tokeniz
 def export_onnx(loaded: LoadedModel, path: Path, opset: int = 17) -> Path:
     """Trace the PyTorch model into ``path`` with dynamic batch and sequence axes.
 
-    >>> export_onnx(load_torch_model(Path("RUN/final_model")), Path("RUN/exports/model.onnx"))  # doctest: +SKIP
+    >>> export_onnx(load_torch_model(Path("RUN/final_model")),
+    ...             Path("RUN/exports/model.onnx"))  # doctest: +SKIP
     """
     import torch
 
@@ -103,8 +104,9 @@ def compare_predictions(reference: np.ndarray, candidate: np.ndarray, labels: np
     candidate_f1 = classification_metrics(labels, candidate_labels, label_names)["f1_macro"]
     drop = 100.0 * (reference_f1 - candidate_f1)
     gap = np.abs(reference - candidate) if len(labels) else np.zeros(1)
+    same = reference_labels == candidate_labels
     return {"num_samples": int(len(labels)),
-            "agreement": float((reference_labels == candidate_labels).mean()) if len(labels) else 1.0,
+            "agreement": float(same.mean()) if len(labels) else 1.0,
             "max_probability_difference": float(gap.max()),
             "mean_probability_difference": float(gap.mean()),
             "f1_macro_pytorch": reference_f1, "f1_macro": candidate_f1,

@@ -97,9 +97,8 @@ def resolve_model_path(model_ref: str | os.PathLike, runs_dir: Path | None = Non
 def run_dir_of(model_path: Path) -> Path | None:
     """The run directory a model belongs to (``RUN/final_model`` → ``RUN``), if any."""
     model_dir = model_path.parent if model_path.is_file() else model_path
-    if model_dir.name in ("final_model", "exports") and (model_dir.parent / "results.json").is_file():
-        return model_dir.parent
-    if model_dir.name == "final_model":
+    if model_dir.name == "final_model" or (
+            model_dir.name == "exports" and (model_dir.parent / "results.json").is_file()):
         return model_dir.parent
     return None
 
@@ -213,10 +212,12 @@ def _load_tokenizer(model_dir: Path):
 
 def _load_torch_module(model_dir: Path, config: dict, trust_remote_code: bool):
     """(model, tokenizer): the project's loader when present, else the transformers Auto classes."""
-    try:
-        from backend.ml.models import load_saved_model
-    except ImportError:
-        load_saved_model = None
+    load_saved_model = None
+    if not trust_remote_code:  # third-party code in the directory: only the Auto classes run it
+        try:
+            from backend.ml.models import load_saved_model
+        except ImportError:
+            pass
     try:
         if load_saved_model is not None:
             model, tokenizer = load_saved_model(model_dir)
@@ -249,7 +250,7 @@ def _forward_input_names(model, tokenizer) -> list[str]:
 
 
 def load_torch_model(model_dir: Path, trust_remote_code: bool = False) -> LoadedModel:
-    """Load ``model_dir`` with PyTorch, in eval mode, for inference under ``torch.inference_mode``."""
+    """Load ``model_dir`` with PyTorch in eval mode; logits run under ``torch.inference_mode``."""
     import torch
 
     config = _read_config(model_dir)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-# Lower-cased, without the full stop. Titles and company suffixes almost never end a sentence in news.
+# Lower-cased, without the full stop. Titles and company suffixes rarely end a news sentence.
 ABBREVIATIONS = frozenset("""
 mr mrs ms mx dr prof sr jr st mt ft rev hon pres gov sen rep gen col lt maj capt cpt sgt cmdr adm
 supt insp det messrs mme mlle
@@ -26,8 +26,11 @@ ave blvd rd hwy
 # Ambiguous with ordinary words ("He said no."): an abbreviation only when a number follows.
 NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "art", "para", "op", "p"})
 
+# Final punctuation, closing quotes / brackets, whitespace, then (looking ahead) a capital or
+# digit, possibly behind opening quotes / brackets.
 _TERMINAL = re.compile(
-    r"""(?P<punct>[.!?…]+)(?P<close>["'”’»)\]]*)(?P<space>\s+)(?=(?P<next>["'“‘«(\[]*[A-Z0-9À-Ý]))""")
+    r"""(?P<punct>[.!?…]+)(?P<close>["'”’»)\]]*)(?P<space>\s+)"""
+    r"""(?=(?P<next>["'“‘«(\[]*[A-Z0-9À-Ý]))""")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _WORD_BEFORE = re.compile(r"([\w.'’-]*)$")
 _ACRONYM = re.compile(r"^(?:[A-Za-z]\.)+[A-Za-z]?$")  # U.S, e.g, a.m, Ph.D without its last stop
@@ -71,7 +74,8 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         raise TypeError(f"expected a string, got {type(text).__name__}")
     spans = []
     paragraph_start = 0
-    paragraph_ends = [(m.start(), m.end()) for m in _BLANK_LINE.finditer(text)] + [(len(text), len(text))]
+    paragraph_ends = [(m.start(), m.end()) for m in _BLANK_LINE.finditer(text)]
+    paragraph_ends.append((len(text), len(text)))
     for paragraph_end, next_start in paragraph_ends:
         starts = [paragraph_start] + _boundaries_in(text, paragraph_start, paragraph_end)
         ends = starts[1:] + [paragraph_end]
