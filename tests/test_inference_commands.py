@@ -128,3 +128,26 @@ def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path):
                       str(tmp_path / "x.jsonl"), "--output-dir", str(tmp_path))
     assert missing.returncode == 1 and "No run or model named" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_benchmark_script_runs_and_compares_with_the_pipeline(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from test_inference_support import make_tiny_model_dir
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_inference.py"
+    spec = importlib.util.spec_from_file_location("bench_inference", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model_dir = make_tiny_model_dir(tmp_path / "model", max_length=64)
+    report = tmp_path / "bench.json"
+    status = bench.main(["--model", str(model_dir), "--num-sentences", "60", "--repeats", "1",
+                         "--threads", "1", "--json", str(report)])
+    numbers = json.loads(report.read_text())
+    assert status == 0  # identical fp32 labels
+    assert set(numbers["paths"]) == {"transformers.pipeline", "BiasClassifier (PyTorch)"}
+    # Only sentences the tiny model reads in one window are timed (the pipeline fails on longer).
+    assert 0 < numbers["sentences"] <= 60
+    assert numbers["paths"]["BiasClassifier (PyTorch)"]["same_labels"] == numbers["sentences"]
+    assert "vs transformers.pipeline" in capsys.readouterr().out

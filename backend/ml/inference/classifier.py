@@ -221,28 +221,28 @@ class BiasClassifier:
         # only ever seen cut in half at a window edge.
         stride = max(0, min(128, (max_length - special) // 4))
         encoding = tokenizer(texts, truncation=True, max_length=max_length, stride=stride,
-                             return_overflowing_tokens=True, padding=False)
+                             return_overflowing_tokens=True, padding=False,
+                             return_attention_mask=True)
         owners = np.asarray(encoding["overflow_to_sample_mapping"], dtype=int)
-        features = {name: encoding[name] for name in self._model.input_names if name in encoding}
+        names = {"input_ids", *self._model.input_names}
+        missing = names - set(encoding.keys())
+        if missing:
+            raise ModelLoadError(f"the model takes {sorted(missing)}, which its tokenizer does "
+                                 "not produce")
+        features = {name: encoding[name] for name in names}
         return encoding["input_ids"], features, owners
 
     def _pad(self, features: dict[str, list], rows: np.ndarray) -> dict[str, np.ndarray]:
         """Right-pad the chosen rows to the longest of them (dynamic padding)."""
-        tokenizer = self._model.tokenizer
+        pad_id = self._model.tokenizer.pad_token_id or 0
         longest = max(len(features["input_ids"][row]) for row in rows)
         batch = {}
         for name, values in features.items():
-            fill = tokenizer.pad_token_id if name == "input_ids" else 0
-            array = np.full((len(rows), longest), fill if fill is not None else 0, dtype=np.int64)
+            array = np.full((len(rows), longest), pad_id if name == "input_ids" else 0,
+                            dtype=np.int64)
             for position, row in enumerate(rows):
                 array[position, :len(values[row])] = values[row]
             batch[name] = array
-        if "attention_mask" not in batch:
-            mask = np.zeros((len(rows), longest), dtype=np.int64)
-            for position, row in enumerate(rows):
-                mask[position, :len(features["input_ids"][row])] = 1
-            if "attention_mask" in self._model.input_names:
-                batch["attention_mask"] = mask
         return batch
 
     def _segment_probabilities(self, texts: list[str], show_progress: bool
