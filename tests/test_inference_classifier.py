@@ -153,11 +153,13 @@ def test_missing_calibration_is_stated(classifier):
     assert "no calibration.json" in classifier.calibration["note"]
 
 
-def test_run_directory_and_errors(tmp_path):
-    run_dir = make_run_dir(tmp_path / "runs" / "tiny_abc123")
+def test_run_directory_run_id_and_errors(tmp_path, monkeypatch):
+    run_dir = make_run_dir(tmp_path / "experiments" / "runs" / "tiny_abc123")
     assert BiasClassifier().load_model(run_dir).predict(["The vote was delayed."])[0] in LABELS
-    with pytest.raises(UserError, match="No run or model named"):
-        BiasClassifier().load_model(tmp_path / "nowhere")
+    monkeypatch.chdir(tmp_path)  # a bare run id is looked up under experiments/runs
+    assert BiasClassifier().load_model("tiny_abc123").label_names == LABELS
+    with pytest.raises(UserError, match="No run or model named 'nowhere'.*tiny_abc123"):
+        BiasClassifier().load_model("nowhere")
     (tmp_path / "empty_run").mkdir()
     (tmp_path / "empty_run" / "results.json").write_text("{}")
     with pytest.raises(ModelLoadError, match="no final_model/"):

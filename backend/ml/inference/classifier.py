@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -22,10 +23,12 @@ from backend.ml.errors import UserError
 from backend.ml.metrics import BIASED, softmax
 
 from .calibration import load_calibration
-from .loading import LoadedModel, ModelLoadError, configure_threads, load_for_inference
+from .loading import (LoadedModel, ModelLoadError, configure_threads, load_for_inference,
+                      resolve_model_path)
 from .sentences import sentence_spans
 
 NO_PREDICTION = "no_prediction"
+DEFAULT_RUNS_DIR = Path("experiments/runs")  # where a bare run id is looked up
 
 
 def no_prediction(identifier, error: str) -> dict:
@@ -76,12 +79,12 @@ class BiasClassifier:
     def load_model(self, model_path: str | os.PathLike) -> "BiasClassifier":
         """Load a ``final_model/`` directory, a run directory, an export dir or an ``.onnx`` file.
 
+        A bare run id is looked up under ``experiments/runs``.
+
         Uses the temperature in ``calibration.json`` when the model has one; otherwise 1.0, and
         every result says ``"calibrated": false``.
         """
-        from .loading import resolve_model_path
-
-        path = resolve_model_path(model_path)
+        path = resolve_model_path(model_path, DEFAULT_RUNS_DIR)
         threads = configure_threads(self.num_threads)
         self._loaded = load_for_inference(path, trust_remote_code=self.trust_remote_code,
                                           num_threads=threads)
