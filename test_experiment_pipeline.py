@@ -221,3 +221,17 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     assert process.returncode == 130
     assert "--resume" in stderr and "Traceback" not in stderr
     assert read_results(only_run_dir(tmp_path / "runs"))["status"] == "interrupted"
+
+
+def test_quickstart_config_beats_the_majority_baseline_offline(tmp_path):
+    """The README's main job, as shipped: pip-installed MiniLM on the demo data, no network."""
+    completed = run_cli(str(REPO_ROOT / "experiments" / "configs" / "quickstart.yaml"),
+                        "--output-dir", str(tmp_path / "runs"), check=True)
+    assert "Summary of quickstart_minilm_" in completed.stdout
+    results = read_results(only_run_dir(tmp_path / "runs"))
+    assert results["status"] == "completed" and results["model"]["num_layers"] == 6
+    test_counts = results["data"]["splits"]["test"]["label_counts"]
+    majority_share = max(test_counts.values()) / sum(test_counts.values())
+    majority_macro_f1 = 2 * majority_share / (1 + majority_share) / len(test_counts)
+    assert results["test"]["f1_macro"] > majority_macro_f1 + 0.3
+    assert results["test"]["accuracy"] > majority_share + 0.2
