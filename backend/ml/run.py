@@ -110,8 +110,6 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
         final_model = _publish_final_model(run_dir)
         write_predictions(run_dir / "predictions" / "test_predictions.csv", test_eval)
         write_predictions(run_dir / "predictions" / "eval_predictions.csv", best_eval)
-        total_seconds = time.perf_counter() - started + results.get("timing", {}).get(
-            "total_seconds", 0.0)
         results.update({
             "status": "completed",
             "training": _training_section(outcome, config.training.early_stopping_metric,
@@ -120,7 +118,7 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
             "test": test_eval.metrics,
             "calibration": _calibrate(best_eval, test_eval, final_model),
             "timing": {
-                "total_seconds": total_seconds,
+                "total_seconds": time.perf_counter() - started,
                 "train_seconds": outcome.train_seconds,
                 "train_samples_per_second": outcome.train_samples_per_second,
                 "eval_samples_per_second": len(splits.test) / max(test_eval.seconds, 1e-9),

@@ -141,8 +141,9 @@ def train(model: torch.nn.Module, tokenizer, splits: DataSplits, config: Experim
     best_evaluation: EvaluationResult | None = None
     stopped_early = False
     final_train_loss = None
-    running_loss, running_count, interval_samples = 0.0, 0, 0
-    interval_started = time.perf_counter()
+    # Since the last log point; seconds count forward/backward/optimiser work only, so
+    # samples/s is not diluted by evaluations and checkpoints.
+    running_loss, running_count, interval_samples, interval_seconds = 0.0, 0, 0, 0.0
     graph_logged = resume_state is not None
 
     def current_epoch() -> float:
@@ -198,7 +199,9 @@ def train(model: torch.nn.Module, tokenizer, splits: DataSplits, config: Experim
                 interval_samples += batch_size
                 state["train_samples"] += batch_size
                 state["micro_batches_done"] = batch_number + 1
-                state["train_seconds"] += time.perf_counter() - started
+                batch_seconds = time.perf_counter() - started
+                state["train_seconds"] += batch_seconds
+                interval_seconds += batch_seconds
                 is_last_of_epoch = batch_number + 1 == len(batches)
                 if (batch_number + 1) % training.gradient_accumulation_steps and not is_last_of_epoch:
                     continue
@@ -212,12 +215,14 @@ def train(model: torch.nn.Module, tokenizer, splits: DataSplits, config: Experim
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["global_step"] += 1
-                state["train_seconds"] += time.perf_counter() - step_started
+                step_seconds = time.perf_counter() - step_started
+                state["train_seconds"] += step_seconds
+                interval_seconds += step_seconds
                 step = state["global_step"]
                 progress.update(1)
-                elapsed = time.perf_counter() - interval_started
+                samples_per_second = interval_samples / max(interval_seconds, 1e-9)
                 progress.set_postfix(loss=f"{running_loss / max(running_count, 1):.4f}",
-                                     samples_per_s=f"{interval_samples / max(elapsed, 1e-9):.1f}")
+                                     samples_per_s=f"{samples_per_second:.1f}")
 
                 if step % logging_config.log_steps == 0 or step == total_steps or is_last_of_epoch:
                     final_train_loss = running_loss / max(running_count, 1)
@@ -225,10 +230,9 @@ def train(model: torch.nn.Module, tokenizer, splits: DataSplits, config: Experim
                         "epoch": current_epoch(), "train/loss": final_train_loss,
                         "train/learning_rate": scheduler.get_last_lr()[0],
                         "train/grad_norm": float(grad_norm),
-                        "train/samples_per_second": interval_samples / max(elapsed, 1e-9),
+                        "train/samples_per_second": samples_per_second,
                     }, step)
-                    running_loss, running_count, interval_samples = 0.0, 0, 0
-                    interval_started = time.perf_counter()
+                    running_loss, running_count, interval_samples, interval_seconds = 0.0, 0, 0, 0.0
 
                 if is_last_of_epoch:
                     state["epoch"] += 1
