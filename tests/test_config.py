@@ -237,3 +237,13 @@ def test_saved_yaml_is_complete_and_atomic(tmp_path):
     assert list(data)[:2] == ["experiment_name", "description"]
     assert set(data) >= {"model", "training", "data", "logging", "cloud"}
     assert [path.name for path in Path(target.parent).iterdir()] == ["saved.yaml"]
+
+
+def test_config_reference_lists_every_field_with_default_and_help():
+    from backend.ml.cli import config_reference
+
+    reference = config_reference()
+    assert "  training.learning_rate = 2e-05\n      Peak AdamW learning rate." in reference
+    assert "  data.preprocessing = 'none'\n      none; lowercase; or clean" in reference
+    for section in ("model:", "training:", "data:", "logging:", "cloud:"):
+        assert f"\n{section}" in reference
