@@ -235,3 +235,22 @@ def test_quickstart_config_beats_the_majority_baseline_offline(tmp_path):
     majority_macro_f1 = 2 * majority_share / (1 + majority_share) / len(test_counts)
     assert results["test"]["f1_macro"] > majority_macro_f1 + 0.3
     assert results["test"]["accuracy"] > majority_share + 0.2
+
+
+def test_binary_run_on_the_published_babe_files(tmp_path, babe_dir):
+    config_path = write_config(tmp_path, tiny_config(
+        model={"num_labels": 2}, training={"epochs": 1},
+        data={"dataset": "babe", "path": str(babe_dir), "subset": "SG1",
+              "filter_no_agreement": True, "max_samples": 150}))
+    run_cli(str(config_path), "--output-dir", str(tmp_path / "runs"), check=True)
+    run_dir = only_run_dir(tmp_path / "runs")
+    results = read_results(run_dir)
+    assert results["data"]["label_names"] == ["Non-biased", "Biased"]
+    assert results["data"]["source"].endswith("final_labels_SG1.csv")
+    assert np.array(results["test"]["confusion_matrix"]).shape == (2, 2)
+    rows = read_predictions(run_dir)
+    assert {row["true_label"] for row in rows} == {"Non-biased", "Biased"}
+    assert {row["type"] for row in rows} <= {"left", "right", "center", ""}
+    assert all(row["outlet"] and row["source_row"] for row in rows)
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "final_model")
+    assert model.config.id2label == {0: "Non-biased", 1: "Biased"}
