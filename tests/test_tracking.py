@@ -131,15 +131,19 @@ def test_tensorboard_scalars_match_metrics_jsonl(tensorboard_run):
     assert [event.step for event in accumulator.Scalars("eval/f1_macro")] == list(EVAL_STEPS)
 
 
-def test_tensorboard_final_metrics_match_results(tensorboard_run):
-    run_dir, results = tensorboard_run
-    accumulator = event_accumulator(run_dir / "logs")
+def assert_final_metrics_logged(accumulator, results: dict) -> None:
+    """test/* and best_eval/* scalars in TensorBoard equal results.json."""
     for key in ("accuracy", "f1_macro", "f1_weighted", "f1_biased", "loss"):
         assert accumulator.Scalars(f"test/{key}")[-1].value == pytest.approx(
             results["test"][key], rel=1e-6)
         # best_eval/* is the best checkpoint's validation score, the HParams tab's column.
         assert accumulator.Scalars(f"best_eval/{key}")[-1].value == pytest.approx(
             results["eval"][key], rel=1e-6)
+
+
+def test_tensorboard_final_metrics_match_results(tensorboard_run):
+    run_dir, results = tensorboard_run
+    assert_final_metrics_logged(event_accumulator(run_dir / "logs"), results)
 
 
 def test_tensorboard_images_pr_curves_and_text(tensorboard_run):

@@ -13,7 +13,8 @@ from conftest import only_run_dir, read_results, run_cli, tiny_config, write_con
 
 from backend.ml.fileio import read_jsonl
 from backend.ml.metrics import label_slug
-from test_tracking import event_accumulator, wandb_history, wandb_records
+from test_tracking import (assert_final_metrics_logged, event_accumulator, wandb_history,
+                           wandb_records)
 
 
 def jsonl_series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -53,11 +54,7 @@ def test_tensorboard_events_match_metrics_jsonl_and_results(tiny_run_dir):
         events = accumulator.Scalars(tag)
         assert [(event.step, event.value) for event in events] == [
             (step, pytest.approx(value, rel=1e-6)) for step, value in points], tag
-    for key in ("accuracy", "f1_macro", "f1_weighted", "f1_biased", "loss"):
-        assert accumulator.Scalars(f"test/{key}")[-1].value == pytest.approx(
-            results["test"][key], rel=1e-6)
-        assert accumulator.Scalars(f"best_eval/{key}")[-1].value == pytest.approx(
-            results["eval"][key], rel=1e-6)
+    assert_final_metrics_logged(accumulator, results)
 
 
 def test_tensorboard_has_images_curves_text_hparams_and_graph(tiny_run_dir):
