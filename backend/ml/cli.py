@@ -14,6 +14,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from .errors import ConfigError, UserError
+from .training.interruption import TrainingInterrupted
 
 DEFAULT_RUNS_DIR = Path("experiments/runs")
 
@@ -219,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except TrainingInterrupted as interruption:
+        print(f"\nInterrupted ({interruption}); a checkpoint was written and the run directory "
+              f"is marked 'interrupted'. Continue it with --resume RUN_DIR.", file=sys.stderr)
+        return interruption.exit_code
     except KeyboardInterrupt:
         print("\nInterrupted; the run directory is marked 'interrupted'. Continue it with "
               "--resume RUN_DIR.", file=sys.stderr)

@@ -7,12 +7,11 @@
 from __future__ import annotations
 
 import json
-import math
+import os
 import shutil
 import time
 from pathlib import Path
 
-import torch
 from transformers import set_seed
 
 from .config import ExperimentConfig, config_to_yaml, load_yaml_config
@@ -21,18 +20,22 @@ from .errors import UserError
 from .fileio import atomic_write_text, read_jsonl
 from .model_factory import ModelFactory
 from .models import describe_model, load_saved_model
-from .tracking import build_trackers
+from .tracking import TrackerSet, build_trackers
 from .training.checkpoints import load_checkpoint, step_checkpoints
+from .training.distributed import World, pick_device, start_world
 from .training.evaluation import evaluate
-from .training.loop import TrainingOutcome, pick_device, train
+from .training.interruption import TrainingInterrupted
+from .training.optimization import planned_steps
+from .training.precision import Precision, resolve_precision
 from .training.run_directory import (create_run_directory, run_metadata, utc_now,
                                      write_predictions, write_results)
 from .training.summary import format_model_info, format_run_summary
+from .training.trainer import ClassifierTrainer, TrainingOutcome, check_resume_world
 
 SCHEMA_VERSION = 1
 
 
-def _new_results(config: ExperimentConfig, run_dir: Path, device: torch.device) -> dict:
+def _new_results(config: ExperimentConfig, run_dir: Path, world: World) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "experiment_id": run_dir.name,
@@ -41,31 +44,30 @@ def _new_results(config: ExperimentConfig, run_dir: Path, device: torch.device) 
         "tags": list(config.tags),
         "status": "running",
         "error": None,
-        "metadata": run_metadata(str(device)),
+        "metadata": {**run_metadata(str(world.device)), "world_size": world.size},
     }
 
 
-def _training_section(outcome: TrainingOutcome, metric: str, total_steps_planned: int) -> dict:
-    best = outcome.best_evaluation
+def _training_section(outcome: TrainingOutcome, config: ExperimentConfig, world: World,
+                      precision: Precision, train_size: int) -> dict:
+    best, state, training = outcome.best_evaluation, outcome.state, config.training
+    metric = training.early_stopping_metric
     return {
-        "total_steps": outcome.global_step,
-        "planned_steps": total_steps_planned,
+        "total_steps": state.global_step,
+        "planned_steps": planned_steps(train_size, training, world.size),
         "epochs_completed": round(outcome.epochs_completed, 4),
         "stopped_early": outcome.stopped_early,
-        "best_step": outcome.best_step,
-        "best_epoch": round(outcome.best_epoch, 4),
+        "best_step": state.best_step,
+        "best_epoch": round(state.best_epoch, 4),
         "best_metric": f"eval/{metric}",
         "best_value": best.metrics[metric] if best else None,
         "final_train_loss": outcome.final_train_loss,
+        "world_size": world.size,
+        "global_batch_size": training.batch_size * world.size * training.gradient_accumulation_steps,
+        "mixed_precision": precision.mode,
+        "group_by_length": training.group_by_length,
+        "compile": training.compile,
     }
-
-
-def _planned_steps(config: ExperimentConfig, train_size: int) -> int:
-    training = config.training
-    steps_per_epoch = math.ceil(math.ceil(train_size / training.batch_size)
-                                / training.gradient_accumulation_steps)
-    total = steps_per_epoch * training.epochs
-    return min(total, training.max_steps) if training.max_steps else total
 
 
 def _publish_final_model(run_dir: Path) -> Path:
@@ -88,38 +90,55 @@ def _calibrate(best_eval, test_eval, final_model: Path) -> dict:
     return {**calibration, "test": test_report}
 
 
+def _say(world: World, text: str) -> None:
+    if world.is_main:
+        print(text, flush=True)
+
+
 def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results: dict,
-                      model, tokenizer, device: torch.device,
-                      resume_state: dict | None = None) -> dict:
-    """Train, evaluate the best model on test, publish final_model/ and write results.json."""
+                      model, tokenizer, world: World, resume_state: dict | None = None) -> dict:
+    """Train, evaluate the best model on test, publish final_model/ and write results.json.
+
+    Every process trains and evaluates; only the main one writes files and trackers.
+    """
     started = time.perf_counter()
-    trackers = build_trackers(config, run_dir)
+    precision = resolve_precision(config.training.mixed_precision, world.device)
+    _say(world, f"Training on {world.size} x {world.device.type}, mixed precision "
+                f"{precision.mode} ({precision.reason}), global batch "
+                f"{config.training.batch_size * world.size}.")
+    trackers = build_trackers(config, run_dir) if world.is_main else TrackerSet([])
     trackers.log_config(config.to_dict(), {key: results[key] for key in
                                            ("experiment_id", "metadata", "model", "data")})
     status = "failed"
     try:
-        outcome = train(model, tokenizer, splits, config, run_dir, trackers, device, resume_state)
+        trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, trackers, world,
+                                    precision, resume_state)
+        outcome = trainer.train()
+        world.barrier()  # the main process has written checkpoints/best
         best_model, best_tokenizer = load_saved_model(run_dir / "checkpoints" / "best")
-        best_model.to(device)
+        best_model.to(world.device)
         test_eval = evaluate(best_model, best_tokenizer, splits.test, "test", splits.label_names,
-                             config.data.max_length, config.training.eval_batch_size, device)
+                             config.data.max_length, config.training.eval_batch_size,
+                             world.device, precision=precision, world=world)
+        if not world.is_main:
+            status = "completed"
+            return results
         trackers.log_metrics({"epoch": outcome.epochs_completed, **test_eval.prefixed_scalars()},
-                             outcome.global_step)
-        trackers.log_evaluation(test_eval, outcome.global_step)
+                             outcome.state.global_step)
+        trackers.log_evaluation(test_eval, outcome.state.global_step)
         best_eval = outcome.best_evaluation
         final_model = _publish_final_model(run_dir)
         write_predictions(run_dir / "predictions" / "test_predictions.csv", test_eval)
         write_predictions(run_dir / "predictions" / "eval_predictions.csv", best_eval)
         results.update({
             "status": "completed",
-            "training": _training_section(outcome, config.training.early_stopping_metric,
-                                          _planned_steps(config, len(splits.train))),
+            "training": _training_section(outcome, config, world, precision, len(splits.train)),
             "eval": best_eval.metrics,
             "test": test_eval.metrics,
             "calibration": _calibrate(best_eval, test_eval, final_model),
             "timing": {
                 "total_seconds": time.perf_counter() - started,
-                "train_seconds": outcome.train_seconds,
+                "train_seconds": outcome.state.train_seconds,
                 "train_samples_per_second": outcome.train_samples_per_second,
                 "eval_samples_per_second": len(splits.test) / max(test_eval.seconds, 1e-9),
             },
@@ -130,44 +149,73 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
         trackers.log_summary(results, run_dir)
         status = "completed"
         return results
+    except TrainingInterrupted as interruption:
+        status = "interrupted"
+        if world.is_main:
+            _record_failure(run_dir, results, "interrupted", str(interruption),
+                            interrupted_at_step=interruption.step)
+        raise
     except KeyboardInterrupt:
         status = "interrupted"
-        _record_failure(run_dir, results, "interrupted", "stopped by the user (Ctrl-C)")
+        if world.is_main:
+            _record_failure(run_dir, results, "interrupted", "stopped by the user (Ctrl-C)")
         raise
     except Exception as error:
-        _record_failure(run_dir, results, "failed", f"{type(error).__name__}: {error}")
+        if world.is_main:
+            _record_failure(run_dir, results, "failed", f"{type(error).__name__}: {error}")
         raise
     finally:
         trackers.close(status)
 
 
-def _record_failure(run_dir: Path, results: dict, status: str, message: str) -> None:
-    results.update(status=status, error=message)
+def _record_failure(run_dir: Path, results: dict, status: str, message: str,
+                    **details) -> None:
+    results.update(status=status, error=message, **details)
     results["metadata"]["finished_at"] = utc_now()
     write_results(run_dir, results)
+
+
+def _create_run_directory_on_main(world: World, output_dir: str | Path, experiment_name: str,
+                                  run_id: str | None) -> Path:
+    """The main process creates the directory and tells the others; its refusal stops them all."""
+    created: tuple[str | None, str | None] = (None, None)
+    if world.is_main:
+        try:
+            created = (str(create_run_directory(output_dir, experiment_name, run_id)), None)
+        except UserError as error:
+            created = (None, str(error))
+    path, problem = world.broadcast(created)
+    if problem:
+        raise UserError(problem)
+    return Path(path)
 
 
 def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = None,
                    run_id: str | None = None, splits: DataSplits | None = None) -> Path:
     """Train and evaluate one config into a new run directory; returns its path.
 
+    Under ``torchrun --nproc_per_node N`` every process calls this; they train one model
+    data-parallel and the main process writes the one run directory.
+
     >>> run_dir = run_experiment(ExperimentConfig.from_yaml("experiments/configs/quickstart.yaml"))  # doctest: +SKIP
     """
+    world = start_world(config.training.device)
     set_seed(config.seed)
     splits = splits or prepare_splits(config.data, config.seed)
-    device = pick_device(config.training.device)
     set_seed(config.seed)  # model initialisation must not depend on how data loading drew
     built = ModelFactory.create(config.model, splits.label_names,
                                 training_texts=splits.train.texts)
-    run_dir = create_run_directory(output_dir or config.output_dir, config.experiment_name, run_id)
-    print(f"Run directory: {run_dir}")
-    print(format_model_info(built.info))
-    config.save_yaml(run_dir / "config.yaml")
-    results = _new_results(config, run_dir, device)
+    run_dir = _create_run_directory_on_main(world, output_dir or config.output_dir,
+                                            config.experiment_name, run_id)
+    results = _new_results(config, run_dir, world)
     results.update(model=built.info, data=splits.summary())
-    write_results(run_dir, results)
-    _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, device)
-    print(format_run_summary(results))
+    if world.is_main:
+        print(f"Run directory: {run_dir}")
+        print(format_model_info(built.info))
+        config.save_yaml(run_dir / "config.yaml")
+        write_results(run_dir, results)
+    _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, world)
+    _say(world, format_run_summary(results))
     return run_dir
 
 
@@ -181,7 +229,8 @@ def _truncate_metrics_after(metrics_file: Path, step: int) -> None:
 def resume_run(run_dir: str | Path) -> Path:
     """Continue an interrupted run from its newest step checkpoint, in the same directory.
 
-    Without any checkpoint the run starts over in that directory.
+    Without any checkpoint the run starts over in that directory. A run trained by N processes
+    resumes under the same launcher with N processes.
     """
     run_dir = Path(run_dir)
     config_file = run_dir / "config.yaml"
@@ -189,29 +238,35 @@ def resume_run(run_dir: str | Path) -> Path:
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); give the path of a "
                         f"run under experiments/runs/")
     config = load_yaml_config(config_file)
+    world = start_world(config.training.device)
     set_seed(config.seed)
     splits = prepare_splits(config.data, config.seed)
-    device = pick_device(config.training.device)
-    results = _new_results(config, run_dir, device)
+    results = _new_results(config, run_dir, world)
     checkpoints = step_checkpoints(run_dir / "checkpoints")
     if checkpoints:
         model, tokenizer, state = load_checkpoint(checkpoints[-1])
-        print(f"Resuming {run_dir.name} from {checkpoints[-1].name} "
-              f"(step {state['global_step']}).")
-        _truncate_metrics_after(run_dir / "metrics.jsonl", state["global_step"])
+        check_resume_world(state, world, config.training.batch_size)
+        _say(world, f"Resuming {run_dir.name} from {checkpoints[-1].name} "
+                    f"(step {state['global_step']}).")
         model_info = {**_read_results(run_dir).get("model", {}), **describe_model(model)}
     else:
-        print(f"No checkpoint in {run_dir / 'checkpoints'}: training {run_dir.name} from the start.")
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        _say(world, f"No checkpoint in {run_dir / 'checkpoints'}: training {run_dir.name} from "
+                    f"the start.")
         set_seed(config.seed)
         built = ModelFactory.create(config.model, splits.label_names,
                                     training_texts=splits.train.texts)
         model, tokenizer, state, model_info = built.model, built.tokenizer, None, built.info
     results.update(model=model_info, data=splits.summary())
     results["metadata"]["resumed_from_step"] = state["global_step"] if state else 0
-    write_results(run_dir, results)
-    _train_and_finish(config, splits, run_dir, results, model, tokenizer, device, state)
-    print(format_run_summary(results))
+    if world.is_main:
+        if state:
+            _truncate_metrics_after(run_dir / "metrics.jsonl", state["global_step"])
+        else:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        write_results(run_dir, results)
+    world.barrier()
+    _train_and_finish(config, splits, run_dir, results, model, tokenizer, world, state)
+    _say(world, format_run_summary(results))
     return run_dir
 
 
@@ -230,8 +285,7 @@ def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None
     folds = prepare_cv_folds(config.data, config.seed)
     parent = create_run_directory(output_dir or config.output_dir, config.experiment_name, run_id)
     config.save_yaml(parent / "config.yaml")
-    device = pick_device(config.training.device)
-    results = _new_results(config, parent, device)
+    results = _new_results(config, parent, World(0, 1, pick_device(config.training.device)))
     results["data"] = {"cv_folds": len(folds), "label_names": folds[0].label_names,
                        "source": folds[0].source, "dataset": folds[0].dataset}
     write_results(parent, results)
@@ -275,10 +329,14 @@ def describe_plan(config: ExperimentConfig) -> str:
         counts = ", ".join(f"{label} {count}" for label, count in
                            split.label_counts(sizes.label_names).items())
         lines.append(f"  {name:<10} {len(split):>6} sentences ({counts})")
-    steps = _planned_steps(config, len(sizes.train))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    training = config.training
+    steps = planned_steps(len(sizes.train), training, world_size)
     lines.append(f"  model: {config.model.architecture} ({config.model.model_name}"
                  f"{'' if config.model.pretrained else ', randomly initialised'})")
-    lines.append(f"  training: {steps} optimiser steps over {config.training.epochs} epoch(s), "
-                 f"device {pick_device(config.training.device)}")
+    lines.append(f"  training: {steps} optimiser steps over {training.epochs} epoch(s) on "
+                 f"{world_size} x {pick_device(training.device)}, global batch "
+                 f"{training.batch_size * world_size * training.gradient_accumulation_steps}, "
+                 f"{training.lr_schedule} schedule, mixed precision {training.mixed_precision}")
     lines.append(f"  output: {Path(config.output_dir) / (config.experiment_name + '_<id>')}")
     return "\n".join(lines)

@@ -52,6 +52,10 @@ class ModelConfig:
     intermediate_size: int = option(256, "Feed-forward size when pretrained is false.", minimum=8)
     vocab_size: int = option(4000, "Tokenizer vocabulary trained when pretrained is false.",
                              minimum=100)
+    attention: str = option("sdpa", "Attention kernel: sdpa (PyTorch's fused "
+                            "scaled_dot_product_attention) or eager (the reference "
+                            "implementation, slower, needed to return attention weights).",
+                            choices=("sdpa", "eager"))
     pooling: str = option("mean", "Pooling of the custom head: mean over tokens, or the first "
                           "(CLS) token.", choices=("mean", "cls"))
     head_hidden_size: int = option(256, "Width of the custom head's hidden MLP layer.", minimum=1)
@@ -70,8 +74,14 @@ class TrainingConfig:
     epochs: int = option(3, "Passes over the training split.", minimum=1)
     max_steps: int = option(0, "Stop after this many optimiser steps (0: run all epochs).",
                             minimum=0)
-    warmup_steps: int = option(500, "Linear warm-up steps, then linear decay to zero. Capped at "
-                               "the total number of steps.", minimum=0)
+    warmup_steps: int = option(500, "Linear warm-up steps before the schedule. Capped at the "
+                               "total number of steps; ignored when warmup_ratio is set.",
+                               minimum=0)
+    warmup_ratio: float = option(0.0, "Warm-up as a share of all optimiser steps (e.g. 0.1); "
+                                 "when > 0 it replaces warmup_steps.", minimum=0.0, below=1.0)
+    lr_schedule: str = option("linear", "Learning rate after warm-up: linear decay to zero, "
+                              "cosine decay to zero, or constant.",
+                              choices=("linear", "cosine", "constant"))
     weight_decay: float = option(0.01, "AdamW weight decay; never applied to biases and "
                                  "LayerNorm weights.", minimum=0.0)
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimiser step.", minimum=1)
@@ -88,9 +98,25 @@ class TrainingConfig:
                                   "frequency of the training split).", choices=("none", "balanced"))
     device: str = option("auto", "auto picks cuda, then mps, then cpu.",
                          choices=("auto", "cpu", "cuda", "mps"))
-    mixed_precision: str = option("no", "Autocast on CUDA: no, fp16 or bf16.",
-                                  choices=("no", "fp16", "bf16"))
-    num_workers: int = option(0, "DataLoader worker processes.", minimum=0)
+    mixed_precision: str = option(
+        "auto", "Autocast the forward pass: auto (bf16 where the GPU or CPU computes it natively, "
+        "else full precision), no, bf16 (CUDA, CPU) or fp16 (CUDA, with loss scaling). Weights "
+        "and optimiser state stay fp32; bf16 rounds matrix products to 8 bits of mantissa.",
+        choices=("auto", "no", "fp16", "bf16"))
+    group_by_length: bool = option(
+        True, "Batch sentences of similar length together (shuffled, seeded), so batches pad "
+        "less; false draws random batches. Changes which sentences share a batch, not the data "
+        "seen per epoch.")
+    compile: bool = option(False, "torch.compile the model for training: faster steps on long "
+                           "runs after a compilation of a minute or more at the start.")
+    fused_adamw: bool = option(True, "Use the fused AdamW kernel where the device has one (CUDA, "
+                               "CPU): the same update in fewer passes over memory; rounding may "
+                               "differ in the last bits.")
+    tf32: bool = option(True, "On CUDA, let fp32 matrix products use TF32 (10-bit mantissa, "
+                        "several times faster on Ampere and later); no effect elsewhere.")
+    num_workers: int = option(0, "DataLoader worker processes that collate batches; 0 collates "
+                              "in the training process (enough for pre-tokenised sentences).",
+                              minimum=0)
     save_total_limit: int = option(2, "Step checkpoints kept on disk (the best one is always "
                                    "kept).", minimum=1)
 
@@ -134,8 +160,11 @@ class LoggingConfig:
     wandb_run_name: str | None = option(None, "W&B run name; empty: the experiment id.")
     wandb_log_model: bool = option(False, "Upload final_model/ to W&B as an artifact.")
     log_steps: int = option(100, "Log training scalars every N optimiser steps.", minimum=1)
-    save_steps: int = option(1000, "Write a resumable checkpoint every N optimiser steps "
-                             "(0 disables).", minimum=0)
+    save_steps: int = option(1000, "Also write a resumable checkpoint every N optimiser steps "
+                             "(0: only at epoch ends and every save_minutes).", minimum=0)
+    save_minutes: float = option(30.0, "Write a resumable checkpoint when this many minutes "
+                                 "passed since the last one, so a crash loses at most that "
+                                 "(0 disables). Epoch ends always write one.", minimum=0.0)
     prediction_samples: int = option(20, "Prediction samples shown per evaluation "
                                      "(misclassified first).", minimum=0)
 

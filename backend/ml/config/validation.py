@@ -89,9 +89,9 @@ def _check_data(config: ExperimentConfig, problems: list[str]) -> None:
 
 def _check_training(config: ExperimentConfig, problems: list[str]) -> None:
     training = config.training
-    if training.device == "cpu" and training.mixed_precision != "no":
-        problems.append(f"training.mixed_precision: {training.mixed_precision} needs a GPU; use "
-                        f"'no' with training.device: cpu")
+    if training.device == "cpu" and training.mixed_precision == "fp16":
+        problems.append("training.mixed_precision: fp16 needs a GPU (fp16 autocast runs on CUDA); "
+                        "with training.device: cpu use bf16, auto or no")
 
 
 def _check_sweep(config: ExperimentConfig, problems: list[str]) -> None:

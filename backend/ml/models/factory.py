@@ -139,6 +139,7 @@ class ModelFactory:
             if not model_config.pretrained:  # fail before training a tokenizer
                 _check_freeze(model_config, model_config.num_hidden_layers)
             model, tokenizer, source = entry(model_config, label_names, texts)
+        set_attention(model, model_config.attention)
         frozen = freeze_layers(model, model_config.freeze_layers,
                                model_config.model_name if model_config.pretrained else None)
         info = {"architecture": model_config.architecture, "model_name": model_config.model_name,
@@ -191,6 +192,15 @@ def _freezable_parts(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]
     if isinstance(model, BaseBiasClassifier):
         return list(model.embedding_modules()), list(model.encoder_layers())
     return encoder_parts(model)
+
+
+def set_attention(model: nn.Module, implementation: str) -> None:
+    """Switch the first transformers model inside ``model`` (itself, or the encoder under a
+    custom head) to ``implementation`` (sdpa or eager); other modules are left as they are."""
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel):
+            module.set_attn_implementation(implementation)
+            return
 
 
 def freeze_layers(model: nn.Module, count: int, model_name: str | None = None) -> int:

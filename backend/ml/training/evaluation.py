@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -9,6 +10,8 @@ import torch
 
 from ..data import SplitData, TokenizedDataset, make_collator
 from ..metrics import EvaluationResult
+from .distributed import World
+from .precision import Precision
 
 
 def model_logits(output) -> torch.Tensor:
@@ -34,27 +37,39 @@ def forward_logits(model, batch: dict) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(model, tokenizer, split: SplitData, split_name: str, label_names: list[str],
              max_length: int, batch_size: int, device: torch.device,
-             loss_function: torch.nn.Module | None = None) -> EvaluationResult:
+             loss_function: torch.nn.Module | None = None, precision: Precision | None = None,
+             world: World | None = None) -> EvaluationResult:
     """Metrics, logits and loss of ``model`` on ``split``; results are in the split's order.
 
     Sentences are batched by length (less padding, faster) and put back in order afterwards.
+    With several processes each evaluates every ``world.size``-th batch and all of them get every
+    sentence's logits exactly once, so every process computes the same metrics.
     """
     started = time.perf_counter()
+    world = world or World(rank=0, size=1, device=device)
+    autocast = precision.autocast() if precision else contextlib.nullcontext()
     dataset = TokenizedDataset(split, tokenizer, max_length)
     collate = make_collator(tokenizer)
     order = np.argsort(np.asarray(dataset.lengths), kind="stable")
-    logits = np.zeros((len(dataset), len(label_names)), dtype=np.float32)
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     loss_function = loss_function or torch.nn.CrossEntropyLoss()
-    total_loss = 0.0
+    indices, parts, total_loss = [], [], 0.0
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
-        batch = move_to(collate([dataset[int(index)] for index in indices]), device)
-        batch_logits = forward_logits(model, batch).float()
-        total_loss += float(loss_function(batch_logits, batch["labels"])) * len(indices)
-        logits[indices] = batch_logits.cpu().numpy()
+    for batch_indices in batches[world.rank::world.size]:
+        batch = move_to(collate([dataset[int(index)] for index in batch_indices]), device)
+        with autocast:
+            batch_logits = forward_logits(model, batch).float()
+        total_loss += float(loss_function(batch_logits, batch["labels"])) * len(batch_indices)
+        indices.append(batch_indices)
+        parts.append(batch_logits.cpu().numpy())
     model.train(was_training)
+    logits = np.zeros((len(dataset), len(label_names)), dtype=np.float32)
+    loss = 0.0
+    for rank_indices, rank_parts, rank_loss in world.gather((indices, parts, total_loss)):
+        for batch_indices, batch_logits in zip(rank_indices, rank_parts):
+            logits[batch_indices] = batch_logits
+        loss += rank_loss
     return EvaluationResult(split_name, label_names, np.asarray(split.labels), logits, split.texts,
-                            split.metadata, loss=total_loss / max(len(dataset), 1),
+                            split.metadata, loss=loss / max(len(dataset), 1),
                             seconds=time.perf_counter() - started)

@@ -1,0 +1,70 @@
+"""Stopping a run cleanly when the machine asks: SIGTERM (schedulers, spot reclaim), SIGINT
+(Ctrl-C), SIGHUP (a closed terminal).
+
+The first signal only raises a flag; the trainer finishes the optimisation step it is in, writes
+a resumable checkpoint and stops. A second signal exits at once: checkpoints are written to a
+temporary directory and renamed, so the last complete one is intact whatever moment it hits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after writing a resumable checkpoint."""
+
+    def __init__(self, signal_number: int, step: int):
+        self.signal_number = signal_number
+        self.step = step
+        super().__init__(f"stopped by {signal.Signals(signal_number).name} at step {step}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal_number
+
+
+class StopRequests:
+    """While entered, remembers the first of SIGTERM/SIGINT/SIGHUP instead of dying.
+
+    >>> with StopRequests() as stop:  # doctest: +SKIP
+    ...     while not stop.requested: train_one_step()
+    """
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_number is not None
+
+    def _handle(self, signal_number: int, frame: FrameType | None) -> None:
+        if self.signal_number is not None:
+            sys.stderr.write(f"\n{signal.Signals(signal_number).name} again: exiting now; the "
+                             f"last complete checkpoint is kept.\n")
+            sys.stderr.flush()
+            os._exit(128 + signal_number)
+        self.signal_number = signal_number
+        sys.stderr.write(f"\n{signal.Signals(signal_number).name}: finishing this step and "
+                         f"writing a checkpoint (send it again to exit at once).\n")
+        sys.stderr.flush()
+
+    def __enter__(self) -> StopRequests:
+        # Handlers can only be installed from the main thread (a run inside a worker thread
+        # keeps the default behaviour).
+        if threading.current_thread() is threading.main_thread():
+            for number in HANDLED_SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
