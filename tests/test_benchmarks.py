@@ -1,4 +1,4 @@
-"""The training benchmark runs, and shows per-batch padding leaves the training math unchanged."""
+"""The training benchmark runs every path it names and reports them against Trainer."""
 
 from __future__ import annotations
 
@@ -6,19 +6,30 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT, cli_environment
 
 
-def test_training_benchmark_compares_padding_on_identical_steps():
-    completed = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_training.py"),
-                                "--steps", "2", "--max-length", "64"], cwd=REPO_ROOT,
-                               env=cli_environment(), capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr
-    match = re.search(r"dynamic padding vs pad to max_length: ([\d.]+)x samples/s; max loss "
-                      r"difference over the same steps ([\d.e+-]+)", completed.stdout)
-    assert match, completed.stdout
-    assert float(match.group(2)) < 1e-4  # masked padding: same losses, only less work
-    rows = dict(re.findall(r"^(pad to max_length \(baseline\)|dynamic padding \(this trainer\))"
-                           r"\s+[\d.]+\s+(\d+)$", completed.stdout, flags=re.MULTILINE))
-    assert int(rows["pad to max_length (baseline)"]) == 16 * 64  # batch 16, every row 64 tokens
-    assert int(rows["dynamic padding (this trainer)"]) < 16 * 64
+@pytest.mark.slow
+def test_training_benchmark_reports_each_path_against_trainer():
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "bench_training.py"), "--data", "demo",
+         "--model", "tiny", "--max-samples", "90", "--only", "defaults", "trainer", "padded",
+         "--pad-steps", "1", "--pad-length", "64"],
+        cwd=REPO_ROOT, env=cli_environment(), capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = {match.group(1).strip(): match.groups()[1:] for match in re.finditer(
+        r"^(this trainer \(defaults\)|Trainer, group_by_length|pad to max length)\s+([\d.]+)"
+        r"\s+(\S*)\s+(\S+)\s+(\d+)\s+(\S+)\s+(\S+)", completed.stdout, flags=re.MULTILINE)}
+    assert set(rows) == {"this trainer (defaults)", "Trainer, group_by_length",
+                         "pad to max length"}, completed.stdout
+    assert rows["Trainer, group_by_length"][1] == "1.00x"  # the peer is the yardstick
+    for name in ("this trainer (defaults)", "Trainer, group_by_length"):
+        samples_per_second, _, wall, peak, f1_macro, f1_weighted = rows[name]
+        assert float(samples_per_second) > 0 and float(wall) > 0 and int(peak) > 0
+        assert 0 <= float(f1_macro) <= 1 and 0 <= float(f1_weighted) <= 1
+    assert rows["pad to max length"][4] == "-"  # timed on a few steps, never scored
+    assert re.search(r"vs Trainer with group_by_length: [\d.]+x samples/s, [\d.]+x faster to a "
+                     r"trained model, F1 macro [+-][\d.]+", completed.stdout)
+    assert re.search(r"vs padding to 64: [\d.]+x samples/s", completed.stdout)

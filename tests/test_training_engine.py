@@ -16,6 +16,7 @@ from backend.ml.config import ExperimentConfig, TrainingConfig
 from backend.ml.data import prepare_splits
 from backend.ml.errors import UserError
 from backend.ml.model_factory import ModelFactory
+from backend.ml.run import run_experiment
 from backend.ml.tracking import TrackerSet
 from backend.ml.training.batching import LengthGroupedBatchSampler
 from backend.ml.training.optimization import (build_optimizer, build_scheduler,
@@ -220,3 +221,15 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
     resumed_weights = final_weights(pair_dir, "step-000012")
     assert all(torch.equal(resumed_weights[name], weights_two[name]) for name in weights_two)
     assert (pair_dir / "final_model" / "config.json").is_file()
+
+
+def test_dataloader_workers_collate_the_same_batches_as_the_training_process(tmp_path):
+    results = []
+    for workers in (0, 2):
+        config = ExperimentConfig.from_dict(tiny_config(
+            experiment_name=f"workers{workers}", training={"num_workers": workers, "epochs": 1},
+            logging={"tensorboard": False}))
+        run_dir = run_experiment(config, tmp_path)
+        results.append(read_results(run_dir))
+    assert results[0]["eval"] == results[1]["eval"] and results[0]["test"] == results[1]["test"]
+    assert results[0]["training"]["final_train_loss"] == results[1]["training"]["final_train_loss"]

@@ -139,6 +139,8 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
             "timing": {
                 "total_seconds": time.perf_counter() - started,
                 "train_seconds": outcome.state.train_seconds,
+                "eval_seconds": outcome.state.eval_seconds,
+                "checkpoint_seconds": outcome.state.checkpoint_seconds,
                 "train_samples_per_second": outcome.train_samples_per_second,
                 "eval_samples_per_second": len(splits.test) / max(test_eval.seconds, 1e-9),
             },

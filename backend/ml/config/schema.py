@@ -52,10 +52,11 @@ class ModelConfig:
     intermediate_size: int = option(256, "Feed-forward size when pretrained is false.", minimum=8)
     vocab_size: int = option(4000, "Tokenizer vocabulary trained when pretrained is false.",
                              minimum=100)
-    attention: str = option("sdpa", "Attention kernel: sdpa (PyTorch's fused "
-                            "scaled_dot_product_attention) or eager (the reference "
-                            "implementation, slower, needed to return attention weights).",
-                            choices=("sdpa", "eager"))
+    attention: str = option(
+        "auto", "Attention kernel while training: sdpa (PyTorch's fused "
+        "scaled_dot_product_attention), eager (plain matrix products), or auto: sdpa on GPUs, "
+        "eager on CPUs (where it measured about 2x faster in bf16). Same math, different "
+        "rounding.", choices=("auto", "sdpa", "eager"))
     pooling: str = option("mean", "Pooling of the custom head: mean over tokens, or the first "
                           "(CLS) token.", choices=("mean", "cls"))
     head_hidden_size: int = option(256, "Width of the custom head's hidden MLP layer.", minimum=1)

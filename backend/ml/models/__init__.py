@@ -11,10 +11,10 @@ Imports only the config layer; knows nothing of training, tracking or the cloud.
 from . import builtin as _builtin  # noqa: F401
 from .base import BaseBiasClassifier
 from .bias_head import BiasHeadConfig, BiasHeadModel
-from .factory import BuiltModel, ModelFactory, describe_model, freeze_layers
+from .factory import BuiltModel, ModelFactory, describe_model, freeze_layers, set_attention
 from .saving import load_saved_model, save_model
 from .sources import Source, resolve_source
 
 __all__ = ["BaseBiasClassifier", "BiasHeadConfig", "BiasHeadModel", "BuiltModel",
            "ModelFactory", "Source", "describe_model", "freeze_layers", "load_saved_model",
-           "resolve_source", "save_model"]
+           "resolve_source", "save_model", "set_attention"]

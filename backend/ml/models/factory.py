@@ -139,7 +139,6 @@ class ModelFactory:
             if not model_config.pretrained:  # fail before training a tokenizer
                 _check_freeze(model_config, model_config.num_hidden_layers)
             model, tokenizer, source = entry(model_config, label_names, texts)
-        set_attention(model, model_config.attention)
         frozen = freeze_layers(model, model_config.freeze_layers,
                                model_config.model_name if model_config.pretrained else None)
         info = {"architecture": model_config.architecture, "model_name": model_config.model_name,

@@ -109,6 +109,8 @@ def build_train_loader(dataset: TokenizedDataset, sampler: LengthGroupedBatchSam
                        ) -> DataLoader:
     """A DataLoader over ``sampler``'s batches; workers only collate, the order stays the
     sampler's (and so stays reproducible whatever ``num_workers`` is)."""
+    # Its own generator: a DataLoader iterator otherwise draws its worker seed from the global
+    # RNG at every epoch start, and a run resumed mid-epoch would see different dropout masks.
+    generator = torch.Generator().manual_seed(sampler.seed)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
-                      num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=False)
+                      num_workers=num_workers, pin_memory=pin_memory, generator=generator)

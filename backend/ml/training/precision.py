@@ -7,6 +7,7 @@ recorded in results.json, so nothing changes results silently:
   weights and optimiser state stay fp32. ``auto`` picks bf16 where the hardware computes it
   natively (CUDA GPUs since Ampere; CPUs with AVX512-BF16 or AMX), else full precision.
 - ``tf32``: CUDA matrix products in TF32 (10 bits of mantissa); no effect elsewhere.
+- ``attention``: which attention kernel trains; the same math with different rounding.
 """
 
 from __future__ import annotations
@@ -87,6 +88,14 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
                        "full precision. Use 'auto' to pick the fast mode for each machine.")
         return Precision("bf16", kind, "bf16 requested; emulated on this CPU")
     return Precision(requested, kind, f"{requested} requested")
+
+
+def resolve_attention(requested: str, device: torch.device) -> str:
+    """``model.attention`` on ``device``: auto is sdpa on GPUs and eager on CPUs, where PyTorch's
+    CPU attention kernels trained MiniLM about 2x slower in bf16 (benchmarks/bench_training.py)."""
+    if requested != "auto":
+        return requested
+    return "eager" if device.type == "cpu" else "sdpa"
 
 
 def enable_tf32(enabled: bool, device: torch.device) -> None:

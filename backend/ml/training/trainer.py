@@ -25,7 +25,7 @@ from ..config import ExperimentConfig
 from ..data import DataSplits, TokenizedDataset, make_collator
 from ..errors import UserError
 from ..metrics import EvaluationResult
-from ..models import load_saved_model, save_model
+from ..models import load_saved_model, save_model, set_attention
 from ..tracking import TrackerSet
 from .batching import LengthGroupedBatchSampler, build_train_loader
 from .checkpoints import restore_rng_state, rng_state, save_checkpoint
@@ -34,7 +34,7 @@ from .evaluation import evaluate, forward_logits, move_to
 from .interruption import StopRequests, TrainingInterrupted
 from .optimization import (build_optimizer, build_scheduler, class_weights,
                            optimizer_steps_per_epoch)
-from .precision import Precision, enable_tf32
+from .precision import Precision, enable_tf32, resolve_attention
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class TrainingState:
     evaluations_without_improvement: int = 0
     train_samples: int = 0
     train_seconds: float = 0.0
+    """Forward, backward and optimiser work only; evaluations and checkpoints count apart."""
+    eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
 
 
@@ -101,6 +104,7 @@ class ClassifierTrainer:
         self.best_dir = self.checkpoints_dir / "best"
         self.metric = self.training.early_stopping_metric
         enable_tf32(self.training.tf32, world.device)
+        set_attention(model, resolve_attention(config.model.attention, world.device))
         self.model = model.to(world.device)
         self.model.train()
         self.forward_model = self._setup_forward_model()
@@ -293,7 +297,7 @@ class ClassifierTrainer:
     # -- evaluation and checkpoints --------------------------------------------------------
     def _evaluate(self) -> bool:
         """Evaluate on validation, track, keep the best model; True when early stopping says stop."""
-        state = self.state
+        state, started = self.state, time.perf_counter()
         evaluation = evaluate(self.model, self.tokenizer, self.splits.validation, "eval",
                               self.splits.label_names, self.config.data.max_length,
                               self.training.eval_batch_size, self.world.device,
@@ -312,11 +316,13 @@ class ClassifierTrainer:
                 save_model(self.model, self.tokenizer, self.best_dir, self.splits.label_names)
         else:
             state.evaluations_without_improvement += 1
+        state.eval_seconds += time.perf_counter() - started
         patience = self.training.early_stopping_patience
         return bool(patience) and state.evaluations_without_improvement >= patience
 
     def _save_checkpoint(self) -> None:
         """A resumable checkpoint: weights, optimiser, schedule, state and every process's RNG."""
+        started = time.perf_counter()
         per_rank_rng = self.world.gather(rng_state())
         if self.world.is_main:
             save_checkpoint(self.checkpoints_dir, self.model, self.tokenizer,
@@ -328,6 +334,7 @@ class ClassifierTrainer:
                             self.training.save_total_limit)
         self._last_checkpoint_time = time.monotonic()
         self.world.barrier()
+        self.state.checkpoint_seconds += time.perf_counter() - started
 
     def _evaluate_saved_best(self) -> EvaluationResult:
         """A resumed run whose best model predates the checkpoint re-evaluates it for the record."""
