@@ -1,0 +1,117 @@
+"""Runs killed by real signals: SIGTERM stops cleanly, SIGKILL at any point loses nothing.
+
+One chain of real processes over one run directory: SIGTERM mid-training, SIGKILL during a
+checkpoint write, SIGKILL as an epoch's evaluation starts, then a resume to the end. The result
+must equal an uninterrupted run of the same config, metric for metric and weight for weight.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import (REPO_ROOT, cli_environment, only_run_dir, read_results, run_cli,
+                      tiny_config, write_config)
+
+# All 400 demo sentences, 200 for training: 13 steps an epoch, 104 in all; a checkpoint every
+# step gives many checkpoint writes to be killed in.
+CHAIN_CONFIG = tiny_config(
+    training={"epochs": 8, "mixed_precision": "no"},
+    data={"max_samples": 0, "train_split": 0.5, "validation_split": 0.3},
+    logging={"tensorboard": False, "log_steps": 1, "save_steps": 1, "save_minutes": 0})
+STEPS_PER_EPOCH = 13
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "run_experiment.py"), *args],
+                            cwd=REPO_ROOT, env=cli_environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def logged_steps(run_dir: Path) -> list[dict]:
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return []
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.endswith("}")]
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended (exit {process.returncode}) before {what}:\n"
+                                 f"{process.stderr.read()[-2000:]}")
+        time.sleep(0.0002)
+    process.kill()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    newest = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
+    return load_file(newest / "model" / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path):
+    config_path = write_config(tmp_path, CHAIN_CONFIG)
+    run_cli(str(config_path), "--output-dir", str(tmp_path / "reference"), check=True)
+    reference_dir = only_run_dir(tmp_path / "reference")
+    reference = read_results(reference_dir)
+
+    # SIGTERM mid-training: the step finishes, a checkpoint is written, exit 128 + 15.
+    process = start(str(config_path), "--output-dir", str(tmp_path / "runs"))
+    wait_for(lambda: any((tmp_path / "runs").glob("*/metrics.jsonl"))
+             and len(logged_steps(only_run_dir(tmp_path / "runs"))) >= 5, process,
+             "five logged steps")
+    run_dir = only_run_dir(tmp_path / "runs")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert "--resume" in stderr and "Traceback" not in stderr
+    stopped = read_results(run_dir)
+    assert stopped["status"] == "interrupted" and "SIGTERM" in stopped["error"]
+    step = stopped["interrupted_at_step"]
+    assert (run_dir / "checkpoints" / f"step-{step:06d}" / "training_state.pt").is_file()
+
+    # SIGKILL while a checkpoint is being written: the partial one is ignored on resume.
+    process = start("--resume", str(run_dir))
+    wait_for(lambda: any(path.name.endswith(".partial")
+                         for path in (run_dir / "checkpoints").iterdir()),
+             process, "a checkpoint write")
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert read_results(run_dir)["status"] == "running"  # what a crash leaves behind
+
+    # SIGKILL as soon as an epoch's last step is logged, when its evaluation runs.
+    process = start("--resume", str(run_dir))
+    resumed_from = None
+
+    def at_an_epoch_end() -> bool:
+        nonlocal resumed_from
+        steps = [record["step"] for record in logged_steps(run_dir) if "train/loss" in record]
+        resumed_from = resumed_from if resumed_from is not None else (steps[-1] if steps else 0)
+        return any(step > resumed_from and step % STEPS_PER_EPOCH == 0 for step in steps)
+
+    wait_for(at_an_epoch_end, process, "an epoch end")
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+
+    run_cli("--resume", str(run_dir), check=True)
+    final = read_results(run_dir)
+    assert final["status"] == "completed"
+    assert final["eval"] == reference["eval"] and final["test"] == reference["test"]
+    assert final["training"]["total_steps"] == reference["training"]["total_steps"] == 104
+    reference_weights, final_weights = last_weights(reference_dir), last_weights(run_dir)
+    assert all(torch.equal(reference_weights[name], final_weights[name])
+               for name in reference_weights)
+    assert not list(run_dir.rglob("*.partial"))  # the killed write was redone and replaced
