@@ -131,6 +131,12 @@ class DataConfig:
     path: str | None = option(None, "BABE file (.csv/.xlsx), a directory holding "
                               "final_labels_SG1/SG2, or a hub dataset id. Empty: the BABE_DATA_DIR "
                               "environment variable, then the hub.")
+    validation_path: str | None = option(
+        None, "A BABE file (or directory) used whole as the validation split, like run_glue's "
+        "validation_file; training sentences also in it are dropped. Empty: drawn from path.")
+    test_path: str | None = option(
+        None, "A BABE file (or directory) used whole as the test split; training sentences also "
+        "in it are dropped. Empty: drawn from path.")
     subset: str = option("SG2", "Which BABE file to read from a directory: SG1 or SG2.",
                          choices=("SG1", "SG2"))
     train_split: float = option(0.8, "Share of sentences used for training.", above=0.0,

@@ -78,13 +78,21 @@ def _check_data(config: ExperimentConfig, problems: list[str]) -> None:
                         f"{data.validation_split}")
     if data.cv_folds == 1:
         problems.append("data.cv_folds: must be 0 (no cross-validation) or at least 2, got 1")
-    if data.path and data.dataset == "babe":
-        path = Path(data.path).expanduser()
-        looks_local = (data.path.startswith((".", "/", "~")) or path.suffix.lower() in
+    named_files = [("data.validation_path", data.validation_path), ("data.test_path", data.test_path)]
+    if data.dataset == "babe":
+        named_files.insert(0, ("data.path", data.path))
+    for name, value in named_files:
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        looks_local = (value.startswith((".", "/", "~")) or path.suffix.lower() in
                        (".csv", ".xlsx", ".xls", ".tsv"))
         if looks_local and not path.exists():
-            problems.append(f"data.path: {data.path} does not exist; point it at a BABE "
+            problems.append(f"{name}: {value} does not exist; point it at a BABE "
                             f"final_labels_*.csv/.xlsx file or the directory holding them")
+    if data.cv_folds and (data.validation_path or data.test_path):
+        problems.append("data.cv_folds: cross-validation draws its own validation and test "
+                        "splits; leave data.validation_path and data.test_path empty")
 
 
 def _check_training(config: ExperimentConfig, problems: list[str]) -> None:

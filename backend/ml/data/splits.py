@@ -7,6 +7,8 @@ too small to reach every split, such as SG2's single "No agreement" sentence, la
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import logging
 import math
 import warnings
@@ -31,6 +33,8 @@ class SplitData:
     texts: list[str]
     labels: list[int]
     metadata: list[dict] = field(default_factory=list)  # outlet, topic, type, news_link, source_row
+    biased_words: list[list[str]] = field(default_factory=list)
+    """Per sentence, the words BABE's annotators marked as biased (lowercased; empty if none)."""
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -88,13 +92,15 @@ class _Pool:
     texts: list[str]
     labels: np.ndarray
     metadata: list[dict]
+    biased_words: list[list[str]]
     label_names: list[str]
     source: str
     counts: dict[str, int]
 
     def subset(self, indices: np.ndarray) -> SplitData:
         return SplitData([self.texts[i] for i in indices], [int(self.labels[i]) for i in indices],
-                         [self.metadata[i] for i in indices])
+                         [self.metadata[i] for i in indices],
+                         [self.biased_words[i] for i in indices])
 
 
 def _apportion(class_sizes: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -170,15 +176,33 @@ def _prepare_pool(data_config, seed: int) -> _Pool:
     texts = [preprocess_text(text, data_config.preprocessing) for text in frame["text"]]
     metadata = [{**row, "source_row": int(row["source_row"])}
                 for row in frame[list(METADATA_FIELDS)].to_dict("records")]
-    pool = _Pool(texts, labels, metadata, label_names, source, counts)
+    biased_words = [parse_biased_words(value) for value in frame["biased_words"]]
+    pool = _Pool(texts, labels, metadata, biased_words, label_names, source, counts)
     if data_config.max_samples and data_config.max_samples < len(texts):
         rng = np.random.default_rng([seed, 1])
         kept, _ = stratified_take(np.arange(len(texts)), labels, data_config.max_samples, rng)
         counts["removed_by_max_samples"] = len(texts) - len(kept)
         pool = _Pool([texts[i] for i in kept], labels[kept], [metadata[i] for i in kept],
-                     label_names, source, counts)
+                     [biased_words[i] for i in kept], label_names, source, counts)
     counts["used"] = len(pool.texts)
     return pool
+
+
+def parse_biased_words(value) -> list[str]:
+    """BABE's ``biased_words`` cell (a Python list literal) as lowercased words.
+
+    >>> parse_biased_words("['Flood', 'illegal']")
+    ['flood', 'illegal']
+    >>> parse_biased_words("")
+    []
+    """
+    if not isinstance(value, str) or not value.strip().startswith("["):
+        return []
+    try:
+        words = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return []
+    return [word.strip().lower() for word in words if isinstance(word, str) and word.strip()]
 
 
 def prepare_splits(data_config, seed: int) -> DataSplits:
@@ -192,6 +216,8 @@ def prepare_splits(data_config, seed: int) -> DataSplits:
     (320, 40, 40)
     """
     pool = _prepare_pool(data_config, seed)
+    if data_config.validation_path or data_config.test_path:
+        return _splits_with_fixed_files(pool, data_config, seed)
     _, n_validation, n_test = split_sizes(len(pool.texts), data_config.train_split,
                                           data_config.validation_split)
     rng = np.random.default_rng([seed, 0])
@@ -199,6 +225,60 @@ def prepare_splits(data_config, seed: int) -> DataSplits:
     validation, train = stratified_take(rest, pool.labels, n_validation, rng)
     return DataSplits(pool.subset(train), pool.subset(validation), pool.subset(test),
                       pool.label_names, pool.source, data_config.dataset, dict(pool.counts))
+
+
+def _fixed_split(data_config, path: str, seed: int) -> SplitData:
+    """Every sentence of ``path`` (a BABE file or directory), filtered and preprocessed alike."""
+    fixed_config = dataclasses.replace(data_config, dataset="babe", path=path, max_samples=0)
+    pool = _prepare_pool(fixed_config, seed)
+    return pool.subset(np.arange(len(pool.texts)))
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _splits_with_fixed_files(pool: _Pool, data_config, seed: int) -> DataSplits:
+    """Validation and/or test from their own files (data.validation_path, data.test_path), the
+    rest of the shares from data.path, after dropping its sentences found in a fixed file."""
+    fixed = {name: _fixed_split(data_config, path, seed) for name, path in
+             (("validation", data_config.validation_path), ("test", data_config.test_path))
+             if path}
+    held_out = {_normalised(text) for split in fixed.values() for text in split.texts}
+    overlapping = [index for index, text in enumerate(pool.texts)
+                   if _normalised(text) in held_out]
+    counts = dict(pool.counts)
+    if overlapping:
+        logger.warning("%d sentence(s) of %s also occur in the validation or test file and were "
+                       "dropped from training", len(overlapping), pool.source)
+        counts["overlap_removed_from_train"] = len(overlapping)
+    indices = np.setdiff1d(np.arange(len(pool.texts)), overlapping)
+    rng = np.random.default_rng([seed, 0])
+    train_share, validation_share = data_config.train_split, data_config.validation_split
+    if "test" not in fixed:
+        test_share = (1 - train_share - validation_share) / (1 - validation_share)
+        taken, indices = stratified_take(indices, pool.labels,
+                                         max(1, _share(len(indices), test_share)), rng)
+        fixed["test"] = pool.subset(taken)
+    if "validation" not in fixed:
+        share = validation_share / (train_share + validation_share)
+        taken, indices = stratified_take(indices, pool.labels,
+                                         max(1, _share(len(indices), share)), rng)
+        fixed["validation"] = pool.subset(taken)
+    shared = ({_normalised(text) for text in fixed["validation"].texts}
+              & {_normalised(text) for text in fixed["test"].texts})
+    if shared:
+        logger.warning("%d sentence(s) occur in both the validation and the test split; scores "
+                       "on them are not independent", len(shared))
+        counts["overlap_validation_test"] = len(shared)
+    if not len(indices):
+        raise DataError(f"{pool.source}: no training sentences left after removing the ones in "
+                        f"the validation and test files")
+    sources = [f"train: {pool.source}"] + [
+        f"{name}: {path}" for name, path in (("validation", data_config.validation_path),
+                                             ("test", data_config.test_path)) if path]
+    return DataSplits(pool.subset(indices), fixed["validation"], fixed["test"], pool.label_names,
+                      "; ".join(sources), data_config.dataset, counts)
 
 
 def prepare_cv_folds(data_config, seed: int) -> list[DataSplits]:
