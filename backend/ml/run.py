@@ -67,6 +67,7 @@ def _training_section(outcome: TrainingOutcome, config: ExperimentConfig, world:
         "mixed_precision": precision.mode,
         "group_by_length": training.group_by_length,
         "compile": training.compile,
+        "weight_average": outcome.weight_average,
     }
 
 

@@ -42,6 +42,9 @@ class ModelConfig:
                             minimum=0.0, below=1.0)
     freeze_layers: int = option(0, "Freeze the embeddings and the first N encoder layers "
                                 "(0 trains everything).", minimum=0)
+    reinit_layers: int = option(0, "Re-initialise the top N encoder layers before fine-tuning "
+                                "(0 keeps every pretrained layer); often helps on small data.",
+                                minimum=0)
     pretrained: bool = option(True, "Load pretrained weights. false builds a randomly initialised "
                               "model from the sizes below with a tokenizer trained on the "
                               "training texts (no download).")
@@ -95,6 +98,20 @@ class TrainingConfig:
         choices=("f1_macro", "f1_weighted", "accuracy", "f1_biased", "loss"))
     early_stopping_patience: int = option(0, "Stop after N evaluations without improvement "
                                           "(0 disables early stopping).", minimum=0)
+    layerwise_lr_decay: float = option(
+        1.0, "Layer-wise learning-rate decay: the top encoder layer trains at learning_rate, each "
+        "layer below at this factor times the one above, the embeddings lowest (1.0: off; "
+        "0.8-0.95 is usual).", above=0.0, maximum=1.0)
+    label_smoothing: float = option(0.0, "Label smoothing of the sentence loss (0: off; 0.1 is "
+                                    "usual).", minimum=0.0, below=1.0)
+    average_last_checkpoints: int = option(
+        0, "Average the weights of the last N evaluated models (SWA-style, evaluations at epoch "
+        "ends and every eval_steps); the average becomes the best model when it scores better on "
+        "validation (0: off).", minimum=0)
+    biased_words_loss_weight: float = option(
+        0.0, "Multi-task learning: weight of an auxiliary loss that tags each token as part of a "
+        "biased word (BABE's biased_words) next to the sentence loss (0: off). The tagging head is "
+        "dropped at saving; final_model stays a plain sequence classifier.", minimum=0.0)
     class_weighting: str = option("none", "Loss weighting: none, or balanced (inverse class "
                                   "frequency of the training split).", choices=("none", "balanced"))
     device: str = option("auto", "auto picks cuda, then mps, then cpu.",

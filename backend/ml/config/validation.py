@@ -62,10 +62,11 @@ def _check_model(config: ExperimentConfig, problems: list[str]) -> None:
         if model.hidden_size % max(model.num_attention_heads, 1):
             problems.append(f"model.num_attention_heads: must divide model.hidden_size "
                             f"({model.hidden_size}), got {model.num_attention_heads}")
-    if layers is not None and model.freeze_layers > layers:
-        problems.append(f"model.freeze_layers: must be <= {layers}, the number of encoder layers "
-                        f"of {model.model_name if model.pretrained else 'this model'}, "
-                        f"got {model.freeze_layers}")
+    for name in ("freeze_layers", "reinit_layers"):
+        if layers is not None and getattr(model, name) > layers:
+            problems.append(f"model.{name}: must be <= {layers}, the number of encoder layers "
+                            f"of {model.model_name if model.pretrained else 'this model'}, "
+                            f"got {getattr(model, name)}")
     if not model.model_name.strip():
         problems.append("model.model_name: must name a hub id, a local directory or 'minilm'")
 
@@ -97,6 +98,11 @@ def _check_data(config: ExperimentConfig, problems: list[str]) -> None:
 
 def _check_training(config: ExperimentConfig, problems: list[str]) -> None:
     training = config.training
+    if training.biased_words_loss_weight and config.model.architecture == "custom":
+        problems.append("training.biased_words_loss_weight: the biased-word tagging loss needs "
+                        "the token states of a transformers classifier (bert, distilbert, "
+                        "roberta, electra), not the custom head; set it to 0 or change "
+                        "model.architecture")
     if training.device == "cpu" and training.mixed_precision == "fp16":
         problems.append("training.mixed_precision: fp16 needs a GPU (fp16 autocast runs on CUDA); "
                         "with training.device: cpu use bf16, auto or no")

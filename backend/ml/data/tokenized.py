@@ -21,13 +21,17 @@ class TokenizedDataset(Dataset):
     {'input_ids': [101, 1996, ..., 102], 'attention_mask': [1, 1, ..., 1], 'labels': 1}
     """
 
-    def __init__(self, split: SplitData, tokenizer, max_length: int):
+    def __init__(self, split: SplitData, tokenizer, max_length: int,
+                 tag_biased_words: bool = False):
         texts = list(split.texts)
+        self.token_labels: list[list[int]] | None = None
         if texts:
             encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False,
                                 return_attention_mask=True, return_token_type_ids=False)
             self.input_ids = [list(ids) for ids in encoded["input_ids"]]
             self.attention_mask = [list(mask) for mask in encoded["attention_mask"]]
+            if tag_biased_words:
+                self.token_labels = biased_word_tags(encoded, texts, split.biased_words)
         else:
             self.input_ids, self.attention_mask = [], []
         # An unlabelled split (inference) gives items without "labels".
@@ -41,7 +45,35 @@ class TokenizedDataset(Dataset):
         item = {"input_ids": self.input_ids[index], "attention_mask": self.attention_mask[index]}
         if self.labels is not None:
             item["labels"] = self.labels[index]
+        if self.token_labels is not None:
+            item["token_labels"] = self.token_labels[index]
         return item
+
+
+def biased_word_tags(encoded, texts: list[str], biased_words: list[list[str]]) -> list[list[int]]:
+    """Per token: 1 inside a word BABE marks as biased, 0 inside another word, -100 (ignored by
+    the loss) on special tokens. Words are compared lowercased, without surrounding punctuation.
+
+    Needs a fast tokenizer (its word alignment); every tokenizer this project builds is one.
+    """
+    if not encoded.is_fast:
+        raise ValueError("tagging biased words needs a fast tokenizer (word alignment)")
+    tags = []
+    for row, text in enumerate(texts):
+        marked = set(biased_words[row]) if row < len(biased_words) else set()
+        row_tags = []
+        for word in encoded.word_ids(row):
+            if word is None:
+                row_tags.append(-100)
+                continue
+            span = encoded.word_to_chars(row, word)
+            token_word = text[span.start:span.end].lower().strip(_PUNCTUATION)
+            row_tags.append(int(token_word in marked))
+        tags.append(row_tags)
+    return tags
+
+
+_PUNCTUATION = "\"'“”‘’.,;:!?()[]{}"
 
 
 class PaddingCollator:
@@ -66,6 +98,14 @@ class PaddingCollator:
             attention_mask[row, columns] = torch.tensor(feature.get("attention_mask", [1] * size),
                                                         dtype=torch.long)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_labels" in features[0]:
+            token_labels = torch.full((len(features), longest), -100, dtype=torch.long)
+            for row, feature in enumerate(features):
+                size = len(feature["token_labels"])
+                columns = slice(0, size) if self.padding_side == "right" else slice(
+                    longest - size, longest)
+                token_labels[row, columns] = torch.tensor(feature["token_labels"])
+            batch["token_labels"] = token_labels
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([feature["labels"] for feature in features],
                                            dtype=torch.long)

@@ -11,10 +11,12 @@ Imports only the config layer; knows nothing of training, tracking or the cloud.
 from . import builtin as _builtin  # noqa: F401
 from .base import BaseBiasClassifier
 from .bias_head import BiasHeadConfig, BiasHeadModel
-from .factory import BuiltModel, ModelFactory, describe_model, freeze_layers, set_attention
+from .factory import (BuiltModel, ModelFactory, describe_model, embeddings_and_layers,
+                      freeze_layers, reinitialize_top_layers, set_attention)
 from .saving import load_saved_model, save_model
 from .sources import Source, resolve_source
 
 __all__ = ["BaseBiasClassifier", "BiasHeadConfig", "BiasHeadModel", "BuiltModel",
            "ModelFactory", "Source", "describe_model", "freeze_layers", "load_saved_model",
-           "resolve_source", "save_model", "set_attention"]
+           "resolve_source", "save_model", "set_attention", "embeddings_and_layers",
+           "reinitialize_top_layers"]

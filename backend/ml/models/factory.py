@@ -139,6 +139,8 @@ class ModelFactory:
             if not model_config.pretrained:  # fail before training a tokenizer
                 _check_freeze(model_config, model_config.num_hidden_layers)
             model, tokenizer, source = entry(model_config, label_names, texts)
+        reinitialize_top_layers(model, model_config.reinit_layers,
+                                getattr(getattr(model, "config", None), "initializer_range", 0.02))
         frozen = freeze_layers(model, model_config.freeze_layers,
                                model_config.model_name if model_config.pretrained else None)
         info = {"architecture": model_config.architecture, "model_name": model_config.model_name,
@@ -187,7 +189,8 @@ def _check_freeze(model_config: ModelConfig, layers: int) -> None:
         raise _too_deep(model_config.freeze_layers, layers, "this model")
 
 
-def _freezable_parts(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+def embeddings_and_layers(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """``(embedding modules, encoder layers bottom to top)`` of any model the registry builds."""
     if isinstance(model, BaseBiasClassifier):
         return list(model.embedding_modules()), list(model.encoder_layers())
     return encoder_parts(model)
@@ -210,12 +213,37 @@ def freeze_layers(model: nn.Module, count: int, model_name: str | None = None) -
     """
     if count <= 0:
         return 0
-    embeddings, layers = _freezable_parts(model)
+    embeddings, layers = embeddings_and_layers(model)
     if count > len(layers):
         raise _too_deep(count, len(layers), model_name or "this model")
     for module in [*embeddings, *layers[:count]]:
         for parameter in module.parameters():
             parameter.requires_grad_(False)
+    return count
+
+
+def reinitialize_top_layers(model: nn.Module, count: int, std: float = 0.02) -> int:
+    """Give the top ``count`` encoder layers fresh weights (normal(0, std) linear weights, zero
+    biases, unit LayerNorms): pretrained top layers are the most specific to the pre-training
+    task, and fine-tuning small data often goes better from a fresh start there.
+
+    >>> reinitialize_top_layers(built.model, 1)  # doctest: +SKIP
+    1
+    """
+    if count <= 0:
+        return 0
+    _, layers = embeddings_and_layers(model)
+    if count > len(layers):
+        raise _too_deep(count, len(layers), "this model")
+    for layer in layers[-count:]:
+        for module in layer.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
     return count
 
 

@@ -47,18 +47,25 @@ def fused_adamw_supported(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
-def build_optimizer(model: torch.nn.Module, training, device: torch.device
-                    ) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, training, device: torch.device,
+                    lr_scales: dict[int, float] | None = None) -> torch.optim.AdamW:
     """AdamW with no weight decay on biases and normalisation weights; the fused kernel when
-    ``training.fused_adamw`` is on and the device has one (same update, fewer kernel launches)."""
-    decayed, undecayed = [], []
+    ``training.fused_adamw`` is on and the device has one (same update, fewer kernel launches).
+
+    ``lr_scales`` (parameter id -> factor, e.g. layer-wise decay) scales each parameter's rate.
+    """
+    lr_scales = lr_scales or {}
+    grouped: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         is_norm_or_bias = parameter.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
-        (undecayed if is_norm_or_bias else decayed).append(parameter)
-    groups = [{"params": decayed, "weight_decay": training.weight_decay},
-              {"params": undecayed, "weight_decay": 0.0}]
+        key = (lr_scales.get(id(parameter), 1.0), not is_norm_or_bias)
+        grouped.setdefault(key, []).append(parameter)
+    groups = [{"params": parameters, "lr": training.learning_rate * scale,
+               "weight_decay": training.weight_decay if decayed else 0.0}
+              for (scale, decayed), parameters in sorted(grouped.items(), key=lambda item: (
+                  -item[0][0], not item[0][1]))]
     if training.fused_adamw and fused_adamw_supported(device):
         return torch.optim.AdamW(groups, lr=training.learning_rate, fused=True)
     return torch.optim.AdamW(groups, lr=training.learning_rate, foreach=True)

@@ -35,6 +35,7 @@ from .interruption import StopRequests, TrainingInterrupted
 from .optimization import (build_optimizer, build_scheduler, class_weights,
                            optimizer_steps_per_epoch)
 from .precision import Precision, enable_tf32, resolve_attention
+from .recipes import SentenceAndTokenModel, WeightAverage, layerwise_lr_scales
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class TrainingOutcome:
     epochs_completed: float
     stopped_early: bool
     final_train_loss: float | None
+    weight_average: dict | None = None
+    """With training.average_last_checkpoints: how many, their validation score, whether used."""
 
     @property
     def train_samples_per_second(self) -> float:
@@ -106,9 +109,14 @@ class ClassifierTrainer:
         enable_tf32(self.training.tf32, world.device)
         set_attention(model, resolve_attention(config.model.attention, world.device))
         self.model = model.to(world.device)
-        self.model.train()
+        self.tags_biased_words = self.training.biased_words_loss_weight > 0
+        # What trains: the classifier, or the classifier and its biased-word tagging head.
+        self.trained = (SentenceAndTokenModel(self.model).to(world.device)
+                        if self.tags_biased_words else self.model)
+        self.trained.train()
         self.forward_model = self._setup_forward_model()
-        self.train_data = TokenizedDataset(splits.train, tokenizer, config.data.max_length)
+        self.train_data = TokenizedDataset(splits.train, tokenizer, config.data.max_length,
+                                           tag_biased_words=self.tags_biased_words)
         self.sampler = LengthGroupedBatchSampler(
             self.train_data.lengths, self.training.batch_size, config.seed,
             self.training.group_by_length, world.size, world.rank)
@@ -121,23 +129,29 @@ class ClassifierTrainer:
         self.total_steps = self.steps_per_epoch * self.training.epochs
         if self.training.max_steps:
             self.total_steps = min(self.total_steps, self.training.max_steps)
-        self.optimizer = build_optimizer(self.model, self.training, world.device)
+        self.optimizer = build_optimizer(
+            self.trained, self.training, world.device,
+            layerwise_lr_scales(self.model, self.training.layerwise_lr_decay))
         self.scheduler = build_scheduler(self.optimizer, self.training, self.total_steps)
         self.scaler = torch.amp.GradScaler(world.device.type,
                                            enabled=precision.needs_grad_scaler)
         weights = (class_weights(splits.train.labels, len(splits.label_names))
                    if self.training.class_weighting == "balanced" else None)
-        self.loss_function = torch.nn.CrossEntropyLoss(weight=weights, reduction="none")
+        self.loss_function = torch.nn.CrossEntropyLoss(
+            weight=weights, reduction="none", label_smoothing=self.training.label_smoothing)
         self.loss_function.to(world.device)
+        self.averager = (WeightAverage(self.training.average_last_checkpoints)
+                         if self.training.average_last_checkpoints else None)
         self.state = TrainingState()
         self.best_evaluation: EvaluationResult | None = None
+        self.weight_average: dict | None = None
         if resume_state is not None:
             self._load_state(resume_state)
 
     # -- setup ---------------------------------------------------------------------------
     def _setup_forward_model(self) -> torch.nn.Module:
-        """The module the training forward pass calls: compiled and/or DDP-wrapped ``model``."""
-        forward_model = self.model
+        """The module the training forward pass calls: compiled and/or DDP-wrapped."""
+        forward_model = self.trained
         if self.training.compile:
             # dynamic=True: batch lengths vary with grouping, and one graph serves them all.
             forward_model = torch.compile(forward_model, dynamic=True)
@@ -150,6 +164,8 @@ class ClassifierTrainer:
         check_resume_world(saved, self.world, self.training.batch_size)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
+        if self.tags_biased_words:
+            self.trained.token_head.load_state_dict(saved["token_head"])
         names = {item.name for item in dataclasses.fields(TrainingState)}
         self.state = TrainingState(**{key: value for key, value in saved.items() if key in names})
         per_rank = saved.get("rng_per_rank")
@@ -172,12 +188,14 @@ class ClassifierTrainer:
             last_evaluated = state.history[-1]["step"] if state.history else None
             if not self._stopped_early and last_evaluated != state.global_step:
                 self._evaluate()  # max_steps can end mid-epoch: the final weights are evaluated too
+            if self.averager and len(self.averager.snapshots) > 1:
+                self._evaluate_weight_average()
         finally:
             progress.close()
         if self.best_evaluation is None and self.best_dir.is_dir():
             self.best_evaluation = self._evaluate_saved_best()
         return TrainingOutcome(self.best_evaluation, state, state.global_step / self.steps_per_epoch,
-                               self._stopped_early, self._final_train_loss)
+                               self._stopped_early, self._final_train_loss, self.weight_average)
 
     def _finished(self) -> bool:
         return (self._stopped_early or self.state.global_step >= self.total_steps
@@ -222,9 +240,22 @@ class ClassifierTrainer:
                    else contextlib.nullcontext())
         with no_sync:
             with self.precision.autocast():
-                logits = forward_logits(self.forward_model, batch)
+                if self.tags_biased_words:
+                    logits, token_logits = self.forward_model(batch["input_ids"],
+                                                              batch["attention_mask"])
+                else:
+                    logits = forward_logits(self.forward_model, batch)
             losses = self.loss_function(logits.float(), batch["labels"])[:real_size]
-            self.scaler.scale(losses.sum() * scale).backward()
+            loss = losses.sum() * scale
+            if self.tags_biased_words:
+                tagging_loss = torch.nn.functional.cross_entropy(
+                    token_logits.float().flatten(0, 1), batch["token_labels"].flatten(),
+                    ignore_index=-100)
+                loss = loss + (self.training.biased_words_loss_weight * tagging_loss
+                               * min(real_size, 1) / self.training.gradient_accumulation_steps)
+                self._interval["tagging_loss"] += tagging_loss.detach() * min(real_size, 1)
+                self._interval["tagged_batches"] += min(real_size, 1)
+            self.scaler.scale(loss).backward()
         # The logged loss is this process's mean: a sample of the global one, at no extra sync.
         self._interval["loss"] += losses.detach().sum()
         self._interval["sentences"] += real_size
@@ -232,7 +263,7 @@ class ClassifierTrainer:
     def _optimizer_step(self) -> None:
         """Clip, step, schedule; a non-finite gradient stops the run before it touches weights."""
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained.parameters(),
                                                    self.training.max_grad_norm or float("inf"))
         self._grad_norm = float(grad_norm)  # identical on every process (all-reduced gradients)
         if not math.isfinite(self._grad_norm) and not self.precision.needs_grad_scaler:
@@ -280,19 +311,24 @@ class ClassifierTrainer:
         samples_per_second = interval["samples"] / max(interval["seconds"], 1e-9)
         self._final_train_loss = loss
         progress.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{samples_per_second:.1f}")
-        self.trackers.log_metrics({
+        scalars = {
             "epoch": self.state.global_step / self.steps_per_epoch, "train/loss": loss,
             "train/learning_rate": self.scheduler.get_last_lr()[0],
             "train/grad_norm": self._grad_norm,
             "train/samples_per_second": samples_per_second,
-        }, self.state.global_step)
+        }
+        if interval["tagged_batches"]:
+            scalars["train/biased_words_loss"] = (float(interval["tagging_loss"])
+                                                  / interval["tagged_batches"])
+        self.trackers.log_metrics(scalars, self.state.global_step)
         self._interval = self._new_interval()
 
     def _new_interval(self) -> dict:
         """Since the last log point: this process's loss sum and sentences, the global batch's
         samples and the seconds of training work (evaluations and checkpoints excluded)."""
         return {"loss": torch.zeros((), device=self.world.device), "sentences": 0, "samples": 0,
-                "seconds": 0.0}
+                "seconds": 0.0, "tagging_loss": torch.zeros((), device=self.world.device),
+                "tagged_batches": 0}
 
     # -- evaluation and checkpoints --------------------------------------------------------
     def _evaluate(self) -> bool:
@@ -316,6 +352,8 @@ class ClassifierTrainer:
                 save_model(self.model, self.tokenizer, self.best_dir, self.splits.label_names)
         else:
             state.evaluations_without_improvement += 1
+        if self.averager:
+            self.averager.add(self.model)
         state.eval_seconds += time.perf_counter() - started
         patience = self.training.early_stopping_patience
         return bool(patience) and state.evaluations_without_improvement >= patience
@@ -330,11 +368,36 @@ class ClassifierTrainer:
                             {**dataclasses.asdict(self.state),
                              "optimizer": self.optimizer.state_dict(),
                              "scheduler": self.scheduler.state_dict(),
+                             **({"token_head": self.trained.token_head.state_dict()}
+                                if self.tags_biased_words else {}),
                              "world_size": self.world.size, "rng_per_rank": per_rank_rng},
                             self.training.save_total_limit)
         self._last_checkpoint_time = time.monotonic()
         self.world.barrier()
         self.state.checkpoint_seconds += time.perf_counter() - started
+
+    def _evaluate_weight_average(self) -> None:
+        """Score the average of the last evaluated weights; it becomes the best model if better.
+
+        The averaged weights are evaluated after the snapshots' own evaluations, so early
+        stopping and the step checkpoints are unaffected either way.
+        """
+        trained_weights = {name: value.detach().clone()
+                           for name, value in self.model.state_dict().items()}
+        self.model.load_state_dict(self.averager.average())
+        evaluation = evaluate(self.model, self.tokenizer, self.splits.validation, "eval",
+                              self.splits.label_names, self.config.data.max_length,
+                              self.training.eval_batch_size, self.world.device,
+                              precision=self.precision, world=self.world)
+        value = evaluation.metrics[self.metric]
+        used = is_improvement(value, self.state.best_value, self.metric)
+        self.weight_average = {"checkpoints": len(self.averager.snapshots),
+                               f"eval/{self.metric}": value, "used": used}
+        if used:
+            self.state.best_value, self.best_evaluation = value, evaluation
+            if self.world.is_main:
+                save_model(self.model, self.tokenizer, self.best_dir, self.splits.label_names)
+        self.model.load_state_dict(trained_weights)
 
     def _evaluate_saved_best(self) -> EvaluationResult:
         """A resumed run whose best model predates the checkpoint re-evaluates it for the record."""

@@ -1,0 +1,75 @@
+"""Fine-tuning recipes beyond plain AdamW, each switched on by one config field.
+
+- ``layerwise_lr_scales``: layer-wise learning-rate decay (``training.layerwise_lr_decay``).
+- ``SentenceAndTokenModel``: the sentence classifier plus a biased-word tagging head
+  (``training.biased_words_loss_weight``).
+- ``WeightAverage``: the average of the last evaluated weights (``training.average_last_checkpoints``).
+
+Re-initialising top layers (``model.reinit_layers``) happens when the model is built
+(``models.reinitialize_top_layers``); label smoothing is the loss function's own option.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from torch import nn
+
+from ..models import embeddings_and_layers
+
+
+def layerwise_lr_scales(model: nn.Module, decay: float) -> dict[int, float]:
+    """Learning-rate factor per parameter (by ``id``): 1 for the head and the top encoder layer,
+    ``decay`` per layer further down, ``decay ** layers`` for the embeddings.
+
+    >>> scales = layerwise_lr_scales(built.model, 0.9)  # doctest: +SKIP
+    """
+    if decay == 1.0:
+        return {}
+    embeddings, layers = embeddings_and_layers(model)
+    scales = {}
+    for depth_from_top, layer in enumerate(reversed(layers)):
+        for parameter in layer.parameters():
+            scales[id(parameter)] = decay ** depth_from_top
+    for module in embeddings:
+        for parameter in module.parameters():
+            scales[id(parameter)] = decay ** len(layers)
+    return scales
+
+
+class SentenceAndTokenModel(nn.Module):
+    """The classifier and a linear tagging head on its last hidden states, trained together.
+
+    Only ``classifier`` is saved; the head exists for the auxiliary loss alone.
+    """
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+        config = classifier.config
+        hidden_size = getattr(config, "hidden_size", None) or getattr(config, "dim")
+        self.token_head = nn.Linear(hidden_size, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        output = self.classifier(input_ids=input_ids, attention_mask=attention_mask,
+                                 output_hidden_states=True)
+        return output.logits, self.token_head(output.hidden_states[-1])
+
+
+class WeightAverage:
+    """The last ``size`` snapshots of a model's weights (on the CPU) and their average."""
+
+    def __init__(self, size: int):
+        self.snapshots: deque[dict[str, torch.Tensor]] = deque(maxlen=size)
+
+    def add(self, model: nn.Module) -> None:
+        self.snapshots.append({name: value.detach().to("cpu", copy=True)
+                               for name, value in model.state_dict().items()})
+
+    def average(self) -> dict[str, torch.Tensor]:
+        """Floating-point tensors averaged, the others (e.g. position ids) from the last snapshot."""
+        last = self.snapshots[-1]
+        return {name: (torch.stack([snapshot[name] for snapshot in self.snapshots]).mean(0)
+                       if value.is_floating_point() else value)
+                for name, value in last.items()}
