@@ -95,20 +95,26 @@ def _over_time(served: list[dict], label_names: list[str]) -> dict:
     per_run = defaultdict(lambda: defaultdict(list))
     for record, moment in zip(served, times):
         per_run[record["run_id"]][int((moment.timestamp() - start) // seconds)].append(record)
-    charts = []
-    for title, y_label, value in (
-            ("Mean confidence", "confidence",
-             lambda records: np.mean([r["confidence"] for r in records])),
-            *[(f"Share predicted {label}", "share",
-               (lambda records, label=label: np.mean([r["label"] == label for r in records])))
-              for label in label_names]):
-        figure, axes = _figure(f"{title} per {name}", y_label)
-        for run_id, buckets in sorted(per_run.items()):
-            keys = sorted(buckets)
-            axes.plot(keys, [value(buckets[key]) for key in keys], marker="o", label=run_id)
-        axes.set_xlabel(f"{name}s since {min(times).isoformat(timespec='seconds')}")
-        axes.legend(fontsize=8)
-        charts.append(_svg(figure))
+    axis_label = f"{name}s since {min(times).isoformat(timespec='seconds')}"
+    confidence, axes = _figure(f"Mean confidence per {name}", "confidence")
+    for run_id, buckets in sorted(per_run.items()):
+        keys = sorted(buckets)
+        axes.plot(keys, [np.mean([r["confidence"] for r in buckets[key]]) for key in keys],
+                  marker="o", label=run_id)
+    axes.set_xlabel(axis_label)
+    axes.legend(fontsize=8)
+    mix, axes = _figure(f"Prediction mix per {name}", "share of predictions")
+    styles = ("-", "--", ":", "-.")
+    for position, (run_id, buckets) in enumerate(sorted(per_run.items())):
+        keys = sorted(buckets)
+        for color, label in enumerate(label_names):  # colour: label; line style: run
+            axes.plot(keys, [np.mean([r["label"] == label for r in buckets[key]]) for key in keys],
+                      marker="o", color=f"C{color}", linestyle=styles[position % len(styles)],
+                      label=f"{label} ({run_id})")
+    axes.set_xlabel(axis_label)
+    axes.set_ylim(-0.05, 1.05)
+    axes.legend(fontsize=7, ncol=2)
+    charts = [_svg(confidence), _svg(mix)]
     return {"charts": charts, "bucket": name}
 
 

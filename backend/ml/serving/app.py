@@ -90,10 +90,6 @@ class FeedbackRequest(BaseModel):
     comment: str | None = Field(None, max_length=2000)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     """ASGI middleware: 413 for a body above ``max_bytes``, declared or streamed."""
 
@@ -107,20 +103,24 @@ class BodySizeLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._reject(send)
-        received = 0
+        received, rejected = 0, False
 
         async def counted_receive():
-            nonlocal received
+            nonlocal received, rejected
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise _BodyTooLarge
+            if received > self.max_bytes and not rejected:
+                # Answer now; the app sees a client that went away and its answer is dropped.
+                rejected = True
+                await self._reject(send)
+                return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, counted_receive, send)
-        except _BodyTooLarge:
-            await self._reject(send)
+        async def guarded_send(message):
+            if not rejected:
+                await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
 
     async def _reject(self, send):
         response = _error(413, f"request body above {self.max_bytes} bytes; send fewer or "
