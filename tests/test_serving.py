@@ -164,6 +164,28 @@ def test_concurrent_requests_share_forward_calls_and_errors_reach_every_waiter()
     assert after == [{"echo": "later"}]
 
 
+def test_requests_arriving_during_a_forward_pass_join_the_next_one_without_waiting():
+    calls = []
+
+    def slow_predict(items):
+        calls.append(len(items))
+        time.sleep(0.2)
+        return list(items)
+
+    async def scenario():
+        batcher = MicroBatcher(slow_predict, max_batch=64)  # max_wait_ms 0: never holds a batch
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(["alone"]))
+        await asyncio.sleep(0.05)  # the first forward pass is running
+        later = await asyncio.gather(*(batcher.submit([n]) for n in range(9)))
+        await first
+        await batcher.stop()
+        return later
+
+    assert asyncio.run(scenario()) == [[n] for n in range(9)]
+    assert calls == [1, 9]
+
+
 def test_prediction_log_rotates_and_keeps_every_record_readable(tmp_path):
     log = PredictionLog(tmp_path, max_bytes=400, backups=2)
     for number in range(30):

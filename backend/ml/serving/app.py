@@ -152,7 +152,7 @@ def _text_of(item) -> str:
 def create_app(production: ServedModel, candidate: ServedModel | None = None,
                split: TrafficSplit = TrafficSplit(), log_dir: Path = Path("experiments/serving"),
                log_text: bool = False, shadow: bool = False, limits: Limits = Limits(),
-               max_batch: int = 64, max_wait_ms: float = 5.0,
+               max_batch: int = 64, max_wait_ms: float = 0.0,
                log_max_bytes: int = 50_000_000, log_backups: int = 10) -> FastAPI:
     """The FastAPI app serving ``production`` (and ``candidate`` for ``split``'s share).
 

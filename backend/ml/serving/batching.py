@@ -1,11 +1,13 @@
 """Concurrent requests share forward passes: a queue per model, drained in micro-batches.
 
-Each request waits for at most ``max_wait_ms`` for others to join it; one worker per model runs
-the joined inputs in a thread (the event loop keeps accepting requests meanwhile) and hands
+Requests that arrive while a forward pass runs are joined into the next one (up to
+``max_batch`` inputs), so batches grow with the load and a lone request never waits;
+``max_wait_ms`` > 0 also holds a batch open that long for others to join. One worker per model
+runs the joined inputs in a thread (the event loop keeps accepting requests meanwhile) and hands
 each request back its own results. One worker per model also means one forward pass at a time,
 so the model's CPU threads are never oversubscribed by parallel calls.
 
->>> batcher = MicroBatcher(classifier.predict_with_confidence, max_batch=64, max_wait_ms=5)  # doctest: +SKIP
+>>> batcher = MicroBatcher(classifier.predict_with_confidence, max_batch=64)  # doctest: +SKIP
 >>> await batcher.submit(["One sentence.", {"id": "a-1", "text": "An article."}])          # doctest: +SKIP
 """
 
@@ -20,7 +22,7 @@ class MicroBatcher:
     """Joins inputs of concurrent ``submit`` calls into one call of ``predict``."""
 
     def __init__(self, predict: Callable[[list], list[dict]], max_batch: int = 64,
-                 max_wait_ms: float = 5.0):
+                 max_wait_ms: float = 0.0):
         self.predict = predict
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
@@ -55,13 +57,16 @@ class MicroBatcher:
             count = len(waiting[0][0])
             deadline = time.monotonic() + self.max_wait
             while count < self.max_batch:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    waiting.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
+                if not self._queue.empty():  # arrived while the last batch ran: no waiting
+                    waiting.append(self._queue.get_nowait())
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        waiting.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except asyncio.TimeoutError:
+                        break
                 count += len(waiting[-1][0])
             await self._run(waiting)
 

@@ -48,6 +48,9 @@ def build_production_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-text", action="store_true",
                        help="keep input texts in the prediction log (off: lengths and hashes only)")
     serve.add_argument("--max-texts", type=int, default=256, help="inputs per request at most")
+    serve.add_argument("--batch-wait-ms", type=float, default=0.0,
+                       help="hold a batch open this long for more requests (default 0: batch "
+                       "only what arrived while the previous forward pass ran)")
     _common(serve, log_dir=True)
 
     promote = sub.add_parser("promote", help="make a run the production or candidate model")

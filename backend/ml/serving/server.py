@@ -87,7 +87,7 @@ def serve_command(args, runs_dir: Path) -> int:
                      for version, model in models.items()}})
     app = create_app(models[PRODUCTION], models.get(CANDIDATE), TrafficSplit(share),
                      log_dir=args.log_dir, log_text=args.log_text, shadow=args.shadow,
-                     limits=Limits(max_texts=args.max_texts))
+                     limits=Limits(max_texts=args.max_texts), max_wait_ms=args.batch_wait_ms)
     split = (f" and {models[CANDIDATE].run_id} (candidate, {share:.0%} of traffic)"
              if args.candidate else "")
     print(f"Serving {models[PRODUCTION].run_id} (production){split} on "
