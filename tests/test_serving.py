@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -206,6 +207,13 @@ def test_serve_errors_are_plain_messages(runs_dir, tmp_path, capsys):
     assert "--export" in capsys.readouterr().err
     assert main(["serve", "tiny_serve", "--candidate-share", "0.2", *common]) == 1
     assert "--candidate-share needs --candidate" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["serve", "tiny_serve", "--port", port, *common]) == 1
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in capsys.readouterr().err
+    assert not (tmp_path / "log").exists()  # no session recorded for a server that never ran
 
 
 @pytest.mark.slow

@@ -76,6 +76,7 @@ def serve_command(args, runs_dir: Path) -> int:
     share = 0.5 if args.candidate_share is None else args.candidate_share
     if not 0.0 <= share <= 1.0:
         raise UserError(f"--candidate-share must be between 0 and 1, got {share}")
+    _check_port(args.host, args.port)  # before minutes of model loading, not after
     references = {PRODUCTION: args.model, **({CANDIDATE: args.candidate} if args.candidate else {})}
     models = {version: load_served_model(reference, version, runs_dir, args.registry_dir,
                                          args.runtime) for version, reference in references.items()}
@@ -95,6 +96,16 @@ def serve_command(args, runs_dir: Path) -> int:
           f"{args.log_dir})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"cannot listen on {host}:{port} ({error.strerror}); choose another "
+                            "--port or stop what uses it") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
