@@ -26,7 +26,7 @@ from backend.ml.serving.app import create_app
 from backend.ml.serving.logs import read_predictions
 from backend.ml.serving.server import BackgroundServer, load_served_model
 from backend.ml.serving.traffic import TrafficSplit
-from conftest import tiny_config
+from conftest import REPO_ROOT, tiny_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -57,7 +57,8 @@ def demo_sentences() -> list[tuple[str, str]]:
     return list(zip(frame["text"], frame["label"]))
 
 
-def open_in_chromium(report: Path) -> tuple[list[str], list[str], dict]:
+def open_in_chromium(report: Path, screenshot: Path | None = None
+                     ) -> tuple[list[str], list[str], dict]:
     """(console errors, requested URLs, what the page shows) of ``report`` in headless Chromium."""
     sync_api = pytest.importorskip("playwright.sync_api")
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
@@ -86,6 +87,9 @@ def open_in_chromium(report: Path) -> tuple[list[str], list[str], dict]:
                 "agreement_rows": page.eval_on_selector_all("#agreement-table tbody tr",
                                                             "rows => rows.length"),
             }
+            if screenshot is not None:
+                screenshot.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
@@ -153,7 +157,8 @@ def test_train_promote_serve_feedback_monitor_retrain(workspace):
     report = workspace / "monitor.html"
     assert cli(workspace, "monitor", "--log-dir", str(log_dir), "--output", str(report)) == 0
     if CHROMIUM.exists():
-        errors, requests, shown = open_in_chromium(report)
+        errors, requests, shown = open_in_chromium(report, REPO_ROOT / "test-artifacts" /
+                                                   "monitor.png")
         assert errors == []
         assert all(url.startswith(("file:", "data:")) for url in requests)
         served = dict(shown["served"])
