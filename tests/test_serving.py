@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from backend.ml.cli import main
-from backend.ml.serving.app import Limits, create_app
+from backend.ml.serving.app import Limits, ServedModel, create_app
 from backend.ml.serving.batching import MicroBatcher
 from backend.ml.serving.logs import PredictionLog, read_predictions, read_sessions
 from backend.ml.serving.server import BackgroundServer, free_port, load_served_model
@@ -125,6 +125,28 @@ def test_health_model_and_openapi_docs(server):
     schema = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/predict", "/feedback", "/health", "/model"} <= set(schema["paths"])
     assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def test_a_failing_model_fails_only_the_answers_it_serves(production, tmp_path):
+    class Broken:  # a candidate whose forward pass fails, e.g. out of memory
+        label_names = production.classifier.label_names
+
+        def predict_with_confidence(self, items):
+            raise RuntimeError("out of memory")
+
+    broken = ServedModel(version="candidate", run_id="broken", classifier=Broken())
+    app = create_app(production, broken, TrafficSplit(0.0), log_dir=tmp_path, shadow=True)
+    with BackgroundServer(app) as running:
+        answer = httpx.post(f"{running.url}/predict", json={"texts": ["A sentence."]})
+    assert answer.status_code == 200 and answer.json()[0]["run_id"] == "tiny_serve"
+    assert [record["run_id"] for record in read_predictions(tmp_path)] == ["tiny_serve"]
+
+    served_by_broken = create_app(production, broken, TrafficSplit(1.0), log_dir=tmp_path)
+    with BackgroundServer(served_by_broken) as running:
+        failed = httpx.post(f"{running.url}/predict", json={"texts": ["A sentence."]})
+    assert failed.status_code == 500
+    assert failed.json()["error"] == ("the candidate model failed on this request "
+                                      "(RuntimeError: out of memory)")
 
 
 def test_traffic_split_is_deterministic_and_close_to_its_share():

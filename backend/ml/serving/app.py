@@ -217,11 +217,17 @@ def create_app(production: ServedModel, candidate: ServedModel | None = None,
         runs = {name: [i for i, version in enumerate(routed) if version == name or
                        (shadow and candidate is not None)] for name in models}
         answers = await asyncio.gather(*(models[name].batcher.submit([items[i] for i in indices])
-                                         for name, indices in runs.items()))
+                                         for name, indices in runs.items()),
+                                       return_exceptions=True)
         latency_ms = (time.perf_counter() - started) * 1000
         results: list[dict | None] = [None] * len(items)
         records = []
         for (name, indices), answer in zip(runs.items(), answers):
+            if isinstance(answer, BaseException):
+                if any(routed[index] == name for index in indices):
+                    return _error(500, f"the {name} model failed on this request "
+                                       f"({type(answer).__name__}: {answer})")
+                continue  # a failing shadow version never costs a reader the answer
             for index, result in zip(indices, answer):
                 served = routed[index] == name
                 labelled = {**result, "version": name, "run_id": models[name].run_id}
