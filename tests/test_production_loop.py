@@ -97,7 +97,7 @@ def open_in_chromium(report: Path, screenshot: Path | None = None
 
 
 @pytest.mark.slow
-def test_train_promote_serve_feedback_monitor_retrain(workspace):
+def test_train_promote_serve_feedback_monitor_retrain(workspace, capsys):
     runs, registry_dir, log_dir = workspace / "runs", workspace / "registry", workspace / "serving"
 
     # promote: tiny_a to production, tiny_b to candidate (compared on the same test split)
@@ -188,3 +188,5 @@ def test_train_promote_serve_feedback_monitor_retrain(workspace):
     assert 0.0 <= comparison["bootstrap"]["p_value"] <= 1.0
     assert [entry["run_id"] for entry in ModelRegistry(registry_dir).history()] == [
         "tiny_a", "tiny_b", "tiny_a_retrain"]
+    assert cli(workspace, "retrain", "--log-dir", str(log_dir), "--run-id", "tiny_a_retrain") == 1
+    assert "tiny_a_retrain already exists; runs are never overwritten" in capsys.readouterr().err

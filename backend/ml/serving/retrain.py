@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import uuid
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
     rows, counts = build_training_rows(config, feedback, list(new_files), set(test_texts))
     if not counts.get("feedback") and not new_files:
         print("warning: no feedback with text and no new files: the new run learns nothing "
-              "new", flush=True)
+              "new", file=sys.stderr, flush=True)
 
     name = config.experiment_name
     config.experiment_name = name if name.endswith(f"_{RETRAIN_TAG}") else f"{name}_{RETRAIN_TAG}"
@@ -143,6 +144,9 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
                           f"label(s) and {len(new_files)} new file(s)")
     config.tags = list(dict.fromkeys([*config.tags, RETRAIN_TAG]))
     run_id = run_id or f"{config.experiment_name}_{uuid.uuid4().hex[:6]}"
+    if (Path(output_dir or runs_dir) / run_id).exists():
+        raise UserError(f"{Path(output_dir or runs_dir) / run_id} already exists; runs are never "
+                        "overwritten: choose another --run-id")
     data_file = (Path(registry_dir) / "training_data" / f"{run_id}.csv").resolve()
     _write_csv(data_file, rows)
     config.data.dataset, config.data.path, config.data.max_samples = "babe", str(data_file), 0
