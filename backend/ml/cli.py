@@ -25,6 +25,8 @@ EPILOG = """examples:
   python run_experiment.py --compare                       # HTML report of every run
   python run_experiment.py --predict RUN_ID --input news.txt --output predictions.jsonl
   python run_experiment.py experiments/configs/bert_baseline.yaml --cloud --dry-run
+  python run_experiment.py promote RUN_ID --as production     # then: serve, monitor, retrain
+  python run_experiment.py serve production --port 8000       # see `serve --help`
 """
 
 
@@ -211,12 +213,26 @@ def _quiet_libraries() -> None:
     transformers_logging.set_verbosity_error()
 
 
+# Subcommands of the production loop; any other first word is a config (or a flag).
+PRODUCTION_COMMANDS = ("serve", "promote", "registry", "monitor", "retrain")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PRODUCTION_COMMANDS:
+        from .serving.commands import production_main
+
+        def dispatch():
+            return production_main(argv)
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+
+        def dispatch():
+            return _dispatch(args, parser)
     try:
         _quiet_libraries()
-        return _dispatch(args, parser)
+        return dispatch()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

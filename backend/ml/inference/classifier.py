@@ -76,14 +76,22 @@ class BiasClassifier:
 
     # ------------------------------------------------------------------ loading
 
-    def load_model(self, model_path: str | os.PathLike) -> "BiasClassifier":
+    def load_model(self, model_path: str | os.PathLike,
+                   registry_dir: str | os.PathLike | None = None) -> "BiasClassifier":
         """Load a ``final_model/`` directory, a run directory, an export dir or an ``.onnx`` file.
 
-        A bare run id is looked up under ``experiments/runs``.
+        A bare run id is looked up under ``experiments/runs``; ``"production"`` or
+        ``"candidate"`` is the run the model registry (``registry_dir``, default
+        ``experiments/registry``) holds in that stage.
 
         Uses the temperature in ``calibration.json`` when the model has one; otherwise 1.0, and
         every result says ``"calibrated": false``.
         """
+        if str(model_path) in ("production", "candidate") and not Path(model_path).exists():
+            from backend.ml.registry import DEFAULT_REGISTRY_DIR, ModelRegistry
+
+            registry = ModelRegistry(registry_dir or DEFAULT_REGISTRY_DIR)
+            model_path = registry.run_dir(str(model_path))
         path = resolve_model_path(model_path, DEFAULT_RUNS_DIR)
         threads = configure_threads(self.num_threads)
         self._loaded = load_for_inference(path, trust_remote_code=self.trust_remote_code,

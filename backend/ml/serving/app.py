@@ -1,0 +1,269 @@
+"""The HTTP API: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /model``.
+
+OpenAPI docs are at ``/docs``. Bad bodies get a 4xx whose ``error`` says what to fix; bodies
+above the size limits get 413. Predictions of concurrent requests share forward passes
+(:class:`MicroBatcher`); with a candidate, each input goes to the version its key selects
+(:class:`TrafficSplit`) and every logged prediction names its version.
+
+>>> app = create_app(production, candidate, TrafficSplit(0.5), log_dir=Path("experiments/serving"))  # doctest: +SKIP
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)                                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..data.labels import canonical_label
+from .batching import MicroBatcher
+from .logs import FeedbackStore, PredictionLog, utc_now
+from .traffic import CANDIDATE, PRODUCTION, TrafficSplit, item_key
+
+
+@dataclass
+class ServedModel:
+    """One loaded model version and what ``GET /model`` tells about it."""
+
+    version: str  # production or candidate
+    run_id: str
+    classifier: object  # a loaded BiasClassifier
+    runtime: str = "pytorch"
+    metrics: dict = field(default_factory=dict)  # {"eval": {...}, "test": {...}} scalars
+    registry_entry: dict | None = None  # promotion record when served from the registry
+    batcher: MicroBatcher | None = None
+
+    def describe(self) -> dict:
+        described = {"version": self.version, "run_id": self.run_id, "runtime": self.runtime,
+                     "label_names": self.classifier.label_names,
+                     "calibration": self.classifier.calibration, "metrics": self.metrics}
+        if self.registry_entry:
+            described["promotion"] = {key: self.registry_entry.get(key) for key in
+                                      ("promoted_at", "promoted_by", "reason")}
+        return described
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request size limits: whole body, inputs per request, characters per input."""
+
+    max_body_bytes: int = 2_000_000
+    max_texts: int = 256
+    max_text_chars: int = 100_000
+
+
+class Article(BaseModel):
+    """An article (or a sentence with an id): the id routes it and joins it with feedback."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | int | None = Field(None, description="article id; routes A/B traffic")
+    title: str | None = None
+    text: str | None = None
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"texts": [
+        "The senator's reckless scheme will ruin us.",
+        {"id": "a-17", "text": "Officials met on Tuesday. They agreed."}]}})
+    texts: list[str | Article] = Field(..., min_length=1,
+                                       description="sentences, or articles with id and text")
+
+
+class FeedbackRequest(BaseModel):
+    """A reader's or editor's label for a sentence (text) or an article (id, and text if known)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "id": "a-17", "text": "Officials met on Tuesday.", "label": "Non-biased",
+        "source": "editor"}})
+    id: str | int | None = None
+    text: str | None = Field(None, description="needed for retraining on this label")
+    label: str
+    source: Literal["reader", "editor"] = "reader"
+    comment: str | None = Field(None, max_length=2000)
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a body above ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send)
+        received, rejected = 0, False
+
+        async def counted_receive():
+            nonlocal received, rejected
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes and not rejected:
+                # Answer now; the app sees a client that went away and its answer is dropped.
+                rejected = True
+                await self._reject(send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not rejected:
+                await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
+
+    async def _reject(self, send):
+        response = _error(413, f"request body above {self.max_bytes} bytes; send fewer or "
+                               "shorter texts per request")
+        await response({"type": "http"}, None, send)
+
+
+def _error(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+def _validation_problems(error: RequestValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        if item.get("type") == "json_invalid":
+            problems.append(f"the body is not valid JSON ({item.get('ctx', {}).get('error', '')})")
+            continue
+        problems.append(f"{where or 'body'}: {item.get('msg')}")
+    return problems
+
+
+def _text_of(item) -> str:
+    if isinstance(item, str):
+        return item
+    return " ".join(part for part in (item.get("title"), item.get("text")) if part)
+
+
+def create_app(production: ServedModel, candidate: ServedModel | None = None,
+               split: TrafficSplit = TrafficSplit(), log_dir: Path = Path("experiments/serving"),
+               log_text: bool = False, shadow: bool = False, limits: Limits = Limits(),
+               max_batch: int = 64, max_wait_ms: float = 0.0,
+               log_max_bytes: int = 50_000_000, log_backups: int = 10) -> FastAPI:
+    """The FastAPI app serving ``production`` (and ``candidate`` for ``split``'s share).
+
+    ``shadow``: the version an input is not routed to classifies it too, logged only, so the
+    monitor can measure agreement between versions on the same traffic.
+    """
+    models = {PRODUCTION: production, **({CANDIDATE: candidate} if candidate else {})}
+    prediction_log = PredictionLog(log_dir, log_max_bytes, log_backups)
+    feedback_store = FeedbackStore(log_dir)
+    label_names = production.classifier.label_names
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        for model in models.values():
+            model.batcher = MicroBatcher(model.classifier.predict_with_confidence, max_batch,
+                                         max_wait_ms)
+            await model.batcher.start()
+        yield
+        for model in models.values():
+            await model.batcher.stop()
+
+    app = FastAPI(title="Media-bias classifier", lifespan=lifespan,
+                  description="Sentence and article bias labels with calibrated confidence.")
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, error: RequestValidationError):
+        problems = _validation_problems(error)
+        return _error(422, "; ".join(problems), problems=problems)
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Liveness: the versions served and how many batched forward calls each has made."""
+        return {"status": "ok", "versions": {name: model.run_id for name, model in models.items()},
+                "batches": {name: {"calls": model.batcher.batches_run,
+                                   "inputs": model.batcher.items_run}
+                            for name, model in models.items() if model.batcher}}
+
+    @app.get("/model")
+    async def model_info() -> dict:
+        """Run id, metrics, label names and calibration of each version; the traffic split."""
+        return {"candidate_share": split.candidate_share if candidate else 0.0,
+                "shadow": shadow and candidate is not None,
+                "versions": {name: model.describe() for name, model in models.items()}}
+
+    @app.post("/predict")
+    async def predict(body: PredictRequest):
+        """One result per input, as ``BiasClassifier.predict_with_confidence``, plus its version."""
+        started = time.perf_counter()
+        if len(body.texts) > limits.max_texts:
+            return _error(413, f"texts: {len(body.texts)} inputs, at most {limits.max_texts} per "
+                               "request; split the request")
+        items = [text if isinstance(text, str) else text.model_dump(exclude_none=True)
+                 for text in body.texts]
+        for index, item in enumerate(items):
+            if len(_text_of(item)) > limits.max_text_chars:
+                return _error(413, f"texts.{index}: {len(_text_of(item))} characters, at most "
+                                   f"{limits.max_text_chars}; send the article in parts")
+        keys = [item_key(None if isinstance(item, str) else item.get("id"), _text_of(item))
+                for item in items]
+        routed = [split.version_for(key) if candidate else PRODUCTION for key in keys]
+        runs = {name: [i for i, version in enumerate(routed) if version == name or
+                       (shadow and candidate is not None)] for name in models}
+        answers = await asyncio.gather(*(models[name].batcher.submit([items[i] for i in indices])
+                                         for name, indices in runs.items()),
+                                       return_exceptions=True)
+        latency_ms = (time.perf_counter() - started) * 1000
+        results: list[dict | None] = [None] * len(items)
+        records = []
+        for (name, indices), answer in zip(runs.items(), answers):
+            if isinstance(answer, BaseException):
+                if any(routed[index] == name for index in indices):
+                    return _error(500, f"the {name} model failed on this request "
+                                       f"({type(answer).__name__}: {answer})")
+                continue  # a failing shadow version never costs a reader the answer
+            for index, result in zip(indices, answer):
+                served = routed[index] == name
+                labelled = {**result, "version": name, "run_id": models[name].run_id}
+                if served:
+                    results[index] = labelled
+                records.append(_log_record(labelled, keys[index], items[index], latency_ms,
+                                           served, log_text))
+        prediction_log.write(records)
+        return results
+
+    @app.post("/feedback", status_code=201)
+    async def feedback(body: FeedbackRequest):
+        """Store a label for a sentence or an article; ``retrain`` learns from those with text."""
+        label = canonical_label(body.label)
+        if label not in label_names:
+            return _error(422, f"label: {body.label!r} is not one of {', '.join(label_names)}")
+        if body.id is None and not (body.text or "").strip():
+            return _error(422, "give the article 'id' or the sentence 'text' the label is for")
+        stored = feedback_store.add({"key": item_key(body.id, body.text), "id": body.id,
+                                     "text": body.text, "label": label, "source": body.source,
+                                     "comment": body.comment})
+        return {"status": "stored", "key": stored["key"], "received_at": stored["received_at"]}
+
+    return app
+
+
+def _log_record(result: dict, key: str, item, latency_ms: float, served: bool,
+                log_text: bool) -> dict:
+    text = _text_of(item)
+    record = {"time": utc_now(), "version": result["version"], "run_id": result["run_id"],
+              "served": served, "key": key, "id": result.get("id"), "status": result["status"],
+              "label": result.get("label"), "confidence": result.get("confidence"),
+              "probabilities": result.get("probabilities"),
+              "num_sentences": result.get("num_sentences"),
+              "num_words": len(text.split()), "latency_ms": round(latency_ms, 3)}
+    if log_text:
+        record["text"] = text
+    return record
+

@@ -1,0 +1,167 @@
+"""``retrain``: a new run from a previous run's config plus readers' labels and new labelled files.
+
+The new run trains on the previous run's training and validation sentences (rebuilt from its
+config and seed), the feedback that carries a text and any new BABE-format files. Every
+sentence of the production run's held-out test split is kept out of that data, so both models
+can then be compared honestly on exactly those sentences; the new run is registered as the
+candidate with that comparison.
+
+The combined data is written as a BABE-format CSV (``text, label_bias, outlet, topic, type,
+news_link, origin``, ";"-separated like BABE) under ``<registry>/training_data/`` and the new
+run's config points ``data.path`` at it, so ``config.yaml`` alone reproduces the run.
+
+>>> retrain("production", runs_dir=Path("experiments/runs"), registry_dir=Path("experiments/registry"),
+...         log_dir=Path("experiments/serving"))                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import uuid
+from pathlib import Path
+
+from ..errors import DataError, UserError
+from ..fileio import atomic_write_json, atomic_write_text
+from ..registry import ModelRegistry, compare_with_production, describe_comparison
+from ..registry.commands import resolve_run_dir
+from ..registry.comparison import RETRAIN_FILE, production_test_set
+from .logs import read_feedback
+
+
+CSV_COLUMNS = ("text", "label_bias", "outlet", "topic", "type", "news_link", "origin")
+RETRAIN_TAG = "retrain"
+
+
+def _previous_rows(config) -> list[dict]:
+    """The previous run's training and validation sentences, rebuilt from its config and seed."""
+    from ..data.splits import prepare_splits
+
+    try:
+        splits = prepare_splits(config.data, config.seed)
+    except DataError as error:
+        raise UserError(f"cannot rebuild the previous run's training data: {error}") from None
+    rows = []
+    for origin, split in (("previous_train", splits.train),
+                          ("previous_validation", splits.validation)):
+        for text, label, metadata in zip(split.texts, split.labels, split.metadata):
+            rows.append({"text": text, "label_bias": splits.label_names[label],
+                         **{key: metadata.get(key, "") for key in ("outlet", "topic", "type",
+                                                                    "news_link")},
+                         "origin": origin})
+    return rows
+
+
+def _feedback_rows(feedback: list[dict], preprocessing: str) -> tuple[list[dict], int]:
+    """(rows, skipped): the newest label per text; labels without a text cannot train."""
+    from ..data.preprocessing import preprocess_text
+
+    latest, skipped = {}, 0
+    for record in feedback:
+        text = (record.get("text") or "").strip()
+        if not text:
+            skipped += 1
+            continue
+        latest[preprocess_text(text, preprocessing)] = record["label"]
+    return [{"text": text, "label_bias": label, "outlet": "", "topic": "", "type": "",
+             "news_link": "", "origin": "feedback"} for text, label in latest.items()], skipped
+
+
+def _file_rows(paths: list[Path], preprocessing: str) -> list[dict]:
+    from ..data.loading import read_babe_file
+    from ..data.preprocessing import preprocess_text
+
+    rows = []
+    for path in paths:
+        frame = read_babe_file(Path(path))  # DataError names the file and rows on a bad file
+        for record in frame.to_dict("records"):
+            rows.append({"text": preprocess_text(record["text"], preprocessing),
+                         "label_bias": record["label"],
+                         **{key: record.get(key) or "" for key in ("outlet", "topic", "type",
+                                                                    "news_link")},
+                         "origin": f"file:{Path(path).name}"})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, delimiter=";")  # as BABE's files
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def build_training_rows(config, feedback: list[dict], new_files: list[Path],
+                        held_out_texts: set[str]) -> tuple[list[dict], dict]:
+    """Previous data, then new files, then feedback (a later label of a text replaces earlier
+    ones), minus the held-out test sentences; with counts of where every row came from."""
+    preprocessing = config.data.preprocessing
+    feedback_rows, without_text = _feedback_rows(feedback, preprocessing)
+    by_text: dict[str, dict] = {}
+    for row in [*_previous_rows(config), *_file_rows(new_files, preprocessing), *feedback_rows]:
+        by_text.pop(row["text"], None)  # keep the newest label, in its newest position
+        by_text[row["text"]] = row
+    kept = [row for row in by_text.values() if row["text"] not in held_out_texts]
+    counts = {"feedback_without_text": without_text,
+              "held_out_test_sentences_removed": len(by_text) - len(kept)}
+    for row in kept:
+        origin = row["origin"].split(":")[0]
+        counts[origin] = counts.get(origin, 0) + 1
+    return kept, counts
+
+
+def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
+            new_files: list[Path] = (), feedback_file: Path | None = None,
+            output_dir: Path | None = None, run_id: str | None = None, register: bool = True,
+            metric: str = "f1_macro", alpha: float = 0.05) -> dict:
+    """Train a new run from ``base``'s config plus feedback and ``new_files``; compare it with
+    production on production's test split and register it as the candidate.
+
+    Returns ``{"run_dir", "counts", "comparison"}``.
+    """
+    from ..config import load_yaml_config
+    from ..run import run_experiment
+
+    base_dir = resolve_run_dir(base, runs_dir, registry_dir)
+    registry = ModelRegistry(registry_dir)
+    production_dir = (registry.run_dir("production") if registry.stages().get("production")
+                      else base_dir)
+    config = load_yaml_config(base_dir / "config.yaml")
+    if config.data.cv_folds:
+        raise UserError(f"{base_dir.name} is a cross-validation run; retrain from one fold's "
+                        "run directory or from a single-split run")
+    test_texts, _, _ = production_test_set(production_dir)
+    feedback = read_feedback(feedback_file or log_dir)
+    rows, counts = build_training_rows(config, feedback, list(new_files), set(test_texts))
+    if not counts.get("feedback") and not new_files:
+        print("warning: no feedback with text and no new files: the new run learns nothing "
+              "new", file=sys.stderr, flush=True)
+
+    name = config.experiment_name
+    config.experiment_name = name if name.endswith(f"_{RETRAIN_TAG}") else f"{name}_{RETRAIN_TAG}"
+    config.description = (f"{base_dir.name} retrained with {counts.get('feedback', 0)} feedback "
+                          f"label(s) and {len(new_files)} new file(s)")
+    config.tags = list(dict.fromkeys([*config.tags, RETRAIN_TAG]))
+    run_id = run_id or f"{config.experiment_name}_{uuid.uuid4().hex[:6]}"
+    if (Path(output_dir or runs_dir) / run_id).exists():
+        raise UserError(f"{Path(output_dir or runs_dir) / run_id} already exists; runs are never "
+                        "overwritten: choose another --run-id")
+    data_file = (Path(registry_dir) / "training_data" / f"{run_id}.csv").resolve()
+    _write_csv(data_file, rows)
+    config.data.dataset, config.data.path, config.data.max_samples = "babe", str(data_file), 0
+    run_dir = run_experiment(config, output_dir or runs_dir, run_id=run_id)
+
+    record = {"base_run": base_dir.name, "held_out_test_of": production_dir.name,
+              "held_out_test_sentences": len(test_texts), "training_data": str(data_file),
+              "new_files": [str(path) for path in new_files], "counts": counts}
+    atomic_write_json(run_dir / RETRAIN_FILE, record)
+    comparison = compare_with_production(run_dir, production_dir, metric, alpha)
+    print(describe_comparison(comparison))
+    if register:
+        registry.promote(run_dir, "candidate", comparison=comparison,
+                         reason=f"retrained from {base_dir.name} on feedback")
+        print(f"{run_dir.name} is registered as the candidate; serve it beside production with "
+              f"`serve production --candidate candidate`, or promote it with `promote "
+              f"{run_dir.name} --as production --require-better`.")
+    return {"run_dir": run_dir, "counts": counts, "comparison": comparison}
