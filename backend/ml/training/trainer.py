@@ -33,7 +33,7 @@ from .distributed import World
 from .evaluation import evaluate, forward_logits, move_to
 from .interruption import StopRequests, TrainingInterrupted
 from .optimization import (build_optimizer, build_scheduler, class_weights,
-                           optimizer_steps_per_epoch)
+                           optimizer_steps_per_epoch, planned_steps)
 from .precision import Precision, enable_tf32, resolve_attention
 from .recipes import SentenceAndTokenModel, WeightAverage, layerwise_lr_scales
 
@@ -106,42 +106,9 @@ class ClassifierTrainer:
         self.checkpoints_dir = Path(run_dir) / "checkpoints"
         self.best_dir = self.checkpoints_dir / "best"
         self.metric = self.training.early_stopping_metric
-        enable_tf32(self.training.tf32, world.device)
-        set_attention(model, resolve_attention(config.model.attention, world.device))
-        self.model = model.to(world.device)
-        self.tags_biased_words = self.training.biased_words_loss_weight > 0
-        # What trains: the classifier, or the classifier and its biased-word tagging head.
-        self.trained = (SentenceAndTokenModel(self.model).to(world.device)
-                        if self.tags_biased_words else self.model)
-        self.trained.train()
-        self.forward_model = self._setup_forward_model()
-        self.train_data = TokenizedDataset(splits.train, tokenizer, config.data.max_length,
-                                           tag_biased_words=self.tags_biased_words)
-        self.sampler = LengthGroupedBatchSampler(
-            self.train_data.lengths, self.training.batch_size, config.seed,
-            self.training.group_by_length, world.size, world.rank)
-        self.loader = build_train_loader(self.train_data, self.sampler, make_collator(tokenizer),
-                                         self.training.num_workers,
-                                         pin_memory=world.device.type == "cuda")
-        self.steps_per_epoch = optimizer_steps_per_epoch(
-            len(self.train_data), self.training.batch_size, world.size,
-            self.training.gradient_accumulation_steps)
-        self.total_steps = self.steps_per_epoch * self.training.epochs
-        if self.training.max_steps:
-            self.total_steps = min(self.total_steps, self.training.max_steps)
-        self.optimizer = build_optimizer(
-            self.trained, self.training, world.device,
-            layerwise_lr_scales(self.model, self.training.layerwise_lr_decay))
-        self.scheduler = build_scheduler(self.optimizer, self.training, self.total_steps)
-        self.scaler = torch.amp.GradScaler(world.device.type,
-                                           enabled=precision.needs_grad_scaler)
-        weights = (class_weights(splits.train.labels, len(splits.label_names))
-                   if self.training.class_weighting == "balanced" else None)
-        self.loss_function = torch.nn.CrossEntropyLoss(
-            weight=weights, reduction="none", label_smoothing=self.training.label_smoothing)
-        self.loss_function.to(world.device)
-        self.averager = (WeightAverage(self.training.average_last_checkpoints)
-                         if self.training.average_last_checkpoints else None)
+        self._setup_model(model)
+        self._setup_data()
+        self._setup_optimization()
         self.state = TrainingState()
         self.best_evaluation: EvaluationResult | None = None
         self.weight_average: dict | None = None
@@ -149,6 +116,52 @@ class ClassifierTrainer:
             self._load_state(resume_state)
 
     # -- setup ---------------------------------------------------------------------------
+    def _setup_model(self, model: torch.nn.Module) -> None:
+        """The classifier on its device, and what trains: the classifier, or the classifier and
+        its biased-word tagging head, compiled and/or wrapped for data parallelism."""
+        enable_tf32(self.training.tf32, self.world.device)
+        set_attention(model, resolve_attention(self.config.model.attention, self.world.device))
+        self.model = model.to(self.world.device)
+        self.tags_biased_words = self.training.biased_words_loss_weight > 0
+        self.trained = (SentenceAndTokenModel(self.model).to(self.world.device)
+                        if self.tags_biased_words else self.model)
+        self.trained.train()
+        self.forward_model = self._setup_forward_model()
+
+    def _setup_data(self) -> None:
+        """Tokenised training sentences, the length-grouped sampler and the DataLoader."""
+        training, world = self.training, self.world
+        self.train_data = TokenizedDataset(self.splits.train, self.tokenizer,
+                                           self.config.data.max_length,
+                                           tag_biased_words=self.tags_biased_words)
+        self.sampler = LengthGroupedBatchSampler(
+            self.train_data.lengths, training.batch_size, self.config.seed,
+            training.group_by_length, world.size, world.rank)
+        self.loader = build_train_loader(self.train_data, self.sampler,
+                                         make_collator(self.tokenizer), training.num_workers,
+                                         pin_memory=world.device.type == "cuda")
+        self.steps_per_epoch = optimizer_steps_per_epoch(
+            len(self.train_data), training.batch_size, world.size,
+            training.gradient_accumulation_steps)
+        self.total_steps = planned_steps(len(self.train_data), training, world.size)
+
+    def _setup_optimization(self) -> None:
+        """AdamW (with layer-wise rates when asked), the schedule, loss scaling and the loss."""
+        training, device = self.training, self.world.device
+        self.optimizer = build_optimizer(self.trained, training, device,
+                                         layerwise_lr_scales(self.model,
+                                                             training.layerwise_lr_decay))
+        self.scheduler = build_scheduler(self.optimizer, training, self.total_steps)
+        self.scaler = torch.amp.GradScaler(device.type,
+                                           enabled=self.precision.needs_grad_scaler)
+        weights = (class_weights(self.splits.train.labels, len(self.splits.label_names))
+                   if training.class_weighting == "balanced" else None)
+        self.loss_function = torch.nn.CrossEntropyLoss(
+            weight=weights, reduction="none", label_smoothing=training.label_smoothing)
+        self.loss_function.to(device)
+        self.averager = (WeightAverage(training.average_last_checkpoints)
+                         if training.average_last_checkpoints else None)
+
     def _setup_forward_model(self) -> torch.nn.Module:
         """The module the training forward pass calls: compiled and/or DDP-wrapped."""
         forward_model = self.trained
