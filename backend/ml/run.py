@@ -22,7 +22,7 @@ from .fileio import atomic_write_text, read_jsonl
 from .model_factory import ModelFactory
 from .models import describe_model, load_saved_model
 from .tracking import build_trackers
-from .training.checkpoints import load_checkpoint, step_checkpoints
+from .training.checkpoints import latest_valid_checkpoint, load_checkpoint
 from .training.evaluation import evaluate
 from .training.loop import TrainingOutcome, pick_device, train
 from .training.run_directory import (create_run_directory, run_metadata, utc_now,
@@ -193,10 +193,10 @@ def resume_run(run_dir: str | Path) -> Path:
     splits = prepare_splits(config.data, config.seed)
     device = pick_device(config.training.device)
     results = _new_results(config, run_dir, device)
-    checkpoints = step_checkpoints(run_dir / "checkpoints")
-    if checkpoints:
-        model, tokenizer, state = load_checkpoint(checkpoints[-1])
-        print(f"Resuming {run_dir.name} from {checkpoints[-1].name} "
+    checkpoint = latest_valid_checkpoint(run_dir / "checkpoints")  # warns about damaged ones
+    if checkpoint:
+        model, tokenizer, state = load_checkpoint(checkpoint)
+        print(f"Resuming {run_dir.name} from {checkpoint.name} "
               f"(step {state['global_step']}).")
         _truncate_metrics_after(run_dir / "metrics.jsonl", state["global_step"])
         model_info = {**_read_results(run_dir).get("model", {}), **describe_model(model)}
