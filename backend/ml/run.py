@@ -21,6 +21,7 @@ from .errors import UserError
 from .fileio import atomic_write_text, read_jsonl
 from .model_factory import ModelFactory
 from .models import describe_model, load_saved_model
+from .run_lock import RunLock
 from .tracking import build_trackers
 from .training.checkpoints import latest_valid_checkpoint, load_checkpoint
 from .training.evaluation import evaluate
@@ -160,13 +161,14 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = Non
     built = ModelFactory.create(config.model, splits.label_names,
                                 training_texts=splits.train.texts)
     run_dir = create_run_directory(output_dir or config.output_dir, config.experiment_name, run_id)
-    print(f"Run directory: {run_dir}")
-    print(format_model_info(built.info))
-    config.save_yaml(run_dir / "config.yaml")
-    results = _new_results(config, run_dir, device)
-    results.update(model=built.info, data=splits.summary())
-    write_results(run_dir, results)
-    _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, device)
+    with RunLock(run_dir, action="train"):  # held until results.json is final
+        print(f"Run directory: {run_dir}")
+        print(format_model_info(built.info))
+        config.save_yaml(run_dir / "config.yaml")
+        results = _new_results(config, run_dir, device)
+        results.update(model=built.info, data=splits.summary())
+        write_results(run_dir, results)
+        _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, device)
     print(format_run_summary(results))
     return run_dir
 
@@ -188,29 +190,31 @@ def resume_run(run_dir: str | Path) -> Path:
     if not config_file.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); give the path of a "
                         f"run under experiments/runs/")
-    config = load_yaml_config(config_file)
-    set_seed(config.seed)
-    splits = prepare_splits(config.data, config.seed)
-    device = pick_device(config.training.device)
-    results = _new_results(config, run_dir, device)
-    checkpoint = latest_valid_checkpoint(run_dir / "checkpoints")  # warns about damaged ones
-    if checkpoint:
-        model, tokenizer, state = load_checkpoint(checkpoint)
-        print(f"Resuming {run_dir.name} from {checkpoint.name} "
-              f"(step {state['global_step']}).")
-        _truncate_metrics_after(run_dir / "metrics.jsonl", state["global_step"])
-        model_info = {**_read_results(run_dir).get("model", {}), **describe_model(model)}
-    else:
-        print(f"No checkpoint in {run_dir / 'checkpoints'}: training {run_dir.name} from the start.")
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    with RunLock(run_dir, action="resume"):  # refused while the run's process lives
+        config = load_yaml_config(config_file)
         set_seed(config.seed)
-        built = ModelFactory.create(config.model, splits.label_names,
-                                    training_texts=splits.train.texts)
-        model, tokenizer, state, model_info = built.model, built.tokenizer, None, built.info
-    results.update(model=model_info, data=splits.summary())
-    results["metadata"]["resumed_from_step"] = state["global_step"] if state else 0
-    write_results(run_dir, results)
-    _train_and_finish(config, splits, run_dir, results, model, tokenizer, device, state)
+        splits = prepare_splits(config.data, config.seed)
+        device = pick_device(config.training.device)
+        results = _new_results(config, run_dir, device)
+        checkpoint = latest_valid_checkpoint(run_dir / "checkpoints")  # warns about damaged ones
+        if checkpoint:
+            model, tokenizer, state = load_checkpoint(checkpoint)
+            print(f"Resuming {run_dir.name} from {checkpoint.name} "
+                  f"(step {state['global_step']}).")
+            _truncate_metrics_after(run_dir / "metrics.jsonl", state["global_step"])
+            model_info = {**_read_results(run_dir).get("model", {}), **describe_model(model)}
+        else:
+            print(f"No checkpoint in {run_dir / 'checkpoints'}: training {run_dir.name} from "
+                  f"the start.")
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            set_seed(config.seed)
+            built = ModelFactory.create(config.model, splits.label_names,
+                                        training_texts=splits.train.texts)
+            model, tokenizer, state, model_info = built.model, built.tokenizer, None, built.info
+        results.update(model=model_info, data=splits.summary())
+        results["metadata"]["resumed_from_step"] = state["global_step"] if state else 0
+        write_results(run_dir, results)
+        _train_and_finish(config, splits, run_dir, results, model, tokenizer, device, state)
     print(format_run_summary(results))
     return run_dir
 
@@ -229,33 +233,34 @@ def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None
 
     folds = prepare_cv_folds(config.data, config.seed)
     parent = create_run_directory(output_dir or config.output_dir, config.experiment_name, run_id)
-    config.save_yaml(parent / "config.yaml")
-    device = pick_device(config.training.device)
-    results = _new_results(config, parent, device)
-    results["data"] = {"cv_folds": len(folds), "label_names": folds[0].label_names,
-                       "source": folds[0].source, "dataset": folds[0].dataset}
-    write_results(parent, results)
-    fold_results = []
-    try:
-        for number, fold_splits in enumerate(folds, start=1):
-            print(f"\n=== {config.experiment_name}: fold {number}/{len(folds)} ===")
-            fold_dir = run_experiment(config, parent / "folds", run_id=f"fold-{number}",
-                                      splits=fold_splits)
-            fold_results.append(_read_results(fold_dir))
-    except KeyboardInterrupt:
-        _record_failure(parent, results, "interrupted", "stopped by the user (Ctrl-C)")
-        raise
-    except Exception as error:
-        _record_failure(parent, results, "failed", f"{type(error).__name__}: {error}")
-        raise
-    summary = aggregate_cross_validation(fold_results)
-    results.update(status="completed", cross_validation=summary,
-                   model=fold_results[0].get("model", {}))
-    for split in ("eval", "test"):
-        results[split] = {key.split("/", 1)[1]: value for key, value in summary["mean"].items()
-                          if key.startswith(f"{split}/")}
-    results["metadata"]["finished_at"] = utc_now()
-    write_results(parent, results)
+    with RunLock(parent, action="train"):  # the folds lock their own directories
+        config.save_yaml(parent / "config.yaml")
+        device = pick_device(config.training.device)
+        results = _new_results(config, parent, device)
+        results["data"] = {"cv_folds": len(folds), "label_names": folds[0].label_names,
+                           "source": folds[0].source, "dataset": folds[0].dataset}
+        write_results(parent, results)
+        fold_results = []
+        try:
+            for number, fold_splits in enumerate(folds, start=1):
+                print(f"\n=== {config.experiment_name}: fold {number}/{len(folds)} ===")
+                fold_dir = run_experiment(config, parent / "folds", run_id=f"fold-{number}",
+                                          splits=fold_splits)
+                fold_results.append(_read_results(fold_dir))
+        except KeyboardInterrupt:
+            _record_failure(parent, results, "interrupted", "stopped by the user (Ctrl-C)")
+            raise
+        except Exception as error:
+            _record_failure(parent, results, "failed", f"{type(error).__name__}: {error}")
+            raise
+        summary = aggregate_cross_validation(fold_results)
+        results.update(status="completed", cross_validation=summary,
+                       model=fold_results[0].get("model", {}))
+        for split in ("eval", "test"):
+            results[split] = {key.split("/", 1)[1]: value for key, value in summary["mean"].items()
+                              if key.startswith(f"{split}/")}
+        results["metadata"]["finished_at"] = utc_now()
+        write_results(parent, results)
     print(format_run_summary(results))
     return parent
 
