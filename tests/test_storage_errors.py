@@ -19,6 +19,7 @@ from backend.ml.checkpoint_files import checkpoint_problem
 from backend.ml.config.schema import ModelConfig
 from backend.ml.fileio import StorageError, append_jsonl, atomic_write_json, atomic_write_text
 from backend.ml.model_factory import ModelFactory
+from backend.ml.models import load_saved_model, save_model
 from backend.ml.training.checkpoints import save_checkpoint, step_checkpoints
 from backend.ml.training.run_directory import create_run_directory
 from conftest import run_cli, tiny_config, write_config
@@ -110,12 +111,16 @@ def test_a_failing_write_call_cuts_the_partial_line_again(tmp_path, monkeypatch)
     assert log.read_text() == '{"step": 1}\n'
 
 
-def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(mount_tmpfs):
+@pytest.fixture(scope="module")
+def built():
     torch.manual_seed(0)
-    built = ModelFactory.create(
+    return ModelFactory.create(
         ModelConfig(architecture="bert", pretrained=False, hidden_size=32, num_hidden_layers=1,
                     num_attention_heads=2, intermediate_size=32, vocab_size=120),
         LABELS, ["A reckless scheme.", "The council met on Tuesday."] * 6)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(mount_tmpfs, built):
     disk = mount_tmpfs("size=4m")
 
     def save(step):
@@ -128,6 +133,18 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(mount_tmpfs):
         save(2)
     assert step_checkpoints(disk) == [first] and checkpoint_problem(first) is None
     assert sorted(path.name for path in disk.iterdir()) == ["ballast", "step-000001"]
+
+
+def test_a_full_disk_while_saving_the_best_model_keeps_the_previous_one(mount_tmpfs, built):
+    disk = mount_tmpfs("size=4m")
+    save_model(built.model, built.tokenizer, disk / "best", LABELS)
+    before = sorted(path.name for path in (disk / "best").iterdir())
+    fill(disk, leave_bytes=32 * 1024)
+    with pytest.raises(StorageError, match=f"cannot write {disk / 'best'}: no space left"):
+        save_model(built.model, built.tokenizer, disk / "best", LABELS)
+    assert sorted(path.name for path in (disk / "best").iterdir()) == before
+    assert sorted(path.name for path in disk.iterdir()) == ["ballast", "best"]
+    assert load_saved_model(disk / "best")[0] is not None
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,14 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 
 class StorageError(UserError):
     """A file or directory could not be written: disk full, read-only or not a directory."""
+
+    def __init__(self, path: str | os.PathLike, cause: str, advice: str):
+        self.path, self.cause, self.advice = Path(path), cause, advice
+        super().__init__(f"cannot write {path}: {cause}. {advice}")
+
+    def about(self, path: str | os.PathLike) -> "StorageError":
+        """The same failure, told about ``path`` (what the user asked for, not a temporary)."""
+        return StorageError(path, self.cause, self.advice)
 
 
 def storage_error(path: str | os.PathLike, error: OSError) -> StorageError | None:
@@ -48,7 +57,31 @@ def storage_error(path: str | os.PathLike, error: OSError) -> StorageError | Non
                  else "permission denied")
         advice = ("Choose a writable output directory with --output-dir (or output_dir in the "
                   "config), or fix the directory's permissions.")
-    return StorageError(f"cannot write {path}: {cause}. {advice}")
+    return StorageError(path, cause, advice)
+
+
+def write_failure(path: str | os.PathLike, error: BaseException) -> StorageError | None:
+    """:func:`storage_error` for any failed write, including libraries that hide the OSError.
+
+    torch reports a full disk as a RuntimeError and safetensors as its own error type, so a
+    failure that mentions ENOSPC, or leaves less than 1 MiB free, counts as a full disk.
+    None when ``error`` is not about storage.
+    """
+    if isinstance(error, StorageError):
+        return error.about(path)
+    if isinstance(error, OSError) and error.errno is not None:
+        return storage_error(path, error)
+    if not isinstance(error, Exception):
+        return None  # KeyboardInterrupt and friends are not the disk's fault
+    text = str(error)
+    full = "No space left" in text or "os error 28" in text
+    if not full:
+        try:
+            existing = next(parent for parent in Path(path).parents if parent.exists())
+            full = shutil.disk_usage(existing).free < 1 << 20
+        except (OSError, StopIteration):
+            full = False
+    return storage_error(path, OSError(errno.ENOSPC, "No space left on device")) if full else None
 
 
 @contextmanager

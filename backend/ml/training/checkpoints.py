@@ -7,7 +7,6 @@ damaged one is recognised (see :mod:`backend.ml.checkpoint_files`).
 
 from __future__ import annotations
 
-import errno
 import pickle
 import random
 import shutil
@@ -20,7 +19,7 @@ from ..checkpoint_files import (MODEL_DIRECTORY, STATE_FILE, latest_valid_checkp
                                 remove_old_checkpoints, replace_directory, staging_directory,
                                 step_checkpoints, step_directory_name, write_manifest)
 from ..errors import UserError
-from ..fileio import fsync_directory, fsync_tree, storage_error
+from ..fileio import fsync_directory, fsync_tree, write_failure
 from ..models import load_saved_model, save_model
 
 __all__ = ["STATE_FILE", "latest_valid_checkpoint", "load_checkpoint", "restore_rng_state",
@@ -66,26 +65,13 @@ def save_checkpoint(checkpoints_dir: Path, model, tokenizer, label_names: list[s
         replace_directory(staging, final)
         fsync_directory(checkpoints_dir)
     except BaseException as error:
-        disk_full = isinstance(error, Exception) and _disk_full(checkpoints_dir, error)
+        explained = write_failure(final, error)  # before the cleanup frees space again
         shutil.rmtree(staging, ignore_errors=True)
-        explained = storage_error(final, error) if isinstance(error, OSError) else None
-        if explained is None and disk_full:
-            explained = storage_error(final, OSError(errno.ENOSPC, "No space left on device"))
         if explained is None:
             raise
         raise explained from error
     remove_old_checkpoints(checkpoints_dir, keep)
     return final
-
-
-def _disk_full(directory: Path, error: Exception) -> bool:
-    # torch and safetensors report a full disk as RuntimeError or their own error type.
-    if "No space left" in str(error) or "os error 28" in str(error):
-        return True
-    try:
-        return shutil.disk_usage(directory).free < 1 << 20
-    except OSError:
-        return False
 
 
 def load_checkpoint(checkpoint_dir: Path):
