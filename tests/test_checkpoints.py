@@ -15,7 +15,9 @@ from backend.ml.config.schema import ModelConfig
 from backend.ml.errors import UserError
 from backend.ml.model_factory import ModelFactory
 from backend.ml.models import save_model
+from backend.ml.experiments import ExperimentManager
 from backend.ml.training.checkpoints import load_checkpoint, save_checkpoint, step_checkpoints
+from conftest import read_results, run_cli
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 TEXTS = ["The senator's reckless scheme will ruin us.",
@@ -130,3 +132,27 @@ def test_loading_a_damaged_checkpoint_says_which_one(tmp_path, tiny_model):
     (checkpoint / "training_state.pt").write_bytes(b"not a torch file")
     with pytest.raises(UserError, match=r"checkpoint .*step-000002 cannot be loaded"):
         load_checkpoint(checkpoint)
+
+
+@pytest.mark.slow
+def test_resume_passes_over_a_truncated_newest_checkpoint_to_the_same_result(tmp_path,
+                                                                             tiny_run_dir):
+    run_dir = tmp_path / tiny_run_dir.name
+    shutil.copytree(tiny_run_dir, run_dir)
+    older, newest = step_checkpoints(run_dir / "checkpoints")[-2:]
+    with open(weights_file(newest), "r+b") as stream:  # killed while the disk was writing it
+        stream.truncate(weights_file(newest).stat().st_size // 2)
+    shutil.rmtree(run_dir / "final_model")
+    crashed = read_results(run_dir)
+    crashed["status"] = "running"
+    (run_dir / "results.json").write_text(json.dumps(crashed))
+    listed = ExperimentManager(tmp_path).load_run(run_dir.name)
+    assert (listed.status, listed.resumable) == ("crashed", True) and older.name in listed.reason
+
+    resumed = run_cli("--resume", str(run_dir), check=True)
+    assert f"skipping checkpoint {newest}: model/model.safetensors has" in resumed.stderr
+    assert f"Resuming {run_dir.name} from {older.name}" in resumed.stdout
+    after, original = read_results(run_dir), read_results(tiny_run_dir)
+    assert after["status"] == "completed"
+    assert after["test"] == original["test"] and after["eval"] == original["eval"]
+    assert checkpoint_problem(run_dir / "checkpoints" / newest.name) is None  # rewritten whole
