@@ -1,13 +1,15 @@
 """Property-based tests: random configs, corrupted BABE files and odd inference inputs.
 
 Each property ends in a correct result or a clear error, never a traceback. The suite keeps the
-example counts small (profile ``suite``); ``scripts/fuzz_configs.py`` runs 10,000 config cases.
+example counts small (profile ``suite``); ``FUZZ_SCALE=40`` multiplies them for a deeper search,
+and ``scripts/fuzz_configs.py`` runs 10,000 config cases.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -23,7 +25,9 @@ from backend.ml.errors import DataError
 from scripts.fuzz_configs import DOCUMENTS, OVERRIDES, config_outcome
 from test_inference_support import make_tiny_model_dir
 
-settings.register_profile("suite", max_examples=25, deadline=None, database=None,
+# FUZZ_SCALE=40 python -m pytest tests/test_fuzz.py  searches forty times as long.
+SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
+settings.register_profile("suite", max_examples=25 * SCALE, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow,
                                                  HealthCheck.function_scoped_fixture])
 settings.load_profile("suite")
@@ -32,7 +36,7 @@ settings.load_profile("suite")
 # ------------------------------------------------------------------------------ configs
 
 @given(document=DOCUMENTS, overrides=OVERRIDES)
-@settings(max_examples=60)
+@settings(max_examples=60 * SCALE)
 def test_random_yaml_and_set_values_give_a_valid_config_or_a_config_error(document, overrides):
     with tempfile.TemporaryDirectory() as directory:
         assert config_outcome(document, overrides, Path(directory)) in ("valid", "error")
@@ -127,7 +131,7 @@ def test_a_corrupted_csv_loads_correctly_or_names_file_and_row(tmp_path, data):
 
 
 @given(data=corrupted_xlsx())
-@settings(max_examples=10)
+@settings(max_examples=10 * SCALE)
 def test_a_corrupted_xlsx_loads_correctly_or_names_the_file(tmp_path, data):
     path = tmp_path / "final_labels_SG2.xlsx"
     path.write_bytes(data)
@@ -192,3 +196,10 @@ def test_none_alone_and_a_100000_character_article_in_a_batch(classifier):
                                                         "ok", "ok"]
     assert len(article) == 100_000 and results[0]["num_sentences"] == 99  # 98 whole, 1 cut
     assert results[0]["sentences"][0]["windows"] > 1 and results[3]["id"] == 3
+
+
+def test_a_csv_cut_after_its_header_is_an_error_not_an_empty_dataset(tmp_path):
+    path = tmp_path / "final_labels_SG2.csv"
+    path.write_bytes(_csv_bytes(BASE).split(b"\n", 1)[0] + b"\n\n")
+    with pytest.raises(DataError, match=f"^{path}: no sentences below the header \\(1 blank"):
+        read_babe_file(path)
