@@ -29,7 +29,7 @@ def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 1
 def test_same_run_id_and_resume_are_refused_while_alive_and_a_killed_run_shows_crashed(tmp_path):
     runs = tmp_path / "runs"
     long_run = write_config(tmp_path, tiny_config(
-        training={"epochs": 500}, logging={"tensorboard": False, "save_steps": 4}), "long.yaml")
+        training={"epochs": 5000}, logging={"tensorboard": False, "save_steps": 4}), "long.yaml")
     intruder = write_config(tmp_path, tiny_config(description="intruder"), "intruder.yaml")
     first = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_experiment.py"), str(long_run),
                               "--output-dir", str(runs), "--run-id", "shared"], cwd=REPO_ROOT,
