@@ -48,8 +48,11 @@ def tiny_tokenizer(max_length: int = 32) -> BertTokenizerFast:
     words = {word for text in CORPUS
              for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))}
     characters = "abcdefghijklmnopqrstuvwxyz0123456789"
-    vocabulary = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words)
-                  + list(characters) + [f"##{c}" for c in characters])
+    # A corpus word that is also a single character ("a", "5") must get one id, not two,
+    # or the last id would lie beyond the model's embedding table.
+    vocabulary = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                                    + sorted(words) + list(characters)
+                                    + [f"##{c}" for c in characters]))
     tokenizer = Tokenizer(models.WordPiece({token: index for index, token in enumerate(vocabulary)},
                                            unk_token="[UNK]"))
     tokenizer.normalizer = normalizer

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,8 +21,9 @@ from .errors import UserError
 from .fileio import atomic_write_text, read_jsonl
 from .model_factory import ModelFactory
 from .models import describe_model, load_saved_model
+from .run_lock import RunLock
 from .tracking import TrackerSet, build_trackers
-from .training.checkpoints import load_checkpoint, step_checkpoints
+from .training.checkpoints import latest_valid_checkpoint, load_checkpoint
 from .training.distributed import World, pick_device, start_world
 from .training.evaluation import evaluate
 from .training.interruption import TrainingInterrupted
@@ -178,6 +180,11 @@ def _record_failure(run_dir: Path, results: dict, status: str, message: str,
     write_results(run_dir, results)
 
 
+def _lock_on_main(world: World, run_dir: Path, action: str) -> contextlib.AbstractContextManager:
+    """The run directory's lock, held by the main process, the only one that writes there."""
+    return RunLock(run_dir, action=action) if world.is_main else contextlib.nullcontext()
+
+
 def _create_run_directory_on_main(world: World, output_dir: str | Path, experiment_name: str,
                                   run_id: str | None) -> Path:
     """The main process creates the directory and tells the others; its refusal stops them all."""
@@ -212,12 +219,13 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = Non
                                             config.experiment_name, run_id)
     results = _new_results(config, run_dir, world)
     results.update(model=built.info, data=splits.summary())
-    if world.is_main:
-        print(f"Run directory: {run_dir}")
-        print(format_model_info(built.info))
-        config.save_yaml(run_dir / "config.yaml")
-        write_results(run_dir, results)
-    _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, world)
+    with _lock_on_main(world, run_dir, "train"):  # held until results.json is final
+        if world.is_main:
+            print(f"Run directory: {run_dir}")
+            print(format_model_info(built.info))
+            config.save_yaml(run_dir / "config.yaml")
+            write_results(run_dir, results)
+        _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, world)
     _say(world, format_run_summary(results))
     return run_dir
 
@@ -242,33 +250,34 @@ def resume_run(run_dir: str | Path) -> Path:
                         f"run under experiments/runs/")
     config = load_yaml_config(config_file)
     world = start_world(config.training.device)
-    set_seed(config.seed)
-    splits = prepare_splits(config.data, config.seed)
-    results = _new_results(config, run_dir, world)
-    checkpoints = step_checkpoints(run_dir / "checkpoints")
-    if checkpoints:
-        model, tokenizer, state = load_checkpoint(checkpoints[-1])
-        check_resume_world(state, world, config.training.batch_size)
-        _say(world, f"Resuming {run_dir.name} from {checkpoints[-1].name} "
-                    f"(step {state['global_step']}).")
-        model_info = {**_read_results(run_dir).get("model", {}), **describe_model(model)}
-    else:
-        _say(world, f"No checkpoint in {run_dir / 'checkpoints'}: training {run_dir.name} from "
-                    f"the start.")
+    with _lock_on_main(world, run_dir, "resume"):  # refused while the run's process lives
         set_seed(config.seed)
-        built = ModelFactory.create(config.model, splits.label_names,
-                                    training_texts=splits.train.texts)
-        model, tokenizer, state, model_info = built.model, built.tokenizer, None, built.info
-    results.update(model=model_info, data=splits.summary())
-    results["metadata"]["resumed_from_step"] = state["global_step"] if state else 0
-    if world.is_main:
-        if state:
-            _truncate_metrics_after(run_dir / "metrics.jsonl", state["global_step"])
+        splits = prepare_splits(config.data, config.seed)
+        results = _new_results(config, run_dir, world)
+        checkpoint = latest_valid_checkpoint(run_dir / "checkpoints")  # warns about damaged ones
+        if checkpoint:
+            model, tokenizer, state = load_checkpoint(checkpoint)
+            check_resume_world(state, world, config.training.batch_size)
+            _say(world, f"Resuming {run_dir.name} from {checkpoint.name} "
+                        f"(step {state['global_step']}).")
+            model_info = {**_read_results(run_dir).get("model", {}), **describe_model(model)}
         else:
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        write_results(run_dir, results)
-    world.barrier()
-    _train_and_finish(config, splits, run_dir, results, model, tokenizer, world, state)
+            _say(world, f"No checkpoint in {run_dir / 'checkpoints'}: training {run_dir.name} "
+                        f"from the start.")
+            set_seed(config.seed)
+            built = ModelFactory.create(config.model, splits.label_names,
+                                        training_texts=splits.train.texts)
+            model, tokenizer, state, model_info = built.model, built.tokenizer, None, built.info
+        results.update(model=model_info, data=splits.summary())
+        results["metadata"]["resumed_from_step"] = state["global_step"] if state else 0
+        if world.is_main:
+            if state:
+                _truncate_metrics_after(run_dir / "metrics.jsonl", state["global_step"])
+            else:
+                (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            write_results(run_dir, results)
+        world.barrier()
+        _train_and_finish(config, splits, run_dir, results, model, tokenizer, world, state)
     _say(world, format_run_summary(results))
     return run_dir
 
@@ -285,35 +294,42 @@ def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None
     """Stratified k-fold CV: each fold is a full run under ``<parent>/folds/fold-k``."""
     from .experiments import aggregate_cross_validation
 
+    world = start_world(config.training.device)
     folds = prepare_cv_folds(config.data, config.seed)
-    parent = create_run_directory(output_dir or config.output_dir, config.experiment_name, run_id)
-    config.save_yaml(parent / "config.yaml")
-    results = _new_results(config, parent, World(0, 1, pick_device(config.training.device)))
+    parent = _create_run_directory_on_main(world, output_dir or config.output_dir,
+                                           config.experiment_name, run_id)
+    results = _new_results(config, parent, world)
     results["data"] = {"cv_folds": len(folds), "label_names": folds[0].label_names,
                        "source": folds[0].source, "dataset": folds[0].dataset}
-    write_results(parent, results)
-    fold_results = []
-    try:
-        for number, fold_splits in enumerate(folds, start=1):
-            print(f"\n=== {config.experiment_name}: fold {number}/{len(folds)} ===")
-            fold_dir = run_experiment(config, parent / "folds", run_id=f"fold-{number}",
-                                      splits=fold_splits)
-            fold_results.append(_read_results(fold_dir))
-    except KeyboardInterrupt:
-        _record_failure(parent, results, "interrupted", "stopped by the user (Ctrl-C)")
-        raise
-    except Exception as error:
-        _record_failure(parent, results, "failed", f"{type(error).__name__}: {error}")
-        raise
-    summary = aggregate_cross_validation(fold_results)
-    results.update(status="completed", cross_validation=summary,
-                   model=fold_results[0].get("model", {}))
-    for split in ("eval", "test"):
-        results[split] = {key.split("/", 1)[1]: value for key, value in summary["mean"].items()
-                          if key.startswith(f"{split}/")}
-    results["metadata"]["finished_at"] = utc_now()
-    write_results(parent, results)
-    print(format_run_summary(results))
+    with _lock_on_main(world, parent, "train"):  # the folds lock their own directories
+        if world.is_main:
+            config.save_yaml(parent / "config.yaml")
+            write_results(parent, results)
+        fold_results = []
+        try:
+            for number, fold_splits in enumerate(folds, start=1):
+                _say(world, f"\n=== {config.experiment_name}: fold {number}/{len(folds)} ===")
+                fold_dir = run_experiment(config, parent / "folds", run_id=f"fold-{number}",
+                                          splits=fold_splits)
+                fold_results.append(_read_results(fold_dir))
+        except (KeyboardInterrupt, TrainingInterrupted):
+            if world.is_main:
+                _record_failure(parent, results, "interrupted", "stopped during a fold")
+            raise
+        except Exception as error:
+            if world.is_main:
+                _record_failure(parent, results, "failed", f"{type(error).__name__}: {error}")
+            raise
+        summary = aggregate_cross_validation(fold_results)
+        results.update(status="completed", cross_validation=summary,
+                       model=fold_results[0].get("model", {}))
+        for split in ("eval", "test"):
+            results[split] = {key.split("/", 1)[1]: value for key, value in summary["mean"].items()
+                              if key.startswith(f"{split}/")}
+        results["metadata"]["finished_at"] = utc_now()
+        if world.is_main:
+            write_results(parent, results)
+    _say(world, format_run_summary(results))
     return parent
 
 

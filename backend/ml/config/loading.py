@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 import typing
@@ -56,6 +57,9 @@ def _coerce(value: Any, annotation: Any, path: str, problems: list[str]) -> Any:
         if not isinstance(value, dict):
             problems.append(f"{path}: must be a mapping, got {value!r}")
             return {}
+        for key in value:
+            if not isinstance(key, str):
+                problems.append(f"{path}: keys must be text, got {key!r}")
         return dict(value)
     if annotation is bool:
         if not isinstance(value, bool):
@@ -71,13 +75,19 @@ def _coerce(value: Any, annotation: Any, path: str, problems: list[str]) -> Any:
         if isinstance(value, bool):
             problems.append(f"{path}: must be a number, got {value!r}")
             return value
-        if isinstance(value, (int, float)):
-            return float(value)
         # YAML 1.1 reads "2e-5" (no dot) as a string; accept what the user plainly meant.
         if isinstance(value, str) and _FLOAT_LITERAL.match(value.strip()):
-            return float(value)
-        problems.append(f"{path}: must be a number, got {value!r}")
-        return value
+            value = float(value)
+        if not isinstance(value, (int, float)):
+            problems.append(f"{path}: must be a number, got {value!r}")
+            return value
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):
+            problems.append(f"{path}: must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -110,8 +120,13 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
         annotation = hints[item.name]
         if is_dataclass(annotation):
             values[item.name] = _build(annotation, data[item.name], dotted, problems)
-        else:
-            values[item.name] = _coerce(data[item.name], annotation, dotted, problems)
+            continue
+        known_problems = len(problems)
+        value = _coerce(data[item.name], annotation, dotted, problems)
+        # A value of the wrong type keeps the default, so that the cross-field rules that run
+        # next compare numbers with numbers; its problem is already reported.
+        if len(problems) == known_problems:
+            values[item.name] = value
     return cls(**values)
 
 

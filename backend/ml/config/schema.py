@@ -238,7 +238,8 @@ class ExperimentConfig:
                                   "<experiment_name>_<id>. Letters, digits, '-', '_' and '.'.")
     description: str = option("", "What this experiment tries.")
     tags: list[str] = option(help="Labels to filter and group runs by.", default_factory=list)
-    seed: int = option(42, "Seed for splits, initialisation and shuffling.", minimum=0)
+    seed: int = option(42, "Seed for splits, initialisation and shuffling.", minimum=0,
+                       maximum=2**32 - 1)  # numpy's limit
     output_dir: str = option("experiments/runs", "Where run directories are created.")
     model: ModelConfig = field(default_factory=ModelConfig,
                                metadata={"help": "Model section."})

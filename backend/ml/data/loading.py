@@ -211,6 +211,10 @@ def check_babe_frame(raw: pd.DataFrame, where: str, first_row: int) -> pd.DataFr
              == "").all(axis=1)
     raw = raw[~blank].reset_index(drop=True)
     source_rows = source_rows[~blank].reset_index(drop=True)
+    if raw.empty:
+        blank_lines = f" ({int(blank.sum())} blank line(s))" if blank.any() else ""
+        raise DataError(f"{where}: no sentences below the header{blank_lines}; is the file "
+                        f"truncated, or the wrong one?")
 
     problems = []
     empty = raw["text"].str.strip() == ""

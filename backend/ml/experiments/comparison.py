@@ -89,7 +89,7 @@ def format_runs_table(runs: list[RunInfo], metrics=TABLE_METRICS,
     rows = []
     for run in runs:
         row = ["*" if run.run_id == best else "", run.run_id,
-               run.status + (" (cv)" if run.is_cross_validation else "")]
+               run.display_status + (" (cv)" if run.is_cross_validation else "")]
         row += [format_value(run.metric(name), run.metric_std(name)) for name in metrics]
         rows.append(row)
     widths = [max(len(str(line[column])) for line in [header] + rows)

@@ -46,7 +46,8 @@ class ExperimentManager:
 
         ``tag``: runs carrying this tag; ``name``: experiment name or run id containing the text,
         or matching it as a glob (``bert_*``); ``status``: one status or a list
-        (completed, running, failed, interrupted, incomplete, corrupt).
+        (completed, running, failed, interrupted, crashed, incomplete, corrupt); a run whose
+        process died while results.json says running is ``crashed``, never ``running``.
 
         >>> [run.run_id for run in manager.list_runs(tag="baseline", status="completed")]  # doctest: +SKIP
         """

@@ -85,7 +85,7 @@ def _runs_table(runs, comparison, best, best_metric, report_dir, colors) -> str:
                 title=f"best by {best_metric}" if is_best else ""),
             _td(f'<span class="swatch" style="background:{colors[run.run_id]}"></span>'
                 f'<a href="{_e(link)}">{_e(run.run_id)}</a>{kind}', run.run_id, raw=True),
-            _td(f'<span class="status {run.status}">{_e(run.status)}</span>', run.status,
+            _td(f'<span class="status {run.status}">{_e(run.display_status)}</span>', run.status,
                 raw=True, title=run.reason or ""),
             _td(", ".join(run.tags), ", ".join(run.tags)),
         ]
@@ -276,7 +276,8 @@ def _significance(comparison) -> str:
 
 
 def _problems(runs, comparison) -> str:
-    items = [f"<li><strong>{_e(run.run_id)}</strong> ({_e(run.status)}): {_e(run.reason)}</li>"
+    items = [f"<li><strong>{_e(run.run_id)}</strong> ({_e(run.display_status)}): "
+             f"{_e(run.reason)}</li>"
              for run in runs if run.status != "completed" and run.reason]
     for run_id, reason in ((comparison or {}).get("problems") or {}).items():
         items.append(f"<li><strong>{_e(run_id)}</strong>: no confidence intervals or slices: "
@@ -405,7 +406,8 @@ tr.best{background:#fff8dc;font-weight:600}
 .pill{font-size:11px;background:#e8eefc;border-radius:8px;padding:0 6px;margin-left:4px}
 .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
 .status{font-size:12px;border-radius:8px;padding:1px 6px;background:#eee}
-.status.completed{background:#dff3e2}.status.failed,.status.corrupt{background:#fbdede}
+.status.completed{background:#dff3e2}
+.status.failed,.status.corrupt,.status.crashed{background:#fbdede}
 .status.running,.status.interrupted,.status.incomplete{background:#fdf0d3}
 .charts{display:flex;flex-wrap:wrap;gap:16px}
 svg.chart{background:#fff;border:1px solid #e1e4ec}

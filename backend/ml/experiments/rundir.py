@@ -1,8 +1,9 @@
 """Reading one run directory into a :class:`RunInfo`, whatever state it was left in.
 
-A run directory may be complete, still running, failed, interrupted, half-copied or damaged;
-reading it never raises. Problems become ``status`` ``incomplete`` or ``corrupt`` with a
-``reason`` a user can act on.
+A run directory may be complete, still running, failed, interrupted, crashed, half-copied or
+damaged; reading it never raises. Problems become ``status`` ``incomplete`` or ``corrupt`` with a
+``reason`` a user can act on; a ``running`` run whose process is gone becomes ``crashed``
+(see :func:`backend.ml.run_status.effective_status`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 import yaml
 
 from ..fileio import read_jsonl
+from ..run_status import CRASHED, effective_status
 
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 # What a reader can say on top of the trainer's own statuses.
-READER_STATUSES = ("incomplete", "corrupt")
+READER_STATUSES = ("incomplete", "corrupt", CRASHED)
 
 
 @dataclass
@@ -38,6 +40,7 @@ class RunInfo:
     results: dict = field(default_factory=dict)
     folds: list["RunInfo"] = field(default_factory=list)
     parent_id: str | None = None
+    resumable: bool = False
 
     # ---- construction -------------------------------------------------------------------
 
@@ -65,6 +68,10 @@ class RunInfo:
             elif isinstance(results, dict):
                 run.results = results
                 run.status, run.reason = _status_of(results)
+                if run.status in ("running", "interrupted"):
+                    actual = effective_status(path, run.status)
+                    run.status, run.resumable = actual.status, actual.resumable
+                    run.reason = actual.reason or run.reason
         folds_dir = path / "folds"
         if folds_dir.is_dir():
             fold_dirs = sorted((item for item in folds_dir.iterdir() if item.is_dir()),
@@ -177,9 +184,15 @@ class RunInfo:
         except (OSError, UnicodeDecodeError):
             return []
 
+    @property
+    def display_status(self) -> str:
+        """The status as tables show it, e.g. ``crashed (resumable)``."""
+        return self.status + (" (resumable)" if self.resumable else "")
+
     def summary(self) -> dict:
         """A flat, printable description: id, status, name, tags and the headline metrics."""
         return {"run_id": self.run_id, "status": self.status, "reason": self.reason,
+                "resumable": self.resumable,
                 "experiment_name": self.experiment_name, "tags": self.tags,
                 "cross_validation": self.is_cross_validation,
                 "eval/f1_macro": self.metric("eval/f1_macro"),
@@ -189,7 +202,7 @@ class RunInfo:
     def __str__(self) -> str:
         f1 = self.metric("test/f1_macro")
         shown = f"test/f1_macro={f1:.4f}" if f1 is not None else "no test metrics"
-        return f"{self.run_id} [{self.status}] {shown}"
+        return f"{self.run_id} [{self.display_status}] {shown}"
 
 
 def _section(results: dict, name: str) -> dict:

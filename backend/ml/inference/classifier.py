@@ -13,9 +13,11 @@ under ``torch.inference_mode`` (or in ONNX Runtime for an exported model).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,7 @@ from .loading import (LoadedModel, ModelLoadError, configure_threads, load_for_i
 from .sentences import sentence_spans
 
 NO_PREDICTION = "no_prediction"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 DEFAULT_RUNS_DIR = Path("experiments/runs")  # where a bare run id is looked up
 
 
@@ -164,13 +167,14 @@ class BiasClassifier:
         """Label, confidence and class probabilities per input; sentences and summary for articles.
 
         ``articles`` is a list of strings or of dicts with ``text`` (optional ``title``, ``id``);
-        a single string or dict gives a single result. An input with more than one sentence (the
-        title counts as one) also gets ``sentences`` (each with its offsets in ``text``) and
-        ``summary``; its label is the class with the highest mean sentence probability. Input
-        that cannot be classified gets ``status: "no_prediction"`` and an ``error``, never an
-        exception that would lose the rest of the batch.
+        a single string or dict (or None) gives a single result. An input with more than one
+        sentence (the title counts as one) also gets ``sentences`` (each with its offsets in
+        ``text``) and ``summary``; its label is the class with the highest mean sentence
+        probability. Input that cannot be classified (None, empty, not text) gets
+        ``status: "no_prediction"`` and an ``error``, never an exception that would lose the rest
+        of the batch; undecodable characters (lone surrogates) are read as U+FFFD.
         """
-        single = isinstance(articles, (str, dict))
+        single = isinstance(articles, (str, dict, bytes)) or not isinstance(articles, Iterable)
         items = [articles] if single else list(articles)
         results, segments = [], []
         for index, item in enumerate(items):
@@ -212,6 +216,10 @@ class BiasClassifier:
         else:
             return no_prediction(None, f"{type(item).__name__} is not text "
                                        "(expected a string or a dict with 'text')")
+        # Lone surrogates (from undecodable bytes) cannot reach the tokenizer; one character
+        # for one keeps every sentence offset valid.
+        text = _LONE_SURROGATE.sub("\ufffd", text) if text else text
+        title = _LONE_SURROGATE.sub("\ufffd", title) if title else title
         segments = []
         if title and title.strip():
             segments.append(_Segment(index, title.strip(), None, None, "title"))

@@ -24,6 +24,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from ..config.schema import ModelConfig
 from ..errors import UserError
+from ..fileio import storage_errors_explained, write_failure
 from .base import BaseBiasClassifier
 from .bias_head import BiasHeadConfig, BiasHeadModel
 from .factory import ModelFactory
@@ -39,14 +40,15 @@ def save_model(model: nn.Module, tokenizer, directory: str | os.PathLike,
     """Write ``model``, ``tokenizer`` and ``label_names`` to ``directory``, replacing it whole.
 
     Everything is written to a temporary sibling first and renamed into place, so a crash
-    never leaves a half-written model directory.
+    never leaves a half-written model directory; a full or read-only disk raises StorageError.
 
     >>> save_model(model, tokenizer, run_dir / "final_model", label_names)  # doctest: +SKIP
     """
     target = Path(directory)
     label_names = [str(name) for name in label_names]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    with storage_errors_explained(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     staging.chmod(0o755)  # mkdtemp makes it private to the user; a model directory is not
     try:
         if isinstance(model, BaseBiasClassifier):
@@ -61,6 +63,11 @@ def save_model(model: nn.Module, tokenizer, directory: str | os.PathLike,
         (staging / LABELS_FILE).write_text(json.dumps(label_names, ensure_ascii=False, indent=2)
                                            + "\n", encoding="utf-8")
         _move_into_place(staging, target)
+    except Exception as error:
+        explained = write_failure(target, error)  # a full disk: say so, not a library error
+        if explained is None:
+            raise
+        raise explained from error
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -1,19 +1,29 @@
-"""Resumable checkpoints: model weights plus optimiser, scheduler and RNG state."""
+"""Resumable checkpoints: model weights plus optimiser, scheduler and RNG state.
+
+Each ``checkpoints/step-NNNNNN/`` is assembled in a hidden ``.step-NNNNNN.partial/``, given a
+manifest of sizes and checksums, fsync'd and renamed into place: it is whole or absent, and a
+damaged one is recognised (see :mod:`backend.ml.checkpoint_files`).
+"""
 
 from __future__ import annotations
 
+import pickle
 import random
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..checkpoint_files import (MODEL_DIRECTORY, STATE_FILE, latest_valid_checkpoint,
+                                remove_old_checkpoints, replace_directory, staging_directory,
+                                step_checkpoints, step_directory_name, write_manifest)
+from ..errors import UserError
+from ..fileio import fsync_directory, fsync_tree, write_failure
 from ..models import load_saved_model, save_model
 
-_STEP_DIRECTORY = re.compile(r"^step-(\d+)$")
-STATE_FILE = "training_state.pt"
+__all__ = ["STATE_FILE", "latest_valid_checkpoint", "load_checkpoint", "restore_rng_state",
+           "rng_state", "save_checkpoint", "step_checkpoints"]
 
 
 def rng_state() -> dict:
@@ -35,32 +45,45 @@ def restore_rng_state(state: dict) -> None:
 
 def save_checkpoint(checkpoints_dir: Path, model, tokenizer, label_names: list[str],
                     training_state: dict, keep: int) -> Path:
-    """Write ``checkpoints/step-NNNNNN/`` (model + training state) and drop the oldest beyond ``keep``."""
-    step = training_state["global_step"]
-    final = Path(checkpoints_dir) / f"step-{step:06d}"
-    staging = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_model(model, tokenizer, staging / "model", label_names)
-    torch.save({**training_state, "rng": rng_state()}, staging / STATE_FILE)
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)  # a checkpoint directory is complete or absent, never half-written
-    for old in step_checkpoints(checkpoints_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    """Write ``checkpoints/step-NNNNNN/`` atomically and keep the newest ``keep`` of them.
+
+    A full disk raises StorageError and leaves the previous checkpoints as they were.
+
+    >>> save_checkpoint(run_dir / "checkpoints", model, tokenizer, labels, state, keep=2)  # doctest: +SKIP
+    PosixPath('.../checkpoints/step-000200')
+    """
+    checkpoints_dir = Path(checkpoints_dir)
+    final = checkpoints_dir / step_directory_name(training_state["global_step"])
+    staging = staging_directory(final)
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        save_model(model, tokenizer, staging / MODEL_DIRECTORY, label_names)
+        with open(staging / STATE_FILE, "wb") as stream:
+            torch.save({**training_state, "rng": rng_state()}, stream)
+        write_manifest(staging)  # last: its presence vouches for every file above
+        fsync_tree(staging)
+        replace_directory(staging, final)
+        fsync_directory(checkpoints_dir)
+    except BaseException as error:
+        explained = write_failure(final, error)  # before the cleanup frees space again
+        shutil.rmtree(staging, ignore_errors=True)
+        if explained is None:
+            raise
+        raise explained from error
+    remove_old_checkpoints(checkpoints_dir, keep)
     return final
 
 
-def step_checkpoints(checkpoints_dir: Path) -> list[Path]:
-    """Complete step checkpoints, oldest first."""
-    directory = Path(checkpoints_dir)
-    if not directory.is_dir():
-        return []
-    found = [(int(match.group(1)), path) for path in directory.iterdir()
-             if (match := _STEP_DIRECTORY.match(path.name)) and (path / STATE_FILE).is_file()]
-    return [path for _, path in sorted(found)]
-
-
 def load_checkpoint(checkpoint_dir: Path):
-    """(model, tokenizer, training_state) of a step checkpoint."""
-    model, tokenizer = load_saved_model(Path(checkpoint_dir) / "model")
-    state = torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=False)
+    """(model, tokenizer, training_state) of a step checkpoint.
+
+    >>> model, tokenizer, state = load_checkpoint(latest_valid_checkpoint(run_dir / "checkpoints"))  # doctest: +SKIP
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    try:
+        model, tokenizer = load_saved_model(checkpoint_dir / MODEL_DIRECTORY)
+        state = torch.load(checkpoint_dir / STATE_FILE, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        raise UserError(f"checkpoint {checkpoint_dir} cannot be loaded ({error}); remove it to "
+                        f"resume from an earlier one") from error
     return model, tokenizer, state

@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, storage_errors_explained
 from ..metrics import EvaluationResult, label_slug
+from ..run_lock import live_holder
 
 METADATA_COLUMNS = ("outlet", "topic", "type", "news_link", "source_row")
 
@@ -26,25 +27,37 @@ def new_run_id(experiment_name: str) -> str:
 
 def create_run_directory(output_dir: str | Path, experiment_name: str,
                          run_id: str | None = None) -> Path:
-    """Make a fresh run directory; an existing one is never reused or overwritten."""
+    """Make a fresh run directory; an existing one is never reused or overwritten.
+
+    An unwritable or full output directory raises StorageError (nothing is left behind); an
+    existing ``run_id`` raises UserError, naming the live process when one is writing it.
+    """
     root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    with storage_errors_explained(root):
+        root.mkdir(parents=True, exist_ok=True)
     if run_id is not None:
         run_dir = root / run_id
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            raise UserError(f"run directory {run_dir} already exists; runs are never overwritten. "
-                            f"Choose another --run-id, or continue it with --resume {run_dir}"
-                            ) from None
+        with storage_errors_explained(run_dir):
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                holder = live_holder(run_dir)
+                if holder is not None:
+                    raise UserError(f"run directory {run_dir} is in use by {holder.describe()}; "
+                                    f"choose another --run-id, or wait for that run to finish"
+                                    ) from None
+                raise UserError(f"run directory {run_dir} already exists; runs are never "
+                                f"overwritten. Choose another --run-id, or continue it with "
+                                f"--resume {run_dir}") from None
         return run_dir
     while True:  # a collision of 6 hex digits is rare; retry rather than overwrite
         run_dir = root / new_run_id(experiment_name)
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            continue
+        with storage_errors_explained(run_dir):
+            try:
+                run_dir.mkdir()
+                return run_dir
+            except FileExistsError:
+                continue
 
 
 def _git_commit() -> tuple[str | None, bool | None]:
