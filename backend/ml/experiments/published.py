@@ -18,6 +18,7 @@ from .rundir import RunInfo
 
 PUBLISHED_FILE = Path(__file__).with_name("published_babe.yaml")
 BINARY_LABELS = ["Non-biased", "Biased"]
+PUBLISHED_DATA_FILE = "final_labels_SG2"  # the file the papers used (3,674 sentences)
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,14 @@ def protocol_differences(run: RunInfo) -> list[str]:
     data = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
     differences = []
     subset = data.get("subset", protocol["subset"])
-    if data.get("path") and str(data["path"]).lower().endswith((".csv", ".xlsx")):
-        differences.append(f"data file {Path(str(data['path'])).name}, not subset "
-                           f"{protocol['subset']}")
-    elif subset != protocol["subset"]:
+    results_data = run.results.get("data") if isinstance(run.results.get("data"), dict) else {}
+    source = results_data.get("source") or data.get("path") or ""
+    if subset != protocol["subset"]:
         differences.append(f"subset {subset}, not {protocol['subset']}")
+    elif Path(str(source)).suffix and Path(str(source)).stem != PUBLISHED_DATA_FILE:
+        # e.g. final_labels_SG2_dev.csv, a part of the published SG2
+        differences.append(f"data file {Path(str(source)).name}, not the published "
+                           f"{PUBLISHED_DATA_FILE}")
     if data.get("validation_path") or data.get("test_path"):
         differences.append("fixed split files")
     folds = data.get("cv_folds") or 0
