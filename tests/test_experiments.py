@@ -472,7 +472,7 @@ def babe_runs_dir(tmp_path) -> Path:
 
 
 def _row(text: str, attribute: str, value: str) -> str:
-    match = re.search(rf'<tr [^>]*{attribute}="{re.escape(value)}".*?</tr>', text, re.S)
+    match = re.search(rf'<tr [^>]*{attribute}="{re.escape(value)}".*?</tr>', text, re.DOTALL)
     assert match, f"no row with {attribute}={value!r}"
     return match.group(0)
 

@@ -54,9 +54,9 @@ def test_significance_compares_two_cv_runs_on_their_pooled_out_of_fold_predictio
     report = tmp_path / "comparison.html"
     compare_command([strong.name, weak.name], runs_dir, report)
     text = report.read_text()
-    row = re.search(r'<tr data-run-a="([^"]+)" data-run-b="([^"]+)">(.*?)</tr>', text, re.S)
+    row = re.search(r'<tr data-run-a="([^"]+)" data-run-b="([^"]+)">(.*?)</tr>', text, re.DOTALL)
     assert row and {row.group(1), row.group(2)} == {strong.name, weak.name}
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(3), re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(3), re.DOTALL)
     assert "not evaluated on the same test sentences" not in row.group(3)
     assert cells[1] == str(SENTENCES)
     only_a, only_b = (right_a & ~right_b).sum(), (right_b & ~right_a).sum()

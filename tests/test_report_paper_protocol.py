@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from sklearn.model_selection import StratifiedKFold
 
 from backend.ml.config import ExperimentConfig

@@ -63,8 +63,7 @@ def published_results() -> list[PublishedResult]:
 
 def is_binary_babe(run: RunInfo) -> bool:
     """Whether ``run`` classifies BABE sentences with "No agreement" dropped (Non-biased/Biased)."""
-    data = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
-    results_data = run.results.get("data") if isinstance(run.results.get("data"), dict) else {}
+    data, results_data = _data_section(run.config), _data_section(run.results)
     dataset = data.get("dataset") or results_data.get("dataset")
     if dataset != "babe":
         return False
@@ -81,11 +80,10 @@ def protocol_differences(run: RunInfo) -> list[str]:
     if not is_binary_babe(run):
         return ["not binary BABE"]
     protocol = published_protocol()
-    data = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
+    data = _data_section(run.config)
     differences = []
     subset = data.get("subset", protocol["subset"])
-    results_data = run.results.get("data") if isinstance(run.results.get("data"), dict) else {}
-    source = results_data.get("source") or data.get("path") or ""
+    source = _data_section(run.results).get("source") or data.get("path") or ""
     if subset != protocol["subset"]:
         differences.append(f"subset {subset}, not {protocol['subset']}")
     elif Path(str(source)).suffix and Path(str(source)).stem != PUBLISHED_DATA_FILE:
@@ -105,3 +103,9 @@ def protocol_differences(run: RunInfo) -> list[str]:
     if data.get("max_samples"):
         differences.append(f"data.max_samples {data['max_samples']}")
     return differences
+
+
+def _data_section(document: dict) -> dict:
+    """The ``data`` section of a config or results dict; {} when absent or damaged."""
+    section = document.get("data")
+    return section if isinstance(section, dict) else {}

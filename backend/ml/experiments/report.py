@@ -18,8 +18,7 @@ from pathlib import Path
 
 from ..fileio import atomic_write_text
 from .comparison import format_value, rank_runs
-from .published import (is_binary_babe, protocol_differences, published_protocol,
-                        published_results)
+from .published import is_binary_babe, protocol_differences, published_protocol, published_results
 from .rundir import RunInfo
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
@@ -142,10 +141,15 @@ def _published(runs: list[RunInfo], colors) -> dict | None:
 
 def _published_chart(runs: list[RunInfo], colors, metric: str):
     """Horizontal bars of ``metric``: published rows in grey, our runs in their colours."""
-    bars = [(f"{result.model} (published)", result.metric(metric), None, PUBLISHED_COLOR)
-            for result in published_results() if result.metric(metric) is not None]
-    bars += [(run.run_id, run.metric(metric), run.metric_std(metric), colors[run.run_id])
-             for run in runs if run.metric(metric) is not None]
+    bars: list[tuple[str, float, float | None, str]] = []  # (label, value, std, colour)
+    for result in published_results():
+        value = result.metric(metric)
+        if value is not None:
+            bars.append((f"{result.model} (published)", value, None, PUBLISHED_COLOR))
+    for run in runs:
+        value = run.metric(metric)
+        if value is not None:
+            bars.append((run.run_id, value, run.metric_std(metric), colors[run.run_id]))
     if not bars:
         return None
     bars.sort(key=lambda bar: bar[1])
@@ -268,7 +272,8 @@ def _slices(runs, comparison) -> dict | None:
                   if value in scores_by_type}
         gap = ""
         if len(scores) > 1:
-            high, low = max(scores, key=scores.get), min(scores, key=scores.get)
+            high = max(scores, key=lambda value: scores[value])
+            low = min(scores, key=lambda value: scores[value])
             gap = f"{scores[high] - scores[low]:.3f} ({high} > {low})"
         by_type.append({"run_id": run.run_id, "gap": gap,
                         "cells": [_slice_bar(scores_by_type.get(value, {}))
