@@ -554,13 +554,16 @@ def test_report_on_other_data_shows_no_published_rows(runs_dir, babe_runs_dir):
 def test_report_escapes_what_runs_contain(runs_dir):
     hostile = "<img src=x onerror=alert(1)>"
     make_run(runs_dir, f"evil{hostile}_v1_fff777", tags=("<script>alert(2)</script>",),
-             config={"description": "<b>bold</b>", "training.learning_rate": 3e-5})
+             config={"model.model_name": "<b>bold</b>", "training.learning_rate": 3e-5})
     report = runs_dir.parent / "comparison.html"
     compare_command([f"evil{hostile}_v1_fff777", "bert_baseline_v1_abc123"], runs_dir, report)
     text = report.read_text()
     assert hostile not in text and "<script>alert" not in text
     assert "evil&lt;img src=x onerror=alert(1)&gt;_v1_fff777" in text
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in text
+    differences = text[text.index('id="config-diff"'):text.index("</table>",
+                                                                 text.index('id="config-diff"'))]
+    assert "<td>&lt;b&gt;bold&lt;/b&gt;</td>" in differences and "<b>" not in differences
     legend = text[text.index('aria-label="Training loss"'):]
     assert "evil&lt;img src=x onerror=alert(1)&gt;_v1_fff777" in legend[:legend.index("</svg>")]
 
