@@ -36,22 +36,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 # ---- building run directories ----------------------------------------------------------
 
-def _test_sentences(count: int, seed: int) -> list[dict]:
+def _test_sentences(count: int, seed: int, num_classes: int = 3) -> list[dict]:
     rng = np.random.default_rng(seed)
+    shares = [0.45, 0.45, 0.10][:num_classes]
     leanings = list(OUTLETS)
     sentences = []
     for index in range(count):
         leaning = leanings[index % 3]
         sentences.append({
             "index": index, "text": f"Sentence {seed}-{index} about {TOPICS[index % 4]}.",
-            "true_id": int(rng.choice(3, p=[0.45, 0.45, 0.10])),
+            "true_id": int(rng.choice(num_classes, p=np.array(shares) / sum(shares))),
             "outlet": OUTLETS[leaning][index % 2], "topic": TOPICS[index % 4],
             "type": leaning if index % 10 else "",  # some rows without a leaning, as in SG2
             "news_link": f"https://example.org/{index}", "source_row": index + 2})
     return sentences
 
 
-def _predict(sentences, accuracy, accuracy_by_type, seed) -> np.ndarray:
+def _predict(sentences, accuracy, accuracy_by_type, seed, num_classes: int = 3) -> np.ndarray:
     rng = np.random.default_rng(seed)
     predictions = []
     for sentence in sentences:
@@ -59,7 +60,8 @@ def _predict(sentences, accuracy, accuracy_by_type, seed) -> np.ndarray:
         if rng.random() < chance:
             predictions.append(sentence["true_id"])
         else:
-            predictions.append(int(rng.choice([c for c in range(3) if c != sentence["true_id"]])))
+            predictions.append(int(rng.choice([c for c in range(num_classes)
+                                               if c != sentence["true_id"]])))
     return np.array(predictions)
 
 
@@ -67,32 +69,42 @@ def make_run(runs_dir: Path, run_id: str, *, accuracy: float = 0.75, seed: int =
              status: str = "completed", tags=("synthetic",), config: dict | None = None,
              accuracy_by_type: dict | None = None, test_seed: int = 7, test_size: int = 150,
              eval_loss: float | None = None, started_at: str = "2026-01-01T10:00:00+00:00",
-             error: str | None = None) -> Path:
-    """A run directory as the trainer writes it, with consistent predictions and metrics."""
+             error: str | None = None, labels: list[str] = LABELS,
+             results_data: dict | None = None) -> Path:
+    """A run directory as the trainer writes it, with consistent predictions and metrics.
+
+    ``config`` sets dotted fields (``{"data.dataset": "babe"}``); ``results_data`` is merged
+    into results.json's ``data`` section.
+    """
     run_dir = runs_dir / run_id
     (run_dir / "predictions").mkdir(parents=True)
     (run_dir / "plots").mkdir()
     name = run_id.rsplit("_", 1)[0]
     data = ExperimentConfig(experiment_name=name, tags=list(tags)).to_dict()
     for dotted, value in (config or {}).items():
-        section, field = dotted.split(".")
-        data[section][field] = value
+        if "." in dotted:
+            section, field = dotted.split(".")
+            data[section][field] = value
+        else:
+            data[dotted] = value
     (run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
-    sentences = _test_sentences(test_size, test_seed)
+    classes = len(labels)
+    sentences = _test_sentences(test_size, test_seed, classes)
     truth = np.array([sentence["true_id"] for sentence in sentences])
-    predicted = _predict(sentences, accuracy, accuracy_by_type or {}, seed)
-    test = classification_metrics(truth, predicted, LABELS)
+    predicted = _predict(sentences, accuracy, accuracy_by_type or {}, seed, classes)
+    test = classification_metrics(truth, predicted, labels)
     test["loss"] = 1.0 - accuracy
-    eval_truth = np.random.default_rng(seed + 100).choice(3, size=80, p=[0.45, 0.45, 0.1])
+    shares = np.array([0.45, 0.45, 0.1][:classes])
+    eval_truth = np.random.default_rng(seed + 100).choice(classes, size=80, p=shares / shares.sum())
     eval_predicted = _predict([{"true_id": int(t), "type": ""} for t in eval_truth], accuracy, {},
-                              seed + 200)
-    evaluation = classification_metrics(eval_truth, eval_predicted, LABELS)
+                              seed + 200, classes)
+    evaluation = classification_metrics(eval_truth, eval_predicted, labels)
     evaluation["loss"] = eval_loss if eval_loss is not None else 1.1 - accuracy
 
     rng = np.random.default_rng(seed + 300)
     lines = ["index,text,true_label,predicted_label,confidence,correct,"
-             + ",".join(f"prob_{label_slug(label)}" for label in LABELS)
+             + ",".join(f"prob_{label_slug(label)}" for label in labels)
              + ",outlet,topic,type,news_link,source_row"]
     import csv
     import io
@@ -100,11 +112,11 @@ def make_run(runs_dir: Path, run_id: str, *, accuracy: float = 0.75, seed: int =
     writer = csv.writer(buffer)
     writer.writerow(lines[0].split(","))
     for sentence, prediction in zip(sentences, predicted):
-        probabilities = rng.dirichlet(np.ones(3))
+        probabilities = rng.dirichlet(np.ones(classes))
         probabilities[prediction] += 1.0
         probabilities /= probabilities.sum()
-        writer.writerow([sentence["index"], sentence["text"], LABELS[sentence["true_id"]],
-                         LABELS[prediction], f"{probabilities.max():.4f}",
+        writer.writerow([sentence["index"], sentence["text"], labels[sentence["true_id"]],
+                         labels[prediction], f"{probabilities.max():.4f}",
                          prediction == sentence["true_id"]]
                         + [f"{value:.4f}" for value in probabilities]
                         + [sentence["outlet"], sentence["topic"], sentence["type"],
@@ -127,7 +139,8 @@ def make_run(runs_dir: Path, run_id: str, *, accuracy: float = 0.75, seed: int =
         "description": "synthetic", "tags": list(tags), "status": status, "error": error,
         "metadata": {"started_at": started_at, "finished_at": started_at, "device": "cpu"},
         "model": {"architecture": data["model"]["architecture"]},
-        "data": {"dataset": "demo", "label_names": LABELS},
+        "data": {"dataset": data["data"]["dataset"], "label_names": list(labels),
+                 **(results_data or {})},
         "training": {"total_steps": 60, "best_metric": "eval/f1_macro"},
         "timing": {"total_seconds": 12.5},
     }
@@ -137,13 +150,17 @@ def make_run(runs_dir: Path, run_id: str, *, accuracy: float = 0.75, seed: int =
     return run_dir
 
 
-def make_cv_run(runs_dir: Path, run_id: str, folds: int = 3, accuracy: float = 0.7) -> Path:
-    """A CV parent whose folds each test on a disjoint part of the same sentences."""
+def make_cv_run(runs_dir: Path, run_id: str, folds: int = 3, accuracy: float = 0.7,
+                **run_options) -> Path:
+    """A CV parent whose folds each test on a disjoint part of the same sentences.
+
+    ``run_options`` go to every fold's :func:`make_run` (``config``, ``labels``, ...).
+    """
     parent = runs_dir / run_id
     fold_results = []
     for fold in range(1, folds + 1):
         fold_dir = make_run(parent / "folds", f"fold-{fold}", accuracy=accuracy, seed=fold,
-                            test_seed=50 + fold, test_size=60)
+                            test_seed=50 + fold, test_size=60, **run_options)
         fold_results.append(json.loads((fold_dir / "results.json").read_text()))
     summary = aggregate_cross_validation(fold_results)
     results = dict(fold_results[0], experiment_id=run_id, experiment_name=run_id.rsplit("_", 1)[0],
@@ -428,67 +445,243 @@ def test_compare_command_rejects_an_unknown_run(runs_dir):
         compare_command(["distilbert_fast_v2"], runs_dir)
 
 
+# ---- published reference rows ---------------------------------------------------------
+
+BINARY = ["Non-biased", "Biased"]
+PAPER_PROTOCOL = {"seed": 42, "data.dataset": "babe", "data.subset": "SG2",
+                  "data.filter_no_agreement": True, "data.cv_folds": 5, "model.num_labels": 2}
+PUBLISHED_F1_WEIGHTED = {"BERT-base": 0.789, "DistilBERT": 0.777, "RoBERTa-base": 0.799,
+                         "ELECTRA-small": 0.760, "BERT + distant supervision": 0.804,
+                         "DA-RoBERTa": 0.814}
+PUBLISHED_ACCURACY = {"BERT-base": 0.789, "DistilBERT": 0.778, "RoBERTa-base": 0.801,
+                      "ELECTRA-small": 0.763, "BERT + distant supervision": 0.805}
+WEIGHTED_F1_COLUMN = 6  # star, run, status, tags, accuracy, F1 macro, F1 weighted, ...
+
+
+@pytest.fixture
+def babe_runs_dir(tmp_path) -> Path:
+    """A 5-fold CV run under the paper protocol and a single-split run, both binary BABE."""
+    runs = tmp_path / "babe" / "runs"
+    source = {"source": "/data/babe/final_labels_SG2.csv"}
+    make_cv_run(runs, "minilm_paper_v1_aaa001", folds=5, accuracy=0.8, labels=BINARY,
+                config=PAPER_PROTOCOL, results_data=source)
+    make_run(runs, "minilm_split_v1_bbb002", accuracy=0.72, labels=BINARY, seed=9,
+             config={**PAPER_PROTOCOL, "data.cv_folds": 0, "seed": 7}, results_data=source,
+             started_at="2026-01-02T10:00:00+00:00")
+    return runs
+
+
+def _row(text: str, attribute: str, value: str) -> str:
+    match = re.search(rf'<tr [^>]*{attribute}="{re.escape(value)}".*?</tr>', text, re.DOTALL)
+    assert match, f"no row with {attribute}={value!r}"
+    return match.group(0)
+
+
+def _cells(row: str) -> list[str]:
+    return re.findall(r'<td[^>]*data-value="([^"]*)"', row)
+
+
+def test_published_figures_are_the_papers_table():
+    from backend.ml.experiments.published import published_protocol, published_results
+    rows = published_results()
+    assert {row.model: row.metric("test/f1_weighted") for row in rows} == PUBLISHED_F1_WEIGHTED
+    assert {row.model: row.metric("test/accuracy") for row in rows
+            if row.metric("test/accuracy") is not None} == PUBLISHED_ACCURACY
+    assert all(row.metric("eval/f1_macro") is None for row in rows)  # papers give test only
+    assert {row.source for row in rows} == {"Spinde et al. 2021", "Krieger et al. 2022"}
+    assert "Findings of EMNLP 2021" in rows[0].reference
+    assert published_protocol() == {"dataset": "babe", "subset": "SG2",
+                                    "filter_no_agreement": True, "cv_folds": 5, "seed": 42,
+                                    "metric": "test/f1_weighted"}
+
+
+def test_report_shows_published_rows_beside_binary_babe_runs(babe_runs_dir):
+    report = babe_runs_dir.parent / "comparison.html"
+    compare_command([], babe_runs_dir, report)
+    text = report.read_text()
+    assert re.findall(r'data-published="([^"]+)"', text) == list(PUBLISHED_F1_WEIGHTED)
+    for model, f1 in PUBLISHED_F1_WEIGHTED.items():
+        row = _row(text, "data-published", model)
+        assert 'class="published"' in row and ">published</span>" in row
+        cells = _cells(row)
+        assert float(cells[WEIGHTED_F1_COLUMN]) == f1 and f"{f1:.3f}" in row
+        accuracy = PUBLISHED_ACCURACY.get(model)
+        assert cells[4] == ("" if accuracy is None else repr(accuracy))
+        assert cells[5] == ""  # no published macro F1: the cell stays empty, never zero
+    note = text[text.index('id="published-reference"'):]
+    assert "minilm_paper_v1_aaa001" in note.split("differs")[0]  # same protocol
+    assert "minilm_split_v1_bbb002 differs: single split, not 5-fold CV; seed 7, not 42" in note
+    assert "Findings of EMNLP 2021" in note and "JCDL 2022" in note
+    assert "paper protocol</span>" in _row(text, "data-run-id", "minilm_paper_v1_aaa001")
+    assert "paper protocol</span>" not in _row(text, "data-run-id", "minilm_split_v1_bbb002")
+    chart = note[note.index("<svg"):note.index("</svg>")]
+    assert "DA-RoBERTa (published)" in chart and "minilm_paper_v1_aaa001" in chart
+
+
+def test_cv_run_shows_its_fold_mean_weighted_f1_against_the_published_rows(babe_runs_dir):
+    parent = babe_runs_dir / "minilm_paper_v1_aaa001"
+    per_fold = []
+    for fold in sorted((parent / "folds").iterdir()):  # recomputed from each fold's predictions
+        frame = __import__("pandas").read_csv(fold / "predictions" / "test_predictions.csv")
+        per_fold.append(f1_score(frame["true_label"], frame["predicted_label"],
+                                 average="weighted"))
+    mean, std = np.mean(per_fold), np.std(per_fold, ddof=1)
+    report = babe_runs_dir.parent / "comparison.html"
+    compare_command([], babe_runs_dir, report)
+    row = _row(report.read_text(), "data-run-id", "minilm_paper_v1_aaa001")
+    assert float(_cells(row)[WEIGHTED_F1_COLUMN]) == pytest.approx(mean)
+    assert f"{mean:.4f}±{std:.4f}" in row and "CV 5 folds" in row
+    table = format_comparison_table([parent])
+    assert re.search(rf"minilm_paper_v1_aaa001\s+completed \(cv\)(\s+\S+){{2}}\s+"
+                     rf"{mean:.4f}±{std:.4f}", table)
+    assert re.search(r"\n\s+DA-RoBERTa\s+published\s+-\s+-\s+0\.814\s", table)
+    assert re.search(r"\n\s+BERT-base\s+published\s+0\.789\s+-\s+0\.789\s", table)
+    assert "not runs of this project" in table
+
+
+def test_report_on_other_data_shows_no_published_rows(runs_dir, babe_runs_dir):
+    report = runs_dir.parent / "comparison.html"
+    compare_command([], runs_dir, report)  # the demo dataset, three classes
+    text = report.read_text()
+    assert "data-published" not in text and "published-reference" not in text
+    assert "published" not in format_comparison_table(sorted(runs_dir.iterdir()))
+    three_classes = make_run(babe_runs_dir, "babe_three_v1_ccc003",
+                             config={"data.dataset": "babe"})  # "No agreement" kept
+    compare_command([three_classes.name], babe_runs_dir, report)
+    assert "data-published" not in report.read_text()
+
+
+def test_report_escapes_what_runs_contain(runs_dir):
+    hostile = "<img src=x onerror=alert(1)>"
+    make_run(runs_dir, f"evil{hostile}_v1_fff777", tags=("<script>alert(2)</script>",),
+             config={"model.model_name": "<b>bold</b>", "training.learning_rate": 3e-5})
+    report = runs_dir.parent / "comparison.html"
+    compare_command([f"evil{hostile}_v1_fff777", "bert_baseline_v1_abc123"], runs_dir, report)
+    text = report.read_text()
+    assert hostile not in text and "<script>alert" not in text
+    assert "evil&lt;img src=x onerror=alert(1)&gt;_v1_fff777" in text
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in text
+    differences = text[text.index('id="config-diff"'):text.index("</table>",
+                                                                 text.index('id="config-diff"'))]
+    assert "<td>&lt;b&gt;bold&lt;/b&gt;</td>" in differences and "<b>" not in differences
+    legend = text[text.index('aria-label="Training loss"'):]
+    assert "evil&lt;img src=x onerror=alert(1)&gt;_v1_fff777" in legend[:legend.index("</svg>")]
+
+
 # ---- the report in a real browser ------------------------------------------------------
 
 CHROMIUM = Path("/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
+                                    reason="Debian chromium not installed at /usr/bin/chromium "
+                                           "(apt-get install chromium)")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed at "
-                                                  "/usr/bin/chromium (apt-get install chromium)")
+class _Browser:
+    """A headless Chromium page on a report, recording errors, dialogs and requests."""
+
+    def __init__(self, report: Path):
+        self.report = report
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+
+    def __enter__(self):
+        sync_api = pytest.importorskip("playwright.sync_api",
+                                       reason="playwright not installed (pip install playwright)")
+        self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
+        self.playwright = sync_api.sync_playwright().start()
+        self.browser = self.playwright.chromium.launch_persistent_context(
+            self.profile, executable_path=str(CHROMIUM), headless=True,
+            viewport={"width": 1400, "height": 1000},
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        page = self.browser.new_page()
+        page.on("console", lambda message: self.errors.append(message.text)
+                if message.type == "error" else None)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("dialog", lambda dialog: (self.errors.append(f"dialog: {dialog.message}"),
+                                          dialog.dismiss()))
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.goto(self.report.as_uri())
+        page.wait_for_load_state("load")
+        self.page = page
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            self.browser.close()
+            self.playwright.stop()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+    def row_keys(self) -> list[str]:
+        """Runs table rows in page order: run ids, and ``published:MODEL`` for reference rows."""
+        return self.page.eval_on_selector_all(
+            "#runs-table tbody tr",
+            "rows => rows.map(r => r.dataset.runId || 'published:' + r.dataset.published)")
+
+
+@needs_chromium
 def test_report_opens_in_chromium_without_errors_and_sorts(runs_dir):
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright not installed (pip install playwright)")
     make_cv_run(runs_dir, "bert_cv_v1_cv0001", folds=2)
+    make_run(runs_dir, "evil<img src=x onerror=alert(1)>_v1_fff777")
     report = runs_dir.parent / "comparison.html"
     compare_command([], runs_dir, report)
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    errors: list[str] = []
-    try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch_persistent_context(
-                profile, executable_path=str(CHROMIUM), headless=True,
-                viewport={"width": 1400, "height": 1000},
-                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update",
-                      "--disable-sync"])
-            page = browser.new_page()
-            page.on("console", lambda message: errors.append(message.text)
-                    if message.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            requests: list[str] = []
-            page.on("request", lambda request: requests.append(request.url))
-            page.goto(report.as_uri())
-            page.wait_for_load_state("load")
+    with _Browser(report) as browser:
+        page = browser.page
+        shown = browser.row_keys()
+        assert set(shown) == {path.name for path in runs_dir.iterdir()}
+        best = page.eval_on_selector("#runs-table tr.best", "row => row.dataset.runId")
+        assert best == ExperimentManager(runs_dir).get_best_run("eval/f1_macro")
 
-            def run_order():
-                return page.eval_on_selector_all(
-                    "#runs-table tbody tr", "rows => rows.map(r => r.dataset.runId)")
+        header = page.locator("#runs-table thead th", has_text="test F1 macro")
+        header.click()
+        ascending = browser.row_keys()
+        manager = ExperimentManager(runs_dir)
+        scored = sorted((run for run in manager.list_runs()
+                         if run.metric("test/f1_macro") is not None),
+                        key=lambda run: run.metric("test/f1_macro"))
+        assert ascending[:len(scored)] == [run.run_id for run in scored]
+        assert header.get_attribute("aria-sort") == "ascending"
+        header.click()
+        assert browser.row_keys()[:len(scored)] == [run.run_id for run in reversed(scored)]
+        page.locator("#runs-table thead th", has_text="run").first.click()
+        assert browser.row_keys() == sorted(shown, key=str.lower)
 
-            shown = run_order()
-            assert set(shown) == {path.name for path in runs_dir.iterdir()}
-            best = page.eval_on_selector("#runs-table tr.best", "row => row.dataset.runId")
-            assert best == ExperimentManager(runs_dir).get_best_run("eval/f1_macro")
+        charts = page.eval_on_selector_all(
+            "#learning-curves figure.chart svg",
+            "svgs => svgs.map(s => [s.getBoundingClientRect().width, s.textContent])")
+        assert len(charts) == 3 and all(width > 200 for width, _ in charts)
+        assert all("bert_baseline_v1_abc123" in legend for _, legend in charts)
 
-            header = page.locator("#runs-table thead th", has_text="test F1 macro")
-            header.click()
-            ascending = run_order()
-            manager = ExperimentManager(runs_dir)
-            scored = sorted((run for run in manager.list_runs()
-                             if run.metric("test/f1_macro") is not None),
-                            key=lambda run: run.metric("test/f1_macro"))
-            assert ascending[:len(scored)] == [run.run_id for run in scored]
-            assert header.get_attribute("aria-sort") == "ascending"
-            header.click()
-            assert run_order()[:len(scored)] == [run.run_id for run in reversed(scored)]
-            page.locator("#runs-table thead th", has_text="run").first.click()
-            assert run_order() == sorted(shown, key=str.lower)
-
-            artifacts = REPO / "test-artifacts"
-            artifacts.mkdir(exist_ok=True)
-            page.screenshot(path=str(artifacts / "comparison.png"), full_page=True)
-            browser.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    assert errors == []
-    assert all(url.startswith(("file:", "data:")) for url in requests)
+        artifacts = REPO / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        page.screenshot(path=str(artifacts / "comparison.png"), full_page=True)
+    assert browser.errors == []
+    assert all(url.startswith(("file:", "data:")) for url in browser.requests)
     assert (REPO / "test-artifacts" / "comparison.png").stat().st_size > 10_000
+
+
+@needs_chromium
+def test_published_rows_sort_among_our_runs_in_chromium(babe_runs_dir):
+    report = babe_runs_dir.parent / "comparison.html"
+    compare_command([], babe_runs_dir, report)
+    manager = ExperimentManager(babe_runs_dir)
+    expected = {f"published:{model}": f1 for model, f1 in PUBLISHED_F1_WEIGHTED.items()}
+    expected.update({run.run_id: run.metric("test/f1_weighted") for run in manager.list_runs()})
+    with _Browser(report) as browser:
+        page = browser.page
+        assert browser.row_keys()[:2] == ["minilm_paper_v1_aaa001", "minilm_split_v1_bbb002"]
+        page.locator("#runs-table thead th", has_text="test F1 weighted").click()
+        assert browser.row_keys() == sorted(expected, key=expected.get)
+        styles = page.eval_on_selector_all(
+            "#runs-table tr.published",
+            "rows => rows.map(r => [getComputedStyle(r).fontStyle, r.textContent])")
+        assert len(styles) == 6
+        assert all(style == "italic" and "published" in text for style, text in styles)
+        assert page.locator("#published-reference svg").count() == 1
+        artifacts = REPO / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        page.screenshot(path=str(artifacts / "comparison-published.png"), full_page=True)
+    assert browser.errors == []
+    assert all(url.startswith(("file:", "data:")) for url in browser.requests)

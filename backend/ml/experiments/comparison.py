@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import scalar_metrics
+from .published import is_binary_babe, published_results
 from .rundir import RunInfo
 
 # Config fields that always differ between runs and say nothing about the experiment.
@@ -71,6 +72,8 @@ def format_comparison_table(run_dirs: list[Path], metrics=TABLE_METRICS,
     """Plain-text table of runs × key metrics and status; ``*`` marks the best run.
 
     Cross-validation runs show mean±std over folds. Failed or incomplete runs show why.
+    Beside binary BABE runs, the published BABE results follow as rows with status
+    ``published``.
 
     >>> print(format_comparison_table([Path("experiments/runs/a_1"), ...]))  # doctest: +SKIP
     """
@@ -92,6 +95,10 @@ def format_runs_table(runs: list[RunInfo], metrics=TABLE_METRICS,
                run.display_status + (" (cv)" if run.is_cross_validation else "")]
         row += [format_value(run.metric(name), run.metric_std(name)) for name in metrics]
         rows.append(row)
+    published = published_results() if any(is_binary_babe(run) for run in runs) else []
+    for result in published:
+        rows.append(["", result.model, "published"]
+                    + [format_value(result.metric(name), digits=3) for name in metrics])
     widths = [max(len(str(line[column])) for line in [header] + rows)
               for column in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
@@ -99,6 +106,10 @@ def format_runs_table(runs: list[RunInfo], metrics=TABLE_METRICS,
     lines.insert(1, "  ".join("-" * width for width in widths))
     notes = [f"  {run.run_id}: {run.status}: {run.reason}" for run in runs
              if run.status != "completed" and run.reason]
+    if published:
+        sources = "; ".join(sorted({result.source for result in published}))
+        notes.insert(0, f"published: BABE SG2 binary, 5-fold CV means from papers ({sources}), "
+                        f"not runs of this project")
     if best:
         notes.insert(0, f"* best by {best_metric if rank_runs(runs, best_metric) else 'test/f1_macro'}")
     return "\n".join(lines + notes)

@@ -1,5 +1,8 @@
 """The HTML comparison report: one self-contained file (inline CSS, JS and SVG; no network).
 
+The page is a jinja2 template (``templates/report.html.j2``, autoescaped); this module only
+gathers the numbers into plain dicts and draws the charts with matplotlib as SVG.
+
 >>> write_report(ExperimentManager("experiments/runs"), ["a_1", "b_2"],
 ...              Path("experiments/comparison.html"))  # doctest: +SKIP
 """
@@ -7,17 +10,20 @@
 from __future__ import annotations
 
 import datetime as _dt
-import html
+import functools
+import io
 import math
 import os
 from pathlib import Path
 
 from ..fileio import atomic_write_text
 from .comparison import format_value, rank_runs
+from .published import is_binary_babe, protocol_differences, published_protocol, published_results
 from .rundir import RunInfo
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22")
+PUBLISHED_COLOR = "#9aa3b5"
 TABLE_COLUMNS = (  # (metric, header)
     ("test/accuracy", "test accuracy"), ("test/f1_macro", "test F1 macro"),
     ("test/f1_weighted", "test F1 weighted"), ("test/f1_biased", "test F1 Biased"),
@@ -25,6 +31,7 @@ TABLE_COLUMNS = (  # (metric, header)
 CURVES = (("train/loss", "Training loss"), ("eval/loss", "Validation loss"),
           ("eval/f1_macro", "Validation F1 macro"))
 BEST_METRIC = "eval/f1_macro"  # picking on the test split would overfit it
+TEMPLATE = "report.html.j2"
 
 
 def write_report(manager, runs: list[RunInfo], output: Path) -> Path:
@@ -38,149 +45,203 @@ def write_report(manager, runs: list[RunInfo], output: Path) -> Path:
 
 def render_report(runs: list[RunInfo], comparison: dict | None, report_dir: Path,
                   runs_dir: Path) -> str:
-    """The report's HTML text; links to run directories are relative to ``report_dir``."""
+    """The report's HTML text; links to run directories are relative to ``report_dir``.
+
+    >>> html = render_report([], None, Path("."), Path("experiments/runs"))
+    >>> "No runs found in experiments/runs" in html
+    True
+    """
     colors = {run.run_id: PALETTE[index % len(PALETTE)] for index, run in enumerate(runs)}
-    ranked = rank_runs(runs, BEST_METRIC) or rank_runs(runs, "test/f1_macro")
     best_metric = BEST_METRIC if rank_runs(runs, BEST_METRIC) else "test/f1_macro"
+    ranked = rank_runs(runs, best_metric)
     best = ranked[0].run_id if ranked else None
-    sections = [
-        _section("Runs", _runs_table(runs, comparison, best, best_metric, report_dir, colors)),
-    ]
-    if comparison:
-        sections += [
-            _section("Config differences", _config_differences(runs, comparison)),
-            _section("Learning curves", _learning_curves(runs, colors)),
-            _section("Confusion matrices (test)", _confusion_matrices(runs, comparison)),
-            _section("Per-class metrics (test)", _per_class(runs, comparison)),
-            _section("F1 per slice (test)", _slices(runs, comparison)),
-            _section("Significance between the top runs", _significance(comparison)),
-        ]
-    problems = _problems(runs, comparison)
-    if problems:
-        sections.append(_section("Runs with problems", problems))
     generated = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    body = "\n".join(sections) if runs else f"<p>No runs found in {_e(str(runs_dir))}.</p>"
-    return _PAGE.format(title="Run comparison", css=_CSS, script=_SCRIPT,
-                        subtitle=_e(f"{len(runs)} run(s) from {runs_dir} · generated {generated}"),
-                        body=body)
+    context = {
+        "subtitle": f"{len(runs)} run(s) from {runs_dir} · generated {generated}",
+        "runs_dir": str(runs_dir), "has_runs": bool(runs), "comparison": comparison,
+        "columns": [header for _, header in TABLE_COLUMNS],
+        "best_metric": best_metric, "significance_metric": BEST_METRIC,
+        "rows": [_run_row(run, comparison, best, report_dir, colors) for run in runs],
+        "published": _published(runs, colors),
+        "problems": _problems(runs, comparison),
+    }
+    if comparison:
+        context.update(
+            run_ids=[run.run_id for run in runs],
+            config_differences=_config_differences(runs, comparison),
+            curves=_learning_curves(runs, colors),
+            matrices=_confusion_matrices(runs, comparison),
+            per_class=_per_class(runs, comparison),
+            slices=_slices(runs, comparison),
+            significance=comparison.get("significance", []))
+    return _environment().get_template(TEMPLATE).render(**context)
 
 
-# ---- sections --------------------------------------------------------------------------
+@functools.cache
+def _environment():
+    from jinja2 import Environment, PackageLoader, StrictUndefined
 
-def _runs_table(runs, comparison, best, best_metric, report_dir, colors) -> str:
-    intervals = (comparison or {}).get("confidence_intervals", {})
-    headers = ["", "run", "status", "tags"] + [header for _, header in TABLE_COLUMNS]
-    headers.append("train seconds")
-    head = "".join(
-        f'<th data-type="{"text" if index < 4 else "number"}" title="click to sort">'
-        f'{_e(name)}<span class="arrow"></span></th>' for index, name in enumerate(headers))
+    # autoescape=True for every template, the CSS and JS included into the page too: their
+    # text is template data (never escaped); only {{ values }} are, and those come from runs.
+    return Environment(loader=PackageLoader("backend.ml.experiments", "templates"),
+                       autoescape=True, undefined=StrictUndefined, trim_blocks=True,
+                       lstrip_blocks=True)
+
+
+# ---- runs table ------------------------------------------------------------------------
+
+def _run_row(run: RunInfo, comparison, best, report_dir: Path, colors) -> dict:
+    intervals = (comparison or {}).get("confidence_intervals", {}).get(run.run_id, {})
+    cells = []
+    for metric, _ in TABLE_COLUMNS:
+        value = run.metric(metric)
+        interval = intervals.get(metric.split("/")[-1]) if metric.startswith("test/") else None
+        cells.append({"text": format_value(value, run.metric_std(metric)),
+                      "sort": "" if value is None else repr(value),
+                      "ci": interval if interval and interval.get("low") is not None else None})
+    timing = run.results.get("timing")
+    seconds = timing.get("total_seconds") if isinstance(timing, dict) else None
+    return {
+        "run_id": run.run_id, "color": colors[run.run_id], "is_best": run.run_id == best,
+        "link": os.path.relpath(run.path, report_dir).replace(os.sep, "/") + "/",
+        "folds": (len(run.folds) or run.cross_validation.get("num_folds", ""))
+        if run.is_cross_validation else None,
+        "paper_protocol": is_binary_babe(run) and not protocol_differences(run),
+        "status": run.status, "display_status": run.display_status, "reason": run.reason or "",
+        "tags": ", ".join(run.tags),
+        "cells": cells,
+        "seconds": {"text": format_value(seconds, digits=1) if seconds is not None else "-",
+                    "sort": "" if seconds is None else repr(float(seconds))},
+    }
+
+
+def _published(runs: list[RunInfo], colors) -> dict | None:
+    """Published BABE rows for the runs table, when some compared run is binary BABE."""
+    babe_runs = [run for run in runs if is_binary_babe(run)]
+    if not babe_runs:
+        return None
     rows = []
-    for run in runs:
-        is_best = run.run_id == best
-        link = os.path.relpath(run.path, report_dir).replace(os.sep, "/") + "/"
-        kind = f' <span class="pill">CV {len(run.folds) or run.cross_validation.get("num_folds", "")}' \
-               f' folds</span>' if run.is_cross_validation else ""
-        cells = [
-            _td("★" if is_best else "", "1" if is_best else "0",
-                title=f"best by {best_metric}" if is_best else ""),
-            _td(f'<span class="swatch" style="background:{colors[run.run_id]}"></span>'
-                f'<a href="{_e(link)}">{_e(run.run_id)}</a>{kind}', run.run_id, raw=True),
-            _td(f'<span class="status {run.status}">{_e(run.display_status)}</span>', run.status,
-                raw=True, title=run.reason or ""),
-            _td(", ".join(run.tags), ", ".join(run.tags)),
-        ]
+    for result in published_results():
+        cells = []
         for metric, _ in TABLE_COLUMNS:
-            value, std = run.metric(metric), run.metric_std(metric)
-            text = format_value(value, std)
-            interval = intervals.get(run.run_id, {}).get(metric.split("/")[-1])
-            if metric.startswith("test/") and interval and interval.get("low") is not None:
-                text = (f'{_e(text)}<div class="ci">[{interval["low"]:.3f}, '
-                        f'{interval["high"]:.3f}]</div>')
-            else:
-                text = _e(text)
-            cells.append(_td(text, "" if value is None else repr(value), raw=True))
-        seconds = (run.results.get("timing") or {}).get("total_seconds") \
-            if isinstance(run.results.get("timing"), dict) else None
-        cells.append(_td(format_value(seconds, digits=1) if seconds is not None else "-",
-                         "" if seconds is None else repr(float(seconds))))
-        rows.append(f'<tr data-run-id="{_e(run.run_id)}" class="{"best" if is_best else ""}">'
-                    f'{"".join(cells)}</tr>')
-    note = (f'<p class="note">★ best run by {_e(best_metric)} (validation; choosing on the test '
-            f'split would overfit it). Test metrics show the bootstrap 95% confidence interval '
-            f'below the value; cross-validation runs show mean±std over folds. Click a header to '
-            f'sort.</p>')
-    return (f'{note}<table id="runs-table" class="sortable"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+            value = result.metric(metric)
+            cells.append({"text": format_value(value, digits=3) if value is not None else "-",
+                          "sort": "" if value is None else repr(value)})
+        rows.append({"model": result.model, "source": result.source,
+                     "reference": result.reference, "cells": cells})
+    protocol = published_protocol()
+    return {
+        "rows": rows, "protocol": protocol,
+        "references": sorted({result.reference for result in published_results()}),
+        "matching": [run.run_id for run in babe_runs if not protocol_differences(run)],
+        "differing": {run.run_id: protocol_differences(run) for run in babe_runs
+                      if protocol_differences(run)},
+        "chart": _published_chart(babe_runs, colors, protocol["metric"]),
+    }
 
 
-def _config_differences(runs, comparison) -> str:
-    differences = comparison.get("config_differences", {})
-    if not differences:
-        return '<p class="note">The runs share every config field (apart from their names).</p>'
-    head = "<th>field</th>" + "".join(f"<th>{_e(run.run_id)}</th>" for run in runs)
+def _published_chart(runs: list[RunInfo], colors, metric: str):
+    """Horizontal bars of ``metric``: published rows in grey, our runs in their colours."""
+    bars: list[tuple[str, float, float | None, str]] = []  # (label, value, std, colour)
+    for result in published_results():
+        value = result.metric(metric)
+        if value is not None:
+            bars.append((f"{result.model} (published)", value, None, PUBLISHED_COLOR))
+    for run in runs:
+        value = run.metric(metric)
+        if value is not None:
+            bars.append((run.run_id, value, run.metric_std(metric), colors[run.run_id]))
+    if not bars:
+        return None
+    bars.sort(key=lambda bar: bar[1])
+    figure = _figure(6.4, 0.9 + 0.32 * len(bars))
+    axes = figure.subplots()
+    positions = range(len(bars))
+    axes.barh(positions, [bar[1] for bar in bars], color=[bar[3] for bar in bars],
+              xerr=[bar[2] or 0 for bar in bars], error_kw={"ecolor": "#333", "capsize": 3})
+    axes.set_yticks(positions, [bar[0] for bar in bars], fontsize=8)
+    values = [bar[1] for bar in bars]
+    axes.set_xlim(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.03))
+    for position, (_, value, _, _) in enumerate(bars):
+        axes.text(value, position, f" {value:.3f}", va="center", fontsize=7)
+    axes.set_xlabel(f"{metric} (mean over folds; bar = ±1 std)")
+    axes.set_title("Weighted F1 on BABE SG2, binary: published vs these runs", fontsize=10)
+    return _svg(figure, "published")
+
+
+# ---- the other sections ----------------------------------------------------------------
+
+def _config_differences(runs, comparison) -> list[dict]:
     rows = []
-    for field, values in differences.items():
-        cells = "".join(f"<td>{_e(_short(values[run.run_id]))}</td>" if run.run_id in values
-                        else '<td class="muted">no config</td>' for run in runs)
-        rows.append(f"<tr><td><code>{_e(field)}</code></td>{cells}</tr>")
-    return (f'<table id="config-diff"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    for field, values in comparison.get("config_differences", {}).items():
+        rows.append({"field": field,
+                     "cells": [_short(values[run.run_id]) if run.run_id in values else None
+                                for run in runs]})
+    return rows
 
 
-def _learning_curves(runs, colors) -> str:
+def _learning_curves(runs, colors) -> list[dict]:
     logs = {run.run_id: run.learning_curves() for run in runs}
     charts = []
     for key, title in CURVES:
         series = []
         for run in runs:
             points = [(record.get("step"), record.get(key)) for record in logs[run.run_id]]
-            points = [(float(x), float(y)) for x, y in points if _number(x) and _number(y)]
+            points = sorted((float(x), float(y)) for x, y in points
+                            if _number(x) and _number(y))
             if points:
                 series.append((run.run_id, colors[run.run_id], points))
         if series:
-            charts.append(svg_line_chart(title, series, "step", key))
-    if not charts:
-        return ('<p class="note">No metrics.jsonl log points (cross-validation parents keep '
-                'their curves in each fold directory).</p>')
-    return f'<div class="charts">{"".join(charts)}</div>'
+            charts.append({"title": title, "svg": line_chart(title, series, "step", key)})
+    return charts
 
 
-def _confusion_matrices(runs, comparison) -> str:
+def line_chart(title: str, series, x_label: str, y_label: str):
+    """Inline SVG (markupsafe.Markup) of ``series`` = ``[(name, color, [(x, y), ...]), ...]``.
+
+    >>> str(line_chart("Loss", [("run_a", "#1f77b4", [(1, 0.9), (2, 0.5)])], "step", "loss"))[:4]
+    '<svg'
+    """
+    figure = _figure(4.4, 2.9 + 0.18 * min(len(series), 8))
+    axes = figure.subplots()
+    for name, color, points in series:
+        axes.plot([x for x, _ in points], [y for _, y in points], color=color, linewidth=1.6,
+                  marker="o" if len(points) <= 30 else None, markersize=3, label=name)
+    axes.set_title(title, fontsize=10)
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+    return _svg(figure, title)
+
+
+def _confusion_matrices(runs, comparison) -> list[dict]:
     blocks = []
     for run in runs:
         matrix = comparison["confusion_matrices"].get(run.run_id)
         names = comparison["label_names"].get(run.run_id) or []
         if not matrix or len(names) != len(matrix):
             continue
-        head = "<th>true \\ predicted</th>" + "".join(f"<th>{_e(name)}</th>" for name in names)
         rows = []
-        for name, row in zip(names, matrix):
-            total = sum(row) or 1
+        for position, (name, counts) in enumerate(zip(names, matrix)):
+            total = sum(counts) or 1
             cells = []
-            for column, count in enumerate(row):
+            for column, count in enumerate(counts):
                 share = count / total
-                hue = "46,125,50" if column == names.index(name) else "198,40,40"
-                cells.append(f'<td class="cm" style="background:rgba({hue},{0.08 + 0.8 * share:.2f})"'
-                             f' title="{share:.0%} of {_e(name)}">{count}</td>')
-            rows.append(f"<tr><th>{_e(name)}</th>{''.join(cells)}</tr>")
-        blocks.append(f'<figure class="matrix"><figcaption>{_e(run.run_id)}</figcaption>'
-                      f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
-                      f'</table></figure>')
-    if not blocks:
-        return '<p class="note">No confusion matrices in the runs\' results.</p>'
-    return f'<div class="charts">{"".join(blocks)}</div>'
+                hue = "46,125,50" if column == position else "198,40,40"  # green on the diagonal
+                cells.append({"count": count, "title": f"{share:.0%} of {name}",
+                              "background": f"rgba({hue},{0.08 + 0.8 * share:.2f})"})
+            rows.append({"name": name, "cells": cells})
+        blocks.append({"run_id": run.run_id, "names": names, "rows": rows})
+    return blocks
 
 
-def _per_class(runs, comparison) -> str:
+def _per_class(runs, comparison) -> dict:
     labels = []
     for run in runs:
         for name in comparison["per_class"].get(run.run_id) or {}:
             if name not in labels:
                 labels.append(name)
-    if not labels:
-        return '<p class="note">No per-class metrics in the runs\' results.</p>'
-    head = "<th>run</th>" + "".join(f'<th colspan="3">{_e(label)}</th>' for label in labels)
-    sub = "<th></th>" + "<th>precision</th><th>recall</th><th>F1</th>" * len(labels)
     rows = []
     for run in runs:
         per_class = comparison["per_class"].get(run.run_id) or {}
@@ -189,192 +250,90 @@ def _per_class(runs, comparison) -> str:
         cells = []
         for label in labels:
             scores = per_class.get(label) or {}
-            for key in ("precision", "recall"):
-                cells.append(f"<td>{format_value(scores.get(key), digits=3)}</td>")
-            cells.append(_bar_cell(scores.get("f1"), f"support {scores.get('support', '?')}"))
-        rows.append(f"<tr><td>{_e(run.run_id)}</td>{''.join(cells)}</tr>")
-    return (f'<table id="per-class"><thead><tr>{head}</tr><tr>{sub}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+            cells.append({"precision": format_value(scores.get("precision"), digits=3),
+                          "recall": format_value(scores.get("recall"), digits=3),
+                          "f1": _bar(scores.get("f1"), f"support {scores.get('support', '?')}")})
+        rows.append({"run_id": run.run_id, "cells": cells})
+    return {"labels": labels, "rows": rows}
 
 
-def _slices(runs, comparison) -> str:
+def _slices(runs, comparison) -> dict | None:
     slices = comparison.get("slices", {})
     if not any(slices.values()):
-        return ('<p class="note">The test predictions carry no outlet / topic / type metadata '
-                '(the demo dataset has none; BABE does).</p>')
+        return None
     runs = [run for run in runs if slices.get(run.run_id)]  # runs with sliceable predictions
-    parts = []
-    leaning_values = sorted({value for run_slices in slices.values()
-                             for value in run_slices.get("type", {})})
-    if leaning_values:
-        head = "<th>run</th>" + "".join(f"<th>{_e(value)}</th>" for value in leaning_values) \
-            + "<th>largest gap</th>"
-        rows = []
-        for run in runs:
-            by_type = slices.get(run.run_id, {}).get("type", {})
-            if not by_type:
-                continue
-            cells = [_bar_cell(by_type.get(value, {}).get("f1_macro"),
-                               f"n={by_type.get(value, {}).get('n', 0)}")
-                     for value in leaning_values]
-            scores = {value: by_type[value]["f1_macro"] for value in leaning_values
-                      if value in by_type}
-            gap = ""
-            if len(scores) > 1:
-                high = max(scores, key=scores.get)
-                low = min(scores, key=scores.get)
-                gap = f"{scores[high] - scores[low]:.3f} ({_e(high)} &gt; {_e(low)})"
-            rows.append(f"<tr><td>{_e(run.run_id)}</td>{''.join(cells)}<td>{gap}</td></tr>")
-        parts.append(f'<h3>By political leaning of the outlet (<code>type</code>)</h3>'
-                     f'<table id="slices-type"><thead><tr>{head}</tr></thead>'
-                     f'<tbody>{"".join(rows)}</tbody></table>')
+    leanings = sorted({value for run_slices in slices.values()
+                       for value in run_slices.get("type", {})})
+    by_type = []
+    for run in runs:
+        scores_by_type = slices[run.run_id].get("type", {})
+        if not scores_by_type:
+            continue
+        scores = {value: scores_by_type[value]["f1_macro"] for value in leanings
+                  if value in scores_by_type}
+        gap = ""
+        if len(scores) > 1:
+            high = max(scores, key=lambda value: scores[value])
+            low = min(scores, key=lambda value: scores[value])
+            gap = f"{scores[high] - scores[low]:.3f} ({high} > {low})"
+        by_type.append({"run_id": run.run_id, "gap": gap,
+                        "cells": [_slice_bar(scores_by_type.get(value, {}))
+                                  for value in leanings]})
+    columns = []
     for column, title in (("outlet", "By outlet"), ("topic", "By topic")):
         values = sorted({value for run_slices in slices.values()
                          for value in run_slices.get(column, {})})
-        if not values:
-            continue
-        head = f"<th>{column}</th>" + "".join(f"<th>{_e(run.run_id)}</th>" for run in runs)
-        rows = []
-        for value in values:
-            cells = []
-            for run in runs:
-                entry = slices.get(run.run_id, {}).get(column, {}).get(value, {})
-                cells.append(_bar_cell(entry.get("f1_macro"), f"n={entry.get('n', 0)}"))
-            rows.append(f"<tr><td>{_e(value)}</td>{''.join(cells)}</tr>")
-        parts.append(f'<h3>{title}</h3><table id="slices-{column}" class="sortable">'
-                     f'<thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
-    parts.insert(0, '<p class="note">Macro F1 over the classes present in each slice, with the '
-                    'number of test sentences; small slices are noisy.</p>')
-    return "".join(parts)
+        if values:
+            columns.append({"column": column, "title": title, "rows": [
+                {"value": value,
+                 "cells": [_slice_bar(slices[run.run_id].get(column, {}).get(value, {}))
+                           for run in runs]} for value in values]})
+    return {"run_ids": [run.run_id for run in runs], "leanings": leanings, "by_type": by_type,
+            "columns": columns}
 
 
-def _significance(comparison) -> str:
-    entries = comparison.get("significance", [])
-    if not entries:
-        return '<p class="note">Fewer than two runs with validation or test metrics.</p>'
-    rows = []
-    for entry in entries:
-        pair = f"{_e(entry['run_a'])} vs {_e(entry['run_b'])}"
-        if "error" in entry:
-            rows.append(f'<tr><td>{pair}</td><td colspan="4" class="muted">'
-                        f'{_e(entry["error"])}</td></tr>')
-            continue
-        boot, mcnemar = entry["bootstrap"], entry["mcnemar"]
-        verdict = ("<strong>significant</strong> (p &lt; 0.05)" if entry["significant"]
-                   else "not significant: the difference may be noise")
-        rows.append(
-            f"<tr><td>{pair}</td><td>{boot['difference']:+.4f} "
-            f"<span class=\"ci\">[{boot['low']:+.4f}, {boot['high']:+.4f}]</span></td>"
-            f"<td>{boot['p_value']:.4f}</td><td>{mcnemar['p_value']:.4f} "
-            f"<span class=\"ci\">({mcnemar['only_a_correct']} vs {mcnemar['only_b_correct']} "
-            f"sentences)</span></td><td>{verdict}</td></tr>")
-    head = ("<th>runs (best first)</th><th>Δ test F1 macro [95% CI]</th>"
-            "<th>paired bootstrap p</th><th>McNemar p (accuracy)</th><th>verdict</th>")
-    return (f'<p class="note">Paired tests on the same test sentences between each pair of the '
-            f'four best runs (by {BEST_METRIC}).</p><table id="significance"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
-
-
-def _problems(runs, comparison) -> str:
-    items = [f"<li><strong>{_e(run.run_id)}</strong> ({_e(run.display_status)}): "
-             f"{_e(run.reason)}</li>"
+def _problems(runs, comparison) -> list[dict]:
+    items = [{"run_id": run.run_id, "status": run.display_status, "text": run.reason}
              for run in runs if run.status != "completed" and run.reason]
     for run_id, reason in ((comparison or {}).get("problems") or {}).items():
-        items.append(f"<li><strong>{_e(run_id)}</strong>: no confidence intervals or slices: "
-                     f"{_e(reason)}</li>")
-    return f"<ul>{''.join(items)}</ul>" if items else ""
+        items.append({"run_id": run_id, "status": None,
+                      "text": f"no confidence intervals or slices: {reason}"})
+    return items
 
 
-# ---- small renderers -------------------------------------------------------------------
+# ---- small helpers ---------------------------------------------------------------------
 
-def svg_line_chart(title: str, series, x_label: str, y_label: str,
-                   width: int = 420, height: int = 260) -> str:
-    """Inline SVG line chart; ``series`` is ``[(name, color, [(x, y), ...]), ...]``."""
-    legend_rows = min(len(series), 8)
-    left, right, top, bottom = 52, 12, 28, 40 + 14 * legend_rows  # legend under the axis
-    height += 14 * legend_rows
-    xs = [x for _, _, points in series for x, _ in points]
-    ys = [y for _, _, points in series for _, y in points]
-    x_min, x_max = min(xs), max(xs)
-    y_min, y_max = min(ys), max(ys)
-    if x_max == x_min:
-        x_min, x_max = x_min - 1, x_max + 1
-    if y_max == y_min:
-        y_min, y_max = y_min - 0.5, y_max + 0.5
-    pad = (y_max - y_min) * 0.05
-    y_min, y_max = y_min - pad, y_max + pad
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def sx(x):
-        return left + (x - x_min) / (x_max - x_min) * plot_w
-
-    def sy(y):
-        return top + (1 - (y - y_min) / (y_max - y_min)) * plot_h
-
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="{_e(title)}">',
-             f'<text x="{width / 2}" y="16" text-anchor="middle" class="title">{_e(title)}</text>',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/>']
-    for tick in _ticks(y_min, y_max):
-        y = sy(tick)
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
-                     f'class="grid"/><text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">'
-                     f'{tick:.3g}</text>')
-    for tick in _ticks(x_min, x_max):
-        x = sx(tick)
-        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle">'
-                     f'{tick:.4g}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{top + plot_h + 28}" text-anchor="middle">'
-                 f'{_e(x_label)}</text>')
-    for name, color, points in series:
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(points))
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.8" '
-                     f'points="{path}"><title>{_e(name)}</title></polyline>')
-        if len(points) <= 30:
-            parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>'
-                      for x, y in points]
-    for index, (name, color, _) in enumerate(series[:legend_rows]):
-        y = top + plot_h + 44 + index * 14
-        parts.append(f'<rect x="{left}" y="{y - 6}" width="12" height="3" fill="{color}"/>'
-                     f'<text x="{left + 16}" y="{y - 2}" class="legend">{_e(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    span = high - low
-    raw = span / count
-    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
-    step = next(factor * magnitude for factor in (1, 2, 2.5, 5, 10)
-                if factor * magnitude >= raw)
-    first = math.ceil(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + 1e-12 and len(ticks) < 12:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
+def _svg(figure, name: str):
+    """The figure as an inline ``<svg>`` element, marked safe for the template.
+
+    Safe because matplotlib writes it and XML-escapes every text it draws (run ids, labels);
+    nothing from a run reaches the page through this function unescaped.
+    """
+    import matplotlib
+    from markupsafe import Markup
+
+    buffer = io.StringIO()
+    # text stays text (searchable, small); a salt per chart keeps ids unique on the page
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"report-{name}"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    return Markup(svg[svg.index("<svg"):])  # drop the XML prolog: the SVG sits inside HTML
 
 
-def _bar_cell(value, title: str = "") -> str:
+def _bar(value, title: str) -> dict:
     if value is None:
-        return f'<td class="muted" data-value="" title="{_e(title)}">-</td>'
-    width = max(0.0, min(1.0, float(value))) * 100
-    return (f'<td class="bar" data-value="{float(value)!r}" title="{_e(title)}">'
-            f'<span style="width:{width:.0f}%"></span><em>{value:.3f}</em>'
-            f'<small>{_e(title)}</small></td>')
+        return {"value": None, "title": title}
+    return {"value": float(value), "text": f"{value:.3f}", "title": title,
+            "width": f"{max(0.0, min(1.0, float(value))) * 100:.0f}%"}
 
 
-def _td(content: str, sort_value: str, raw: bool = False, title: str = "") -> str:
-    shown = content if raw else _e(content)
-    title_attribute = f' title="{_e(title)}"' if title else ""
-    return f'<td data-value="{_e(sort_value)}"{title_attribute}>{shown}</td>'
-
-
-def _section(title: str, content: str) -> str:
-    anchor = title.lower().split(" (")[0].replace(" ", "-")
-    return f'<section id="{_e(anchor)}"><h2>{_e(title)}</h2>{content}</section>'
+def _slice_bar(entry: dict) -> dict:
+    return _bar(entry.get("f1_macro"), f"n={entry.get('n', 0)}")
 
 
 def _short(value) -> str:
@@ -384,101 +343,3 @@ def _short(value) -> str:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2330}
-h1{margin:0 0 4px}h2{margin-top:32px;border-bottom:1px solid #dde;padding-bottom:4px}
-.subtitle,.note,.muted{color:#5b6478}.note{font-size:13px}
-table{border-collapse:collapse;margin:8px 0;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #d8dce6;padding:4px 8px;text-align:left;vertical-align:top}
-thead th{background:#f1f3f8}
-table.sortable thead th{cursor:pointer;user-select:none}
-table.sortable thead th:hover{background:#e3e8f3}
-th[aria-sort=ascending] .arrow::after{content:" \\25B2"}
-th[aria-sort=descending] .arrow::after{content:" \\25BC"}
-tr.best{background:#fff8dc;font-weight:600}
-.ci{font-size:11px;color:#5b6478;font-weight:400}
-.pill{font-size:11px;background:#e8eefc;border-radius:8px;padding:0 6px;margin-left:4px}
-.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
-.status{font-size:12px;border-radius:8px;padding:1px 6px;background:#eee}
-.status.completed{background:#dff3e2}
-.status.failed,.status.corrupt,.status.crashed{background:#fbdede}
-.status.running,.status.interrupted,.status.incomplete{background:#fdf0d3}
-.charts{display:flex;flex-wrap:wrap;gap:16px}
-svg.chart{background:#fff;border:1px solid #e1e4ec}
-svg.chart text{font-size:10px;fill:#444}svg.chart .title{font-size:12px;font-weight:600}
-svg.chart .frame{fill:none;stroke:#ccd}svg.chart .grid{stroke:#eef}
-figure.matrix{margin:0}figure.matrix figcaption{font-weight:600;margin-bottom:4px}
-td.cm{text-align:right;min-width:48px}
-td.bar{position:relative;min-width:90px}
-td.bar span{position:absolute;left:0;top:0;bottom:0;background:#dbe6fb;z-index:0}
-td.bar em,td.bar small{position:relative;z-index:1;font-style:normal}
-td.bar small{color:#5b6478;margin-left:6px;font-size:11px}
-"""
-
-_SCRIPT = """
-(function () {
-  function key(cell, numeric) {
-    var raw = cell.getAttribute('data-value');
-    if (raw === null) raw = cell.textContent.trim();
-    if (!numeric) return raw.toLowerCase();
-    var value = parseFloat(raw);
-    return isNaN(value) ? null : value;
-  }
-  function sortBy(table, header, index) {
-    var declared = header.getAttribute('data-type');
-    var numeric = declared ? declared === 'number' :
-      Array.prototype.every.call(table.tBodies[0].rows, function (row) {
-        var cell = row.cells[index];
-        if (!cell) return true;
-        var raw = cell.getAttribute('data-value');
-        if (raw === null) raw = cell.textContent.trim();
-        return raw === '' || !isNaN(parseFloat(raw));
-      });
-    var ascending = header.getAttribute('aria-sort') !== 'ascending';
-    Array.prototype.forEach.call(header.parentNode.cells, function (th) {
-      th.removeAttribute('aria-sort');
-    });
-    header.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = key(a.cells[index], numeric), y = key(b.cells[index], numeric);
-      if (x === null || x === '') return (y === null || y === '') ? 0 : 1;  // missing last
-      if (y === null || y === '') return -1;
-      var order = x < y ? -1 : (x > y ? 1 : 0);
-      return ascending ? order : -order;
-    });
-    rows.forEach(function (row) { body.appendChild(row); });
-  }
-  document.querySelectorAll('table.sortable').forEach(function (table) {
-    var headerRow = table.tHead.rows[table.tHead.rows.length - 1];
-    Array.prototype.forEach.call(headerRow.cells, function (header, index) {
-      header.addEventListener('click', function () { sortBy(table, header, index); });
-    });
-  });
-})();
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<link rel="icon" href="data:,">
-<style>{css}</style>
-</head>
-<body>
-<h1>{title}</h1>
-<p class="subtitle">{subtitle}</p>
-{body}
-<script>{script}</script>
-</body>
-</html>
-"""
