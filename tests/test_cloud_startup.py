@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from conftest import REPO_ROOT, tiny_config
@@ -31,15 +32,21 @@ def _tiny():
         logging={"save_steps": 2, "log_steps": 2, "tensorboard": False}))
 
 
-def _script(bucket: str, work_dir: Path, instance: str, compute_url: str) -> Path:
+def _script(bucket: str, work_dir: Path, instance: str, compute_url: str,
+            **settings_overrides) -> Path:
+    """The VM's script as a CPU machine runs it: no GPU check, training.device=cpu."""
+    environment = {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
+                   "MEDIA_BIAS_COMPUTE_ENDPOINT": compute_url, "HF_HUB_OFFLINE": "1",
+                   "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+                   "TOKENIZERS_PARALLELISM": "false"}
+    environment.update(settings_overrides.pop("environment", {}))
+    options = dict(check_gpu=False, train_device="cpu", gpu_count=1)
+    options.update(settings_overrides)
     settings = StartupSettings(
         run_id=RUN_ID, bucket=bucket, project=PROJECT, zone=ZONE, instance=instance,
         work_dir=str(work_dir), python=sys.executable, prepare_cmd="true", install_cmd="true",
-        sync_interval=1, poweroff_cmd="echo poweroff-would-run",
-        environment={"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
-                     "MEDIA_BIAS_COMPUTE_ENDPOINT": compute_url, "HF_HUB_OFFLINE": "1",
-                     "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-                     "TOKENIZERS_PARALLELISM": "false"})
+        sync_interval=1, poweroff_cmd="echo poweroff-would-run", environment=environment,
+        **options)
     path = work_dir.parent / f"{instance}.sh"
     path.write_text(render_startup_script(settings), encoding="utf-8")
     return path
@@ -64,7 +71,8 @@ def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
                    zones=[ZONE], spec={"preemptible": True, "machine_type": "n1-standard-4",
                                        "gpu_type": "nvidia-tesla-t4", "gpu_count": 1,
                                        "max_run_hours": 1.0},
-                   vms=[{"instance": "mb-vm-0", "zone": ZONE, "created_at": "now"}])
+                   vms=[{"instance": "mb-vm-0", "zone": ZONE,
+                         "created_at": datetime.now(timezone.utc).isoformat()}])
     upload_inputs(client, run, _tiny(), [], tmp_path, log=lambda *_: None)
 
     # First VM: a whole run.
