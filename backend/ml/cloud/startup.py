@@ -34,7 +34,7 @@ VM_INSTALL = ("TORCH_PIN=\"$(grep -E '^torch==' requirements.txt)\" && "
 # Only endpoints may be passed to the script's environment, never credentials.
 _ALLOWED_ENVIRONMENT = {"STORAGE_EMULATOR_HOST", "MEDIA_BIAS_COMPUTE_ENDPOINT",
                         "GCE_METADATA_HOST", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-                        "WANDB_MODE", "TOKENIZERS_PARALLELISM", "PYTHONPATH", "PATH"}
+                        "WANDB_MODE", "TOKENIZERS_PARALLELISM", "PYTHONPATH"}
 _SECRET_LOOKING = re.compile(r"(key|token|secret|password|credential)", re.IGNORECASE)
 
 
