@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 
 import pytest
 from conftest import tiny_config, write_config
@@ -244,6 +245,11 @@ def test_cloud_run_command_end_to_end_with_a_simulated_vm(gcs, fake_compute, tmp
     assert results["status"] == "completed"
     assert results["cloud"]["vms"][0]["zone"] == "us-central1-b"
     assert results["cloud"]["estimate"]["chosen"] == "spot"
+    # Provenance: the local commit the code came from, although the VM had no git checkout.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert results["cloud"]["source"]["commit"] == head
+    assert results["cloud"]["vm_hours"] >= 0 and "cost_usd" in results["cloud"]
     assert fake_compute.live() == []
     assert "credentials" not in json.dumps(storage.read_json(client, f"{url}/cloud/launch.json"))
 

@@ -32,14 +32,14 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 def plain_errors(command):
     """Google API and credential failures become one-line UserErrors (no traceback)."""
     @functools.wraps(command)
-    def wrapper(args) -> int:
+    def wrapper(args, **options) -> int:
         from google.api_core import exceptions as api_exceptions
         from google.auth import exceptions as auth_exceptions
 
         from .compute import CloudError, error_message
 
         try:
-            return command(args)
+            return command(args, **options)
         except auth_exceptions.GoogleAuthError as error:
             raise CloudError(f"Google Cloud credentials: {error}. Run `gcloud auth "
                              f"application-default login` (see docs/cloud.md)") from None
