@@ -180,3 +180,25 @@ def test_the_install_puts_the_pinned_cuda_torch_first_then_the_rest(tmp_path):
     assert second.endswith("-r /tmp/requirements-vm.txt")
     rest = Path("/tmp/requirements-vm.txt").read_text()
     assert "torch==" not in rest and "pytest" not in rest and "transformers" in rest
+
+
+def test_fetching_a_finished_run_mirrors_deletions_only_after_every_file_arrived(gcs, tmp_path):
+    from backend.ml.cloud.orchestrate import fetch_results
+
+    client, bucket = gcs
+    _remote_run(client, bucket)
+    run_url = f"gs://{bucket}/runs/{RUN_ID}"
+    local = tmp_path / "home" / RUN_ID
+    stale = local / "checkpoints" / "step-000002" / "training_state.pt"  # rotated away remotely
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    # The download stops half-way ("a" then "a/b" cannot both be files): nothing local goes.
+    for name in ("a", "a/b"):
+        client.bucket(bucket).blob(f"runs/{RUN_ID}/run/{name}").upload_from_string(b"y")
+    with pytest.raises(OSError):
+        fetch_results(client, run_url, local, log=lambda *_: None, mirror=True)
+    assert stale.is_file()
+    client.bucket(bucket).blob(f"runs/{RUN_ID}/run/a/b").delete()
+    report = fetch_results(client, run_url, local, log=lambda *_: None, mirror=True)
+    assert not stale.exists() and report.deleted == ["checkpoints/step-000002/training_state.pt"]
+    assert (local / CHECKPOINT).is_file()

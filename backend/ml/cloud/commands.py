@@ -312,7 +312,7 @@ def _watch_and_fetch(compute, client, run, run_dir: Path, watch_run, fetch_resul
     finally:
         storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
     log(f"Run {run.run_id} {marker.get('status')} on the VM; fetching the results")
-    fetch_results(client, run.url, run_dir, log=log)
+    fetch_results(client, run.url, run_dir, log=log, mirror=True)
     record_cloud_section(run_dir, run, marker)
     log(f"  VM-hours {run.vm_hours():.2f}, cost about ${run.spent_usd():.2f} (estimate "
         f"${float(run.estimate['total'][run.estimate['chosen']]) if run.estimate else 0:.2f})")
@@ -354,7 +354,7 @@ def sync_command(args) -> int:
     marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
     run_dir = runs_dir / run_id
     print(f"Syncing {run.url}/run -> {run_dir}")
-    fetch_results(client, run.url, run_dir)
+    fetch_results(client, run.url, run_dir, mirror=bool(marker))  # a finished run: mirror
     if marker:
         record_cloud_section(run_dir, run, marker)
         print(f"Run {run_id}: {marker.get('status')} (finished {marker.get('finished_at')}).")

@@ -29,7 +29,10 @@ def fan_out_command(args, configs) -> int:
     if getattr(args, "detach", False):
         raise UserError("--detach starts one run; launch several runs without it (they are "
                         "watched in parallel), or one config at a time with --detach")
-    max_parallel = getattr(args, "max_parallel", None) or DEFAULT_MAX_PARALLEL
+    max_parallel = getattr(args, "max_parallel", None)
+    if max_parallel is not None and max_parallel < 1:
+        raise UserError(f"--max-parallel: at least 1 VM at a time, got {max_parallel}")
+    max_parallel = max_parallel or DEFAULT_MAX_PARALLEL
     budget = _budget(configs)
     plans = []
     for path, config in configs:

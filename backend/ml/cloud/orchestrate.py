@@ -366,9 +366,15 @@ def torch_index_for(image_family: str) -> str:
     return f"https://download.pytorch.org/whl/cu{match.group(1)}" if match else ""
 
 
-def fetch_results(client, run_url: str, run_dir: Path, log=print) -> storage.SyncReport:
-    """Sync ``<run_url>/run`` into ``run_dir`` (new and changed files, CRC32C-verified)."""
-    report = storage.download_tree(client, f"{run_url}/run", run_dir)
+def fetch_results(client, run_url: str, run_dir: Path, log=print, mirror: bool = False
+                  ) -> storage.SyncReport:
+    """Sync ``<run_url>/run`` into ``run_dir`` (new and changed files, CRC32C-verified).
+
+    ``mirror`` (a finished run) also removes local files the bucket no longer has, such as
+    rotated checkpoints, and only once every file was downloaded: an interrupted or failed
+    download removes nothing.
+    """
+    report = storage.download_tree(client, f"{run_url}/run", run_dir, delete_extra=mirror)
     log(f"  {run_dir}: {report}")
     return report
 
