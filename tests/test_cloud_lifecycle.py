@@ -281,3 +281,12 @@ def test_teardown_without_yes_needs_a_terminal_and_deletes_nothing(gcs, fake_com
     with pytest.raises(UserError, match="add --yes"):
         cloud_teardown_command(_teardown_args(tmp_path, yes=False))
     assert fake_compute.deletes == [] and fake_compute.live() == ["mb-life-0a1b2c-0"]
+
+
+def test_ctrl_c_before_the_insert_is_answered_still_finds_and_deletes_the_vm(gcs, fake_compute):
+    _, bucket = gcs
+    # Compute Engine takes the request; the Ctrl-C lands while its answer is being read.
+    fake_compute.on_insert = lambda *_: _thread.interrupt_main()
+    with pytest.raises(KeyboardInterrupt):
+        Compute().insert(PROJECT, ZONE, {"name": NAME, **_body(_run(bucket))})
+    assert NAME in fake_compute.deletes and fake_compute.live() == []

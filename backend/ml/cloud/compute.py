@@ -34,6 +34,7 @@ STOCKOUT_CODES = ("ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_
 PREEMPTED_OPERATION = "compute.instances.preempted"
 # How long a Ctrl-C or a time-out during creation waits for the VM to exist, to delete it.
 CREATION_GRACE_SECONDS = 180
+UNANSWERED_INSERT_SECONDS = 30  # an insert interrupted before its answer may still create the VM
 
 
 class CloudError(UserError):
@@ -222,7 +223,11 @@ class Compute:
 
     def delete_once_created(self, project: str, zone: str, name: str, operation=None,
                             grace: float = CREATION_GRACE_SECONDS) -> None:
-        """Let a pending creation finish (at most ``grace`` s), then delete the instance."""
+        """Let a pending creation finish (at most ``grace`` s), then delete the instance.
+
+        Without the insert operation (interrupted before Compute Engine answered) the instance
+        is looked for a while instead, in case the request got through.
+        """
         import time
 
         deadline = time.monotonic() + grace
@@ -233,6 +238,10 @@ class Compute:
                                                       operation=operation.name)
             except Exception:  # noqa: BLE001  (best effort: the delete below still runs)
                 break
+        if operation is None:
+            look_until = time.monotonic() + min(grace, UNANSWERED_INSERT_SECONDS)
+            while self.get(project, zone, name) is None and time.monotonic() < look_until:
+                time.sleep(2)
         self.delete(project, zone, name, wait=False)
 
     def wait(self, project: str, zone: str, operation, timeout: float = 600) -> None:
