@@ -8,7 +8,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import tiny_config, write_config
+from conftest import run_cli, tiny_config, write_config
 from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
 
 from backend.ml.cloud import storage
@@ -84,6 +84,20 @@ def test_cloud_cost_adds_up_the_hours_of_every_vm_next_to_the_estimate(gcs, fake
     total = next(line for line in out.splitlines() if line.strip().startswith("total"))
     assert "2.50 h" in total and "$    1.25" in total  # 2.5 VM-hours at $0.50
     assert "estimate at launch: $0.75" in out and "budget (cloud.max_cost_usd): $5.00" in out
+
+
+def test_the_cli_dispatches_cloud_cost_and_reports_an_unknown_run_plainly(gcs, fake_compute,
+                                                                          tmp_path):
+    client, bucket = gcs
+    _launched(client, bucket, [{"instance": "mb-logs-abc123-0", "zone": ZONE,
+                                "created_at": _ago(hours=1), "ended_at": _ago(minutes=30)}])
+    where = ["--set", f"cloud.project={PROJECT}", "--set", f"cloud.bucket={bucket}",
+             "--output-dir", str(tmp_path / "runs")]
+    shown = run_cli("--cloud-cost", "logs_abc123", *where, check=True)
+    assert "0.50 h" in shown.stdout and "$    0.25" in shown.stdout
+    missing = run_cli("--cloud-logs", "no_such_run", *where)
+    assert missing.returncode == 1 and "no cloud run 'no_such_run'" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 def _sweep_config(tmp_path, bucket, **cloud):

@@ -150,7 +150,10 @@ def _pointer(runs_dir: Path, run_id: str) -> Path:
 
 
 def plan_run(config, config_path: str, project: str, run_id: str):
-    """Validate, price and describe a cloud run; no call to GCP. Returns (run, estimate, uploads)."""
+    """Validate, price and describe a cloud run; no call to GCP.
+
+    Returns ``(run, estimate, remote_config, uploads)``.
+    """
     from .compute import service_account_email
     from .orchestrate import CloudRun, source_state, vm_config
 

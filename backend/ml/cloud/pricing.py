@@ -178,7 +178,8 @@ def estimate_cost(config, train_size: int, validation_size: int = 0, test_size: 
         startup_hours=startup, hours=hours,
         total={kind: rate * hours for kind, rate in hourly.items()}, chosen=chosen,
         cap_hours=cloud.max_run_hours, cap_total=hourly[chosen] * cloud.max_run_hours,
-        worst_case=worst, price_source=" ".join(str(prices["source"]).split()), price_date=str(prices["retrieved"]))
+        worst_case=worst, price_source=" ".join(str(prices["source"]).split()),
+        price_date=str(prices["retrieved"]))
 
 
 def _duration(hours: float) -> str:
