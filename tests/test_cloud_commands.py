@@ -146,3 +146,41 @@ def test_a_fan_out_over_the_total_budget_starts_nothing(gcs, fake_compute, tmp_p
         cloud_run_command(_launch_args(tmp_path, _sweep_config(tmp_path, bucket,
                                                                max_cost_usd=0.05)))
     assert fake_compute.requests == []
+
+
+def test_continuing_a_stopped_run_respects_the_budget_of_every_earlier_vm(gcs, fake_compute,
+                                                                          tmp_path, capsys):
+    from backend.ml.cloud.commands import sync_command
+    from backend.ml.cloud.compute import CloudError, service_account_email
+    from fakes.fake_compute import CURRENT_FAMILY
+
+    client, bucket = gcs
+    run = CloudRun(run_id="cont_abc123", project=PROJECT, region="us-central1", bucket=bucket,
+                   zones=[ZONE], budget_usd=4.0,
+                   spec={"project": PROJECT, "run_id": "cont_abc123", "bucket": bucket,
+                         "machine_type": "n1-standard-4", "gpu_type": "nvidia-tesla-t4",
+                         "gpu_count": 1, "preemptible": True, "boot_disk_gb": 50,
+                         "image_family": CURRENT_FAMILY,
+                         "image_project": "deeplearning-platform-release", "max_run_hours": 2.0,
+                         "service_account": service_account_email(PROJECT)},
+                   estimate={"hourly": {"spot": 1.0, "on_demand": 3.0}, "chosen": "spot",
+                             "total": {"spot": 1.5, "on_demand": 4.5}, "hours": 1.5},
+                   # Two VMs ran 2.5 h and 0.5 h at $1/h: $3 spent; one more run (about
+                   # $1.50) would pass the $4 budget.
+                   vms=[{"instance": "mb-cont-abc123-0", "zone": ZONE,
+                         "created_at": _ago(hours=3, minutes=30), "ended_at": _ago(hours=1)},
+                        {"instance": "mb-cont-abc123-1", "zone": ZONE,
+                         "created_at": _ago(hours=1), "ended_at": _ago(minutes=30)}])
+    storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
+    args = argparse.Namespace(sync="cont_abc123", configs=[], output_dir=tmp_path / "runs",
+                              cloud=True, set=[f"cloud.project={PROJECT}",
+                                               f"cloud.bucket={bucket}"])
+    with pytest.raises(CloudError, match=r"has cost about \$3\.00 so far .*would pass "
+                                         r"cloud.max_cost_usd = \$4\.00"):
+        sync_command(args)
+    assert fake_compute.inserts == []
+    fake_compute.on_insert = lambda *_: storage.write_json(
+        client, f"{run.url}/cloud/DONE.json", {"status": "completed"})
+    args.set.append("cloud.max_cost_usd=10")  # the user raises the budget to continue
+    assert sync_command(args) == 0
+    assert [r["body"]["name"] for r in fake_compute.inserts] == ["mb-cont-abc123-2"]

@@ -379,8 +379,8 @@ def sync_command(args) -> int:
         compute.delete(project, vm["zone"], vm["name"])
     for vm in run.vms:
         _settle_end(vm, client, run)
-    if args.set:  # e.g. --set cloud.max_cost_usd=... to continue past the recorded budget
-        run.budget_usd = _settings_config(args).cloud.max_cost_usd
+    if any(item.startswith("cloud.max_cost_usd=") for item in args.set or []):
+        run.budget_usd = _settings_config(args).cloud.max_cost_usd  # continue past the budget
     check_replacement_budget(run)
     print(f"Starting a replacement VM for {run_id}; it resumes from the last checkpoint")
     start_vm(compute, run)
