@@ -4,8 +4,11 @@
     python scripts/gcp_setup.py --project my-project --setup-only
     python scripts/gcp_setup.py --project my-project --gpu-type nvidia-tesla-t4 --zone us-central1-a
 
-Enables the Compute Engine and Cloud Storage APIs, creates the results bucket (uniform access,
-public access prevented), and checks the GPU quota of the region, printing what is missing.
+Enables the Compute Engine, Cloud Storage, IAM and Resource Manager APIs, creates the results
+bucket (uniform access, public access prevented), creates the VM's service account
+(media-bias-trainer) and grants it its roles, checks your own permissions (testIamPermissions),
+the GPU quota of the region and of the project (GPUS_ALL_REGIONS) and the boot image family,
+printing what is missing.
 Without --setup-only it also creates a labelled GPU VM that deletes itself after
 --max-run-hours. Credentials: Application Default Credentials
 (`gcloud auth application-default login`); nothing is written anywhere. See docs/cloud.md.
@@ -20,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.ml.cloud.compute import DEFAULT_IMAGE_FAMILY  # noqa: E402
 from backend.ml.errors import UserError  # noqa: E402
 
 INTERACTIVE_SCRIPT = """#!/bin/bash
@@ -45,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--gpu-count", type=int, default=1)
     vm.add_argument("--on-demand", action="store_true", help="on-demand instead of spot")
     vm.add_argument("--boot-disk-gb", type=int, default=100)
-    vm.add_argument("--image-family", default="pytorch-latest-gpu")
+    vm.add_argument("--image-family", default=DEFAULT_IMAGE_FAMILY,
+                    help="Deep Learning VM image family (checked with images.getFromFamily)")
     vm.add_argument("--image-project", default="deeplearning-platform-release")
     vm.add_argument("--max-run-hours", type=float, default=4.0,
                     help="the VM is deleted after this long, whatever happens")
@@ -58,7 +63,7 @@ def create_vm(args, bucket: str) -> None:
 
     from backend.ml.cloud.catalog import check_machine_and_gpu
     from backend.ml.cloud.compute import (Compute, VmSpec, create_with_fallback, instance_body,
-                                          label_value)
+                                          label_value, service_account_email)
 
     problems = check_machine_and_gpu(SimpleNamespace(
         machine_type=args.machine_type, gpu_type=args.gpu_type, gpu_count=args.gpu_count,
@@ -74,7 +79,8 @@ def create_vm(args, bucket: str) -> None:
                   machine_type=args.machine_type, gpu_type=args.gpu_type,
                   gpu_count=args.gpu_count, preemptible=not args.on_demand,
                   boot_disk_gb=args.boot_disk_gb, image_family=args.image_family,
-                  image_project=args.image_project, max_run_hours=args.max_run_hours)
+                  image_project=args.image_project, max_run_hours=args.max_run_hours,
+                  service_account=service_account_email(args.project))
     zone, _ = create_with_fallback(compute, args.project, zones,
                                    lambda zone: instance_body(spec, zone, name,
                                                               INTERACTIVE_SCRIPT))
@@ -96,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         missing = setup_project(args.project, args.region, bucket, args.gpu_type,
                                 args.gpu_count, args.machine_type, spot=not args.on_demand,
-                                enable=not args.skip_enable)
+                                enable=not args.skip_enable, image_family=args.image_family,
+                                image_project=args.image_project)
         if missing:
             print("\nMissing before a GPU run can start:")
             for item in missing:

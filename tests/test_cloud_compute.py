@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 
 import pytest
 from conftest import tiny_config, write_config
+from fakes.fake_compute import CURRENT_FAMILY
 from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
 
 from backend.ml.cloud import storage
@@ -18,14 +20,15 @@ from backend.ml.cloud.compute import CapacityError, CloudError, Compute
 from backend.ml.cloud.orchestrate import CloudRun, start_vm, watch_run
 
 ZONES = ["us-central1-a", "us-central1-b", "us-central1-c"]
+TRAINER = f"media-bias-trainer@{PROJECT}.iam.gserviceaccount.com"
 
 
 def _run(bucket: str, preemptible: bool = True, run_id: str = "tiny_0a1b2c") -> CloudRun:
     spec = {"project": PROJECT, "run_id": run_id, "bucket": bucket,
             "machine_type": "n1-standard-8", "gpu_type": "nvidia-tesla-t4", "gpu_count": 2,
-            "preemptible": preemptible, "boot_disk_gb": 80, "image_family": "pytorch-latest-gpu",
+            "preemptible": preemptible, "boot_disk_gb": 80, "image_family": CURRENT_FAMILY,
             "image_project": "deeplearning-platform-release", "max_run_hours": 2.5,
-            "wandb_secret": None}
+            "wandb_secret": None, "service_account": TRAINER}
     return CloudRun(run_id=run_id, project=PROJECT, region="us-central1", bucket=bucket,
                     zones=list(ZONES), spec=spec)
 
@@ -47,7 +50,7 @@ def test_instance_request_body(gcs, fake_compute, monkeypatch):
     body = insert["body"]
     assert insert["path"] == f"/compute/v1/projects/{PROJECT}/zones/us-central1-a/instances"
     assert record == {"instance": body["name"], "zone": "us-central1-a",
-                      "created_at": record["created_at"]}
+                      "created_at": record["created_at"], "ended_at": None}
     assert body["name"] == "mb-tiny-0a1b2c-0"
     assert body["machineType"].endswith("zones/us-central1-a/machineTypes/n1-standard-8")
     assert body["guestAccelerators"] == [{
@@ -60,12 +63,13 @@ def test_instance_request_body(gcs, fake_compute, monkeypatch):
     assert body["labels"] == {"app": "media-bias", "media-bias-run": "tiny_0a1b2c"}
     disk = body["disks"][0]
     assert disk["autoDelete"] and disk["initializeParams"]["sourceImage"] == (
-        "projects/deeplearning-platform-release/global/images/family/pytorch-latest-gpu")
+        f"projects/deeplearning-platform-release/global/images/family/{CURRENT_FAMILY}")
     assert disk["initializeParams"]["diskSizeGb"] == "80"
-    assert body["serviceAccounts"][0]["scopes"] == [
+    # The dedicated service account, and no cloud-platform scope unless asked for.
+    assert body["serviceAccounts"] == [{"email": TRAINER, "scopes": [
         "https://www.googleapis.com/auth/devstorage.read_write",
         "https://www.googleapis.com/auth/compute",
-        "https://www.googleapis.com/auth/logging.write"]
+        "https://www.googleapis.com/auth/logging.write"]}]
     metadata = {item["key"]: item["value"] for item in body["metadata"]["items"]}
     script = metadata["startup-script"]
     assert script.startswith("#!/bin/bash") and "INSTANCE=mb-tiny-0a1b2c-0" in script
@@ -153,7 +157,7 @@ def test_preempted_vm_is_replaced_and_the_replacement_resumes(gcs, fake_compute)
     script = fake_compute.inserts[1]["body"]["metadata"]["items"][0]["value"]
     assert "RUN_ID=tiny_0a1b2c" in script and "--resume" in script
     assert [vm["instance"] for vm in run.vms] == names
-    assert any("spot preemption" in m for m in messages)
+    assert any("was preempted (spot)" in m for m in messages)
     assert fake_compute.live() == []
     saved = storage.read_json(client, f"{run.url}/cloud/launch.json")
     assert [vm["instance"] for vm in saved["vms"]] == names
@@ -165,7 +169,7 @@ def test_a_vanished_on_demand_vm_is_an_error_not_a_replacement(gcs, fake_compute
     compute = Compute()
     start_vm(compute, run, log=lambda *_: None)
     fake_compute.set_status("mb-tiny-0a1b2c-0", "TERMINATED")
-    with pytest.raises(CloudError, match="before the run finished"):
+    with pytest.raises(CloudError, match="without a preemption on record"):
         watch_run(compute, client_of(gcs), run, poll_seconds=0, log=lambda *_: None,
                   sleep=lambda _: None)
     assert len(fake_compute.inserts) == 1 and fake_compute.live() == []
@@ -241,6 +245,11 @@ def test_cloud_run_command_end_to_end_with_a_simulated_vm(gcs, fake_compute, tmp
     assert results["status"] == "completed"
     assert results["cloud"]["vms"][0]["zone"] == "us-central1-b"
     assert results["cloud"]["estimate"]["chosen"] == "spot"
+    # Provenance: the local commit the code came from, although the VM had no git checkout.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert results["cloud"]["source"]["commit"] == head
+    assert results["cloud"]["vm_hours"] >= 0 and "cost_usd" in results["cloud"]
     assert fake_compute.live() == []
     assert "credentials" not in json.dumps(storage.read_json(client, f"{url}/cloud/launch.json"))
 

@@ -26,22 +26,26 @@ def _config(**cloud):
 
 def test_estimate_matches_the_hand_computed_figures_of_the_shipped_prices():
     estimate = estimate_cost(_config(), train_size=2000, validation_size=250, test_size=250)
-    # prices.yaml, us-central1: n1-standard-4 0.189999 / 0.04, V100 2.48 / 0.992,
-    # pd-balanced 0.10 $/GB-month over 730 h.
+    # prices.yaml, us-central1: n1-standard-4 0.189999 / 0.04, V100 2.48 / 1.0885,
+    # pd-balanced 0.10 $/GB-month over 730 h, external IP 0.005 / 0.0025 per hour.
     disk = 100 * 0.10 / 730
-    assert estimate.hourly["on_demand"] == pytest.approx(0.189999 + 2.48 + disk)
-    assert estimate.hourly["spot"] == pytest.approx(0.04 + 0.992 + disk)
+    on_demand, spot = 0.189999 + 2.48 + disk + 0.005, 0.04 + 1.0885 + disk + 0.0025
+    assert estimate.hourly["on_demand"] == pytest.approx(on_demand)
+    assert estimate.hourly["spot"] == pytest.approx(spot)
     # 3 epochs x 2000 sentences at 350/s (V100, base); 3 evaluations of 250 + a final
     # validation and test pass of 250 each at 3 x 350/s; 12 minutes of startup.
     assert estimate.train_sentences == 6000 and estimate.eval_sentences == 1250
     hours = 12 / 60 + 6000 / 350 / 3600 + 1250 / 1050 / 3600
     assert estimate.hours == pytest.approx(hours)
-    assert estimate.total["spot"] == pytest.approx(1.0456986 * 0.2050926, rel=1e-5)
-    assert estimate.total["on_demand"] == pytest.approx(2.6836976 * 0.2050926, rel=1e-5)
+    assert estimate.total["spot"] == pytest.approx(1.1446986 * 0.2050926, rel=1e-5)
+    assert estimate.total["on_demand"] == pytest.approx(2.6886976 * 0.2050926, rel=1e-5)
     assert estimate.chosen == "spot"
-    assert estimate.cap_total == pytest.approx(6.0 * (0.04 + 0.992 + disk))
+    assert estimate.cap_total == pytest.approx(6.0 * spot)
+    # Worst case: the run preempted just before its end, five times over, then a sixth VM.
+    assert estimate.worst_case == pytest.approx(6 * spot * hours)
     text = format_estimate(estimate)
-    assert "2.6837" in text and "1.0457" in text and "0.55" in text and "0.21" in text
+    assert "2.6887" in text and "1.1447" in text and "0.55" in text and "0.23" in text
+    assert "external IP address" in text and "worst case with 5 preemptions" in text
     # prices.yaml: retrieved "2026-11-24", the date its figures were checked against the pages.
     assert "retrieved 2026-11-24" in text and "cloud.google.com/compute/gpus-pricing" in text
 

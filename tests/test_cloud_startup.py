@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from conftest import REPO_ROOT, tiny_config
@@ -31,25 +32,45 @@ def _tiny():
         logging={"save_steps": 2, "log_steps": 2, "tensorboard": False}))
 
 
-def _script(bucket: str, work_dir: Path, instance: str, compute_url: str) -> Path:
+def _script(bucket: str, work_dir: Path, instance: str, compute_url: str,
+            **settings_overrides) -> Path:
+    """The VM's script as a CPU machine runs it: no GPU check, training.device=cpu."""
+    environment = {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
+                   "MEDIA_BIAS_COMPUTE_ENDPOINT": compute_url, "HF_HUB_OFFLINE": "1",
+                   "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
+                   "TOKENIZERS_PARALLELISM": "false"}
+    environment.update(settings_overrides.pop("environment", {}))
+    options = dict(check_gpu=False, train_device="cpu", gpu_count=1)
+    options.update(settings_overrides)
     settings = StartupSettings(
         run_id=RUN_ID, bucket=bucket, project=PROJECT, zone=ZONE, instance=instance,
         work_dir=str(work_dir), python=sys.executable, prepare_cmd="true", install_cmd="true",
-        sync_interval=1, poweroff_cmd="echo poweroff-would-run",
-        environment={"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
-                     "MEDIA_BIAS_COMPUTE_ENDPOINT": compute_url, "HF_HUB_OFFLINE": "1",
-                     "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-                     "TOKENIZERS_PARALLELISM": "false"})
+        sync_interval=1, poweroff_cmd="echo poweroff-would-run", environment=environment,
+        **options)
     path = work_dir.parent / f"{instance}.sh"
     path.write_text(render_startup_script(settings), encoding="utf-8")
     return path
 
 
-def _run_vm(script: Path) -> subprocess.CompletedProcess:
+def _run_vm(script: Path, path_prefix: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the script as the VM would; ``path_prefix`` holds stand-ins (nvidia-smi, torchrun)."""
     env = {key: value for key, value in os.environ.items()
            if key not in ("WANDB_API_KEY", "PYTHONPATH")}
+    if path_prefix:
+        env["PATH"] = f"{path_prefix}:{env['PATH']}"
     return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300,
                           env=env, cwd=script.parent)
+
+
+def _torchrun_stand_in(tmp_path: Path) -> tuple[Path, Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    recorded = tmp_path / "torchrun-args"
+    stand_in = bin_dir / "torchrun"
+    stand_in.write_text(f'#!/bin/bash\necho "$@" > {recorded}\nshift 2\n'
+                        f'exec {sys.executable} "$@"\n')
+    stand_in.chmod(0o755)
+    return bin_dir, recorded
 
 
 def _boot(fake, zone: str, name: str) -> None:
@@ -64,16 +85,28 @@ def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
                    zones=[ZONE], spec={"preemptible": True, "machine_type": "n1-standard-4",
                                        "gpu_type": "nvidia-tesla-t4", "gpu_count": 1,
                                        "max_run_hours": 1.0},
-                   vms=[{"instance": "mb-vm-0", "zone": ZONE, "created_at": "now"}])
+                   vms=[{"instance": "mb-vm-0", "zone": ZONE,
+                         "created_at": datetime.now(timezone.utc).isoformat()}])
     upload_inputs(client, run, _tiny(), [], tmp_path, log=lambda *_: None)
 
-    # First VM: a whole run.
+    # First VM: a whole run, on "two GPUs": started through torchrun (a stand-in that records
+    # its arguments and runs the command on this machine's CPU).
     _boot(fake_compute, ZONE, "mb-vm-0")
-    done = _run_vm(_script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url))
+    bin_dir, torchrun_args = _torchrun_stand_in(tmp_path)
+    done = _run_vm(_script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url, gpu_count=2),
+                   path_prefix=bin_dir)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log
+    assert torchrun_args.read_text().split() == [
+        "--standalone", "--nproc_per_node=2", "run_experiment.py", "cloud_inputs/config.yaml",
+        "--run-id", RUN_ID, "--output-dir", str(tmp_path / "vm0" / "runs"),
+        "--set", "training.device=cpu"]
     marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
     assert marker["status"] == "completed" and marker["instance"] == "mb-vm-0"
+    # The marker lists what the final upload put in the bucket, checksum by checksum.
+    listed = {name: blob.crc32c for name, blob in
+              storage.remote_files(client, f"{run.url}/run").items()}
+    assert marker["manifest"] == listed and marker["uploaded"]["files"] == len(listed)
     assert fake_compute.deletes == ["mb-vm-0"] and fake_compute.live() == []
     assert "poweroff-would-run" not in log
     # The watcher uploaded while training ran (timestamped lines), not only at the end.

@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="list the project's training VMs and cloud runs")
     cloud.add_argument("--cloud-teardown", action="store_true",
                        help="delete every training VM of the project")
+    cloud.add_argument("--cloud-logs", metavar="RUN_ID",
+                       help="print a cloud run's VM log from the bucket")
+    cloud.add_argument("--follow", action="store_true",
+                       help="with --cloud-logs: keep printing until the run ends")
+    cloud.add_argument("--cloud-cost", metavar="RUN_ID",
+                       help="a cloud run's VM-hours and cost so far, next to the estimate")
+    cloud.add_argument("--max-parallel", type=int, metavar="N",
+                       help="with several configs or a sweep and --cloud: VMs at once "
+                       "(default 4)")
     return parser
 
 
@@ -191,6 +200,12 @@ def _dispatch(args, parser) -> int:
     if args.cloud_teardown:
         from .cloud.commands import cloud_teardown_command
         return cloud_teardown_command(args)
+    if args.cloud_logs:
+        from .cloud.commands import cloud_logs_command
+        return cloud_logs_command(args)
+    if args.cloud_cost:
+        from .cloud.commands import cloud_cost_command
+        return cloud_cost_command(args)
     if args.resume:
         from .run import resume_run
         resume_run(args.resume)

@@ -29,6 +29,7 @@ def gcs(monkeypatch):
 def fake_compute(monkeypatch):
     """The fake Compute Engine endpoint; MEDIA_BIAS_COMPUTE_ENDPOINT points the code at it."""
     fake = FakeCompute().start()
+    fake.add_service_account(PROJECT, "media-bias-trainer")  # as scripts/gcp_setup.py leaves it
     monkeypatch.setenv("MEDIA_BIAS_COMPUTE_ENDPOINT", fake.url)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     yield fake

@@ -1,12 +1,19 @@
 """What the training VM's startup script calls: ``python -m backend.ml.cloud.agent COMMAND``.
 
-    up LOCAL_DIR gs://B/P [--delete]        upload new/changed files (mirror with --delete)
+    up LOCAL_DIR gs://B/P [--mirror-after FLAG]   upload new/changed files; remove remote
+                                                  extras only when FLAG exists
     put FILE gs://B/P/NAME                  upload one file
     down gs://B/P LOCAL_DIR                 download new/changed files, CRC32C-verified
-    watch LOCAL_DIR gs://B/P --pid PID      upload every --interval seconds while PID lives
-    marker gs://B/P/DONE.json --status S    write the completion marker
+    watch LOCAL_DIR gs://B/P --pid PID      upload every --interval seconds while PID lives;
+                                            on a preemption notice interrupt PID and save
+    finish LOCAL_DIR gs://B/P gs://B/DONE.json --status S
+                                            final upload (retried), verify it, then the marker
     delete-self --project P --zone Z --instance I
     secret NAME --project P                 print a Secret Manager secret (for W&B on the VM)
+
+Remote objects missing locally are removed only after the run directory was downloaded
+completely on this VM (``--mirror-after`` names the flag file the startup script writes then):
+a partial copy, or a signal during the download, never deletes a checkpoint in the bucket.
 
 Credentials are the VM's service account (Application Default Credentials through the
 metadata server); nothing here writes a credential anywhere.
@@ -39,27 +46,117 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _mirror(flag: str | None) -> bool:
+    return bool(flag) and os.path.exists(flag)
+
+
+def preemption_announced(url: str | None) -> bool:
+    """The metadata server's ``instance/preempted`` flag (TRUE for the ~30 s notice)."""
+    if not url:
+        return False
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Metadata-Flavor": "Google"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.read().decode().strip().upper() == "TRUE"
+    except OSError:
+        return False
+
+
 def watch(client, local_dir: str, url: str, pid: int, interval: float,
-          log_file: str | None = None, log_url: str | None = None) -> None:
-    """Upload ``local_dir`` (and the log) every ``interval`` s until process ``pid`` exits."""
+          log_file: str | None = None, log_url: str | None = None,
+          mirror_after: str | None = None, preemption_url: str | None = None,
+          preempted_flag: str | None = None, check_every: float = 1.0) -> None:
+    """Upload ``local_dir`` (and the log) every ``interval`` s until process ``pid`` exits.
+
+    When the metadata server announces a preemption: write ``preempted_flag``, interrupt the
+    training (SIGINT, as Ctrl-C) so it stops cleanly, and upload what it left, all within the
+    notice period.
+    """
     while _pid_alive(pid):
         deadline = time.monotonic() + interval
         while time.monotonic() < deadline and _pid_alive(pid):
-            time.sleep(min(0.5, interval))
-        sync_once(client, local_dir, url, log_file, log_url)
+            if preemption_announced(preemption_url):
+                _save_on_preemption(client, local_dir, url, pid, log_file, log_url,
+                                    mirror_after, preempted_flag)
+                return
+            time.sleep(min(check_every, interval))
+        sync_once(client, local_dir, url, log_file, log_url, mirror_after)
+
+
+def _save_on_preemption(client, local_dir, url, pid, log_file, log_url, mirror_after,
+                        preempted_flag, grace: float = 20.0) -> None:
+    import signal
+
+    print(f"[agent] {datetime.now(timezone.utc):%H:%M:%S} preemption notice: stopping the "
+          f"training and saving the run directory", flush=True)
+    if preempted_flag:
+        with open(preempted_flag, "w", encoding="utf-8") as stream:
+            stream.write(datetime.now(timezone.utc).isoformat(timespec="seconds") + "\n")
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sync_once(client, local_dir, url, log_file, log_url, mirror_after)
 
 
 def sync_once(client, local_dir: str, url: str, log_file: str | None = None,
-              log_url: str | None = None) -> None:
+              log_url: str | None = None, mirror_after: str | None = None) -> None:
     try:
         if os.path.isdir(local_dir):
-            report = storage.upload_tree(client, local_dir, url, delete_extra=True)
+            report = storage.upload_tree(client, local_dir, url,
+                                         delete_extra=_mirror(mirror_after))
             if report.transferred or report.deleted:
                 print(f"[sync] {datetime.now(timezone.utc):%H:%M:%S} {url}: {report}", flush=True)
         if log_file and log_url and os.path.isfile(log_file):
             storage.upload_file(client, log_file, log_url)
     except Exception as error:  # a failed sync is retried at the next interval, never fatal
         print(f"[sync] failed, retrying later: {type(error).__name__}: {error}", flush=True)
+
+
+def verified_manifest(client, local_dir: str, url: str) -> dict[str, str]:
+    """``{name: crc32c}`` of every local file, after checking the bucket holds the same bytes."""
+    if not os.path.isdir(local_dir):
+        return {}
+    remote = storage.remote_files(client, url)
+    manifest = {}
+    for name, path in storage.local_files(local_dir).items():
+        crc = storage.file_crc32c(path)
+        if name not in remote or remote[name].crc32c != crc:
+            raise storage.StorageError(f"{url}/{name} is missing or differs from {path}")
+        manifest[name] = crc
+    return manifest
+
+
+def finish(client, local_dir: str, url: str, marker_url: str, marker: dict,
+           mirror_after: str | None = None, retries: int = 3, retry_wait: float = 10.0,
+           log_file: str | None = None, log_url: str | None = None) -> bool:
+    """Final upload with retries, verified; only then the completion marker. False: no marker."""
+    for attempt in range(1, retries + 1):
+        try:
+            if os.path.isdir(local_dir):
+                storage.upload_tree(client, local_dir, url, delete_extra=_mirror(mirror_after))
+            manifest = verified_manifest(client, local_dir, url)
+            break
+        except Exception as error:  # noqa: BLE001  (any failure is retried, then reported)
+            print(f"[agent] final upload, attempt {attempt}/{retries} failed: "
+                  f"{type(error).__name__}: {error}", flush=True)
+            if attempt == retries:
+                return False
+            time.sleep(retry_wait * attempt)
+    if log_file and log_url and os.path.isfile(log_file):
+        try:
+            storage.upload_file(client, log_file, log_url)
+        except Exception as error:  # noqa: BLE001  (the log is not the run)
+            print(f"[agent] log upload failed: {error}", flush=True)
+    sizes = sum(os.path.getsize(os.path.join(local_dir, name)) for name in manifest)
+    storage.write_json(client, marker_url, dict(marker, uploaded={
+        "files": len(manifest), "bytes": sizes, "url": url}, manifest=manifest))
+    return True
 
 
 def delete_self(project: str, zone: str, instance: str) -> None:
@@ -94,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up")
     up.add_argument("local_dir")
     up.add_argument("url")
-    up.add_argument("--delete", action="store_true")
+    up.add_argument("--mirror-after", metavar="FLAG",
+                    help="remove remote objects missing locally only when FLAG exists")
     put = commands.add_parser("put")
     put.add_argument("file")
     put.add_argument("url")
@@ -108,12 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
     watch_parser.add_argument("--interval", type=float, default=60.0)
     watch_parser.add_argument("--log-file")
     watch_parser.add_argument("--log-url")
-    marker = commands.add_parser("marker")
-    marker.add_argument("url")
-    marker.add_argument("--status", required=True, choices=("completed", "failed"))
-    marker.add_argument("--exit-code", type=int, default=0)
-    marker.add_argument("--instance", default=socket.gethostname())
-    marker.add_argument("--zone", default="")
+    watch_parser.add_argument("--mirror-after", metavar="FLAG")
+    watch_parser.add_argument("--preemption-url", help="metadata server's instance/preempted")
+    watch_parser.add_argument("--preempted-flag", metavar="FILE",
+                              help="written when a preemption was announced")
+    done = commands.add_parser("finish")
+    done.add_argument("local_dir")
+    done.add_argument("url")
+    done.add_argument("marker_url")
+    done.add_argument("--status", required=True, choices=("completed", "failed"))
+    done.add_argument("--exit-code", type=int, default=0)
+    done.add_argument("--reason", default="")
+    done.add_argument("--instance", default=socket.gethostname())
+    done.add_argument("--zone", default="")
+    done.add_argument("--mirror-after", metavar="FLAG")
+    done.add_argument("--retries", type=int, default=3)
+    done.add_argument("--retry-wait", type=float, default=10.0)
+    done.add_argument("--log-file")
+    done.add_argument("--log-url")
     delete = commands.add_parser("delete-self")
     delete.add_argument("--zone", required=True)
     delete.add_argument("--instance", required=True)
@@ -134,20 +244,26 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         client = storage.storage_client(args.project)
         if args.command == "up":
-            print(f"[sync] {args.url}: "
-                  f"{storage.upload_tree(client, args.local_dir, args.url, args.delete)}")
+            report = storage.upload_tree(client, args.local_dir, args.url,
+                                         delete_extra=_mirror(args.mirror_after))
+            print(f"[sync] {args.url}: {report}")
         elif args.command == "put":
             storage.upload_file(client, args.file, args.url)
         elif args.command == "down":
             print(f"[sync] {args.url}: {storage.download_tree(client, args.url, args.local_dir)}")
         elif args.command == "watch":
             watch(client, args.local_dir, args.url, args.pid, args.interval, args.log_file,
-                  args.log_url)
-        elif args.command == "marker":
-            storage.write_json(client, args.url, {
-                "status": args.status, "exit_code": args.exit_code, "instance": args.instance,
-                "zone": args.zone, "finished_at": datetime.now(timezone.utc).isoformat(
-                    timespec="seconds")})
+                  args.log_url, args.mirror_after, args.preemption_url, args.preempted_flag)
+        elif args.command == "finish":
+            marker = {"status": args.status, "exit_code": args.exit_code,
+                      "reason": args.reason or None, "instance": args.instance,
+                      "zone": args.zone, "finished_at": datetime.now(timezone.utc).isoformat(
+                          timespec="seconds")}
+            if not finish(client, args.local_dir, args.url, args.marker_url, marker,
+                          args.mirror_after, args.retries, args.retry_wait, args.log_file,
+                          args.log_url):
+                print("[agent] no completion marker written", file=sys.stderr)
+                return 1
         return 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

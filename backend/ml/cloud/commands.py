@@ -32,14 +32,14 @@ _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 def plain_errors(command):
     """Google API and credential failures become one-line UserErrors (no traceback)."""
     @functools.wraps(command)
-    def wrapper(args) -> int:
+    def wrapper(args, **options) -> int:
         from google.api_core import exceptions as api_exceptions
         from google.auth import exceptions as auth_exceptions
 
         from .compute import CloudError, error_message
 
         try:
-            return command(args)
+            return command(args, **options)
         except auth_exceptions.GoogleAuthError as error:
             raise CloudError(f"Google Cloud credentials: {error}. Run `gcloud auth "
                              f"application-default login` (see docs/cloud.md)") from None
@@ -50,16 +50,14 @@ def plain_errors(command):
 
 # ---- configuration --------------------------------------------------------------------------
 
-def _load_config(args):
+def _load_configs(args) -> list:
+    """Every run of the given configs (sweeps expanded), each with its source file."""
     from ..config import expand_sweep, load_yaml_config
 
-    if len(args.configs) != 1:
-        raise UserError("--cloud runs one config at a time; give a single CONFIG.yaml")
-    configs = expand_sweep(load_yaml_config(args.configs[0], args.set))
-    if len(configs) != 1:
-        raise UserError(f"{args.configs[0]} expands into {len(configs)} sweep runs; --cloud runs "
-                        f"one: remove the sweep section or pin it with --set")
-    return configs[0]
+    configs = []
+    for path in args.configs:
+        configs += [(path, config) for config in expand_sweep(load_yaml_config(path, args.set))]
+    return configs
 
 
 def _settings_config(args):
@@ -151,13 +149,17 @@ def _pointer(runs_dir: Path, run_id: str) -> Path:
     return runs_dir / ".cloud" / f"{run_id}.json"
 
 
-def plan_run(config, args, project: str, run_id: str):
-    """Validate, price and describe a cloud run; no call to GCP. Returns (run, estimate, uploads)."""
-    from .orchestrate import CloudRun, vm_config
+def plan_run(config, config_path: str, project: str, run_id: str):
+    """Validate, price and describe a cloud run; no call to GCP.
+
+    Returns ``(run, estimate, remote_config, uploads)``.
+    """
+    from .compute import service_account_email
+    from .orchestrate import CloudRun, source_state, vm_config
 
     problems = cloud_problems(config)
     if problems:
-        raise ConfigError(args.configs[0], problems)
+        raise ConfigError(config_path, problems)
     train, validation, test, _ = split_sizes_for(config)
     estimate = estimate_cost(config, train, validation, test)
     remote_config, uploads = vm_config(config)
@@ -167,70 +169,115 @@ def plan_run(config, args, project: str, run_id: str):
             "gpu_count": cloud.gpu_count, "preemptible": cloud.preemptible,
             "boot_disk_gb": cloud.boot_disk_gb, "image_family": cloud.image_family,
             "image_project": cloud.image_project, "max_run_hours": cloud.max_run_hours,
-            "wandb_secret": WANDB_SECRET if config.logging.wandb else None}
+            "wandb_secret": WANDB_SECRET if config.logging.wandb else None,
+            "service_account": cloud.service_account or service_account_email(project),
+            "cloud_platform_scope": cloud.cloud_platform_scope}
     run = CloudRun(run_id=run_id, project=project, region=cloud.region, bucket=spec["bucket"],
-                   zones=candidate_zones(cloud), spec=spec, estimate=estimate.to_dict())
+                   zones=candidate_zones(cloud), spec=spec, estimate=estimate.to_dict(),
+                   budget_usd=cloud.max_cost_usd, source=source_state())
     return run, estimate, remote_config, uploads
+
+
+def _check_image(run, compute=None) -> str:
+    """Resolve the image family (``images.getFromFamily``); a clear error when it is retired."""
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from .compute import Compute
+
+    family, image_project = run.spec["image_family"], run.spec["image_project"]
+    try:
+        image = (compute or Compute()).image_from_family(image_project, family)
+    except DefaultCredentialsError:
+        return f"image family {image_project}/{family}: not checked (no credentials)"
+    return f"image family {image_project}/{family}: {image['name']} ({image['state']})"
 
 
 @plain_errors
 def cloud_run_command(args) -> int:
-    """``CONFIG --cloud``: estimate, confirm, upload, create the VM, wait, sync back."""
-    from .compute import Compute
-    from .orchestrate import (body_for, fetch_results, record_cloud_section, start_vm,
-                              upload_inputs, watch_run)
+    """``CONFIG --cloud``: estimate, confirm, upload, create the VM, wait, sync back.
 
-    config = _load_config(args)
+    Several configs (or a sweep) fan out to several VMs, at most ``--max-parallel`` at once.
+    """
+    configs = _load_configs(args)
+    if len(configs) > 1:
+        if args.run_id:
+            raise UserError("--run-id names one run; give a single config without a sweep")
+        from .fanout import fan_out_command
+        return fan_out_command(args, configs)
+    path, config = configs[0]
     project = resolve_project(config, allow_adc=not args.dry_run)
     run_id = args.run_id or f"{config.experiment_name}_{uuid.uuid4().hex[:6]}"
-    run, estimate, remote_config, uploads = plan_run(config, args, project or "YOUR_PROJECT",
+    run, estimate, remote_config, uploads = plan_run(config, path, project or "YOUR_PROJECT",
                                                      run_id)
     print(format_estimate(estimate))
     if args.dry_run:
-        zone = run.zones[0] if run.zones else f"{run.region}-a"
-        print(f"\nInstance request (zone {zone}; on stockout then {', '.join(run.zones[1:]) or '-'})"
-              f", POST compute/v1/projects/{run.project}/zones/{zone}/instances:")
-        print(json.dumps(body_for(run, zone, 0), indent=2))
-        print(f"\nUploads to {run.url}/: code.tar.gz, inputs/config.yaml"
-              + "".join(f", inputs/{name}" for _, name in uploads[:5])
-              + (f" and {len(uploads) - 5} more" if len(uploads) > 5 else ""))
-        if not project:
-            print("(no project configured: set cloud.project; YOUR_PROJECT stands in for it)")
-        print("Nothing was created (--dry-run).")
-        return 0
+        return _print_dry_run(run, uploads, project)
     check_budget(estimate, config.cloud.max_cost_usd)
     if not args.yes and not _confirm(f"Start run {run_id} at about "
                                      f"${estimate.total[estimate.chosen]:.2f}?"):
         print("Nothing was started.")
         return 1
-    client = storage.storage_client(project)
+    return _launch(args, config, run, remote_config, uploads)
+
+
+def _print_dry_run(run, uploads, project) -> int:
+    from .orchestrate import body_for
+
+    zone = run.zones[0] if run.zones else f"{run.region}-a"
+    print("\n" + (_check_image(run) if project else
+                  f"image family {run.spec['image_project']}/{run.spec['image_family']}: not "
+                  f"checked (no project)"))
+    print(f"\nInstance request (zone {zone}; on stockout then {', '.join(run.zones[1:]) or '-'})"
+          f", POST compute/v1/projects/{run.project}/zones/{zone}/instances:")
+    print(json.dumps(body_for(run, zone, 0), indent=2))
+    print(f"\nUploads to {run.url}/: code.tar.gz, inputs/config.yaml"
+          + "".join(f", inputs/{name}" for _, name in uploads[:5])
+          + (f" and {len(uploads) - 5} more" if len(uploads) > 5 else ""))
+    if not project:
+        print("(no project configured: set cloud.project; YOUR_PROJECT stands in for it)")
+    print("Nothing was created (--dry-run).")
+    return 0
+
+
+def _launch(args, config, run, remote_config, uploads, detach: bool | None = None,
+            log=print, spent_elsewhere=lambda: 0.0, sleep=None) -> int:
+    """Upload, create the VM and (unless detached) watch it and fetch the results."""
+    from .compute import Compute
+    from .orchestrate import (fetch_results, record_cloud_section, start_vm, upload_inputs,
+                              watch_run)
+
+    client = storage.storage_client(run.project)
     storage.require_bucket(client, run.bucket)
     compute = Compute()
-    run.zones = _offering_zones(compute, run, config.cloud)
+    log(_check_image(run, compute))
+    run.zones = _offering_zones(compute, run, config.cloud, log)
     runs_dir = _runs_dir(args, config)
-    print(f"Uploading to {run.url}/")
+    log(f"Uploading to {run.url}/")
     with tempfile.TemporaryDirectory() as work:
-        upload_inputs(client, run, remote_config, uploads, Path(work))
-    atomic_write_json(_pointer(runs_dir, run_id), {"project": project, "bucket": run.bucket})
-    print("Creating the VM")
+        upload_inputs(client, run, remote_config, uploads, Path(work), log=log)
+    atomic_write_json(_pointer(runs_dir, run.run_id), {"project": run.project,
+                                                       "bucket": run.bucket})
+    log("Creating the VM")
     try:
-        start_vm(compute, run)
+        start_vm(compute, run, log=log)
     finally:
         storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
-    if args.detach:
+    if args.detach if detach is None else detach:
         vm = run.vms[-1]
-        print(f"\nDetached. The VM deletes itself when training ends, and after "
-              f"{config.cloud.max_run_hours:g} h at the latest.\n"
-              f"  progress:  python run_experiment.py --cloud-status\n"
-              f"  results:   python run_experiment.py --sync {run_id}\n"
-              f"  stop now:  python run_experiment.py --cloud-teardown --run-id {run_id}\n"
-              f"  VM:        {vm['instance']} in {vm['zone']}")
+        log(f"\nDetached. The VM deletes itself when training ends, and after "
+            f"{config.cloud.max_run_hours:g} h at the latest.\n"
+            f"  progress:  python run_experiment.py --cloud-logs {run.run_id} --follow\n"
+            f"  cost:      python run_experiment.py --cloud-cost {run.run_id}\n"
+            f"  results:   python run_experiment.py --sync {run.run_id}\n"
+            f"  stop now:  python run_experiment.py --cloud-teardown --run-id {run.run_id}\n"
+            f"  VM:        {vm['instance']} in {vm['zone']}")
         return 0
-    return _watch_and_fetch(compute, client, run, runs_dir / run_id,
-                            watch_run, fetch_results, record_cloud_section)
+    return _watch_and_fetch(compute, client, run, runs_dir / run.run_id,
+                            watch_run, fetch_results, record_cloud_section, log=log,
+                            spent_elsewhere=spent_elsewhere, sleep=sleep)
 
 
-def _offering_zones(compute, run, cloud) -> list[str]:
+def _offering_zones(compute, run, cloud, log=print) -> list[str]:
     """The zones to try, checked against what the Compute API says offers the GPU now."""
     from .compute import CapacityError
 
@@ -239,7 +286,7 @@ def _offering_zones(compute, run, cloud) -> list[str]:
         zones = [zone for zone in cloud.zones if zone in offered]
         for zone in cloud.zones:
             if zone not in offered:
-                print(f"  skipping {zone}: it does not offer {cloud.gpu_type}")
+                log(f"  skipping {zone}: it does not offer {cloud.gpu_type}")
     else:
         zones = [zone for zone in run.zones if zone in offered] + \
                 [zone for zone in offered if zone not in run.zones]
@@ -251,27 +298,34 @@ def _offering_zones(compute, run, cloud) -> list[str]:
 
 
 def _watch_and_fetch(compute, client, run, run_dir: Path, watch_run, fetch_results,
-                     record_cloud_section) -> int:
-    print(f"Waiting for {run.run_id} (Ctrl-C deletes the VM; the run stays in {run.url})")
+                     record_cloud_section, log=print, spent_elsewhere=lambda: 0.0,
+                     sleep=None) -> int:
+    import time
+
+    log(f"Waiting for {run.run_id} (Ctrl-C deletes the VM; the run stays in {run.url})")
     try:
-        marker = watch_run(compute, client, run)
+        marker = watch_run(compute, client, run, log=log, spent_elsewhere=spent_elsewhere,
+                           sleep=sleep or time.sleep)
     except KeyboardInterrupt:
         print(f"\nInterrupted: the VM was deleted. What was synced is in {run.url}/run; fetch "
               f"it with --sync {run.run_id}, continue it with --sync {run.run_id} --cloud.",
               file=sys.stderr)
-        fetch_results(client, run.url, run_dir)
+        fetch_results(client, run.url, run_dir, log=log)
         return 130
     finally:
         storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
-    print(f"Run {run.run_id} {marker.get('status')} on the VM; fetching the results")
-    fetch_results(client, run.url, run_dir)
+    log(f"Run {run.run_id} {marker.get('status')} on the VM; fetching the results")
+    fetch_results(client, run.url, run_dir, log=log, mirror=True)
     record_cloud_section(run_dir, run, marker)
+    log(f"  VM-hours {run.vm_hours():.2f}, cost about ${run.spent_usd():.2f} (estimate "
+        f"${float(run.estimate['total'][run.estimate['chosen']]) if run.estimate else 0:.2f})")
     if marker.get("status") != "completed":
         last = run.vms[-1]["instance"] if run.vms else "vm"
-        print(f"Training failed on the VM (exit code {marker.get('exit_code')}); its log: "
-              f"{run.url}/cloud/{last}.log", file=sys.stderr)
+        reason = f": {marker['reason']}" if marker.get("reason") else ""
+        print(f"Training failed on the VM (exit code {marker.get('exit_code')}){reason}; its "
+              f"log: {run.url}/cloud/{last}.log", file=sys.stderr)
         return 1
-    print(f"Results: {run_dir}")
+    log(f"Results: {run_dir}")
     return 0
 
 
@@ -292,8 +346,8 @@ def _location(args, run_id: str | None = None) -> tuple[str, str, Path]:
 def sync_command(args) -> int:
     """``--sync RUN_ID``: fetch a cloud run's directory; with ``--cloud`` continue a stopped one."""
     from .compute import Compute, label_value
-    from .orchestrate import (fetch_results, load_launch, record_cloud_section, start_vm,
-                              watch_run)
+    from .orchestrate import (check_replacement_budget, fetch_results, load_launch,
+                              record_cloud_section, start_vm, watch_run)
 
     run_id = args.sync
     project, bucket, runs_dir = _location(args, run_id)
@@ -303,7 +357,7 @@ def sync_command(args) -> int:
     marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
     run_dir = runs_dir / run_id
     print(f"Syncing {run.url}/run -> {run_dir}")
-    fetch_results(client, run.url, run_dir)
+    fetch_results(client, run.url, run_dir, mirror=bool(marker))  # a finished run: mirror
     if marker:
         record_cloud_section(run_dir, run, marker)
         print(f"Run {run_id}: {marker.get('status')} (finished {marker.get('finished_at')}).")
@@ -323,6 +377,11 @@ def sync_command(args) -> int:
         return 1
     for vm in alive:
         compute.delete(project, vm["zone"], vm["name"])
+    for vm in run.vms:
+        _settle_end(vm, client, run)
+    if any(item.startswith("cloud.max_cost_usd=") for item in args.set or []):
+        run.budget_usd = _settings_config(args).cloud.max_cost_usd  # continue past the budget
+    check_replacement_budget(run)
     print(f"Starting a replacement VM for {run_id}; it resumes from the last checkpoint")
     start_vm(compute, run)
     storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
@@ -359,19 +418,120 @@ def cloud_status_command(args) -> int:
 
 @plain_errors
 def cloud_teardown_command(args) -> int:
-    """``--cloud-teardown [--run-id ID]``: delete the project's training VMs (or one run's)."""
-    from .compute import Compute, label_value
+    """``--cloud-teardown [--run-id ID]``: delete the project's training VMs (or one run's).
+
+    Only instances labelled ``app=media-bias`` are touched; the list is printed before anything
+    is deleted, and confirmed unless ``--yes``.
+    """
+    from .compute import APP_LABEL, RUN_LABEL, Compute, label_value
 
     project, _, _ = _location(args)
     compute = Compute()
-    vms = compute.list_run_instances(project)
+    vms = [vm for vm in compute.list_run_instances(project)
+           if vm["labels"].get("app") == APP_LABEL]
     if args.run_id:
-        vms = [vm for vm in vms if vm["labels"].get("media-bias-run") == label_value(args.run_id)]
+        vms = [vm for vm in vms if vm["labels"].get(RUN_LABEL) == label_value(args.run_id)]
     if not vms:
         print(f"No training VM in {project}; nothing to delete.")
         return 0
+    print(f"Training VMs to delete in {project} (label app={APP_LABEL}):")
     for vm in vms:
-        compute.delete(project, vm["zone"], vm["name"])
-        print(f"deleted {vm['name']} ({vm['zone']}, was {vm['status']})")
+        print(f"  {vm['name']:<40} {vm['zone']:<16} {vm['status']:<12} run "
+              f"{vm['labels'].get(RUN_LABEL, '?')}")
+    if not getattr(args, "yes", False) and not _confirm(f"Delete these {len(vms)} VM(s)?"):
+        print("Nothing was deleted.")
+        return 1
+    for vm in vms:
+        if compute.delete(project, vm["zone"], vm["name"]):
+            print(f"deleted {vm['name']} ({vm['zone']}, was {vm['status']})")
+        else:
+            print(f"{vm['name']} was already being deleted")
     print(f"{len(vms)} VM(s) deleted. Runs stay in Cloud Storage; fetch them with --sync RUN_ID.")
+    return 0
+
+
+# ---- --cloud-logs, --cloud-cost ------------------------------------------------------------
+
+def _log_urls(run) -> list[tuple[str, str]]:
+    return [(vm["instance"], f"{run.url}/cloud/{vm['instance']}.log") for vm in run.vms]
+
+
+@plain_errors
+def cloud_logs_command(args, sleep=None, poll_seconds: float = 15.0) -> int:
+    """``--cloud-logs RUN_ID [--follow]``: the VMs' startup and training log from the bucket.
+
+    The VM uploads its log at every sync (``SYNC_INTERVAL``), so ``--follow`` shows new lines
+    with that delay, until the completion marker appears.
+    """
+    import time
+
+    from .orchestrate import load_launch
+
+    sleep = sleep or time.sleep
+    run_id = args.cloud_logs
+    project, bucket, _ = _location(args, run_id)
+    client = storage.storage_client(project)
+    shown: dict[str, int] = {}
+    while True:
+        run = load_launch(client, bucket, run_id)  # a replacement VM adds a log
+        for instance, url in _log_urls(run):
+            text = storage.read_text(client, url) or ""
+            if len(text) > shown.get(instance, 0):
+                if instance not in shown:
+                    print(f"==> {url} <==")
+                sys.stdout.write(text[shown.get(instance, 0):])
+                sys.stdout.flush()
+                shown[instance] = len(text)
+        marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
+        if not getattr(args, "follow", False) or marker:
+            if not shown:
+                print(f"No log of {run_id} in {run.url}/cloud/ yet (the VM uploads it at its "
+                      f"first sync).")
+            if marker:
+                print(f"==> run {run_id}: {marker.get('status')} <==")
+            return 0
+        sleep(poll_seconds)
+
+
+def _settle_end(vm: dict, client, run) -> None:
+    """A VM that is gone without a recorded end: its log's last upload is when it last ran."""
+    if vm.get("ended_at"):
+        return
+    bucket_name, name = storage.parse_gs_url(f"{run.url}/cloud/{vm['instance']}.log")
+    blob = client.bucket(bucket_name).get_blob(name)
+    if blob is not None and blob.updated is not None:
+        vm["ended_at"] = blob.updated.isoformat(timespec="seconds")
+
+
+@plain_errors
+def cloud_cost_command(args) -> int:
+    """``--cloud-cost RUN_ID``: VM-hours and dollars so far, per VM, next to the estimate."""
+    from .compute import Compute
+    from .orchestrate import load_launch, vm_hours
+
+    run_id = args.cloud_cost
+    project, bucket, _ = _location(args, run_id)
+    client = storage.storage_client(project)
+    run = load_launch(client, bucket, run_id)
+    alive = {vm["name"] for vm in Compute().list_run_instances(project)
+             if vm["status"] not in ("STOPPING", "TERMINATED")}
+    rate = run.hourly_usd()
+    kind = run.estimate.get("chosen", "?") if run.estimate else "?"
+    print(f"Cost of {run_id} so far, at ${rate:.4f}/h ({kind}: machine, GPUs, disk and "
+          f"external IP from the launch estimate):")
+    for vm in run.vms:
+        if vm["instance"] not in alive:
+            _settle_end(vm, client, run)
+        state = "running" if vm["instance"] in alive else "ended"
+        hours = vm_hours(vm)
+        print(f"  {vm['instance']:<36} {vm['zone']:<16} {state:<8} {hours:7.2f} h  "
+              f"${hours * rate:8.2f}")
+    print(f"  {'total':<62}{run.vm_hours():7.2f} h  ${run.spent_usd():8.2f}")
+    if run.estimate:
+        estimate = float(run.estimate["total"][run.estimate["chosen"]])
+        print(f"  estimate at launch: ${estimate:.2f} ({float(run.estimate['hours']):.2f} h); "
+              f"budget (cloud.max_cost_usd): "
+              + (f"${run.budget_usd:.2f}" if run.budget_usd is not None else "none recorded"))
+    print("List prices; the billing report (Billing > Reports, label media-bias-run) has the "
+          "charged figure.")
     return 0

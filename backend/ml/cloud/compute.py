@@ -20,12 +20,21 @@ ENDPOINT_VARIABLE = "MEDIA_BIAS_COMPUTE_ENDPOINT"
 APP_LABEL = "media-bias"
 RUN_LABEL = "media-bias-run"
 # Least the VM needs: read code / write results in Cloud Storage, delete itself, write logs.
+# The service account's roles (scripts/gcp_setup.py) are what really limits it; the scopes only
+# keep a token from reaching further.
 VM_SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",
              "https://www.googleapis.com/auth/compute",
              "https://www.googleapis.com/auth/logging.write")
-# Secret Manager has no narrower OAuth scope; added only when W&B needs its key on the VM.
-SECRET_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Secret Manager has no narrower OAuth scope: only with cloud.cloud_platform_scope.
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+SERVICE_ACCOUNT_ID = "media-bias-trainer"
+DEFAULT_IMAGE_FAMILY = "common-cu129-ubuntu-2204-nvidia-580"  # supported until 2028-08
 STOCKOUT_CODES = ("ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS")
+# Zone operation Compute Engine records when it preempts a spot VM; nothing else means preempted.
+PREEMPTED_OPERATION = "compute.instances.preempted"
+# How long a Ctrl-C or a time-out during creation waits for the VM to exist, to delete it.
+CREATION_GRACE_SECONDS = 180
+UNANSWERED_INSERT_SECONDS = 30  # an insert interrupted before its answer may still create the VM
 
 
 class CloudError(UserError):
@@ -34,6 +43,10 @@ class CloudError(UserError):
 
 class CapacityError(CloudError):
     """No zone could take the VM (stockout or quota)."""
+
+
+class OperationTimeout(CloudError):
+    """A Compute Engine operation did not finish in time."""
 
 
 @dataclass
@@ -52,7 +65,14 @@ class VmSpec:
     image_project: str
     max_run_hours: float
     wandb_secret: str | None = None
+    service_account: str = "default"
+    cloud_platform_scope: bool = False
     extra_metadata: dict = field(default_factory=dict)
+
+
+def service_account_email(project: str, account_id: str = SERVICE_ACCOUNT_ID) -> str:
+    """``media-bias-trainer@PROJECT.iam.gserviceaccount.com``, the VM's identity."""
+    return f"{account_id}@{project}.iam.gserviceaccount.com"
 
 
 def label_value(text: str) -> str:
@@ -87,7 +107,7 @@ def instance_body(spec: VmSpec, zone: str, name: str, startup_script: str,
     if shutdown_script:
         metadata.insert(1, {"key": "shutdown-script", "value": shutdown_script})
     metadata += [{"key": key, "value": str(value)} for key, value in spec.extra_metadata.items()]
-    scopes = list(VM_SCOPES) + ([SECRET_SCOPE] if spec.wandb_secret else [])
+    scopes = list(VM_SCOPES) + ([CLOUD_PLATFORM_SCOPE] if spec.cloud_platform_scope else [])
     body = {
         "name": name,
         "machineType": f"zones/{zone}/machineTypes/{spec.machine_type}",
@@ -106,7 +126,7 @@ def instance_body(spec: VmSpec, zone: str, name: str, startup_script: str,
         "networkInterfaces": [{"network": "global/networks/default",
                                "accessConfigs": [{"name": "External NAT",
                                                   "type": "ONE_TO_ONE_NAT"}]}],
-        "serviceAccounts": [{"email": "default", "scopes": scopes}],
+        "serviceAccounts": [{"email": spec.service_account, "scopes": scopes}],
         "metadata": {"items": metadata},
     }
     if uses_guest_accelerators(spec.gpu_type):
@@ -135,11 +155,18 @@ def _error_text(error) -> str:
 
 
 def classify_insert_error(error) -> str:
-    """stockout, zonal_quota, regional_quota, unavailable (GPU or type not in zone) or other."""
+    """stockout, zonal_quota, regional_quota, global_quota, unavailable (GPU or type not in
+    zone), image, service_account or other."""
     text = _error_text(error)
     lowered = text.lower()
     if any(code in text for code in STOCKOUT_CODES) or "does not have enough resources" in lowered:
         return "stockout"
+    if "GPUS_ALL_REGIONS" in text or ("quota" in lowered and "globally" in lowered):
+        return "global_quota"
+    if "/global/images/" in lowered:
+        return "image"
+    if "serviceaccount" in lowered.replace(" ", "") or "service account" in lowered:
+        return "service_account"
     if "quota" in lowered:
         if "in region" not in lowered and ("zone" in lowered or "zonal" in lowered):
             return "zonal_quota"
@@ -175,13 +202,47 @@ class Compute:
         self.zone_operations = compute_v1.ZoneOperationsClient(**options)
         self.accelerator_types = compute_v1.AcceleratorTypesClient(**options)
         self.regions = compute_v1.RegionsClient(**options)
+        self.projects = compute_v1.ProjectsClient(**options)
+        self.images = compute_v1.ImagesClient(**options)
 
     def insert(self, project: str, zone: str, body: dict, timeout: float = 600) -> None:
-        """Create the instance and wait until Compute Engine accepted or refused it."""
+        """Create the instance and wait until Compute Engine accepted or refused it.
+
+        A Ctrl-C or a time-out while Compute Engine is still creating it waits (bounded) for
+        the creation to end and deletes the VM, so nothing keeps running unseen.
+        """
         resource = self._v1.Instance.from_json(json.dumps(body))
-        operation = self.instances.insert_unary(project=project, zone=zone,
-                                                instance_resource=resource)
-        self.wait(project, zone, operation, timeout)
+        operation = None
+        try:
+            operation = self.instances.insert_unary(project=project, zone=zone,
+                                                    instance_resource=resource)
+            self.wait(project, zone, operation, timeout)
+        except (KeyboardInterrupt, OperationTimeout):
+            self.delete_once_created(project, zone, body["name"], operation)
+            raise
+
+    def delete_once_created(self, project: str, zone: str, name: str, operation=None,
+                            grace: float = CREATION_GRACE_SECONDS) -> None:
+        """Let a pending creation finish (at most ``grace`` s), then delete the instance.
+
+        Without the insert operation (interrupted before Compute Engine answered) the instance
+        is looked for a while instead, in case the request got through.
+        """
+        import time
+
+        deadline = time.monotonic() + grace
+        done = self._v1.Operation.Status.DONE
+        while operation is not None and operation.status != done and time.monotonic() < deadline:
+            try:
+                operation = self.zone_operations.wait(project=project, zone=zone,
+                                                      operation=operation.name)
+            except Exception:  # noqa: BLE001  (best effort: the delete below still runs)
+                break
+        if operation is None:
+            look_until = time.monotonic() + min(grace, UNANSWERED_INSERT_SECONDS)
+            while self.get(project, zone, name) is None and time.monotonic() < look_until:
+                time.sleep(2)
+        self.delete(project, zone, name, wait=False)
 
     def wait(self, project: str, zone: str, operation, timeout: float = 600) -> None:
         """Block until a zonal operation is DONE; its error is raised as GoogleAPICallError."""
@@ -193,8 +254,8 @@ class Compute:
         done = self._v1.Operation.Status.DONE
         while operation.status != done:
             if time.monotonic() > deadline:
-                raise CloudError(f"operation {operation.name} in {zone} did not finish in "
-                                 f"{timeout:g} s")
+                raise OperationTimeout(f"operation {operation.name} in {zone} did not finish in "
+                                       f"{timeout:g} s")
             operation = self.zone_operations.wait(project=project, zone=zone,
                                                   operation=operation.name)
         if operation.error and operation.error.errors:
@@ -222,7 +283,7 @@ class Compute:
 
     def delete(self, project: str, zone: str, name: str, wait: bool = True,
                timeout: float = 600) -> bool:
-        """Delete the instance; False when it was already gone."""
+        """Delete the instance; False when it was already gone or already being deleted."""
         from google.api_core import exceptions
 
         try:
@@ -231,7 +292,56 @@ class Compute:
                 self.wait(project, zone, operation, timeout)
         except exceptions.NotFound:
             return False
+        except exceptions.BadRequest as error:
+            # A VM deleting itself is STOPPING; a second delete is refused as not ready.
+            if "not ready" in error_message(error).lower():
+                return False
+            raise
         return True
+
+    def was_preempted(self, project: str, zone: str, name: str) -> bool:
+        """Whether the zone's operations record a preemption of instance ``name``."""
+        request = self._v1.ListZoneOperationsRequest(
+            project=project, zone=zone, filter=f'operationType = "{PREEMPTED_OPERATION}"')
+        return any(operation.operation_type == PREEMPTED_OPERATION
+                   and operation.target_link.rsplit("/", 1)[-1] == name
+                   for operation in self.zone_operations.list(request=request))
+
+    def image_from_family(self, image_project: str, family: str) -> dict:
+        """``{"name", "state", "replacement"}`` of the family's current image.
+
+        Raises CloudError naming a replacement when the family is missing or deprecated.
+        """
+        from google.api_core import exceptions
+
+        try:
+            image = self.images.get_from_family(project=image_project, family=family)
+        except exceptions.NotFound:
+            raise CloudError(
+                f"cloud.image_family: {family!r} does not exist in {image_project} (Deep "
+                f"Learning VM families are retired on a schedule). Use a current one, e.g. "
+                f"{DEFAULT_IMAGE_FAMILY!r}; list them with `gcloud compute images list "
+                f"--project {image_project} --filter=family~common-cu --format='value(family)'"
+                f"`") from None
+        state = image.deprecated.state if image.deprecated else ""
+        replacement = image.deprecated.replacement.rsplit("/", 1)[-1] if image.deprecated \
+            else ""
+        if state in ("DEPRECATED", "OBSOLETE", "DELETED"):
+            instead = replacement or DEFAULT_IMAGE_FAMILY
+            raise CloudError(f"cloud.image_family: {family!r} is {state.lower()} (image "
+                             f"{image.name}); use {instead!r} instead")
+        return {"name": image.name, "state": state or "ACTIVE", "replacement": replacement}
+
+    def project_quotas(self, project: str) -> dict[str, tuple[float, float]]:
+        """Project-wide ``{metric: (limit, usage)}``, e.g. ``GPUS_ALL_REGIONS``."""
+        info = self.projects.get(project=project)
+        return {quota.metric: (quota.limit, quota.usage) for quota in info.quotas}
+
+    def simulate_maintenance(self, project: str, zone: str, name: str) -> None:
+        """``instances.simulateMaintenanceEvent``: a spot VM is preempted as for real."""
+        operation = self.instances.simulate_maintenance_event_unary(project=project, zone=zone,
+                                                                    instance=name)
+        self.wait(project, zone, operation)
 
     def list_run_instances(self, project: str) -> list[dict]:
         """Every instance of ``project`` labelled as a media-bias training VM, in any zone."""
@@ -278,17 +388,27 @@ def create_with_fallback(compute: Compute, project: str, zones: list[str], build
     for zone in zones:
         body = build_body(zone)
         try:
-            compute.insert(project, zone, body)
+            compute.insert(project, zone, body)  # deletes the VM itself on Ctrl-C / time-out
             return zone, body
-        except KeyboardInterrupt:
-            # Ctrl-C while Compute Engine may already be creating it: make sure it is gone.
-            compute.delete(project, zone, body["name"], wait=False)
-            raise
         except exceptions.GoogleAPICallError as error:
             kind = classify_insert_error(error)
             message = error_message(error)
             # A refused insert can leave a stopped shell of the instance behind; never keep it.
             compute.delete(project, zone, body["name"])
+            if kind == "global_quota":
+                raise CapacityError(
+                    f"the project-wide GPU quota (GPUS_ALL_REGIONS) is used up: {message}\n"
+                    f"Request more (IAM & Admin > Quotas, metric GPUS_ALL_REGIONS); `python "
+                    f"scripts/gcp_setup.py --project {project} --setup-only` shows both GPU "
+                    f"quotas.") from None
+            if kind == "image":
+                raise CloudError(f"the boot image was refused: {message}\nSet "
+                                 f"cloud.image_family to a current Deep Learning VM family, "
+                                 f"e.g. {DEFAULT_IMAGE_FAMILY}.") from None
+            if kind == "service_account":
+                raise CloudError(f"the VM's service account was refused: {message}\nCreate it "
+                                 f"and grant its roles with `python scripts/gcp_setup.py "
+                                 f"--project {project} --setup-only`.") from None
             if kind == "regional_quota":
                 raise CapacityError(
                     f"GPU quota exceeded in the region while creating the VM in {zone}: "

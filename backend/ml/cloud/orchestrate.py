@@ -6,18 +6,23 @@ Layout of a run in the bucket::
     gs://BUCKET/runs/<id>/inputs/config.yaml   the resolved config (data paths rewritten)
     gs://BUCKET/runs/<id>/inputs/data/...      local data files the config points at
     gs://BUCKET/runs/<id>/run/...              the run directory, synced while training
-    gs://BUCKET/runs/<id>/cloud/launch.json    how the VM was requested (no credentials)
+    gs://BUCKET/runs/<id>/cloud/launch.json    how the VMs were requested, their hours, the budget,
+                                               the local commit (no credentials)
     gs://BUCKET/runs/<id>/cloud/<vm>.log       the VM's startup log
-    gs://BUCKET/runs/<id>/cloud/DONE.json      completion marker: status, exit code, VM, time
+    gs://BUCKET/runs/<id>/cloud/DONE.json      completion marker: status, exit code, VM, time and
+                                               the manifest of the uploaded run directory
 
 The VM is deleted on every way out of :func:`watch_run` (success, failure, Ctrl-C), by itself
-at the end of its startup script, and by Compute Engine after ``cloud.max_run_hours``.
+at the end of its startup script, and by Compute Engine after ``cloud.max_run_hours``. Only a
+preemption on record (zone operation ``compute.instances.preempted``) gets a replacement VM, and
+only while the hours of every VM of the run so far plus one more run stay within the budget.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import tarfile
 import time
@@ -29,14 +34,18 @@ from ..errors import UserError
 from ..fileio import atomic_write_json
 from . import storage
 from .compute import CloudError, Compute, VmSpec, create_with_fallback, instance_body, instance_name
+from .pricing import MAX_REPLACEMENTS
 from .startup import StartupSettings, render_startup_script
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 POLL_SECONDS = 30.0
-MAX_REPLACEMENTS = 5
 _NEVER_PACKED = (".git/", ".venv/", ".ci-venv/", "experiments/runs/", "wandb/", "__pycache__/",
                  "test-artifacts/", ".pytest_cache/")
 _STOPPED = ("STOPPING", "STOPPED", "TERMINATED", "SUSPENDING", "SUSPENDED")
+# Never shipped to the VM even when git would: environment files, keys, credentials.
+_SECRET_NAME = re.compile(r"(^|/)(\.env(\..*)?|[^/]*\.pem|[^/]*\.p12|[^/]*key[^/]*\.json|"
+                          r"id_(rsa|ed25519|ecdsa)[^/]*|\.netrc|credentials[^/]*\.json|"
+                          r"application_default_credentials\.json)$", re.IGNORECASE)
 
 
 @dataclass
@@ -50,8 +59,23 @@ class CloudRun:
     zones: list[str]
     spec: dict                                  # VmSpec fields
     startup: dict = field(default_factory=dict)  # StartupSettings overrides (tests, emulators)
-    vms: list[dict] = field(default_factory=list)  # {"instance", "zone", "created_at"}
+    vms: list[dict] = field(default_factory=list)  # {"instance", "zone", "created_at", "ended_at"}
     estimate: dict = field(default_factory=dict)
+    budget_usd: float | None = None             # cloud.max_cost_usd, for all VMs of the run
+    source: dict = field(default_factory=dict)   # local commit and dirty state at launch
+
+    def hourly_usd(self) -> float:
+        """$/hour of one VM at the capacity kind the run uses (machine, GPUs, disk, IP)."""
+        if not self.estimate:
+            return 0.0
+        return float(self.estimate["hourly"][self.estimate["chosen"]])
+
+    def vm_hours(self, now: datetime | None = None) -> float:
+        """Hours of every VM of the run so far; a VM still up counts until ``now``."""
+        return sum(vm_hours(vm, now) for vm in self.vms)
+
+    def spent_usd(self, now: datetime | None = None) -> float:
+        return self.vm_hours(now) * self.hourly_usd()
 
     @property
     def url(self) -> str:
@@ -73,6 +97,50 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def vm_hours(vm: dict, now: datetime | None = None) -> float:
+    """Hours between a VM record's ``created_at`` and its ``ended_at`` (or ``now``)."""
+    start = datetime.fromisoformat(vm["created_at"])
+    end = datetime.fromisoformat(vm["ended_at"]) if vm.get("ended_at") else \
+        (now or datetime.now(timezone.utc))
+    return max(0.0, (end - start).total_seconds() / 3600)
+
+
+def _ended(vm: dict) -> None:
+    vm.setdefault("ended_at", None)
+    if not vm["ended_at"]:
+        vm["ended_at"] = _now()
+
+
+def is_secret_file(path: Path, name: str) -> bool:
+    """A file that must never leave the machine: by its name, or a JSON credential inside."""
+    if _SECRET_NAME.search(name):
+        return True
+    if name.lower().endswith(".json"):
+        try:
+            with open(path, encoding="utf-8", errors="ignore") as stream:
+                head = stream.read(4096)
+        except OSError:
+            return False
+        return '"private_key"' in head or re.search(r'"type"\s*:\s*"(service_account|'
+                                                    r'authorized_user)"', head) is not None
+    return False
+
+
+def source_state(root: Path = REPO_ROOT) -> dict:
+    """The local commit, branch and whether the working tree differs from it (for provenance)."""
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, check=True,
+                                  text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain")
+    return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+            "dirty": bool(status) if status is not None else None}
+
+
 def project_files(root: Path = REPO_ROOT) -> list[str]:
     """Files of the project to ship: git's tracked and untracked-but-not-ignored files."""
     try:
@@ -83,7 +151,8 @@ def project_files(root: Path = REPO_ROOT) -> list[str]:
         names = [path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file()]
     return sorted(name for name in names if (root / name).is_file()
                   and not any(name.startswith(prefix) or f"/{prefix}" in name
-                              for prefix in _NEVER_PACKED))
+                              for prefix in _NEVER_PACKED)
+                  and not is_secret_file(root / name, name))
 
 
 def package_code(target: Path, root: Path = REPO_ROOT) -> int:
@@ -133,12 +202,12 @@ def _files_under(path: Path, remote: str) -> list[tuple[Path, str]]:
 
 
 def upload_inputs(client, run: CloudRun, config, uploads: list[tuple[Path, str]],
-                  work_dir: Path, log=print) -> None:
+                  work_dir: Path, log=print, code_root: Path = REPO_ROOT) -> None:
     """Code tarball, config and data to ``gs://BUCKET/runs/<id>/``."""
     from ..config import config_to_yaml
 
     tarball = work_dir / "code.tar.gz"
-    count = package_code(tarball)
+    count = package_code(tarball, code_root)
     storage.upload_file(client, tarball, f"{run.url}/code.tar.gz")
     log(f"  uploaded the code ({count} files, {tarball.stat().st_size / 1e6:.1f} MB)")
     config_file = work_dir / "config.yaml"
@@ -154,7 +223,9 @@ def upload_inputs(client, run: CloudRun, config, uploads: list[tuple[Path, str]]
 def startup_for(run: CloudRun, zone: str, name: str) -> str:
     settings = StartupSettings(run_id=run.run_id, bucket=run.bucket, project=run.project,
                                zone=zone, instance=name,
-                               wandb_secret=run.spec.get("wandb_secret") or "")
+                               wandb_secret=run.spec.get("wandb_secret") or "",
+                               gpu_count=int(run.spec.get("gpu_count", 1)),
+                               torch_index=torch_index_for(run.spec.get("image_family", "")))
     for key, value in run.startup.items():
         setattr(settings, key, value)
     return render_startup_script(settings)
@@ -171,7 +242,7 @@ def start_vm(compute: Compute, run: CloudRun, log=print) -> dict:
     attempt = len(run.vms)
     zone, body = create_with_fallback(compute, run.project, run.zones,
                                       lambda zone: body_for(run, zone, attempt), log=log)
-    record = {"instance": body["name"], "zone": zone, "created_at": _now()}
+    record = {"instance": body["name"], "zone": zone, "created_at": _now(), "ended_at": None}
     run.vms.append(record)
     kind = "spot" if run.spec["preemptible"] else "on-demand"
     log(f"  VM {body['name']} created in {zone} ({run.spec['machine_type']}, "
@@ -195,14 +266,13 @@ def _progress(client, run: CloudRun) -> str | None:
 
 
 def watch_run(compute: Compute, client, run: CloudRun, poll_seconds: float | None = None,
-              log=print, sleep=time.sleep, deadline_hours: float | None = None) -> dict:
+              log=print, sleep=time.sleep, spent_elsewhere=lambda: 0.0) -> dict:
     """Wait for the completion marker; replace preempted VMs; the VM never outlives this call.
 
+    ``spent_elsewhere`` adds what other runs under the same budget have cost (a fan-out).
     Returns the marker (``{"status": "completed" | "failed", ...}``).
     """
     poll = POLL_SECONDS if poll_seconds is None else poll_seconds
-    started = time.monotonic()
-    deadline_hours = deadline_hours or run.spec["max_run_hours"] * 1.5
     current = run.vms[-1]
     last_progress, last_status = None, None
     try:
@@ -219,7 +289,7 @@ def watch_run(compute: Compute, client, run: CloudRun, poll_seconds: float | Non
                 marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
                 if marker:  # finished and deleted itself between the two looks
                     return marker
-                current = _replace(compute, run, current, status, started, deadline_hours, log)
+                current = _after_loss(compute, run, current, status, log, spent_elsewhere)
                 storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
                 last_status = None
                 continue
@@ -232,33 +302,79 @@ def watch_run(compute: Compute, client, run: CloudRun, poll_seconds: float | Non
         # Success, failure, Ctrl-C: whatever happened, the VM does not stay behind.
         if compute.delete(run.project, current["zone"], current["instance"]):
             log(f"  deleted VM {current['instance']}")
+        _ended(current)
 
 
-def _replace(compute: Compute, run: CloudRun, current: dict, status: str, started: float,
-             deadline_hours: float, log) -> dict:
+def _after_loss(compute: Compute, run: CloudRun, current: dict, status: str, log,
+                spent_elsewhere) -> dict:
+    """A VM stopped or vanished without a marker: replace it only after a real preemption."""
+    name = current["instance"]
+    _ended(current)
+    preempted = compute.was_preempted(run.project, current["zone"], name)
+    if status != "GONE" and compute.delete(run.project, current["zone"], name):
+        log(f"  deleted VM {name} ({status})")
+    if not preempted:
+        cap = float(run.spec.get("max_run_hours", 0) or 0)
+        if status == "GONE" and cap and vm_hours(current) >= cap * 0.98:
+            what = (f"was deleted by Compute Engine at cloud.max_run_hours = {cap:g} h "
+                    f"(maxRunDuration) before training finished; raise cloud.max_run_hours")
+        elif status == "GONE":
+            what = ("was deleted without a preemption on record (by --cloud-teardown, the "
+                    "console or another account)")
+        else:
+            what = (f"stopped ({status}) without finishing and without a preemption on record "
+                    f"(host maintenance, or it could not delete itself)")
+        raise CloudError(f"VM {name} {what}. Its log: {run.url}/cloud/{name}.log; continue the "
+                         f"run from its last checkpoint with --sync {run.run_id} --cloud")
     replacements = len(run.vms) - 1
-    what = "was deleted" if status == "GONE" else f"stopped ({status})"
-    if not run.spec["preemptible"]:
-        raise CloudError(f"VM {current['instance']} {what} before the run finished (no completion "
-                         f"marker). See {run.url}/cloud/{current['instance']}.log; continue it "
-                         f"with --sync {run.run_id} --cloud")
     if replacements >= MAX_REPLACEMENTS:
-        raise CloudError(f"VM {current['instance']} {what}: preempted {replacements + 1} times, "
-                         f"giving up. Continue later with --sync {run.run_id} --cloud, or use "
-                         f"on-demand capacity (cloud.preemptible: false)")
-    if (time.monotonic() - started) / 3600 > deadline_hours:
-        raise CloudError(f"VM {current['instance']} {what} and the run is past its time budget; "
-                         f"continue it with --sync {run.run_id} --cloud")
-    log(f"  VM {current['instance']} {what} without finishing (spot preemption): starting a "
-        f"replacement that resumes from the last checkpoint in {run.url}/run")
-    if status != "GONE":
-        compute.delete(run.project, current["zone"], current["instance"])
+        raise CloudError(f"VM {name} was preempted, the {replacements + 1}th time; giving up. "
+                         f"Continue later with --sync {run.run_id} --cloud, or use on-demand "
+                         f"capacity (cloud.preemptible: false)")
+    check_replacement_budget(run, spent_elsewhere())
+    log(f"  VM {name} was preempted (spot): starting a replacement that resumes from the last "
+        f"checkpoint in {run.url}/run")
     return start_vm(compute, run, log)
 
 
-def fetch_results(client, run_url: str, run_dir: Path, log=print) -> storage.SyncReport:
-    """Sync ``<run_url>/run`` into ``run_dir`` (new and changed files, CRC32C-verified)."""
-    report = storage.download_tree(client, f"{run_url}/run", run_dir)
+def replacement_cost(run: CloudRun) -> float:
+    """What one more VM of the run may cost: the estimated run at the run's rate."""
+    if not run.estimate:
+        return 0.0
+    return float(run.estimate["total"][run.estimate["chosen"]])
+
+
+def check_replacement_budget(run: CloudRun, spent_elsewhere: float = 0.0) -> None:
+    if run.budget_usd is None:
+        return
+    spent = run.spent_usd() + spent_elsewhere
+    more = replacement_cost(run)
+    if spent + more > run.budget_usd:
+        raise CloudError(
+            f"run {run.run_id} has cost about ${spent:.2f} so far "
+            f"({run.vm_hours():.2f} VM-hours over {len(run.vms)} VM(s)"
+            + (f", ${spent_elsewhere:.2f} of it by the other runs of this launch"
+               if spent_elsewhere else "")
+            + f"); a replacement (about ${more:.2f}) would pass cloud.max_cost_usd = "
+            f"${run.budget_usd:.2f}. Nothing more was started. Raise the budget and continue "
+            f"with --sync {run.run_id} --cloud --set cloud.max_cost_usd=...")
+
+
+def torch_index_for(image_family: str) -> str:
+    """The PyTorch wheel index for the CUDA of a ``common-cuXYZ-...`` family ('' = PyPI)."""
+    match = re.search(r"cu(\d{3})", image_family)
+    return f"https://download.pytorch.org/whl/cu{match.group(1)}" if match else ""
+
+
+def fetch_results(client, run_url: str, run_dir: Path, log=print, mirror: bool = False
+                  ) -> storage.SyncReport:
+    """Sync ``<run_url>/run`` into ``run_dir`` (new and changed files, CRC32C-verified).
+
+    ``mirror`` (a finished run) also removes local files the bucket no longer has, such as
+    rotated checkpoints, and only once every file was downloaded: an interrupted or failed
+    download removes nothing.
+    """
+    report = storage.download_tree(client, f"{run_url}/run", run_dir, delete_extra=mirror)
     log(f"  {run_dir}: {report}")
     return report
 
@@ -274,6 +390,9 @@ def record_cloud_section(run_dir: Path, run: CloudRun, marker: dict | None) -> N
                         "gpu_type": run.spec["gpu_type"], "gpu_count": run.spec["gpu_count"],
                         "preemptible": run.spec["preemptible"], "vms": run.vms,
                         "preemptions": max(0, len(run.vms) - 1),
+                        "vm_hours": round(run.vm_hours(), 4),
+                        "cost_usd": round(run.spent_usd(), 4),
+                        "source": run.source or None,
                         "estimate": {key: run.estimate.get(key) for key in
                                      ("hours", "total", "chosen", "hourly")} if run.estimate else None,
                         "marker": marker}

@@ -17,6 +17,9 @@ from ..errors import UserError
 
 SHIPPED_PRICES = Path(__file__).with_name("prices.yaml")
 HOURS_PER_MONTH = 730  # Compute Engine bills disks per GB-month of 730 hours
+MAX_REPLACEMENTS = 5   # preempted VMs replaced per run at most (orchestrate.MAX_REPLACEMENTS)
+# Planning figure for data-parallel training on N GPUs of one VM: N x this x one GPU's speed.
+DATA_PARALLEL_EFFICIENCY = 0.85
 
 
 class CostError(UserError):
@@ -35,7 +38,8 @@ class CostEstimate:
     machine_per_hour: dict          # {"on_demand": $, "spot": $}
     gpu_per_hour: dict              # per GPU
     disk_per_hour: float
-    hourly: dict                    # machine + GPUs + disk
+    ip_per_hour: dict               # the external IPv4 address, {"on_demand": $, "spot": $}
+    hourly: dict                    # machine + GPUs + disk + external IP
     train_sentences: int            # sentences seen in training (all epochs)
     eval_sentences: int
     throughput: float               # training sentences/s
@@ -45,7 +49,8 @@ class CostEstimate:
     total: dict                     # hourly * hours
     chosen: str                     # "spot" or "on_demand"
     cap_hours: float                # cloud.max_run_hours: the VM deletes itself then
-    cap_total: float                # the most the run can cost at the chosen rate
+    cap_total: float                # the most one VM can cost at the chosen rate
+    worst_case: float               # every VM preempted just before the end, MAX_REPLACEMENTS times
     price_source: str
     price_date: str
 
@@ -105,6 +110,9 @@ def training_throughput(config, prices: dict) -> tuple[float, str]:
         raise CostError(f"no throughput figure for {cloud.gpu_type} / {size} models in "
                         f"{prices['_path']}; set cloud.throughput_samples_per_second") from None
     source = f"table: {cloud.gpu_type}, {size} model"
+    if cloud.gpu_count > 1:
+        value *= cloud.gpu_count * DATA_PARALLEL_EFFICIENCY
+        source += f", x{cloud.gpu_count} GPUs at {DATA_PARALLEL_EFFICIENCY:.0%} (data-parallel)"
     if config.training.mixed_precision != "no":
         speedup = float(prices.get("mixed_precision_speedup", {}).get(cloud.gpu_type, 1.0))
         if speedup != 1.0:
@@ -149,7 +157,9 @@ def estimate_cost(config, train_size: int, validation_size: int = 0, test_size: 
     gpu = _rate(region_prices.get("gpus", {}), "GPU", cloud.gpu_type, cloud.region,
                 prices["_path"])
     disk = cloud.boot_disk_gb * float(region_prices.get("disk_gb_month", 0.0)) / HOURS_PER_MONTH
-    hourly = {kind: machine[kind] + cloud.gpu_count * gpu[kind] + disk
+    ip = {kind: float((region_prices.get("external_ip_per_hour") or {}).get(kind, 0.0))
+          for kind in ("on_demand", "spot")}
+    hourly = {kind: machine[kind] + cloud.gpu_count * gpu[kind] + disk + ip[kind]
               for kind in ("on_demand", "spot")}
     throughput, throughput_source = training_throughput(config, prices)
     trained, evaluated = training_sentences(config, train_size, validation_size, test_size)
@@ -157,15 +167,19 @@ def estimate_cost(config, train_size: int, validation_size: int = 0, test_size: 
     eval_speedup = float(prices.get("eval_speedup", 1.0))
     hours = startup + trained / throughput / 3600 + evaluated / (throughput * eval_speedup) / 3600
     chosen = "spot" if cloud.preemptible else "on_demand"
+    per_vm = hourly[chosen] * min(hours, cloud.max_run_hours)
+    worst = per_vm * (1 + MAX_REPLACEMENTS) if cloud.preemptible else per_vm
     return CostEstimate(
         region=cloud.region, machine_type=cloud.machine_type, gpu_type=cloud.gpu_type,
         gpu_count=cloud.gpu_count, boot_disk_gb=cloud.boot_disk_gb, machine_per_hour=machine,
-        gpu_per_hour=gpu, disk_per_hour=disk, hourly=hourly, train_sentences=trained,
+        gpu_per_hour=gpu, disk_per_hour=disk, ip_per_hour=ip, hourly=hourly,
+        train_sentences=trained,
         eval_sentences=evaluated, throughput=throughput, throughput_source=throughput_source,
         startup_hours=startup, hours=hours,
         total={kind: rate * hours for kind, rate in hourly.items()}, chosen=chosen,
         cap_hours=cloud.max_run_hours, cap_total=hourly[chosen] * cloud.max_run_hours,
-        price_source=" ".join(str(prices["source"]).split()), price_date=str(prices["retrieved"]))
+        worst_case=worst, price_source=" ".join(str(prices["source"]).split()),
+        price_date=str(prices["retrieved"]))
 
 
 def _duration(hours: float) -> str:
@@ -181,6 +195,7 @@ def format_estimate(estimate: CostEstimate) -> str:
             (f"GPU {e.gpu_count} x {e.gpu_type}", e.gpu_count * e.gpu_per_hour["on_demand"],
              e.gpu_count * e.gpu_per_hour["spot"]),
             (f"boot disk {e.boot_disk_gb} GB", e.disk_per_hour, e.disk_per_hour),
+            ("external IP address", e.ip_per_hour["on_demand"], e.ip_per_hour["spot"]),
             ("total per hour", e.hourly["on_demand"], e.hourly["spot"])]
     lines = [f"Cost estimate for {e.region}, USD (prices retrieved {e.price_date}; source: "
              f"{e.price_source})",
@@ -191,12 +206,13 @@ def format_estimate(estimate: CostEstimate) -> str:
                  f"{e.throughput:g} sentences/s, {e.throughput_source})")
     lines.append(f"  {'estimated total':<34}{e.total['on_demand']:>12.2f}{e.total['spot']:>12.2f}")
     kind = "spot" if e.chosen == "spot" else "on-demand"
-    lines.append(f"  this run uses {kind} capacity: about ${e.total[e.chosen]:.2f}; at most "
-                 f"${e.cap_total:.2f} (the VM deletes itself after cloud.max_run_hours = "
-                 f"{e.cap_hours:g} h)")
-    if e.gpu_count > 1:
-        lines.append(f"  note: training uses one GPU; the other {e.gpu_count - 1} are billed but "
-                     f"do not shorten the run")
+    lines.append(f"  this run uses {kind} capacity: about ${e.total[e.chosen]:.2f}; one VM "
+                 f"costs at most ${e.cap_total:.2f} (it deletes itself after "
+                 f"cloud.max_run_hours = {e.cap_hours:g} h)")
+    if e.chosen == "spot":
+        lines.append(f"  worst case with {MAX_REPLACEMENTS} preemptions, each just before the end: "
+                     f"${e.worst_case:.2f}; no replacement starts once the VM-hours so far plus "
+                     f"one more run would pass cloud.max_cost_usd")
     if e.hours > e.cap_hours:
         lines.append(f"  WARNING: the estimate ({_duration(e.hours)}) exceeds cloud.max_run_hours; "
                      f"the VM would be deleted before training ends. Raise cloud.max_run_hours.")

@@ -1,7 +1,10 @@
-"""One-time GCP project setup: APIs, the results bucket, GPU quota; optionally a training VM.
+"""One-time GCP project setup: APIs, the results bucket, the VM's service account and its
+roles, your own permissions, GPU quota (regional and project-wide), the boot image family;
+optionally a training VM.
 
-Used by ``python scripts/gcp_setup.py``. The Service Usage API is called over REST with
-Application Default Credentials (``MEDIA_BIAS_SERVICEUSAGE_ENDPOINT`` points it at an emulator).
+Used by ``python scripts/gcp_setup.py``. Service Usage, IAM and Resource Manager are called over
+REST with Application Default Credentials (``MEDIA_BIAS_SERVICEUSAGE_ENDPOINT`` and
+``MEDIA_BIAS_IAM_ENDPOINT`` point them at an emulator).
 """
 
 from __future__ import annotations
@@ -12,17 +15,33 @@ import time
 from ..errors import UserError
 from . import storage
 from .catalog import GPUS, n1_vcpus
+from .compute import SERVICE_ACCOUNT_ID, CloudError, service_account_email
 
-SERVICES = ("compute.googleapis.com", "storage.googleapis.com")
+SERVICES = ("compute.googleapis.com", "storage.googleapis.com", "iam.googleapis.com",
+            "cloudresourcemanager.googleapis.com")
 SERVICEUSAGE_VARIABLE = "MEDIA_BIAS_SERVICEUSAGE_ENDPOINT"
+IAM_VARIABLE = "MEDIA_BIAS_IAM_ENDPOINT"
+# What the training VM's service account needs: read the code and write results in the bucket,
+# delete its own instance, write logs. Granted on the project (a narrower custom role for the
+# self-deletion is possible; see docs/cloud.md).
+TRAINER_ROLES = ("roles/storage.objectUser", "roles/compute.instanceAdmin.v1",
+                 "roles/logging.logWriter")
+# What your own account needs to launch, watch and clean up a cloud run.
+LAUNCH_PERMISSIONS = ("compute.instances.create", "compute.instances.delete",
+                      "compute.instances.get", "compute.instances.list",
+                      "compute.instances.setMetadata", "compute.instances.setServiceAccount",
+                      "compute.zoneOperations.get", "compute.zoneOperations.list",
+                      "compute.images.useReadOnly", "iam.serviceAccounts.actAs",
+                      "storage.buckets.get", "storage.objects.create", "storage.objects.get",
+                      "storage.objects.list", "storage.objects.delete")
 # Compute Engine's regional quota metric per GPU; spot VMs use PREEMPTIBLE_<metric> when granted.
 QUOTA_METRICS = {"nvidia-tesla-t4": "NVIDIA_T4_GPUS", "nvidia-tesla-p4": "NVIDIA_P4_GPUS",
                  "nvidia-tesla-p100": "NVIDIA_P100_GPUS", "nvidia-tesla-v100": "NVIDIA_V100_GPUS",
                  "nvidia-l4": "NVIDIA_L4_GPUS", "nvidia-tesla-a100": "NVIDIA_A100_GPUS"}
 
 
-def _serviceusage_session():
-    endpoint = os.environ.get(SERVICEUSAGE_VARIABLE)
+def _session(variable: str, base: str):
+    endpoint = os.environ.get(variable)
     if endpoint:
         import requests
         return requests.Session(), endpoint.rstrip("/")
@@ -31,7 +50,66 @@ def _serviceusage_session():
 
     credentials, _ = google.auth.default(
         scopes=["https://www.googleapis.com/auth/cloud-platform"])
-    return AuthorizedSession(credentials), "https://serviceusage.googleapis.com"
+    return AuthorizedSession(credentials), base
+
+
+def _serviceusage_session():
+    return _session(SERVICEUSAGE_VARIABLE, "https://serviceusage.googleapis.com")
+
+
+def _checked(response, what: str) -> dict:
+    if response.status_code != 200:
+        raise UserError(f"{what} failed: HTTP {response.status_code} {response.text[:300]}")
+    return response.json() if response.content else {}
+
+
+def ensure_service_account(project: str, account_id: str = SERVICE_ACCOUNT_ID
+                           ) -> tuple[str, bool]:
+    """The VM's service account, created when missing; returns ``(email, created)``."""
+    session, base = _session(IAM_VARIABLE, "https://iam.googleapis.com")
+    email = service_account_email(project, account_id)
+    response = session.get(f"{base}/v1/projects/{project}/serviceAccounts/{email}", timeout=60)
+    if response.status_code == 200:
+        return email, False
+    if response.status_code != 404:
+        _checked(response, f"reading service account {email}")
+    _checked(session.post(f"{base}/v1/projects/{project}/serviceAccounts", json={
+        "accountId": account_id, "serviceAccount": {
+            "displayName": "media-bias cloud training VMs"}}, timeout=60),
+        f"creating service account {email}")
+    return email, True
+
+
+def grant_roles(project: str, email: str, roles=TRAINER_ROLES) -> list[str]:
+    """Add the roles the VM needs to the project's IAM policy; returns those newly granted."""
+    session, base = _session(IAM_VARIABLE, "https://cloudresourcemanager.googleapis.com")
+    policy = _checked(session.post(f"{base}/v1/projects/{project}:getIamPolicy", json={},
+                                   timeout=60), "reading the project's IAM policy")
+    member = f"serviceAccount:{email}"
+    bindings = policy.setdefault("bindings", [])
+    added = []
+    for role in roles:
+        binding = next((item for item in bindings if item["role"] == role), None)
+        if binding is None:
+            binding = {"role": role, "members": []}
+            bindings.append(binding)
+        if member not in binding["members"]:
+            binding["members"].append(member)
+            added.append(role)
+    if added:
+        _checked(session.post(f"{base}/v1/projects/{project}:setIamPolicy",
+                              json={"policy": policy}, timeout=60),
+                 "granting the service account its roles")
+    return added
+
+
+def missing_permissions(project: str, permissions=LAUNCH_PERMISSIONS) -> list[str]:
+    """Permissions your own account lacks on the project (``projects.testIamPermissions``)."""
+    session, base = _session(IAM_VARIABLE, "https://cloudresourcemanager.googleapis.com")
+    granted = _checked(session.post(f"{base}/v1/projects/{project}:testIamPermissions",
+                                    json={"permissions": list(permissions)}, timeout=60),
+                       "checking your permissions").get("permissions", [])
+    return [permission for permission in permissions if permission not in granted]
 
 
 def enable_apis(project: str, services=SERVICES, timeout: float = 300) -> None:
@@ -54,9 +132,16 @@ def enable_apis(project: str, services=SERVICES, timeout: float = 300) -> None:
 
 
 def quota_report(quotas: dict, region: str, gpu_type: str, gpu_count: int, machine_type: str,
-                 spot: bool) -> tuple[list[str], list[str]]:
+                 spot: bool, project_quotas: dict | None = None) -> tuple[list[str], list[str]]:
     """(lines describing the quotas, lines saying what is missing)."""
     lines, missing = [], []
+    if project_quotas is not None:
+        limit, usage = project_quotas.get("GPUS_ALL_REGIONS", (0.0, 0.0))
+        lines.append(f"  {'GPUS_ALL_REGIONS (project-wide)':<32} limit {limit:g}, in use {usage:g}")
+        if limit - usage < gpu_count:
+            missing.append(f"{gpu_count} GPU(s) project-wide: request GPUS_ALL_REGIONS >= "
+                           f"{usage + gpu_count:g} (IAM & Admin > Quotas); new projects start "
+                           f"at 0")
     metric = QUOTA_METRICS.get(gpu_type)
     if metric is None:
         return [f"no quota metric known for {gpu_type}"], []
@@ -68,8 +153,7 @@ def quota_report(quotas: dict, region: str, gpu_type: str, gpu_count: int, machi
         lines.append(f"  {name:<32} limit {limit:g}, in use {usage:g}")
     if max(free.values()) < gpu_count:
         missing.append(f"{gpu_count} x {gpu_type} in {region}: request {' or '.join(names)} >= "
-                       f"{gpu_count} (IAM & Admin > Quotas); the project-wide GPUS_ALL_REGIONS "
-                       f"quota must allow it too")
+                       f"{gpu_count} (IAM & Admin > Quotas)")
     vcpus = n1_vcpus(machine_type)
     if vcpus:
         limit, usage = quotas.get("CPUS", (0.0, 0.0))
@@ -80,8 +164,10 @@ def quota_report(quotas: dict, region: str, gpu_type: str, gpu_count: int, machi
 
 
 def setup_project(project: str, region: str, bucket: str, gpu_type: str, gpu_count: int,
-                  machine_type: str, spot: bool, enable: bool = True, log=print) -> list[str]:
-    """APIs, bucket and quota check; returns what is missing (empty: ready)."""
+                  machine_type: str, spot: bool, enable: bool = True, log=print,
+                  image_family: str | None = None,
+                  image_project: str = "deeplearning-platform-release") -> list[str]:
+    """APIs, bucket, service account, permissions, quotas, image; returns what is missing."""
     from .compute import Compute
 
     if gpu_type not in GPUS:
@@ -95,9 +181,27 @@ def setup_project(project: str, region: str, bucket: str, gpu_type: str, gpu_cou
                                      if created else "exists"))
     for warning in storage.bucket_warnings(created_bucket):
         log(f"  warning: {warning}")
+    email, created = ensure_service_account(project)
+    log(f"Service account {email}: " + ("created" if created else "exists"))
+    added = grant_roles(project, email)
+    log(f"  roles {', '.join(TRAINER_ROLES)}: " + (f"granted {', '.join(added)}" if added
+                                                   else "already granted"))
     compute = Compute()
+    lacking = missing_permissions(project)
     lines, missing = quota_report(compute.region_quotas(project, region), region, gpu_type,
-                                  gpu_count, machine_type, spot)
+                                  gpu_count, machine_type, spot, compute.project_quotas(project))
+    if lacking:
+        missing.append(f"your account lacks {', '.join(lacking)} on {project} (ask for "
+                       f"roles/compute.instanceAdmin.v1, roles/iam.serviceAccountUser and "
+                       f"roles/storage.objectAdmin)")
+    else:
+        log("Your permissions: every one a cloud run needs (testIamPermissions)")
+    if image_family:
+        try:
+            image = compute.image_from_family(image_project, image_family)
+            log(f"Image family {image_project}/{image_family}: {image['name']}")
+        except CloudError as error:
+            missing.append(str(error))
     log(f"GPU quota in {region}:")
     for line in lines:
         log(line)

@@ -211,8 +211,17 @@ class CloudConfig:
     bucket: str | None = option(None, "Cloud Storage bucket for code, data and results; empty: "
                                 "<project>-media-bias-runs.")
     boot_disk_gb: int = option(100, "Boot disk size in GB.", minimum=10)
-    image_family: str = option("pytorch-latest-gpu", "Deep Learning VM image family.")
+    image_family: str = option(
+        "common-cu129-ubuntu-2204-nvidia-580", "Deep Learning VM image family (NVIDIA driver "
+        "and CUDA; the VM installs the pinned torch itself). Families are retired on a "
+        "schedule: --cloud --dry-run checks it.")
     image_project: str = option("deeplearning-platform-release", "Project owning the image.")
+    service_account: str | None = option(
+        None, "Service account the VM runs as; empty: media-bias-trainer@<project>.iam."
+        "gserviceaccount.com (created by scripts/gcp_setup.py).")
+    cloud_platform_scope: bool = option(
+        False, "Give the VM the broad cloud-platform OAuth scope; needed only to read the W&B "
+        "key from Secret Manager (logging.wandb).")
     max_run_hours: float = option(6.0, "The VM deletes itself after this long, whatever happens.",
                                   above=0.0, maximum=168.0)
     max_cost_usd: float = option(20.0, "Refuse to start when the estimate exceeds this.",

@@ -1,0 +1,128 @@
+"""Several configs (or a sweep) as one cloud launch: one VM per run, ``--max-parallel`` at once,
+one total budget, each run recoverable on its own (``--sync RUN_ID [--cloud]``).
+
+>>> # python run_experiment.py a.yaml b.yaml --cloud --max-parallel 2 --yes
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import UserError
+from .pricing import CostError
+
+DEFAULT_MAX_PARALLEL = 4
+
+
+def _budget(configs) -> float:
+    """The launch's total budget: the smallest cloud.max_cost_usd among its configs."""
+    return min(config.cloud.max_cost_usd for _, config in configs)
+
+
+def fan_out_command(args, configs) -> int:
+    """Plan every run, check the total against the budget, then run them in parallel."""
+    from .commands import _confirm, _launch, _print_dry_run, plan_run, resolve_project
+
+    if getattr(args, "detach", False):
+        raise UserError("--detach starts one run; launch several runs without it (they are "
+                        "watched in parallel), or one config at a time with --detach")
+    max_parallel = getattr(args, "max_parallel", None)
+    if max_parallel is not None and max_parallel < 1:
+        raise UserError(f"--max-parallel: at least 1 VM at a time, got {max_parallel}")
+    max_parallel = max_parallel or DEFAULT_MAX_PARALLEL
+    budget = _budget(configs)
+    plans = []
+    for path, config in configs:
+        project = resolve_project(config, allow_adc=not args.dry_run)
+        run_id = f"{config.experiment_name}_{uuid.uuid4().hex[:6]}"
+        run, estimate, remote_config, uploads = plan_run(config, path,
+                                                         project or "YOUR_PROJECT", run_id)
+        run.budget_usd = budget
+        plans.append((config, run, estimate, remote_config, uploads))
+    total = sum(estimate.total[estimate.chosen] for _, _, estimate, _, _ in plans)
+    print(f"{len(plans)} cloud runs, at most {max_parallel} VMs at once:")
+    for _, run, estimate, _, _ in plans:
+        print(f"  {run.run_id:<48} about ${estimate.total[estimate.chosen]:.2f} "
+              f"({estimate.hours:.2f} h, {run.spec['gpu_count']} x {run.spec['gpu_type']})")
+    print(f"  {'total':<48} about ${total:.2f}; budget (smallest cloud.max_cost_usd) "
+          f"${budget:.2f} for all runs and their replacements")
+    if args.dry_run:
+        for _, run, _, _, uploads in plans[:1]:
+            _print_dry_run(run, uploads, None if run.project == "YOUR_PROJECT" else run.project)
+        return 0
+    if total > budget:
+        raise CostError(f"the runs together are estimated at ${total:.2f}, more than "
+                        f"cloud.max_cost_usd = ${budget:.2f}; nothing was started. Raise it "
+                        f"(--set cloud.max_cost_usd=...) or launch fewer runs.")
+    if not args.yes and not _confirm(f"Start {len(plans)} runs at about ${total:.2f}?"):
+        print("Nothing was started.")
+        return 1
+    runs = [run for _, run, _, _, _ in plans]
+    stop = threading.Event()
+
+    def spent_elsewhere(run):
+        return lambda: sum(other.spent_usd() for other in runs if other is not run)
+
+    def sleep(seconds):  # Ctrl-C in the main thread reaches every watcher through this
+        if stop.wait(seconds):
+            raise KeyboardInterrupt
+
+    def one(plan) -> int:
+        config, run, estimate, remote_config, uploads = plan
+        log = _prefixed(run.run_id)
+        spent = sum(other.spent_usd() for other in runs)
+        if spent + estimate.total[estimate.chosen] > budget:
+            log(f"not started: the launch has cost about ${spent:.2f}; this run (about "
+                f"${estimate.total[estimate.chosen]:.2f}) would pass the budget ${budget:.2f}")
+            return 1
+        if stop.is_set():
+            return 130
+        try:
+            return _launch(args, config, run, remote_config, uploads, detach=False, log=log,
+                           spent_elsewhere=spent_elsewhere(run), sleep=sleep)
+        except UserError as error:
+            log(f"failed: {error}")
+            return error.exit_code
+
+    with ThreadPoolExecutor(max_workers=max_parallel) as pool:
+        futures = [pool.submit(one, plan) for plan in plans]
+        try:
+            codes = [future.result() for future in futures]
+        except KeyboardInterrupt:
+            stop.set()
+            print("\nInterrupted: deleting the runs' VMs", file=sys.stderr)
+            for future in futures:
+                future.cancel()
+            codes = [130]
+    _summary(args, plans, codes)
+    return 0 if all(code == 0 for code in codes) else (130 if 130 in codes else 1)
+
+
+def _prefixed(run_id: str):
+    lock = threading.Lock()
+
+    def log(message: str) -> None:
+        with lock:
+            for line in str(message).splitlines() or [""]:
+                print(f"[{run_id}] {line}", flush=True)
+    return log
+
+
+def _summary(args, plans, codes) -> None:
+    from ..experiments import format_comparison_table
+    from .commands import _runs_dir
+
+    run_dirs = [_runs_dir(args, config) / run.run_id for config, run, _, _, _ in plans
+                if (_runs_dir(args, config) / run.run_id / "results.json").is_file()]
+    spent = sum(run.spent_usd() for _, run, _, _, _ in plans)
+    print(f"\nLaunch cost about ${spent:.2f} over "
+          f"{sum(run.vm_hours() for _, run, _, _, _ in plans):.2f} VM-hours.")
+    if run_dirs:
+        print(format_comparison_table(run_dirs))
+    for (_, run, _, _, _), code in zip(plans, codes):
+        if code != 0:
+            print(f"NOT COMPLETED {run.run_id}: see --cloud-logs {run.run_id}; continue it with "
+                  f"--sync {run.run_id} --cloud")

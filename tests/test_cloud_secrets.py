@@ -1,0 +1,81 @@
+"""The code archive that goes to the bucket: planted secrets stay home, ignored files too; the
+local commit and dirty state travel in the launch record and end up in results.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+
+from conftest import tiny_config
+from fakes.fixtures import PROJECT, gcs  # noqa: F401  (fixture)
+
+from backend.ml.cloud import storage
+from backend.ml.cloud.orchestrate import CloudRun, record_cloud_section, source_state, upload_inputs
+from backend.ml.config.loading import config_from_dict
+
+SERVICE_ACCOUNT_JSON = json.dumps({"type": "service_account", "project_id": "p",
+                                   "private_key_id": "0123", "client_email": "x@p.iam"})
+PLANTED = {".env": "WANDB_API_KEY=abc123", "deploy/server.pem": "-----BEGIN PRIVATE KEY-----",
+           "gcp-key.json": "{}", "config/prod.json": SERVICE_ACCOUNT_JSON,
+           "notes/.env.local": "TOKEN=1", "home/id_ed25519": "key"}
+KEPT = {"run_experiment.py": "print('train')\n", "backend/ml/model.py": "x = 1\n",
+        "experiments/configs/base.yaml": "seed: 1\n", "notes/todo.md": "untracked but kept\n",
+        ".gitignore": "ignored.log\n"}
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
+                           *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def _working_tree(tmp_path):
+    repo = tmp_path / "project"
+    for name, text in {**KEPT, **PLANTED, "ignored.log": "noise"}.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    _git(repo, "init", "-q")
+    # Even committed by mistake, a key file does not travel.
+    _git(repo, "add", "run_experiment.py", "backend", "experiments", ".gitignore",
+         "gcp-key.json")
+    _git(repo, "commit", "-q", "-m", "init")
+    return repo
+
+
+def test_planted_secrets_and_ignored_files_are_absent_from_the_uploaded_archive(gcs, tmp_path):
+    client, bucket = gcs
+    repo = _working_tree(tmp_path)
+    run = CloudRun(run_id="sec_000001", project=PROJECT, region="us-central1", bucket=bucket,
+                   zones=[], spec={})
+    work = tmp_path / "work"
+    work.mkdir()
+    upload_inputs(client, run, config_from_dict(tiny_config()), [], work, log=lambda *_: None,
+                  code_root=repo)
+    fetched = tmp_path / "fetched.tar.gz"
+    client.bucket(bucket).blob("runs/sec_000001/code.tar.gz").download_to_filename(str(fetched))
+    with tarfile.open(fetched) as archive:
+        names = set(archive.getnames())
+        text = b"".join(archive.extractfile(member).read() for member in archive.getmembers()
+                        if member.isfile())
+    assert names == set(KEPT)
+    assert b"abc123" not in text and b"PRIVATE KEY" not in text and b"service_account" not in text
+
+
+def test_the_local_commit_and_dirty_state_travel_to_results_json(gcs, tmp_path):
+    client, bucket = gcs
+    repo = _working_tree(tmp_path)
+    state = source_state(repo)
+    assert state["commit"] == _git(repo, "rev-parse", "HEAD").strip()
+    assert state["dirty"] is True  # untracked notes and planted files
+    run = CloudRun(run_id="sec_000002", project=PROJECT, region="us-central1", bucket=bucket,
+                   zones=[], spec={"machine_type": "n1-standard-4", "gpu_type": "t4",
+                                   "gpu_count": 1, "preemptible": True}, source=state)
+    storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
+    saved = CloudRun.from_dict(storage.read_json(client, f"{run.url}/cloud/launch.json"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps({"status": "completed"}))
+    record_cloud_section(run_dir, saved, {"status": "completed"})
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["cloud"]["source"] == state
