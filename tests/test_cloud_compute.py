@@ -274,6 +274,11 @@ def test_detach_leaves_the_self_deleting_vm_and_status_teardown_sync_find_it(
     assert cloud_teardown_command(_args(tmp_path, config_path, cloud=False,
                                         cloud_teardown=True)) == 0
     assert fake_compute.live() == [] and "mb-tiny-d00d00-0" in fake_compute.deletes
+    # Its VM gone without a completion marker: crashed, never shown as running.
+    assert cloud_status_command(status_args) == 0
+    out = capsys.readouterr().out
+    assert "tiny_d00d00" in out and "crashed: no completion marker and no VM" in out
+    assert "running on" not in out
 
     # preempted while detached: --sync reports it, --sync --cloud replaces the VM and waits
     assert sync_command(sync_args) == 1

@@ -408,12 +408,23 @@ def cloud_status_command(args) -> int:
         print(f"Runs in gs://{bucket}: cannot list ({type(error).__name__}: {error})")
         return 0
     print(f"Runs in gs://{bucket}/runs: {len(run_ids) or 'none'}")
+    vm_of_run = {vm["labels"].get("media-bias-run"): vm for vm in vms}
     for run_id in run_ids:
         marker = storage.read_json(client, storage.gs_url(bucket, "runs", run_id, "cloud",
                                                           "DONE.json"))
-        state = marker.get("status", "?") if marker else "no completion marker"
-        print(f"  {run_id:<40} {state}")
+        print(f"  {run_id:<40} {_cloud_run_state(run_id, marker, vm_of_run.get(run_id))}")
     return 0
+
+
+def _cloud_run_state(run_id: str, marker: dict | None, vm: dict | None) -> str:
+    """A finished run's marker; else running on its VM; else crashed: its VM is gone and it never
+    wrote a marker, the cloud side of a local run whose process died (never shown as running)."""
+    if marker:
+        return marker.get("status", "?")
+    if vm:
+        return f"no completion marker; running on {vm['name']} ({vm['status']})"
+    return (f"crashed: no completion marker and no VM; fetch what it saved with --sync {run_id}, "
+            f"continue it with --sync {run_id} --cloud")
 
 
 @plain_errors
