@@ -173,7 +173,8 @@ def test_corpus_needs_two_sentences(tmp_path):
 
 def test_rule_text_file_suffix(tmp_path):
     (tmp_path / "notes.doc").write_text("x", encoding="utf-8")
-    problems = problems_of(pretrain_config(pretraining={"text_files": [str(tmp_path / "notes.doc")]}))
+    problems = problems_of(pretrain_config(
+        pretraining={"text_files": [str(tmp_path / "notes.doc")]}))
     assert any(p.startswith("pretraining.text_files[0]: ") and "must be a .txt" in p
                for p in problems)
 

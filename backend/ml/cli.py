@@ -27,7 +27,7 @@ EPILOG = """examples:
   python run_experiment.py experiments/configs/bert_baseline.yaml --cloud --dry-run
   python run_experiment.py promote RUN_ID --as production     # then: serve, monitor, retrain
   python run_experiment.py serve production --port 8000       # see `serve --help`
-  python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml  # see `pretrain --help`
+  python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml   # pretrain --help
 """
 
 

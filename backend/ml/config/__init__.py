@@ -6,5 +6,5 @@ from .schema import (CloudConfig, DataConfig, ExperimentConfig, LoggingConfig, M
 from .sweep import expand_sweep
 
 __all__ = ["CloudConfig", "DataConfig", "ExperimentConfig", "LoggingConfig", "ModelConfig",
-           "PretrainingConfig", "TrainingConfig", "apply_overrides", "config_to_yaml", "did_you_mean",
-           "expand_sweep", "load_yaml_config"]
+           "PretrainingConfig", "TrainingConfig", "apply_overrides", "config_to_yaml",
+           "did_you_mean", "expand_sweep", "load_yaml_config"]

@@ -8,9 +8,11 @@ from pathlib import Path
 from ..errors import ConfigError
 
 EPILOG = """examples:
-  python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml --run-id babe_minilm_dapt
   python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml --dry-run
-  python run_experiment.py experiments/configs/babe_minilm_dapt_finetune.yaml   # starts from its encoder/
+  python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml \\
+      --run-id babe_minilm_dapt
+  # then fine-tune from experiments/encoders/babe_minilm_dapt/encoder:
+  python run_experiment.py experiments/configs/babe_minilm_dapt_finetune.yaml
 """
 
 

@@ -1,7 +1,8 @@
 """A pre-training run: corpus, masked language model, trackers and a run directory with an encoder.
 
 >>> from backend.ml.config import load_yaml_config
->>> run_dir = run_pretraining(load_yaml_config("experiments/configs/babe_minilm_dapt.yaml"))  # doctest: +SKIP
+>>> config = load_yaml_config("experiments/configs/babe_minilm_dapt.yaml")
+>>> run_dir = run_pretraining(config)  # doctest: +SKIP
 >>> # then fine-tune with model.model_name: <run_dir>/encoder
 """
 
