@@ -2,6 +2,10 @@
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -14,7 +18,7 @@ from backend.ml.config import ExperimentConfig
 from backend.ml.errors import ConfigError, DataError
 from backend.ml.pretraining import collect_corpus, read_text_file, run_pretraining
 from backend.ml.run import run_experiment
-from conftest import REPO_ROOT, run_cli, tiny_config, write_config
+from conftest import REPO_ROOT, cli_environment, run_cli, tiny_config, write_config
 
 DEMO_FILE = REPO_ROOT / "backend" / "ml" / "data" / "demo" / "demo_sentences.csv"
 NEWS = ["The council approved the budget on Monday.",
@@ -253,3 +257,27 @@ def test_minilm_gets_a_new_mlm_head_and_keeps_its_pooler(tmp_path):
                                                                   num_labels=2)
     assert np.allclose(classifier.bert.pooler.dense.weight.detach().numpy(),
                        original.bert.pooler.dense.weight.detach().numpy())
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_run_interrupted_without_an_encoder(tmp_path):
+    config_path = write_config(tmp_path, pretrain_config(training={"max_steps": 100000,
+                                                                   "epochs": 1000}))
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_experiment.py"), "pretrain",
+                                str(config_path), "--output-dir", str(tmp_path / "runs"),
+                                "--run-id", "stopped"], env=cli_environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "runs" / "stopped" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and "train/loss" in metrics.read_text(encoding="utf-8")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130
+    assert "has no encoder/" in stderr and "--resume" not in stderr
+    results = json.loads((tmp_path / "runs" / "stopped" / "results.json").read_text())
+    assert results["status"] == "interrupted"
+    assert not (tmp_path / "runs" / "stopped" / "encoder").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 
 EPILOG = """examples:
   python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml --dry-run
@@ -14,6 +14,12 @@ EPILOG = """examples:
   # then fine-tune from experiments/encoders/babe_minilm_dapt/encoder:
   python run_experiment.py experiments/configs/babe_minilm_dapt_finetune.yaml
 """
+
+
+class PretrainingStopped(UserError):
+    """Ctrl-C during pre-training: there is no checkpoint to resume from, so the CLI says so."""
+
+    exit_code = 130
 
 
 def build_pretrain_parser() -> argparse.ArgumentParser:
@@ -83,5 +89,11 @@ def pretrain_main(argv: list[str]) -> int:
         return 0
     from .run import run_pretraining
 
-    run_pretraining(config, args.output_dir, run_id=args.run_id)
+    try:
+        run_pretraining(config, args.output_dir, run_id=args.run_id)
+    except KeyboardInterrupt:
+        raise PretrainingStopped("pre-training interrupted; its run directory is marked "
+                                 "'interrupted' and has no encoder/. Pre-training keeps no "
+                                 "checkpoints: start it again (a shorter run: --set "
+                                 "training.max_steps=N)") from None
     return 0
