@@ -162,6 +162,7 @@ def test_corpus_leaves_out_the_configured_test_file(tmp_path):
     assert len(corpus.train) + len(corpus.holdout) == 350
     assert not held_out & set(corpus.train + corpus.holdout)
     assert corpus.counts["excluded"] == 50
+    assert corpus.counts["excluded_from"] == [f"data.test_path {test_file}"]
 
 
 def test_corpus_needs_two_sentences(tmp_path):
