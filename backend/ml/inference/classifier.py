@@ -168,7 +168,9 @@ class BiasClassifier:
 
     @property
     def max_length(self) -> int:
-        model_limit = min(member.loaded.max_length for member in self._members)
+        # The shortest limit of the models; before loading, _model says no model is loaded.
+        model_limit = min([member.loaded.max_length for member in self._members]
+                          or [self._model.max_length])
         if self.requested_max_length:
             return min(self.requested_max_length, model_limit)
         return model_limit
