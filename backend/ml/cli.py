@@ -27,6 +27,7 @@ EPILOG = """examples:
   python run_experiment.py experiments/configs/bert_baseline.yaml --cloud --dry-run
   python run_experiment.py promote RUN_ID --as production     # then: serve, monitor, retrain
   python run_experiment.py serve production --port 8000       # see `serve --help`
+  python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml   # pretrain --help
 """
 
 
@@ -234,7 +235,12 @@ PRODUCTION_COMMANDS = ("serve", "promote", "registry", "monitor", "retrain")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in PRODUCTION_COMMANDS:
+    if argv and argv[0] == "pretrain":
+        from .pretraining.commands import pretrain_main
+
+        def dispatch():
+            return pretrain_main(argv[1:])
+    elif argv and argv[0] in PRODUCTION_COMMANDS:
         from .serving.commands import production_main
 
         def dispatch():

@@ -2,9 +2,9 @@
 
 from .loading import apply_overrides, config_to_yaml, did_you_mean, load_yaml_config
 from .schema import (CloudConfig, DataConfig, ExperimentConfig, LoggingConfig, ModelConfig,
-                     TrainingConfig)
+                     PretrainingConfig, TrainingConfig)
 from .sweep import expand_sweep
 
 __all__ = ["CloudConfig", "DataConfig", "ExperimentConfig", "LoggingConfig", "ModelConfig",
-           "TrainingConfig", "apply_overrides", "config_to_yaml", "did_you_mean",
-           "expand_sweep", "load_yaml_config"]
+           "PretrainingConfig", "TrainingConfig", "apply_overrides", "config_to_yaml",
+           "did_you_mean", "expand_sweep", "load_yaml_config"]

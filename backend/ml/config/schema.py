@@ -194,6 +194,27 @@ class LoggingConfig:
 
 
 @dataclass
+class PretrainingConfig:
+    """Domain-adaptive pre-training (``run_experiment.py pretrain``): masked-language-model
+    training of the encoder on unlabelled sentences; training.* sets its optimiser and length."""
+
+    use_configured_data: bool = option(
+        True, "Pre-train on every sentence of the configured data (data.dataset and data.path, "
+        "all rows, labels unused). Sentences of data.test_path are always left out.")
+    text_files: list[str] = option(
+        help="More unlabelled sentences: .txt (one per line), .csv or .xlsx with a 'text' column "
+        "(e.g. BABE's silver_standard_data_set.xlsx).", default_factory=list)
+    exclude_files: list[str] = option(
+        help="Files (.txt, .csv or .xlsx, e.g. the test file a fine-tuned model will be scored on) "
+        "whose sentences are removed from the pre-training text.", default_factory=list)
+    mlm_probability: float = option(0.15, "Share of tokens masked for the masked-language-model "
+                                    "loss (BERT's 0.15).", above=0.0, below=1.0)
+    holdout_share: float = option(0.05, "Share of the sentences held out to measure the masked-"
+                                  "language-model loss and perplexity before and after.",
+                                  above=0.0, below=0.5)
+
+
+@dataclass
 class CloudConfig:
     """Where and how a ``--cloud`` run is placed on GCP Compute Engine."""
 
@@ -258,6 +279,9 @@ class ExperimentConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig,
                                    metadata={"help": "Logging section."})
     cloud: CloudConfig = field(default_factory=CloudConfig, metadata={"help": "Cloud section."})
+    pretraining: PretrainingConfig = field(default_factory=PretrainingConfig,
+                                           metadata={"help": "Pre-training section (used only by "
+                                                     "`run_experiment.py pretrain`)."})
     sweep: dict[str, list] = option(
         help="Grid search: dotted field -> list of values, e.g. {training.learning_rate: [1e-5, "
         "3e-5]}. Expands into one named run per combination.", default_factory=dict)

@@ -108,6 +108,27 @@ def _check_training(config: ExperimentConfig, problems: list[str]) -> None:
                         "with training.device: cpu use bf16, auto or no")
 
 
+PRETRAINING_SUFFIXES = (".txt", ".csv", ".xlsx")
+
+
+def _check_pretraining(config: ExperimentConfig, problems: list[str]) -> None:
+    pretraining = config.pretraining
+    for name in ("text_files", "exclude_files"):
+        for index, value in enumerate(getattr(pretraining, name)):
+            where = f"pretraining.{name}[{index}]"
+            path = Path(value).expanduser()
+            if path.suffix.lower() not in PRETRAINING_SUFFIXES:
+                problems.append(f"{where}: {value} must be a .txt (one sentence per line), .csv "
+                                f"or .xlsx file (with a 'text' column)")
+            elif not path.is_file():
+                problems.append(f"{where}: {value} does not exist; check the path (relative "
+                                f"paths start from the directory you run in)")
+    if not pretraining.use_configured_data and not pretraining.text_files:
+        problems.append("pretraining.text_files: is empty and pretraining.use_configured_data is "
+                        "false, which leaves nothing to pre-train on; list a file or set "
+                        "use_configured_data: true")
+
+
 def _check_sweep(config: ExperimentConfig, problems: list[str]) -> None:
     from .sweep import sweep_problems
     problems += sweep_problems(config)
@@ -123,5 +144,6 @@ def validate_config(config: ExperimentConfig) -> list[str]:
     _check_model(config, problems)
     _check_data(config, problems)
     _check_training(config, problems)
+    _check_pretraining(config, problems)
     _check_sweep(config, problems)
     return problems

@@ -25,8 +25,8 @@ from backend.ml.errors import UserError
 from backend.ml.metrics import BIASED, softmax
 
 from .calibration import load_calibration
-from .loading import (LoadedModel, ModelLoadError, configure_threads, load_for_inference,
-                      resolve_model_path)
+from .loading import (LoadedModel, ModelLoadError, configure_threads, cross_validation_models,
+                      load_for_inference, resolve_model_path)
 from .sentences import sentence_spans
 
 NO_PREDICTION = "no_prediction"
@@ -42,6 +42,30 @@ def no_prediction(identifier, error: str) -> dict:
 
 class InputError(UserError):
     """An input cannot be classified (raised only where no per-item entry can say so)."""
+
+
+@dataclass
+class _Member:
+    """One model of what the classifier predicts with, and the temperature its logits take."""
+
+    loaded: LoadedModel
+    calibration: dict
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration["temperature"])
+
+
+def _member_calibration(model_dir: Path) -> dict:
+    try:
+        calibration = load_calibration(model_dir)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
+    if calibration is None:
+        return {"method": "none", "temperature": 1.0,
+                "note": f"no calibration.json in {model_dir}: confidences are the model's raw "
+                        "softmax (temperature 1.0)"}
+    return calibration
 
 
 @dataclass
@@ -73,9 +97,9 @@ class BiasClassifier:
         self.num_threads = num_threads
         self.top_k = top_k
         self.trust_remote_code = trust_remote_code
-        self._loaded: LoadedModel | None = None
+        self._members: list[_Member] = []
         self.calibration: dict = {}
-        self.temperature = 1.0
+        self.temperature: float | None = 1.0
 
     # ------------------------------------------------------------------ loading
 
@@ -89,28 +113,47 @@ class BiasClassifier:
 
         Uses the temperature in ``calibration.json`` when the model has one; otherwise 1.0, and
         every result says ``"calibrated": false``.
+
+        A cross-validation run (its id or parent directory, holding ``folds/fold-k/final_model``)
+        loads as an ensemble: probabilities are the mean of the k fold models' probabilities,
+        each calibrated with its own temperature (:attr:`temperature` is then None), and every
+        result carries ``ensemble_size``.
         """
         if str(model_path) in ("production", "candidate") and not Path(model_path).exists():
             from backend.ml.registry import DEFAULT_REGISTRY_DIR, ModelRegistry
 
             registry = ModelRegistry(registry_dir or DEFAULT_REGISTRY_DIR)
             model_path = registry.run_dir(str(model_path))
-        path = resolve_model_path(model_path, DEFAULT_RUNS_DIR)
+        paths = (cross_validation_models(model_path, DEFAULT_RUNS_DIR)
+                 or [resolve_model_path(model_path, DEFAULT_RUNS_DIR)])
         threads = configure_threads(self.num_threads)
-        self._loaded = load_for_inference(path, trust_remote_code=self.trust_remote_code,
-                                          num_threads=threads)
-        model_dir = path.parent if path.is_file() else path
-        try:
-            calibration = load_calibration(model_dir)
-        except ValueError as error:
-            raise ModelLoadError(str(error)) from None
-        if calibration is None:
-            self.calibration = {"method": "none", "temperature": 1.0,
-                                "note": f"no calibration.json in {model_dir}: confidences are the "
-                                        "model's raw softmax (temperature 1.0)"}
+        members = []
+        for path in paths:
+            loaded = load_for_inference(path, trust_remote_code=self.trust_remote_code,
+                                        num_threads=threads)
+            members.append(_Member(loaded, _member_calibration(
+                path.parent if path.is_file() else path)))
+        differing = [str(member.loaded.path) for member in members
+                     if member.loaded.label_names != members[0].loaded.label_names]
+        if differing:
+            raise ModelLoadError(f"{model_path}: the fold models name different classes "
+                                 f"({', '.join(differing)} differ from {members[0].loaded.path}); "
+                                 "an ensemble needs the same classes in every model.")
+        self._members = members
+        if len(members) == 1:
+            self.calibration = members[0].calibration
+            self.temperature = members[0].temperature
         else:
-            self.calibration = calibration
-        self.temperature = float(self.calibration["temperature"])
+            calibrated = all(member.calibration.get("method") == "temperature_scaling"
+                             for member in members)
+            self.calibration = {
+                "method": "temperature_scaling" if calibrated else "none",
+                "ensemble_size": len(members),
+                "note": "mean of the fold models' probabilities, each model calibrated with its "
+                        "own temperature",
+                "members": [{"model": str(member.loaded.path), **member.calibration}
+                            for member in members]}
+            self.temperature = None
         return self
 
     @property
@@ -118,12 +161,19 @@ class BiasClassifier:
         return self.calibration.get("method") == "temperature_scaling"
 
     @property
+    def ensemble_size(self) -> int:
+        """How many models predict together: k for a k-fold cross-validation run, else 1."""
+        return len(self._members)
+
+    @property
     def label_names(self) -> list[str]:
         return list(self._model.label_names)
 
     @property
     def max_length(self) -> int:
-        model_limit = self._model.max_length
+        # The shortest limit of the models; before loading, _model says no model is loaded.
+        model_limit = min([member.loaded.max_length for member in self._members]
+                          or [self._model.max_length])
         if self.requested_max_length:
             return min(self.requested_max_length, model_limit)
         return model_limit
@@ -134,9 +184,10 @@ class BiasClassifier:
 
     @property
     def _model(self) -> LoadedModel:
-        if self._loaded is None:
+        """The (first) loaded model: label names, runtime and, for export, the network."""
+        if not self._members:
             raise InputError("No model loaded: call classifier.load_model(path) first.")
-        return self._loaded
+        return self._members[0].loaded
 
     # ------------------------------------------------------------------ public predictions
 
@@ -231,10 +282,11 @@ class BiasClassifier:
 
     # ------------------------------------------------------------------ the model
 
-    def _windows(self, texts: list[str]) -> tuple[list[list[int]], dict[str, list], np.ndarray]:
+    def _windows(self, model: LoadedModel, texts: list[str]
+                 ) -> tuple[list[list[int]], dict[str, list], np.ndarray]:
         """Tokenise once; a text longer than ``max_length`` becomes overlapping windows."""
         max_length = self.max_length
-        tokenizer = self._model.tokenizer
+        tokenizer = model.tokenizer
         special = tokenizer.num_special_tokens_to_add(pair=False)
         # A quarter of each window repeats the end of the previous one, so that no phrase is
         # only ever seen cut in half at a window edge.
@@ -243,7 +295,7 @@ class BiasClassifier:
                              return_overflowing_tokens=True, padding=False,
                              return_attention_mask=True)
         owners = np.asarray(encoding["overflow_to_sample_mapping"], dtype=int)
-        names = {"input_ids", *self._model.input_names}
+        names = {"input_ids", *model.input_names}
         missing = names - set(encoding.keys())
         if missing:
             raise ModelLoadError(f"the model takes {sorted(missing)}, which its tokenizer does "
@@ -251,9 +303,11 @@ class BiasClassifier:
         features = {name: encoding[name] for name in names}
         return encoding["input_ids"], features, owners
 
-    def _pad(self, features: dict[str, list], rows: np.ndarray) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _pad(model: LoadedModel, features: dict[str, list], rows: np.ndarray
+             ) -> dict[str, np.ndarray]:
         """Right-pad the chosen rows to the longest of them (dynamic padding)."""
-        pad_id = self._model.tokenizer.pad_token_id or 0
+        pad_id = model.tokenizer.pad_token_id or 0
         longest = max(len(features["input_ids"][row]) for row in rows)
         batch = {}
         for name, values in features.items():
@@ -266,11 +320,23 @@ class BiasClassifier:
 
     def _segment_probabilities(self, texts: list[str], show_progress: bool
                                ) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated class probabilities per text (mean over its windows) and its window count."""
+        """Calibrated class probabilities per text (mean over its windows, then over the models
+        of an ensemble) and its window count."""
         num_classes = len(self._model.label_names)
         if not texts:
             return np.zeros((0, num_classes)), np.zeros(0, dtype=int)
-        input_ids, features, owners = self._windows(texts)
+        # Each model tokenises for itself: fold models trained from scratch have their own
+        # vocabularies.
+        outputs = [self._member_probabilities(member, texts, show_progress)
+                   for member in self._members]
+        probabilities = np.mean([member_probabilities for member_probabilities, _ in outputs],
+                                axis=0)
+        return probabilities, outputs[0][1]
+
+    def _member_probabilities(self, member: _Member, texts: list[str], show_progress: bool
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        num_classes = len(member.loaded.label_names)
+        input_ids, features, owners = self._windows(member.loaded, texts)
         lengths = np.fromiter((len(ids) for ids in input_ids), dtype=int, count=len(input_ids))
         # Longest first: a batch that does not fit in memory fails at once, not at the end.
         order = np.argsort(-lengths, kind="stable")
@@ -282,12 +348,12 @@ class BiasClassifier:
 
             progress = tqdm(total=len(texts), desc="Classifying", unit="sentence")
         for rows in batches:
-            logits[rows] = self._model.logits(self._pad(features, rows))
+            logits[rows] = member.loaded.logits(self._pad(member.loaded, features, rows))
             if progress is not None:
                 progress.update(len(np.unique(owners[rows])))
         if progress is not None:
             progress.close()
-        window_probabilities = softmax(logits, self.temperature)
+        window_probabilities = softmax(logits, member.temperature)
         sums = np.zeros((len(texts), num_classes))
         np.add.at(sums, owners, window_probabilities)
         windows = np.bincount(owners, minlength=len(texts))
@@ -310,6 +376,8 @@ class BiasClassifier:
         mean = probabilities.mean(axis=0)
         result = {"status": "ok", **self._scores(mean), "calibrated": self.is_calibrated,
                   "num_sentences": len(segments)}
+        if self.ensemble_size > 1:
+            result["ensemble_size"] = self.ensemble_size
         if len(segments) == 1:
             if windows[0] > 1:
                 result["windows"] = int(windows[0])

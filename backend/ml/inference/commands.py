@@ -18,7 +18,7 @@ from backend.ml.errors import DataError, UserError
 from backend.ml.fileio import atomic_path, atomic_write_json
 
 from .classifier import NO_PREDICTION, BiasClassifier, no_prediction
-from .loading import has_torch_weights, resolve_model_path, run_dir_of
+from .loading import cross_validation_models, has_torch_weights, resolve_model_path, run_dir_of
 
 INPUT_FORMATS = (".txt", ".csv", ".jsonl")
 CHUNK = 256  # inputs classified per call: bounds memory on large files, keeps the bar moving
@@ -108,12 +108,20 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
     """
     from tqdm.auto import tqdm
 
-    model_path = resolve_model_path(model_ref, runs_dir)
+    fold_models = cross_validation_models(model_ref, runs_dir)
+    model_path = fold_models[0].parents[2] if fold_models else resolve_model_path(model_ref,
+                                                                                   runs_dir)
     inputs = read_inputs(input_path)  # fails on a bad path before the model is loaded
     classifier = BiasClassifier().load_model(model_path)
-    temperature = (f"temperature {classifier.temperature:.3g}" if classifier.is_calibrated
-                   else "not calibrated")
-    print(f"Model: {model_path} ({classifier.runtime}, {temperature})", file=sys.stderr)
+    if classifier.ensemble_size > 1:
+        calibration = "each calibrated" if classifier.is_calibrated else "not all calibrated"
+        described = (f"ensemble of {classifier.ensemble_size} fold models, mean probability, "
+                     f"{calibration}")
+    elif classifier.is_calibrated:
+        described = f"temperature {classifier.temperature:.3g}"
+    else:
+        described = "not calibrated"
+    print(f"Model: {model_path} ({classifier.runtime}, {described})", file=sys.stderr)
     counts: dict[str, int] = {}
     total = _count_lines(Path(input_path)) if Path(input_path).suffix.lower() != ".csv" else None
     with atomic_path(output_path) as temporary, open(temporary, "w", encoding="utf-8") as out, \

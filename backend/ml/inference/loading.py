@@ -83,7 +83,8 @@ def resolve_model_path(model_ref: str | os.PathLike, runs_dir: Path | None = Non
             folds = sorted(path.name for path in (candidate / "folds").iterdir() if path.is_dir())
             example = f"{candidate}/folds/{folds[0]}" if folds else f"{candidate}/folds/fold-1"
             raise ModelLoadError(f"{candidate} is a cross-validation run with one model per fold; "
-                                 f"pass one fold, e.g. {example}.")
+                                 f"pass one fold, e.g. {example} (BiasClassifier and --predict "
+                                 f"take the whole run as an ensemble of its folds).")
         if (candidate / "results.json").is_file():
             raise ModelLoadError(f"{candidate} has no final_model/: the run did not finish "
                                  "(see its results.json for the status).")
@@ -92,6 +93,40 @@ def resolve_model_path(model_ref: str | os.PathLike, runs_dir: Path | None = Non
     raise ModelLoadError(f"No run or model named '{reference}': expected a run id under "
                          f"{runs_dir or 'the runs directory'}, a run directory or a model "
                          f"directory.{_available_runs(runs_dir)}")
+
+
+def _fold_number(fold_dir: Path) -> tuple[int, str]:
+    suffix = fold_dir.name.rpartition("-")[2]
+    return (int(suffix) if suffix.isdigit() else 0, fold_dir.name)
+
+
+def cross_validation_models(model_ref: str | os.PathLike, runs_dir: Path | None = None
+                            ) -> list[Path] | None:
+    """Each fold's ``final_model/``, in fold order, when ``model_ref`` names a cross-validation
+    run (a run id or a parent run directory with ``folds/fold-k/``); None for anything else.
+
+    >>> cross_validation_models("babe_minilm_cv_3f9a1c", Path("experiments/runs"))  # doctest: +SKIP
+    [PosixPath('experiments/runs/babe_minilm_cv_3f9a1c/folds/fold-1/final_model'), ...]
+    """
+    reference = str(model_ref).strip()
+    if not reference:
+        return None
+    candidates = [Path(reference)]
+    if runs_dir is not None and not Path(reference).is_absolute():
+        candidates.append(Path(runs_dir) / reference)
+    for candidate in candidates:
+        folds_dir = candidate / "folds"
+        if not folds_dir.is_dir() or _is_model_dir(candidate) or (
+                _is_model_dir(candidate / "final_model")):
+            continue
+        folds = sorted((path for path in folds_dir.iterdir() if path.is_dir()), key=_fold_number)
+        unfinished = [fold.name for fold in folds if not _is_model_dir(fold / "final_model")]
+        if not folds or unfinished:
+            missing = ", ".join(unfinished) or "every fold"
+            raise ModelLoadError(f"{candidate}: {missing} has no final_model/; the cross-"
+                                 "validation run did not finish (see its results.json).")
+        return [fold / "final_model" for fold in folds]
+    return None
 
 
 def run_dir_of(model_path: Path) -> Path | None:
@@ -309,4 +344,4 @@ def load_for_inference(path: Path, *, trust_remote_code: bool = False,
 
 
 __all__ = ["CALIBRATION_FILE", "LoadedModel", "ModelLoadError", "configure_threads",
-           "load_for_inference", "resolve_model_path", "run_dir_of"]
+           "cross_validation_models", "load_for_inference", "resolve_model_path", "run_dir_of"]

@@ -1,0 +1,99 @@
+"""``python run_experiment.py pretrain CONFIG.yaml``: domain-adaptive pre-training from the CLI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError, UserError
+
+EPILOG = """examples:
+  python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml --dry-run
+  python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml \\
+      --run-id babe_minilm_dapt
+  # then fine-tune from experiments/encoders/babe_minilm_dapt/encoder:
+  python run_experiment.py experiments/configs/babe_minilm_dapt_finetune.yaml
+"""
+
+
+class PretrainingStopped(UserError):
+    """Ctrl-C during pre-training: there is no checkpoint to resume from, so the CLI says so."""
+
+    exit_code = 130
+
+
+def build_pretrain_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_experiment.py pretrain", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Masked-language-model training of the configured encoder on unlabelled "
+        "sentences (the configured data without labels, plus pretraining.text_files); writes "
+        "RUN/encoder/ for a fine-tuning config's model.model_name. See docs/pretraining.md.")
+    parser.add_argument("config", metavar="CONFIG.yaml", help="the pre-training config")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field, e.g. --set training.max_steps=200")
+    parser.add_argument("--output-dir", type=Path, metavar="DIR",
+                        help="where the run directory goes (default: the config's output_dir)")
+    parser.add_argument("--run-id", metavar="ID",
+                        help="use exactly this run directory name instead of <name>_<random id>")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate, count the sentences and steps; train nothing")
+    return parser
+
+
+def _checked_config(path: str, overrides: list[str]):
+    from ..config import load_yaml_config
+
+    config = load_yaml_config(path, overrides)
+    problems = []
+    if config.sweep:
+        problems.append("sweep: pretrain runs one config; remove the sweep section")
+    if config.data.cv_folds:
+        problems.append("data.cv_folds: pretrain reads every sentence and makes no folds; set it "
+                        "to 0")
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def _describe_plan(config) -> str:
+    from ..config import config_to_yaml
+    from ..training.optimization import planned_steps
+    from .corpus import collect_corpus
+
+    corpus = collect_corpus(config)
+    lines = ["Resolved config:", config_to_yaml(config).rstrip(), "", "Plan:"]
+    lines += [f"  read {source['sentences']:>6} sentences from {source['source']}"
+              for source in corpus.sources]
+    counts = corpus.counts
+    lines.append(f"  kept   {len(corpus.train) + len(corpus.holdout):>6} distinct sentences "
+                 f"({counts['duplicates_removed']} duplicates, {counts['excluded']} excluded): "
+                 f"{len(corpus.train)} to train on, {len(corpus.holdout)} held out")
+    lines.append(f"  {planned_steps(len(corpus.train), config.training)} optimiser steps of "
+                 f"{config.training.batch_size} sentences, masking "
+                 f"{config.pretraining.mlm_probability:.0%} of the tokens")
+    return "\n".join(lines)
+
+
+def pretrain_main(argv: list[str]) -> int:
+    """Run ``pretrain`` with the arguments after the word; UserErrors reach the CLI's handler.
+
+    >>> pretrain_main(["experiments/configs/babe_minilm_dapt.yaml", "--dry-run"])  # doctest: +SKIP
+    0
+    """
+    args = build_pretrain_parser().parse_args(argv)
+    config = _checked_config(args.config, args.set)
+    if args.dry_run:
+        print(_describe_plan(config))
+        print("\nConfig is valid; nothing was trained (--dry-run).")
+        return 0
+    from .run import run_pretraining
+
+    try:
+        run_pretraining(config, args.output_dir, run_id=args.run_id)
+    except KeyboardInterrupt:
+        raise PretrainingStopped("pre-training interrupted; its run directory is marked "
+                                 "'interrupted' and has no encoder/. Pre-training keeps no "
+                                 "checkpoints: start it again (a shorter run: --set "
+                                 "training.max_steps=N)") from None
+    return 0
