@@ -39,7 +39,7 @@ PATHS = {
     "defaults": ("this trainer (defaults)", "ours", {}),
     "fp32": ("this trainer, fp32", "ours", {"training.mixed_precision": "no"}),
     "random": ("this trainer, random batches", "ours", {"training.group_by_length": False}),
-    "eager": ("this trainer, eager attention", "ours", {"model.attention": "eager"}),
+    "sdpa": ("this trainer, sdpa attention", "ours", {"model.attention": "sdpa"}),
     "foreach": ("this trainer, no fused AdamW", "ours", {"training.fused_adamw": False}),
     "compile": ("this trainer, torch.compile", "ours", {"training.compile": True}),
     "trainer": ("Trainer, group_by_length", "trainer", {}),

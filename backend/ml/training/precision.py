@@ -92,7 +92,7 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
 
 def resolve_attention(requested: str, device: torch.device) -> str:
     """``model.attention`` on ``device``: auto is sdpa on GPUs and eager on CPUs, where PyTorch's
-    CPU attention kernels trained MiniLM about 2x slower in bf16 (benchmarks/bench_training.py)."""
+    CPU attention kernel trained MiniLM 5-10% slower in bf16 (benchmarks/bench_training.py)."""
     if requested != "auto":
         return requested
     return "eager" if device.type == "cpu" else "sdpa"
