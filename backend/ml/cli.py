@@ -14,9 +14,8 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from .errors import ConfigError, UserError
+from .run_directory import DEFAULT_RUNS_DIR
 from .training.interruption import TrainingInterrupted
-
-DEFAULT_RUNS_DIR = Path("experiments/runs")
 
 EPILOG = """examples:
   python run_experiment.py experiments/configs/quickstart.yaml

@@ -3,8 +3,14 @@
 >>> from backend.ml.experiment_config import ExperimentConfig, ModelConfig
 """
 
-from .config import (CloudConfig, DataConfig, ExperimentConfig, LoggingConfig, ModelConfig,
-                     TrainingConfig)
+from .config import (
+    CloudConfig,
+    DataConfig,
+    ExperimentConfig,
+    LoggingConfig,
+    ModelConfig,
+    TrainingConfig,
+)
 
 
 def __getattr__(name):

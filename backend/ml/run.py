@@ -21,6 +21,16 @@ from .errors import UserError
 from .fileio import atomic_write_text, read_jsonl
 from .model_factory import ModelFactory
 from .models import describe_model, load_saved_model
+from .run_directory import (
+    SCHEMA_VERSION,
+    RunLayout,
+    create_run_directory,
+    read_results_or_empty,
+    run_metadata,
+    utc_now,
+    write_predictions,
+    write_results,
+)
 from .run_lock import RunLock
 from .tracking import TrackerSet, build_trackers
 from .training.checkpoints import latest_valid_checkpoint, load_checkpoint
@@ -29,12 +39,8 @@ from .training.evaluation import evaluate
 from .training.interruption import TrainingInterrupted
 from .training.optimization import planned_steps
 from .training.precision import Precision, resolve_precision
-from .training.run_directory import (create_run_directory, run_metadata, utc_now,
-                                     write_predictions, write_results)
 from .training.summary import format_model_info, format_run_summary
 from .training.trainer import ClassifierTrainer, TrainingOutcome, check_resume_world
-
-SCHEMA_VERSION = 1
 
 
 def _new_results(config: ExperimentConfig, run_dir: Path, world: World) -> dict:
@@ -75,10 +81,11 @@ def _training_section(outcome: TrainingOutcome, config: ExperimentConfig, world:
 
 def _publish_final_model(run_dir: Path) -> Path:
     """Copy the best checkpoint to final_model/ in one rename, so it is whole or absent."""
-    final = run_dir / "final_model"
-    staging = run_dir / ".final_model.partial"
+    layout = RunLayout(run_dir)
+    final = layout.final_model
+    staging = final.with_name(f".{final.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(run_dir / "checkpoints" / "best", staging)
+    shutil.copytree(layout.best_model, staging)
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     return final
@@ -118,7 +125,7 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
                                     precision, resume_state)
         outcome = trainer.train()
         world.barrier()  # the main process has written checkpoints/best
-        best_model, best_tokenizer = load_saved_model(run_dir / "checkpoints" / "best")
+        best_model, best_tokenizer = load_saved_model(RunLayout(run_dir).best_model)
         best_model.to(world.device)
         test_eval = evaluate(best_model, best_tokenizer, splits.test, "test", splits.label_names,
                              config.data.max_length, config.training.eval_batch_size,
@@ -131,8 +138,8 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
         trackers.log_evaluation(test_eval, outcome.state.global_step)
         best_eval = outcome.best_evaluation
         final_model = _publish_final_model(run_dir)
-        write_predictions(run_dir / "predictions" / "test_predictions.csv", test_eval)
-        write_predictions(run_dir / "predictions" / "eval_predictions.csv", best_eval)
+        write_predictions(RunLayout(run_dir).test_predictions, test_eval)
+        write_predictions(RunLayout(run_dir).eval_predictions, best_eval)
         results.update({
             "status": "completed",
             "training": _training_section(outcome, config, world, precision, len(splits.train)),
@@ -147,7 +154,7 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
                 "train_samples_per_second": outcome.train_samples_per_second,
                 "eval_samples_per_second": len(splits.test) / max(test_eval.seconds, 1e-9),
             },
-            "final_model": "final_model",
+            "final_model": final_model.name,
         })
         results["metadata"]["finished_at"] = utc_now()
         write_results(run_dir, results)
@@ -223,7 +230,7 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = Non
         if world.is_main:
             print(f"Run directory: {run_dir}")
             print(format_model_info(built.info))
-            config.save_yaml(run_dir / "config.yaml")
+            config.save_yaml(RunLayout(run_dir).config)
             write_results(run_dir, results)
         _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, world)
     _say(world, format_run_summary(results))
@@ -244,7 +251,8 @@ def resume_run(run_dir: str | Path) -> Path:
     resumes under the same launcher with N processes.
     """
     run_dir = Path(run_dir)
-    config_file = run_dir / "config.yaml"
+    layout = RunLayout(run_dir)
+    config_file = layout.config
     if not config_file.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); give the path of a "
                         f"run under experiments/runs/")
@@ -254,15 +262,16 @@ def resume_run(run_dir: str | Path) -> Path:
         set_seed(config.seed)
         splits = prepare_splits(config.data, config.seed)
         results = _new_results(config, run_dir, world)
-        checkpoint = latest_valid_checkpoint(run_dir / "checkpoints")  # warns about damaged ones
+        checkpoint = latest_valid_checkpoint(layout.checkpoints)  # warns about damaged ones
         if checkpoint:
             model, tokenizer, state = load_checkpoint(checkpoint)
             check_resume_world(state, world, config.training.batch_size)
             _say(world, f"Resuming {run_dir.name} from {checkpoint.name} "
                         f"(step {state['global_step']}).")
-            model_info = {**_read_results(run_dir).get("model", {}), **describe_model(model)}
+            model_info = {**read_results_or_empty(run_dir).get("model", {}),
+                          **describe_model(model)}
         else:
-            _say(world, f"No checkpoint in {run_dir / 'checkpoints'}: training {run_dir.name} "
+            _say(world, f"No checkpoint in {layout.checkpoints}: training {run_dir.name} "
                         f"from the start.")
             set_seed(config.seed)
             built = ModelFactory.create(config.model, splits.label_names,
@@ -272,21 +281,14 @@ def resume_run(run_dir: str | Path) -> Path:
         results["metadata"]["resumed_from_step"] = state["global_step"] if state else 0
         if world.is_main:
             if state:
-                _truncate_metrics_after(run_dir / "metrics.jsonl", state["global_step"])
+                _truncate_metrics_after(layout.metrics, state["global_step"])
             else:
-                (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+                layout.metrics.unlink(missing_ok=True)
             write_results(run_dir, results)
         world.barrier()
         _train_and_finish(config, splits, run_dir, results, model, tokenizer, world, state)
     _say(world, format_run_summary(results))
     return run_dir
-
-
-def _read_results(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None = None,
@@ -303,15 +305,16 @@ def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None
                        "source": folds[0].source, "dataset": folds[0].dataset}
     with _lock_on_main(world, parent, "train"):  # the folds lock their own directories
         if world.is_main:
-            config.save_yaml(parent / "config.yaml")
+            config.save_yaml(RunLayout(parent).config)
             write_results(parent, results)
         fold_results = []
         try:
             for number, fold_splits in enumerate(folds, start=1):
                 _say(world, f"\n=== {config.experiment_name}: fold {number}/{len(folds)} ===")
-                fold_dir = run_experiment(config, parent / "folds", run_id=f"fold-{number}",
+                fold_dir = run_experiment(config, RunLayout(parent).folds,
+                                          run_id=RunLayout(parent).fold(number).root.name,
                                           splits=fold_splits)
-                fold_results.append(_read_results(fold_dir))
+                fold_results.append(read_results_or_empty(fold_dir))
         except (KeyboardInterrupt, TrainingInterrupted):
             if world.is_main:
                 _record_failure(parent, results, "interrupted", "stopped during a fold")

@@ -11,12 +11,12 @@ EffectiveStatus(status='crashed', reason='the process stopped ...', resumable_fr
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint_files import step_checkpoints
+from .run_directory import RunLayout, read_results_or_empty
 from .run_lock import STALE_AFTER_SECONDS, read_heartbeat
 
 CRASHED = "crashed"
@@ -36,16 +36,13 @@ class EffectiveStatus:
 
 
 def _recorded_status(run_dir: Path) -> str | None:
-    try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
+    results = read_results_or_empty(run_dir)
     return results.get("status") if isinstance(results, dict) else None
 
 
 def _resume_point(run_dir: Path) -> Path | None:
     # Sizes only: listing runs must stay fast; --resume verifies the checksums itself.
-    valid = step_checkpoints(run_dir / "checkpoints", verify_checksums=False)
+    valid = step_checkpoints(RunLayout(run_dir).checkpoints, verify_checksums=False)
     return valid[-1] if valid else None
 
 

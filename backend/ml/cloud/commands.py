@@ -243,8 +243,13 @@ def _launch(args, config, run, remote_config, uploads, detach: bool | None = Non
             log=print, spent_elsewhere=lambda: 0.0, sleep=None) -> int:
     """Upload, create the VM and (unless detached) watch it and fetch the results."""
     from .compute import Compute
-    from .orchestrate import (fetch_results, record_cloud_section, start_vm, upload_inputs,
-                              watch_run)
+    from .orchestrate import (
+        fetch_results,
+        record_cloud_section,
+        start_vm,
+        upload_inputs,
+        watch_run,
+    )
 
     client = storage.storage_client(run.project)
     storage.require_bucket(client, run.bucket)
@@ -346,8 +351,14 @@ def _location(args, run_id: str | None = None) -> tuple[str, str, Path]:
 def sync_command(args) -> int:
     """``--sync RUN_ID``: fetch a cloud run's directory; with ``--cloud`` continue a stopped one."""
     from .compute import Compute, label_value
-    from .orchestrate import (check_replacement_budget, fetch_results, load_launch,
-                              record_cloud_section, start_vm, watch_run)
+    from .orchestrate import (
+        check_replacement_budget,
+        fetch_results,
+        load_launch,
+        record_cloud_section,
+        start_vm,
+        watch_run,
+    )
 
     run_id = args.sync
     project, bucket, runs_dir = _location(args, run_id)

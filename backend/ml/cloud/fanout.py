@@ -12,6 +12,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UserError
+from ..run_directory import RunLayout
 from .pricing import CostError
 
 DEFAULT_MAX_PARALLEL = 4
@@ -116,7 +117,7 @@ def _summary(args, plans, codes) -> None:
     from .commands import _runs_dir
 
     run_dirs = [_runs_dir(args, config) / run.run_id for config, run, _, _, _ in plans
-                if (_runs_dir(args, config) / run.run_id / "results.json").is_file()]
+                if RunLayout(_runs_dir(args, config) / run.run_id).results.is_file()]
     spent = sum(run.spent_usd() for _, run, _, _, _ in plans)
     print(f"\nLaunch cost about ${spent:.2f} over "
           f"{sum(run.vm_hours() for _, run, _, _, _ in plans):.2f} VM-hours.")

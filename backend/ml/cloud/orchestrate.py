@@ -32,8 +32,16 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import atomic_write_json
+from ..run_directory import RunLayout, utc_now
 from . import storage
-from .compute import CloudError, Compute, VmSpec, create_with_fallback, instance_body, instance_name
+from .compute import (
+    CloudError,
+    Compute,
+    VmSpec,
+    create_with_fallback,
+    instance_body,
+    instance_name,
+)
 from .pricing import MAX_REPLACEMENTS
 from .startup import StartupSettings, render_startup_script
 
@@ -94,7 +102,7 @@ class CloudRun:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return utc_now()
 
 
 def vm_hours(vm: dict, now: datetime | None = None) -> float:
@@ -210,7 +218,7 @@ def upload_inputs(client, run: CloudRun, config, uploads: list[tuple[Path, str]]
     count = package_code(tarball, code_root)
     storage.upload_file(client, tarball, f"{run.url}/code.tar.gz")
     log(f"  uploaded the code ({count} files, {tarball.stat().st_size / 1e6:.1f} MB)")
-    config_file = work_dir / "config.yaml"
+    config_file = RunLayout(work_dir).config
     config_file.write_text(config_to_yaml(config), encoding="utf-8")
     storage.upload_file(client, config_file, f"{run.url}/inputs/config.yaml")
     for path, name in uploads:
@@ -381,7 +389,7 @@ def fetch_results(client, run_url: str, run_dir: Path, log=print, mirror: bool =
 
 def record_cloud_section(run_dir: Path, run: CloudRun, marker: dict | None) -> None:
     """Add the ``cloud`` key to the local results.json (where the run ran and what it cost)."""
-    results_file = run_dir / "results.json"
+    results_file = RunLayout(run_dir).results
     if not results_file.is_file():
         return
     results = json.loads(results_file.read_text(encoding="utf-8"))

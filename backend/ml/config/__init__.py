@@ -1,8 +1,15 @@
 """Experiment configuration: dataclass sections, YAML loading, validation and sweeps."""
 
 from .loading import apply_overrides, config_to_yaml, did_you_mean, load_yaml_config
-from .schema import (CloudConfig, DataConfig, ExperimentConfig, LoggingConfig, ModelConfig,
-                     PretrainingConfig, TrainingConfig)
+from .schema import (
+                     CloudConfig,
+                     DataConfig,
+                     ExperimentConfig,
+                     LoggingConfig,
+                     ModelConfig,
+                     PretrainingConfig,
+                     TrainingConfig,
+)
 from .sweep import expand_sweep
 
 __all__ = ["CloudConfig", "DataConfig", "ExperimentConfig", "LoggingConfig", "ModelConfig",

@@ -7,7 +7,11 @@ trainer.
 """
 
 from .commands import compare_command
-from .comparison import aggregate_cross_validation, config_differences, format_comparison_table
+from .comparison import (
+           aggregate_cross_validation,
+           config_differences,
+           format_comparison_table,
+)
 from .manager import ExperimentManager
 from .rundir import RunInfo
 from .statistics import bootstrap_confidence_intervals, mcnemar_test, paired_bootstrap

@@ -16,12 +16,12 @@ import itertools
 from pathlib import Path
 
 from ..errors import UserError
+from ..run_directory import DEFAULT_RUNS_DIR, RunLayout
 from .comparison import config_differences, higher_is_better, rank_runs
 from .predictions import align, load_predictions, slice_metrics
 from .rundir import RunInfo
 from .statistics import bootstrap_confidence_intervals, mcnemar_test, paired_bootstrap
 
-DEFAULT_RUNS_DIR = Path("experiments/runs")
 CI_METRICS = ("accuracy", "f1_macro", "f1_weighted", "f1_biased")
 
 
@@ -76,8 +76,7 @@ class ExperimentManager:
             return run_id
         text = str(run_id)
         path = Path(text)
-        if path.is_dir() and ((path / "results.json").exists() or (path / "config.yaml").exists()
-                              or (path / "folds").is_dir()):
+        if path.is_dir() and RunLayout(path).looks_like_a_run():
             return RunInfo.read(path)
         parent, _, fold = text.partition("/")
         if fold:

@@ -18,7 +18,12 @@ from pathlib import Path
 
 from ..fileio import atomic_write_text
 from .comparison import format_value, rank_runs
-from .published import is_binary_babe, protocol_differences, published_protocol, published_results
+from .published import (
+    is_binary_babe,
+    protocol_differences,
+    published_protocol,
+    published_results,
+)
 from .rundir import RunInfo
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..fileio import read_jsonl
+from ..run_directory import RunLayout
 from ..run_status import CRASHED, effective_status
 
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
@@ -52,8 +53,9 @@ class RunInfo:
         run = cls(run_id=run_id or path.name, path=path, status="incomplete",
                   parent_id=parent_id)
         problems: list[str] = []
-        run.config = _read_config(path / "config.yaml", problems)
-        results_file = path / "results.json"
+        layout = RunLayout(path)
+        run.config = _read_config(layout.config, problems)
+        results_file = layout.results
         if not results_file.is_file():
             run.reason = ("results.json is missing: the run never started writing results or the "
                           "directory was copied partially")
@@ -72,7 +74,7 @@ class RunInfo:
                     actual = effective_status(path, run.status)
                     run.status, run.resumable = actual.status, actual.resumable
                     run.reason = actual.reason or run.reason
-        folds_dir = path / "folds"
+        folds_dir = layout.folds
         if folds_dir.is_dir():
             fold_dirs = sorted((item for item in folds_dir.iterdir() if item.is_dir()),
                                key=_fold_sort_key)
@@ -129,12 +131,11 @@ class RunInfo:
     @property
     def paths(self) -> dict[str, Path]:
         """Where each artifact of the run lives (whether or not it exists yet)."""
-        return {"run_dir": self.path, "config": self.path / "config.yaml",
-                "results": self.path / "results.json", "metrics": self.path / "metrics.jsonl",
-                "test_predictions": self.path / "predictions" / "test_predictions.csv",
-                "eval_predictions": self.path / "predictions" / "eval_predictions.csv",
-                "plots": self.path / "plots", "final_model": self.path / "final_model",
-                "folds": self.path / "folds"}
+        layout = RunLayout(self.path)
+        return {"run_dir": self.path, "config": layout.config, "results": layout.results,
+                "metrics": layout.metrics, "test_predictions": layout.test_predictions,
+                "eval_predictions": layout.eval_predictions, "plots": layout.plots,
+                "final_model": layout.final_model, "folds": layout.folds}
 
     def metric(self, name: str) -> float | None:
         """Value of ``eval/f1_macro`` (``results["eval"]["f1_macro"]``), ``test/...``; None if absent.

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -24,14 +24,20 @@ import numpy as np
 from backend.ml.errors import UserError
 from backend.ml.metrics import BIASED, softmax
 
+from ..run_directory import DEFAULT_RUNS_DIR
 from .calibration import load_calibration
-from .loading import (LoadedModel, ModelLoadError, configure_threads, cross_validation_models,
-                      load_for_inference, resolve_model_path)
+from .loading import (
+    LoadedModel,
+    ModelLoadError,
+    configure_threads,
+    cross_validation_models,
+    load_for_inference,
+    resolve_model_path,
+)
 from .sentences import sentence_spans
 
 NO_PREDICTION = "no_prediction"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-DEFAULT_RUNS_DIR = Path("experiments/runs")  # where a bare run id is looked up
 
 
 def no_prediction(identifier, error: str) -> dict:

@@ -18,7 +18,12 @@ from backend.ml.errors import DataError, UserError
 from backend.ml.fileio import atomic_path, atomic_write_json
 
 from .classifier import NO_PREDICTION, BiasClassifier, no_prediction
-from .loading import cross_validation_models, has_torch_weights, resolve_model_path, run_dir_of
+from .loading import (
+    cross_validation_models,
+    has_torch_weights,
+    resolve_model_path,
+    run_dir_of,
+)
 
 INPUT_FORMATS = (".txt", ".csv", ".jsonl")
 CHUNK = 256  # inputs classified per call: bounds memory on large files, keeps the bar moving
@@ -187,8 +192,15 @@ def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
     ...                Path("experiments/runs"))  # doctest: +SKIP
     0
     """
-    from .export import (FORMATS, MAX_F1_DROP_POINTS, compare_predictions, copy_bundle,
-                         export_onnx, quantize_int8, timed_probabilities)
+    from .export import (
+        FORMATS,
+        MAX_F1_DROP_POINTS,
+        compare_predictions,
+        copy_bundle,
+        export_onnx,
+        quantize_int8,
+        timed_probabilities,
+    )
 
     requested = list(dict.fromkeys(format_.lower() for format_ in formats or ["onnx", "int8"]))
     unknown = [format_ for format_ in requested if format_ not in FORMATS]

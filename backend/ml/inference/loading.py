@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from backend.ml.errors import UserError
-
+from ..errors import UserError
+from ..run_directory import RunLayout
 from .calibration import CALIBRATION_FILE
 
 ONNX_FILE = "model.onnx"
@@ -47,8 +47,8 @@ def _is_model_dir(path: Path) -> bool:
 def _available_runs(runs_dir: Path | None, limit: int = 8) -> str:
     if runs_dir is None or not Path(runs_dir).is_dir():
         return ""
-    names = sorted(path.name for path in Path(runs_dir).iterdir() if (path / "final_model").is_dir()
-                   or (path / "folds").is_dir())
+    names = sorted(path.name for path in Path(runs_dir).iterdir()
+                   if RunLayout(path).final_model.is_dir() or RunLayout(path).folds.is_dir())
     if not names:
         return f" ({runs_dir} holds no trained run)"
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
@@ -77,15 +77,16 @@ def resolve_model_path(model_ref: str | os.PathLike, runs_dir: Path | None = Non
             continue
         if _is_model_dir(candidate):
             return candidate
-        if _is_model_dir(candidate / "final_model"):
-            return candidate / "final_model"
-        if (candidate / "folds").is_dir():
-            folds = sorted(path.name for path in (candidate / "folds").iterdir() if path.is_dir())
+        layout = RunLayout(candidate)
+        if _is_model_dir(layout.final_model):
+            return layout.final_model
+        if layout.folds.is_dir():
+            folds = sorted(path.name for path in layout.folds.iterdir() if path.is_dir())
             example = f"{candidate}/folds/{folds[0]}" if folds else f"{candidate}/folds/fold-1"
             raise ModelLoadError(f"{candidate} is a cross-validation run with one model per fold; "
                                  f"pass one fold, e.g. {example} (BiasClassifier and --predict "
                                  f"take the whole run as an ensemble of its folds).")
-        if (candidate / "results.json").is_file():
+        if layout.results.is_file():
             raise ModelLoadError(f"{candidate} has no final_model/: the run did not finish "
                                  "(see its results.json for the status).")
         raise ModelLoadError(f"{candidate} is neither a run directory (with final_model/) nor a "
@@ -115,25 +116,27 @@ def cross_validation_models(model_ref: str | os.PathLike, runs_dir: Path | None 
     if runs_dir is not None and not Path(reference).is_absolute():
         candidates.append(Path(runs_dir) / reference)
     for candidate in candidates:
-        folds_dir = candidate / "folds"
-        if not folds_dir.is_dir() or _is_model_dir(candidate) or (
-                _is_model_dir(candidate / "final_model")):
+        layout = RunLayout(candidate)
+        if not layout.folds.is_dir() or _is_model_dir(candidate) or (
+                _is_model_dir(layout.final_model)):
             continue
-        folds = sorted((path for path in folds_dir.iterdir() if path.is_dir()), key=_fold_number)
-        unfinished = [fold.name for fold in folds if not _is_model_dir(fold / "final_model")]
+        folds = sorted((path for path in layout.folds.iterdir() if path.is_dir()),
+                       key=_fold_number)
+        unfinished = [fold.name for fold in folds
+                      if not _is_model_dir(RunLayout(fold).final_model)]
         if not folds or unfinished:
             missing = ", ".join(unfinished) or "every fold"
             raise ModelLoadError(f"{candidate}: {missing} has no final_model/; the cross-"
                                  "validation run did not finish (see its results.json).")
-        return [fold / "final_model" for fold in folds]
+        return [RunLayout(fold).final_model for fold in folds]
     return None
 
 
 def run_dir_of(model_path: Path) -> Path | None:
     """The run directory a model belongs to (``RUN/final_model`` → ``RUN``), if any."""
     model_dir = model_path.parent if model_path.is_file() else model_path
-    if model_dir.name == "final_model" or (
-            model_dir.name == "exports" and (model_dir.parent / "results.json").is_file()):
+    if model_dir == RunLayout(model_dir.parent).final_model or (
+            model_dir.name == "exports" and RunLayout(model_dir.parent).results.is_file()):
         return model_dir.parent
     return None
 

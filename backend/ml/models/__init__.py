@@ -11,8 +11,15 @@ Imports only the config layer; knows nothing of training, tracking or the cloud.
 from . import builtin as _builtin  # noqa: F401
 from .base import BaseBiasClassifier
 from .bias_head import BiasHeadConfig, BiasHeadModel
-from .factory import (BuiltModel, ModelFactory, describe_model, embeddings_and_layers,
-                      freeze_layers, reinitialize_top_layers, set_attention)
+from .factory import (
+                      BuiltModel,
+                      ModelFactory,
+                      describe_model,
+                      embeddings_and_layers,
+                      freeze_layers,
+                      reinitialize_top_layers,
+                      set_attention,
+)
 from .saving import load_saved_model, save_model
 from .sources import Source, resolve_source
 

@@ -8,13 +8,24 @@ at random from the sizes in the config with a tokenizer trained on the training 
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    PreTrainedConfig,
+)
 
 from ..config.schema import ModelConfig
 from .bias_head import BiasHeadConfig, BiasHeadModel, _encoder_kwargs
 from .factory import ModelFactory
 from .families import FAMILIES, apply_dropout, check_family, random_config
-from .sources import load_config, load_tokenizer, load_weights, quiet_transformers, resolve_source
+from .sources import (
+    load_config,
+    load_tokenizer,
+    load_weights,
+    quiet_transformers,
+    resolve_source,
+)
 from .tokenizer_training import train_tokenizer
 
 

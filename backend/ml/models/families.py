@@ -6,8 +6,14 @@ Everything per family lives in this one file, so adding a family means adding en
 from __future__ import annotations
 
 from torch import nn
-from transformers import (BertConfig, DistilBertConfig, ElectraConfig, PreTrainedConfig,
-                          PreTrainedModel, RobertaConfig)
+from transformers import (
+    BertConfig,
+    DistilBertConfig,
+    ElectraConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    RobertaConfig,
+)
 
 from ..config.schema import ModelConfig
 from ..errors import ConfigError
@@ -38,7 +44,7 @@ def check_family(architecture: str, checkpoint_config: PreTrainedConfig, model_n
         return
     matching = [name for name, types in FAMILY_MODEL_TYPES.items() if model_type in types]
     fix = (f"set model.architecture: {matching[0]}" if matching else
-           f"use architecture custom, which puts this project's head on any encoder")
+           "use architecture custom, which puts this project's head on any encoder")
     raise ConfigError("model", [
         f"model.architecture: is {architecture!r}, but model.model_name {model_name!r} is a "
         f"{model_type!r} checkpoint; {fix}, or pick a {architecture} checkpoint"])

@@ -16,7 +16,11 @@ from typing import Iterator
 
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
-from ..config.model_catalog import MINILM_ALIASES, packaged_minilm_path, resolve_model_source
+from ..config.model_catalog import (
+    MINILM_ALIASES,
+    packaged_minilm_path,
+    resolve_model_source,
+)
 from ..errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -22,8 +22,14 @@ import numpy as np
 from ..errors import UserError
 from ..experiments.statistics import bootstrap_confidence_intervals, compute_metrics
 from ..fileio import atomic_write_text
+from ..run_directory import RunLayout
 from ..serving.logs import read_feedback, read_predictions, read_sessions
-from .drift import categorical_psi, population_stability_index, psi_reading, vocabulary_shift
+from .drift import (
+    categorical_psi,
+    population_stability_index,
+    psi_reading,
+    vocabulary_shift,
+)
 
 TIME_BUCKETS = ((60, "minute"), (3600, "hour"), (86400, "day"))
 MAX_POINTS = 40  # buckets on a time axis
@@ -31,13 +37,13 @@ MAX_POINTS = 40  # buckets on a time axis
 
 def _training_data(run_dir: Path | None) -> tuple[list[str], list[str]] | str:
     """(texts, label names per text) of the run's training split, or why they are unavailable."""
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
+    if run_dir is None or not RunLayout(run_dir).config.is_file():
         return "the run directory is not known (start the server with `serve`, which records it)"
     from ..config import load_yaml_config
     from ..data.splits import prepare_splits
 
     try:
-        config = load_yaml_config(run_dir / "config.yaml")
+        config = load_yaml_config(RunLayout(run_dir).config)
         splits = prepare_splits(config.data, config.seed)
     except UserError as error:
         return f"training data unavailable: {error}"

@@ -20,7 +20,12 @@ from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedModel
 from ..config.schema import ModelConfig
 from ..errors import UserError
 from ..models.families import FAMILIES, apply_dropout, random_config
-from ..models.sources import load_config, load_tokenizer, quiet_transformers, resolve_source
+from ..models.sources import (
+    load_config,
+    load_tokenizer,
+    quiet_transformers,
+    resolve_source,
+)
 from ..models.tokenizer_training import train_tokenizer
 
 logger = logging.getLogger(__name__)

@@ -16,17 +16,23 @@ from transformers import set_seed
 
 from ..config import ExperimentConfig
 from ..models import describe_model, set_attention
+from ..run_directory import (
+    SCHEMA_VERSION,
+    RunLayout,
+    create_run_directory,
+    run_metadata,
+    utc_now,
+    write_results,
+)
 from ..tracking import build_trackers
 from ..training.distributed import pick_device
 from ..training.precision import resolve_attention, resolve_precision
-from ..training.run_directory import create_run_directory, run_metadata, utc_now, write_results
 from .corpus import collect_corpus
 from .model import ENCODER_DIR, build_masked_lm, save_encoder
 from .trainer import MaskedLanguageModelTrainer
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 STAGE = "pretraining"  # results.json "stage": what kind of run a directory holds
 
 
@@ -74,7 +80,7 @@ def run_pretraining(config: ExperimentConfig, output_dir: str | Path | None = No
                "tags": list(config.tags), "status": "running", "error": None,
                "metadata": run_metadata(str(device)), "model": _model_section(config, built),
                "data": corpus.summary()}
-    config.save_yaml(run_dir / "config.yaml")
+    config.save_yaml(RunLayout(run_dir).config)
     write_results(run_dir, results)
     precision = resolve_precision(config.training.mixed_precision, device)
     print(f"Run directory: {run_dir}\nPre-training {config.model.model_name} on "

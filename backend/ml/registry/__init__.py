@@ -4,7 +4,11 @@ Reads run directories only (like ``experiments`` and ``inference``); the CLI's `
 ``registry`` subcommands live in :mod:`backend.ml.registry.commands`.
 """
 
-from .comparison import compare_with_production, describe_comparison, production_test_set
+from .comparison import (
+           compare_with_production,
+           describe_comparison,
+           production_test_set,
+)
 from .store import DEFAULT_REGISTRY_DIR, STAGES, ModelRegistry, RegistryError
 
 __all__ = ["DEFAULT_REGISTRY_DIR", "STAGES", "ModelRegistry", "RegistryError",

@@ -21,9 +21,8 @@ import numpy as np
 from ..experiments.predictions import load_predictions
 from ..experiments.rundir import RunInfo
 from ..experiments.statistics import compute_metrics, mcnemar_test, paired_bootstrap
+from ..run_directory import RunLayout
 from .store import RegistryError
-
-RETRAIN_FILE = "retrain.json"  # written by retrain into the run it built
 
 
 def production_test_set(production_dir: Path) -> tuple[list[str], np.ndarray, list[str]]:
@@ -38,7 +37,7 @@ def production_test_set(production_dir: Path) -> tuple[list[str], np.ndarray, li
 def _held_out_reason(candidate_dir: Path, production_dir: Path,
                      test_texts: list[str]) -> str | None:
     """None when the candidate never trained on production's test sentences, else why not."""
-    retrain_file = candidate_dir / RETRAIN_FILE
+    retrain_file = RunLayout(candidate_dir).retrain_record
     if retrain_file.is_file():
         record = json.loads(retrain_file.read_text(encoding="utf-8"))
         if record.get("held_out_test_of") == production_dir.name:
@@ -56,7 +55,7 @@ def _held_out_reason(candidate_dir: Path, production_dir: Path,
 def _predicted_ids(run_dir: Path, texts: list[str], label_names: list[str]) -> np.ndarray:
     from ..inference import BiasClassifier
 
-    classifier = BiasClassifier().load_model(run_dir / "final_model")
+    classifier = BiasClassifier().load_model(RunLayout(run_dir).final_model)
     if classifier.label_names != label_names:
         raise RegistryError(f"{run_dir.name} predicts {classifier.label_names}, production "
                             f"{label_names}: the two models answer different questions")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import atomic_write_json
+from ..run_directory import RunLayout, read_results, utc_now
 
 DEFAULT_REGISTRY_DIR = Path("experiments/registry")
 REGISTRY_FILE = "registry.json"
@@ -30,10 +30,6 @@ PROMOTED_METRICS = ("accuracy", "f1_macro", "f1_weighted", "f1_biased", "loss")
 
 class RegistryError(UserError):
     """The registry cannot do what was asked (no such stage, unreadable file, failed gate)."""
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def current_user() -> str:
@@ -47,7 +43,7 @@ def current_user() -> str:
 def run_metrics(run_dir: Path) -> dict:
     """The validation and test scalars of a run's results.json, the numbers it is promoted on."""
     try:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        results = read_results(run_dir)
     except (OSError, ValueError) as error:
         raise RegistryError(f"{run_dir}/results.json cannot be read ({error}); only finished runs "
                             "can be promoted") from None
@@ -100,7 +96,7 @@ class ModelRegistry:
         """The run directory serving as ``stage``; it must still exist."""
         entry = self.entry(stage)
         path = Path(entry["run_dir"])
-        if not (path / "final_model").is_dir():
+        if not RunLayout(path).final_model.is_dir():
             raise RegistryError(f"the {stage} run {entry['run_id']} is gone: {path}/final_model "
                                 "does not exist; promote another run")
         return path
@@ -110,7 +106,7 @@ class ModelRegistry:
         """Make ``run_dir`` the ``stage`` model and record it in the history; returns the entry."""
         _check_stage(stage)
         run_dir = Path(run_dir).resolve()
-        if not (run_dir / "final_model").is_dir():
+        if not RunLayout(run_dir).final_model.is_dir():
             raise RegistryError(f"{run_dir} has no final_model/: only a finished run directory "
                                 "can be promoted")
         data = self._read()

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.labels import canonical_label
 from .batching import MicroBatcher
-from .logs import FeedbackStore, PredictionLog, utc_now
+from .logs import FeedbackStore, PredictionLog, log_time
 from .traffic import CANDIDATE, PRODUCTION, TrafficSplit, item_key
 
 
@@ -257,7 +257,7 @@ def create_app(production: ServedModel, candidate: ServedModel | None = None,
 def _log_record(result: dict, key: str, item, latency_ms: float, served: bool,
                 log_text: bool) -> dict:
     text = _text_of(item)
-    record = {"time": utc_now(), "version": result["version"], "run_id": result["run_id"],
+    record = {"time": log_time(), "version": result["version"], "run_id": result["run_id"],
               "served": served, "key": key, "id": result.get("id"), "status": result["status"],
               "label": result.get("label"), "confidence": result.get("confidence"),
               "probabilities": result.get("probabilities"),

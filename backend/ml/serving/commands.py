@@ -10,10 +10,10 @@ import argparse
 from pathlib import Path
 
 from ..registry import DEFAULT_REGISTRY_DIR
+from ..run_directory import DEFAULT_RUNS_DIR
 from .logs import DEFAULT_LOG_DIR
 
 SUBCOMMANDS = ("serve", "promote", "registry", "monitor", "retrain")
-DEFAULT_RUNS_DIR = Path("experiments/runs")
 
 
 def _common(parser: argparse.ArgumentParser, log_dir: bool = False) -> None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ..fileio import append_jsonl, read_jsonl
+from ..run_directory import utc_now
 
 PREDICTIONS_FILE = "predictions.jsonl"
 FEEDBACK_FILE = "feedback.jsonl"
@@ -30,8 +30,9 @@ SESSIONS_FILE = "sessions.jsonl"
 DEFAULT_LOG_DIR = Path("experiments/serving")
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+def log_time() -> str:
+    """When a record is logged, to the millisecond (requests come faster than once a second)."""
+    return utc_now("milliseconds")
 
 
 class PredictionLog:
@@ -85,7 +86,7 @@ class FeedbackStore:
         self._lock = threading.Lock()
 
     def add(self, record: dict) -> dict:
-        stored = {"received_at": utc_now(), **record}
+        stored = {"received_at": log_time(), **record}
         with self._lock:
             append_jsonl(self.path, stored)
         return stored
@@ -102,7 +103,7 @@ def read_feedback(directory_or_file: Path) -> list[dict]:
 def record_session(directory: Path, session: dict) -> None:
     """Note which runs a server start serves, so reports can find their training data."""
     Path(directory).mkdir(parents=True, exist_ok=True)
-    append_jsonl(Path(directory) / SESSIONS_FILE, {"started_at": utc_now(), **session})
+    append_jsonl(Path(directory) / SESSIONS_FILE, {"started_at": log_time(), **session})
 
 
 def read_sessions(directory: Path) -> list[dict]:

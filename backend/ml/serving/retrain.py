@@ -26,9 +26,9 @@ from ..errors import DataError, UserError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..registry import ModelRegistry, compare_with_production, describe_comparison
 from ..registry.commands import resolve_run_dir
-from ..registry.comparison import RETRAIN_FILE, production_test_set
+from ..registry.comparison import production_test_set
+from ..run_directory import RunLayout
 from .logs import read_feedback
-
 
 CSV_COLUMNS = ("text", "label_bias", "outlet", "topic", "type", "news_link", "origin")
 RETRAIN_TAG = "retrain"
@@ -127,7 +127,7 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
     registry = ModelRegistry(registry_dir)
     production_dir = (registry.run_dir("production") if registry.stages().get("production")
                       else base_dir)
-    config = load_yaml_config(base_dir / "config.yaml")
+    config = load_yaml_config(RunLayout(base_dir).config)
     if config.data.cv_folds:
         raise UserError(f"{base_dir.name} is a cross-validation run; retrain from one fold's "
                         "run directory or from a single-split run")
@@ -155,7 +155,7 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
     record = {"base_run": base_dir.name, "held_out_test_of": production_dir.name,
               "held_out_test_sentences": len(test_texts), "training_data": str(data_file),
               "new_files": [str(path) for path in new_files], "counts": counts}
-    atomic_write_json(run_dir / RETRAIN_FILE, record)
+    atomic_write_json(RunLayout(run_dir).retrain_record, record)
     comparison = compare_with_production(run_dir, production_dir, metric, alpha)
     print(describe_comparison(comparison))
     if register:

@@ -6,15 +6,20 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..inference.loading import ONNX_FILE, ONNX_INT8_FILE, resolve_model_path, run_dir_of
+from ..inference.loading import (
+    ONNX_FILE,
+    ONNX_INT8_FILE,
+    resolve_model_path,
+    run_dir_of,
+)
 from ..registry import STAGES, ModelRegistry
+from ..run_directory import RunLayout, read_results
 from .app import Limits, ServedModel, create_app
 from .logs import record_session
 from .traffic import CANDIDATE, PRODUCTION, TrafficSplit
@@ -23,9 +28,9 @@ RUNTIMES = {"pytorch": None, "onnx": ONNX_FILE, "int8": ONNX_INT8_FILE}
 
 
 def _scalar_metrics(run_dir: Path | None) -> dict:
-    if run_dir is None or not (run_dir / "results.json").is_file():
+    if run_dir is None or not RunLayout(run_dir).results.is_file():
         return {}
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = read_results(run_dir)
     return {split: {name: value for name, value in results.get(split, {}).items()
                     if isinstance(value, (int, float))} for split in ("eval", "test")}
 
@@ -44,7 +49,7 @@ def load_served_model(reference: str, version: str, runs_dir: Path, registry_dir
     if reference in STAGES and not Path(reference).exists():
         registry = ModelRegistry(registry_dir)
         entry = registry.entry(reference)
-        model_path = registry.run_dir(reference) / "final_model"
+        model_path = RunLayout(registry.run_dir(reference)).final_model
     else:
         model_path = resolve_model_path(reference, runs_dir)
     run_dir = run_dir_of(model_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..run_directory import RunLayout
 from .base import JsonlMetricsTracker, Tracker, TrackerSet, flatten_config
 from .plots import PlotsTracker, write_run_plots
 from .registry import create_tracker, register_tracker, tracker_names
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 @register_tracker("jsonl")
 def _jsonl(config, run_dir: Path) -> Tracker:
-    return JsonlMetricsTracker(run_dir / "metrics.jsonl")
+    return JsonlMetricsTracker(RunLayout(run_dir).metrics)
 
 
 @register_tracker("plots")
@@ -33,7 +34,7 @@ def _plots(config, run_dir: Path) -> Tracker:
 @register_tracker("tensorboard")
 def _tensorboard(config, run_dir: Path) -> Tracker:
     from .tensorboard_tracker import TensorBoardTracker
-    return TensorBoardTracker(run_dir / "logs",
+    return TensorBoardTracker(RunLayout(run_dir).logs,
                               prediction_samples=config.logging.prediction_samples)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import atomic_path, read_jsonl
+from ..run_directory import RunLayout, read_results_or_empty
 
 logger = logging.getLogger(__name__)
 
@@ -153,14 +154,13 @@ def write_run_plots(run_dir: str | Path) -> list[Path]:
     >>> write_run_plots("experiments/runs/quickstart_minilm_3f9a1c")  # doctest: +SKIP
     [PosixPath('.../plots/learning_curves.png'), ...]
     """
-    run_dir = Path(run_dir)
-    plots = run_dir / "plots"
+    layout = RunLayout(Path(run_dir))
+    plots = layout.plots
     written: list[Path] = []
-    results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {}
-    name = results.get("experiment_id") or run_dir.name
+    results = read_results_or_empty(layout.root)
+    name = results.get("experiment_id") or layout.root.name
 
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = layout.metrics
     records = read_jsonl(metrics_path) if metrics_path.exists() else []
     if records:
         figure = learning_curves_figure(records, title=f"Learning curves: {name}")
@@ -183,7 +183,7 @@ def write_run_plots(run_dir: str | Path) -> list[Path]:
             written.append(save_figure(figure, plots / "per_class_metrics.png"))
     else:
         logger.info("No final evaluation in %s; confusion matrix and per-class plots skipped.",
-                    results_path)
+                    layout.results)
     return written
 
 

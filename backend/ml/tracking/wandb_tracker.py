@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..metrics import EvaluationResult
+from ..run_directory import RunLayout
 from .base import numeric_items, plain_data
 
 logger = logging.getLogger(__name__)
@@ -171,10 +172,10 @@ class WandbTracker:
         summary["status"] = results.get("status")
         self.run.summary.update(summary)
         images = {f"plots/{path.stem}": wandb.Image(str(path))
-                  for path in sorted((Path(run_dir) / "plots").glob("*.png"))}
+                  for path in sorted(RunLayout(Path(run_dir)).plots.glob("*.png"))}
         if images:
             self.run.log(images, commit=False)
-        final_model = Path(run_dir) / "final_model"
+        final_model = RunLayout(Path(run_dir)).final_model
         if self.log_model and final_model.is_dir():
             artifact = wandb.Artifact(_artifact_name(f"{self.name}-model"), type="model",
                                       description=self.description or None,

@@ -15,9 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint_files import (MODEL_DIRECTORY, STATE_FILE, latest_valid_checkpoint,
-                                remove_old_checkpoints, replace_directory, staging_directory,
-                                step_checkpoints, step_directory_name, write_manifest)
+from ..checkpoint_files import (
+    MODEL_DIRECTORY,
+    STATE_FILE,
+    latest_valid_checkpoint,
+    remove_old_checkpoints,
+    replace_directory,
+    staging_directory,
+    step_checkpoints,
+    step_directory_name,
+    write_manifest,
+)
 from ..errors import UserError
 from ..fileio import fsync_directory, fsync_tree, write_failure
 from ..models import load_saved_model, save_model

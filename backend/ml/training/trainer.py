@@ -26,14 +26,20 @@ from ..data import DataSplits, TokenizedDataset, make_collator
 from ..errors import UserError
 from ..metrics import EvaluationResult
 from ..models import load_saved_model, save_model, set_attention
+from ..run_directory import RunLayout
 from ..tracking import TrackerSet
 from .batching import LengthGroupedBatchSampler, build_train_loader
 from .checkpoints import restore_rng_state, rng_state, save_checkpoint
 from .distributed import World
 from .evaluation import evaluate, forward_logits, move_to
 from .interruption import StopRequests, TrainingInterrupted
-from .optimization import (build_optimizer, build_scheduler, class_weights,
-                           optimizer_steps_per_epoch, planned_steps)
+from .optimization import (
+    build_optimizer,
+    build_scheduler,
+    class_weights,
+    optimizer_steps_per_epoch,
+    planned_steps,
+)
 from .precision import Precision, enable_tf32, resolve_attention
 from .recipes import SentenceAndTokenModel, WeightAverage, layerwise_lr_scales
 
@@ -103,8 +109,8 @@ class ClassifierTrainer:
         self.config, self.training = config, config.training
         self.tokenizer, self.splits, self.trackers = tokenizer, splits, trackers
         self.world, self.precision = world, precision
-        self.checkpoints_dir = Path(run_dir) / "checkpoints"
-        self.best_dir = self.checkpoints_dir / "best"
+        layout = RunLayout(Path(run_dir))
+        self.checkpoints_dir, self.best_dir = layout.checkpoints, layout.best_model
         self.metric = self.training.early_stopping_metric
         self._setup_model(model)
         self._setup_data()

@@ -1,23 +1,126 @@
-"""Creating run directories and writing their files (config, results, predictions)."""
+"""The run directory, the contract between every stage: its layout, the results.json schema
+version, and the reading and writing of its files.
+
+Other modules ask ``RunLayout`` for paths and never spell a file name themselves; the file
+names of the lock and of checkpoints belong to the modules that own those protocols
+(``run_lock``, ``checkpoint_files``) and are reached through the layout too.
+
+>>> layout = RunLayout(Path("experiments/runs/quickstart_minilm_3f9a1c"))
+>>> layout.results.name, layout.test_predictions.relative_to(layout.root).as_posix()
+('results.json', 'predictions/test_predictions.csv')
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import platform
 import socket
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import UserError
-from ..fileio import atomic_write_json, atomic_write_text, storage_errors_explained
-from ..metrics import EvaluationResult, label_slug
-from ..run_lock import live_holder
+from .checkpoint_files import BEST_DIRECTORY
+from .errors import UserError
+from .fileio import atomic_write_json, atomic_write_text, storage_errors_explained
+from .metrics import EvaluationResult, label_slug
+from .run_lock import HEARTBEAT_FILE, LOCK_FILE, live_holder
 
+SCHEMA_VERSION = 1
+"""Version of the results.json layout; bumped when a key changes meaning."""
+DEFAULT_RUNS_DIR = Path("experiments/runs")
 METADATA_COLUMNS = ("outlet", "topic", "type", "news_link", "source_row")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every path of one run directory (see docs/architecture.md for what each holds)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best_model(self) -> Path:
+        return self.checkpoints / BEST_DIRECTORY
+
+    @property
+    def final_model(self) -> Path:
+        return self.root / "final_model"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.predictions / "test_predictions.csv"
+
+    @property
+    def eval_predictions(self) -> Path:
+        return self.predictions / "eval_predictions.csv"
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "folds"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.root / HEARTBEAT_FILE
+
+    @property
+    def retrain_record(self) -> Path:
+        return self.root / "retrain.json"
+
+    def fold(self, number: int) -> RunLayout:
+        """Fold ``number`` (1-based) of a cross-validation run."""
+        return RunLayout(self.folds / f"fold-{number}")
+
+    def looks_like_a_run(self) -> bool:
+        return self.results.exists() or self.config.exists() or self.folds.is_dir()
+
+
+def read_results(run_dir: str | Path) -> dict:
+    """results.json as a dict; raises OSError or ValueError when missing or not JSON."""
+    return json.loads(RunLayout(Path(run_dir)).results.read_text(encoding="utf-8"))
+
+
+def read_results_or_empty(run_dir: str | Path) -> dict:
+    """results.json, or {} when it is missing or unreadable (a run still being created)."""
+    try:
+        return read_results(run_dir)
+    except (OSError, ValueError):
+        return {}
 
 
 def new_run_id(experiment_name: str) -> str:
@@ -78,7 +181,7 @@ def run_metadata(device: str) -> dict:
 
     commit, dirty = _git_commit()
     return {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": utc_now(),
         "finished_at": None,
         "git_commit": commit,
         "git_dirty": dirty,
@@ -92,13 +195,14 @@ def run_metadata(device: str) -> dict:
     }
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def utc_now(timespec: str = "seconds") -> str:
+    """The current UTC time in ISO 8601, e.g. ``2026-11-25T10:09:49+00:00``."""
+    return datetime.now(timezone.utc).isoformat(timespec=timespec)
 
 
 def write_results(run_dir: Path, results: dict) -> None:
     """Replace results.json atomically (readers see the old or the new file, never half)."""
-    atomic_write_json(Path(run_dir) / "results.json", results)
+    atomic_write_json(RunLayout(Path(run_dir)).results, results)
 
 
 def write_predictions(path: Path, evaluation: EvaluationResult) -> None:
