@@ -112,3 +112,33 @@ def test_registry_mistakes_are_explained(runs_dir, tmp_path, capsys):
     assert "registry.json cannot be read" in capsys.readouterr().err
     assert main(["registry", "--registry-dir", str(tmp_path / "empty")]) == 0
     assert "is empty" in capsys.readouterr().out
+
+
+def _promote_many(registry_dir: str, run_dir: str, count: int) -> None:
+    registry = ModelRegistry(registry_dir)
+    for number in range(count):
+        registry.promote(run_dir, "candidate", reason=f"round {number}")
+
+
+def test_promotions_from_two_processes_at_once_all_reach_the_history(tmp_path):
+    import multiprocessing
+
+    from backend.ml.run_directory import RunLayout, write_results
+
+    run_dirs = []
+    for name in ("first_run", "second_run"):
+        layout = RunLayout(tmp_path / "runs" / name)
+        layout.final_model.mkdir(parents=True)
+        write_results(layout.root, {"status": "completed", "eval": {}, "test": {}})
+        run_dirs.append(str(layout.root))
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_promote_many, args=(str(tmp_path / "registry"), run_dir, 25))
+               for run_dir in run_dirs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    history = ModelRegistry(tmp_path / "registry").history()
+    assert len(history) == 50
+    assert {entry["run_id"] for entry in history} == {"first_run", "second_run"}

@@ -12,9 +12,12 @@ PosixPath('/.../experiments/runs/tiny_3f9a1c')
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
@@ -23,6 +26,7 @@ from ..run_directory import RunLayout, read_results, utc_now
 
 DEFAULT_REGISTRY_DIR = Path("experiments/registry")
 REGISTRY_FILE = "registry.json"
+LOCK_FILE = "registry.lock"
 STAGES = ("production", "candidate")
 SCHEMA_VERSION = 1
 PROMOTED_METRICS = ("accuracy", "f1_macro", "f1_weighted", "f1_biased", "loss")
@@ -109,6 +113,19 @@ class ModelRegistry:
         if not RunLayout(run_dir).final_model.is_dir():
             raise RegistryError(f"{run_dir} has no final_model/: only a finished run directory "
                                 "can be promoted")
+        with self._exclusive():
+            return self._record_promotion(run_dir, stage, reason, comparison, promoted_by)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One promotion at a time: two at once would each write back without the other's entry."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / LOCK_FILE, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            yield
+
+    def _record_promotion(self, run_dir: Path, stage: str, reason: str, comparison: dict | None,
+                          promoted_by: str | None) -> dict:
         data = self._read()
         previous = data["stages"].get(stage)
         entry = {"stage": stage, "run_id": run_dir.name, "run_dir": str(run_dir),
