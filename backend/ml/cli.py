@@ -175,7 +175,40 @@ def _train(args) -> int:
     return 1 if failures else 0
 
 
+# Flags that each choose what the command does; at most one, and none beside CONFIG.yaml.
+MODE_FLAGS = ("help_config", "compare", "predict", "export", "sync", "cloud_status",
+              "cloud_teardown", "cloud_logs", "cloud_cost", "resume")
+# Of those, the ones that read no config (the cloud ones may take one for project and bucket).
+LOCAL_MODE_FLAGS = ("help_config", "compare", "predict", "export", "resume")
+# Flags that only mean something next to another one.
+DEPENDENT_FLAGS = {"follow": ("cloud_logs",), "max_parallel": ("cloud",),
+                   "detach": ("cloud", "sync"), "input": ("predict",), "output": ("predict",),
+                   "report": ("compare",), "dry_run": ("configs",),
+                   "run_id": ("configs", "cloud_teardown")}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-") if name != "configs" else "CONFIG.yaml"
+
+
+def reject_conflicting_flags(args, parser: argparse.ArgumentParser) -> None:
+    """Flags that cannot go together are an error, never silently ignored."""
+    modes = [name for name in MODE_FLAGS if getattr(args, name) not in (None, False)]
+    if len(modes) > 1:
+        parser.error(f"{' and '.join(_flag(name) for name in modes)} cannot be combined; "
+                     f"run them one at a time")
+    if modes and modes[0] in LOCAL_MODE_FLAGS and args.configs:
+        parser.error(f"{_flag(modes[0])} does not take CONFIG.yaml ({args.configs[0]}); train "
+                     f"and {_flag(modes[0])} in two commands")
+    for name, needs in DEPENDENT_FLAGS.items():
+        if getattr(args, name) not in (None, False) and not any(getattr(args, need) for need
+                                                                 in needs):
+            parser.error(f"{_flag(name)} only works with "
+                         f"{' or '.join(_flag(need) for need in needs)}")
+
+
 def _dispatch(args, parser) -> int:
+    reject_conflicting_flags(args, parser)
     runs_dir = args.output_dir or DEFAULT_RUNS_DIR
     if args.help_config:
         print(config_reference())
