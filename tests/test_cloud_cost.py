@@ -58,6 +58,10 @@ def test_measured_throughput_mixed_precision_and_max_steps_change_the_duration()
     config = _config()
     config.training.mixed_precision = "fp16"
     assert estimate_cost(config, 2000, 250, 250).throughput == pytest.approx(350 * 1.8)
+    config.training.mixed_precision = "auto"  # a V100 has no bf16: auto trains in fp32 there
+    assert estimate_cost(config, 2000, 250, 250).throughput == pytest.approx(350)
+    config.cloud.gpu_type = "nvidia-l4"  # an L4 has: auto trains in bf16
+    assert "mixed precision" in estimate_cost(config, 2000, 250, 250).throughput_source
 
     config = _config()
     config.training.max_steps = 10  # 10 steps of 16 sentences, then one evaluation

@@ -97,7 +97,11 @@ def test_compare_cli_writes_the_report_for_real_runs(trained_runs):
     text = report.read_text(encoding="utf-8")
     for name in (LOW, HIGH, "cv_two"):
         assert f'data-run-id="{_run_id(runs_dir, name)}"' in text
-    assert "<polyline" in text  # learning curves drawn from metrics.jsonl
+    # Learning curves drawn from metrics.jsonl: one chart per metric, each run in its legend.
+    curves = text[text.index('id="learning-curves"'):]
+    curves = curves[:curves.index("</section>")]
+    assert curves.count("<svg") >= 1
+    assert _run_id(runs_dir, LOW) in curves and _run_id(runs_dir, HIGH) in curves
     typo = _run_id(runs_dir, LOW)[:-1] + "z"
     unknown = run_cli("--compare", typo, "--output-dir", str(runs_dir))
     assert unknown.returncode != 0

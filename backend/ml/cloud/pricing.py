@@ -58,6 +58,23 @@ class CostEstimate:
         return asdict(self)
 
 
+# Accelerator types that compute bf16 natively (Ampere and later): training.mixed_precision
+# auto turns bf16 on there and stays in fp32 on the older T4, P4, P100 and V100.
+BF16_GPU_TYPES = ("nvidia-tesla-a100", "nvidia-a100-80gb", "nvidia-l4", "nvidia-h100-80gb",
+                  "nvidia-h100-mega-80gb", "nvidia-h200-141gb")
+
+
+def runs_mixed_precision(mixed_precision: str, gpu_type: str) -> bool:
+    """Whether a run with ``training.mixed_precision`` trains in fp16/bf16 on ``gpu_type``.
+
+    >>> runs_mixed_precision("auto", "nvidia-tesla-v100"), runs_mixed_precision("auto", "nvidia-l4")
+    (False, True)
+    """
+    if mixed_precision == "auto":
+        return gpu_type in BF16_GPU_TYPES
+    return mixed_precision != "no"
+
+
 def load_prices(price_file: str | Path | None = None) -> dict:
     """The shipped price table, or ``price_file`` (same layout) when given."""
     path = Path(price_file) if price_file else SHIPPED_PRICES
@@ -113,7 +130,7 @@ def training_throughput(config, prices: dict) -> tuple[float, str]:
     if cloud.gpu_count > 1:
         value *= cloud.gpu_count * DATA_PARALLEL_EFFICIENCY
         source += f", x{cloud.gpu_count} GPUs at {DATA_PARALLEL_EFFICIENCY:.0%} (data-parallel)"
-    if config.training.mixed_precision != "no":
+    if runs_mixed_precision(config.training.mixed_precision, cloud.gpu_type):
         speedup = float(prices.get("mixed_precision_speedup", {}).get(cloud.gpu_type, 1.0))
         if speedup != 1.0:
             value *= speedup
