@@ -19,8 +19,18 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import (REPO_ROOT, cli_environment, only_run_dir, read_results, run_cli,
-                      tiny_config, write_config)
+from conftest import (
+    REPO_ROOT,
+    cli_environment,
+    only_run_dir,
+    read_results,
+    run_cli,
+    tiny_config,
+    write_config,
+)
+
+# Every test here runs the real CLI in a subprocess, most of them training.
+pytestmark = pytest.mark.slow
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 

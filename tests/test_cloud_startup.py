@@ -12,7 +12,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from conftest import REPO_ROOT, tiny_config
+import pytest
 from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
 
 from backend.ml.cloud import storage
@@ -20,6 +20,7 @@ from backend.ml.cloud.commands import sync_command
 from backend.ml.cloud.orchestrate import CloudRun, upload_inputs
 from backend.ml.cloud.startup import StartupSettings, render_startup_script
 from backend.ml.config.loading import config_from_dict
+from conftest import REPO_ROOT, tiny_config
 
 RUN_ID = "tiny_cloud_5e1f00"
 ZONE = "us-central1-a"
@@ -78,6 +79,7 @@ def _boot(fake, zone: str, name: str) -> None:
     fake.instances[(zone, name)] = {"name": name, "status": "RUNNING", "labels": {}}
 
 
+@pytest.mark.slow
 def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
         gcs, fake_compute, tmp_path):
     client, bucket = gcs
@@ -157,6 +159,7 @@ def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
     assert fake_compute.live() == []
 
 
+@pytest.mark.slow
 def test_a_failing_training_writes_a_failed_marker_and_still_deletes_the_vm(
         gcs, fake_compute, tmp_path):
     client, bucket = gcs

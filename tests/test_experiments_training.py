@@ -11,6 +11,9 @@ import pytest
 from backend.ml.experiment_config import ExperimentManager
 from conftest import run_cli, tiny_config, write_config
 
+# The runs compared here are trained through the real CLI.
+pytestmark = pytest.mark.slow
+
 
 LOW, HIGH = "lr__learning_rate-0.0001", "lr__learning_rate-0.003"  # names the sweep gives
 

@@ -4,13 +4,13 @@ import json
 import shutil
 
 import pytest
+from test_inference_support import LABELS, NEWS_SENTENCES, make_run_dir
 
 from backend.ml.bias_classifier import BiasClassifier
 from backend.ml.errors import DataError, UserError
 from backend.ml.fileio import read_jsonl
 from backend.ml.inference.commands import export_command, predict_command
 from conftest import run_cli
-from test_inference_support import LABELS, NEWS_SENTENCES, make_run_dir
 
 ARTICLE = "The vote was delayed. Critics called the plan a radical power grab."
 
@@ -99,6 +99,7 @@ def test_export_onnx_checks_agreement_on_the_test_split(tmp_path, capsys):
         export_command(str(run_dir), ["tflite"], tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path):
     """The real CLI on a run the real trainer wrote (calibrated at the end of training)."""
     results = json.loads((tiny_run_dir / "results.json").read_text())

@@ -9,12 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import only_run_dir, read_results, run_cli, tiny_config, write_config
+from test_tracking import (
+    assert_final_metrics_logged,
+    event_accumulator,
+    wandb_history,
+    wandb_records,
+)
 
 from backend.ml.fileio import read_jsonl
 from backend.ml.metrics import label_slug
-from test_tracking import (assert_final_metrics_logged, event_accumulator, wandb_history,
-                           wandb_records)
+from conftest import only_run_dir, read_results, run_cli, tiny_config, write_config
+
+# The runs read back here are trained through the real CLI.
+pytestmark = pytest.mark.slow
 
 
 def jsonl_series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
