@@ -60,7 +60,7 @@ def test_measured_throughput_mixed_precision_and_max_steps_change_the_duration()
     assert estimate_cost(config, 2000, 250, 250).throughput == pytest.approx(350 * 1.8)
     config.training.mixed_precision = "auto"  # a V100 has no bf16: auto trains in fp32 there
     assert estimate_cost(config, 2000, 250, 250).throughput == pytest.approx(350)
-    config.cloud.gpu_type = "nvidia-l4"  # an L4 has: auto trains in bf16
+    config.cloud.gpu_type, config.cloud.preemptible = "nvidia-l4", False  # auto trains in bf16
     assert "mixed precision" in estimate_cost(config, 2000, 250, 250).throughput_source
 
     config = _config()
@@ -171,3 +171,14 @@ def test_over_budget_exits_1_before_anything_is_created(tmp_path):
     completed = run_cli(str(path), "--cloud", "--yes")
     assert completed.returncode == 1
     assert "exceeds cloud.max_cost_usd" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_a_gpu_without_a_published_spot_price_is_priced_on_demand_only():
+    on_demand = estimate_cost(_config(gpu_type="nvidia-l4", machine_type="g2-standard-4",
+                                      preemptible=False), 2000, 250, 250)
+    assert on_demand.total["spot"] is None and on_demand.total["on_demand"] > 0
+    assert "n/a" in format_estimate(on_demand)
+    check_budget(on_demand, 100.0)  # the missing spot figure is no obstacle on demand
+    with pytest.raises(CostError, match="no published spot price for g2-standard-4 with "
+                                        "nvidia-l4 in us-central1.*cloud.preemptible: false"):
+        estimate_cost(_config(gpu_type="nvidia-l4", machine_type="g2-standard-4"), 2000, 250, 250)

@@ -108,8 +108,10 @@ def model_size_class(model) -> str:
 def _rate(table: dict, kind: str, name: str, region: str, path: str) -> dict:
     try:
         entry = table[name]
-        return {"on_demand": float(entry["on_demand"]), "spot": float(entry["spot"])}
-    except (KeyError, TypeError, ValueError):
+        spot = entry.get("spot")  # None: no published spot price for it
+        return {"on_demand": float(entry["on_demand"]),
+                "spot": None if spot is None else float(spot)}
+    except (KeyError, TypeError, ValueError, AttributeError):
         known = ", ".join(sorted(table)) if isinstance(table, dict) else "none"
         raise CostError(f"no {kind} price for {name!r} in {region} in {path} (priced: {known}); "
                         f"add it to a copy of the file and set cloud.price_file") from None
@@ -176,8 +178,13 @@ def estimate_cost(config, train_size: int, validation_size: int = 0, test_size: 
     disk = cloud.boot_disk_gb * float(region_prices.get("disk_gb_month", 0.0)) / HOURS_PER_MONTH
     ip = {kind: float((region_prices.get("external_ip_per_hour") or {}).get(kind, 0.0))
           for kind in ("on_demand", "spot")}
-    hourly = {kind: machine[kind] + cloud.gpu_count * gpu[kind] + disk + ip[kind]
+    hourly = {kind: (None if machine[kind] is None or gpu[kind] is None else
+                     machine[kind] + cloud.gpu_count * gpu[kind] + disk + ip[kind])
               for kind in ("on_demand", "spot")}
+    if cloud.preemptible and hourly["spot"] is None:
+        raise CostError(f"{prices['_path']} has no published spot price for {cloud.machine_type} "
+                        f"with {cloud.gpu_type} in {cloud.region}; set cloud.preemptible: false, "
+                        f"or add the spot price to a copy of the file and set cloud.price_file")
     throughput, throughput_source = training_throughput(config, prices)
     trained, evaluated = training_sentences(config, train_size, validation_size, test_size)
     startup = float(prices.get("startup_minutes", 0)) / 60
@@ -193,7 +200,8 @@ def estimate_cost(config, train_size: int, validation_size: int = 0, test_size: 
         train_sentences=trained,
         eval_sentences=evaluated, throughput=throughput, throughput_source=throughput_source,
         startup_hours=startup, hours=hours,
-        total={kind: rate * hours for kind, rate in hourly.items()}, chosen=chosen,
+        total={kind: None if rate is None else rate * hours for kind, rate in hourly.items()},
+        chosen=chosen,
         cap_hours=cloud.max_run_hours, cap_total=hourly[chosen] * cloud.max_run_hours,
         worst_case=worst, price_source=" ".join(str(prices["source"]).split()),
         price_date=str(prices["retrieved"]))
@@ -204,24 +212,31 @@ def _duration(hours: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
+def _money(value: float | None, digits: int) -> str:
+    """A right-aligned column cell; n/a where no price is published."""
+    return f"{'n/a':>12}" if value is None else f"{value:>12.{digits}f}"
+
+
 def format_estimate(estimate: CostEstimate) -> str:
     """A small table: $/hour per part, on-demand vs spot, duration, totals, the hard cap."""
     e = estimate
     rows = [("machine " + e.machine_type, e.machine_per_hour["on_demand"],
              e.machine_per_hour["spot"]),
             (f"GPU {e.gpu_count} x {e.gpu_type}", e.gpu_count * e.gpu_per_hour["on_demand"],
-             e.gpu_count * e.gpu_per_hour["spot"]),
+             None if e.gpu_per_hour["spot"] is None else e.gpu_count * e.gpu_per_hour["spot"]),
             (f"boot disk {e.boot_disk_gb} GB", e.disk_per_hour, e.disk_per_hour),
             ("external IP address", e.ip_per_hour["on_demand"], e.ip_per_hour["spot"]),
             ("total per hour", e.hourly["on_demand"], e.hourly["spot"])]
     lines = [f"Cost estimate for {e.region}, USD (prices retrieved {e.price_date}; source: "
              f"{e.price_source})",
              f"  {'per hour':<34}{'on-demand':>12}{'spot':>12}"]
-    lines += [f"  {label:<34}{on_demand:>12.4f}{spot:>12.4f}" for label, on_demand, spot in rows]
+    lines += [f"  {label:<34}{_money(on_demand, 4)}{_money(spot, 4)}"
+              for label, on_demand, spot in rows]
     lines.append(f"  estimated duration: {_duration(e.hours)} (startup {_duration(e.startup_hours)}, "
                  f"{e.train_sentences} training + {e.eval_sentences} evaluation sentences at "
                  f"{e.throughput:g} sentences/s, {e.throughput_source})")
-    lines.append(f"  {'estimated total':<34}{e.total['on_demand']:>12.2f}{e.total['spot']:>12.2f}")
+    lines.append(f"  {'estimated total':<34}{_money(e.total['on_demand'], 2)}"
+                 f"{_money(e.total['spot'], 2)}")
     kind = "spot" if e.chosen == "spot" else "on-demand"
     lines.append(f"  this run uses {kind} capacity: about ${e.total[e.chosen]:.2f}; one VM "
                  f"costs at most ${e.cap_total:.2f} (it deletes itself after "
@@ -241,7 +256,8 @@ def check_budget(estimate: CostEstimate, max_cost_usd: float) -> None:
     cost = estimate.total[estimate.chosen]
     if cost > max_cost_usd:
         cheaper = ""
-        if estimate.chosen == "on_demand" and estimate.total["spot"] <= max_cost_usd:
+        spot = estimate.total["spot"]
+        if estimate.chosen == "on_demand" and spot is not None and spot <= max_cost_usd:
             cheaper = f" Spot capacity would cost about ${estimate.total['spot']:.2f} " \
                       f"(cloud.preemptible: true)."
         raise CostError(f"the estimated cost ${cost:.2f} exceeds cloud.max_cost_usd = "
