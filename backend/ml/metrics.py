@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import scipy.special
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -63,11 +64,12 @@ def scalar_metrics(metrics: dict) -> dict[str, float]:
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature``, numerically stable."""
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exponentials = np.exp(scaled)
-    return exponentials / exponentials.sum(axis=-1, keepdims=True)
+    """Row-wise softmax of ``logits / temperature`` (scipy's, numerically stable), in float64.
+
+    >>> softmax(np.array([[0.0, 0.0]])).tolist()
+    [[0.5, 0.5]]
+    """
+    return scipy.special.softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
 
 
 class EvaluationResult:

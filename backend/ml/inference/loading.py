@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import joblib
 import numpy as np
 
 from ..errors import UserError
@@ -142,18 +143,9 @@ def run_dir_of(model_path: Path) -> Path | None:
 
 
 def cpu_budget() -> int:
-    """CPUs this process may really use: affinity mask and cgroup quota (containers) included."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
+    """CPUs this process may really use: joblib's count honours the affinity mask and a cgroup
+    CPU quota (containers)."""
+    return max(1, joblib.cpu_count())
 
 
 def configure_threads(num_threads: int | None = None) -> int:
