@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 
 import numpy as np
@@ -57,10 +59,20 @@ def classification_metrics(labels, predictions, label_names: list[str]) -> dict:
     return metrics
 
 
-def scalar_metrics(metrics: dict) -> dict[str, float]:
-    """Only the numeric entries of a metrics dict (what scalar trackers log)."""
-    return {key: float(value) for key, value in metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+def is_number(value, finite: bool = False) -> bool:
+    """A plain real number (bools excluded); with ``finite``, neither NaN nor infinite.
+
+    >>> is_number(0.5), is_number(True), is_number(float("nan"), finite=True)
+    (True, False, False)
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) if finite else True
+
+
+def numeric_items(metrics: dict) -> dict[str, float]:
+    """The entries of ``metrics`` that are plain numbers, as floats (what scalar trackers log)."""
+    return {key: float(value) for key, value in metrics.items() if is_number(value)}
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -96,7 +108,7 @@ class EvaluationResult:
 
     def prefixed_scalars(self) -> dict[str, float]:
         """``{"eval/accuracy": ..., "eval/f1_macro": ..., "eval/loss": ...}``."""
-        return {f"{self.split}/{key}": value for key, value in scalar_metrics(self.metrics).items()}
+        return {f"{self.split}/{key}": value for key, value in numeric_items(self.metrics).items()}
 
     def samples(self, limit: int) -> list[dict]:
         """Up to ``limit`` prediction samples, misclassified (most confident first) before correct."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import scalar_metrics
+from ..metrics import numeric_items
 from .published import is_binary_babe, published_results
 from .rundir import RunInfo
 
@@ -17,13 +17,19 @@ TABLE_METRICS = ("test/accuracy", "test/f1_macro", "test/f1_weighted", "test/f1_
                  "eval/f1_macro")
 
 
-def flatten_config(config: dict, prefix: str = "") -> dict:
-    """``{"training": {"epochs": 3}}`` -> ``{"training.epochs": 3}`` (lists kept as values)."""
+def dotted_fields(config: dict, prefix: str = "") -> dict:
+    """``{"training": {"epochs": 3}}`` -> ``{"training.epochs": 3}``, values as they are (lists
+    too, so two configs compare field by field; the trackers' ``flatten_config`` turns values
+    into scalars for HParams instead).
+
+    >>> dotted_fields({"training": {"epochs": 3}, "tags": ["a"]})
+    {'training.epochs': 3, 'tags': ['a']}
+    """
     flat = {}
     for key, value in config.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            flat.update(flatten_config(value, dotted + "."))
+            flat.update(dotted_fields(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
@@ -36,7 +42,7 @@ def config_differences(runs: list[RunInfo]) -> dict[str, dict[str, object]]:
     """
     # A run without a readable config.yaml has nothing to compare; it must not make every
     # field look different.
-    flat = {run.run_id: flatten_config(run.config) for run in runs if run.config}
+    flat = {run.run_id: dotted_fields(run.config) for run in runs if run.config}
     fields = sorted({key for values in flat.values() for key in values})
     differences = {}
     for name in fields:
@@ -139,8 +145,8 @@ def aggregate_cross_validation(fold_results: list[dict]) -> dict:
                            "error": (results or {}).get("error")})
             continue
         eval_section = results.get("eval") if isinstance(results.get("eval"), dict) else {}
-        folds.append({"fold": number, "eval": scalar_metrics(eval_section),
-                      "test": scalar_metrics(test)})
+        folds.append({"fold": number, "eval": numeric_items(eval_section),
+                      "test": numeric_items(test)})
         matrix = test.get("confusion_matrix")
         if isinstance(matrix, list) and matrix:
             matrix = np.asarray(matrix, dtype=int)

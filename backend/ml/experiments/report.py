@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import io
-import math
 import os
 from pathlib import Path
 
 from ..fileio import atomic_write_text
+from ..metrics import is_number
 from .comparison import format_value, rank_runs
 from .published import (
     is_binary_babe,
@@ -347,4 +347,4 @@ def _short(value) -> str:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value, finite=True)

@@ -9,13 +9,13 @@ damaged; reading it never raises. Problems become ``status`` ``incomplete`` or `
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from ..fileio import read_jsonl
+from ..metrics import is_number
 from ..run_directory import RunLayout
 from ..run_status import CRASHED, effective_status
 
@@ -147,10 +147,10 @@ class RunInfo:
         if not key:
             split, key = "test", split
         value = _section(self.results, split).get(key)
-        if _is_number(value):
+        if _finite(value):
             return float(value)
         mean = self.cross_validation.get("mean")
-        if isinstance(mean, dict) and _is_number(mean.get(f"{split}/{key}")):
+        if isinstance(mean, dict) and _finite(mean.get(f"{split}/{key}")):
             return float(mean[f"{split}/{key}"])
         return None
 
@@ -159,7 +159,7 @@ class RunInfo:
         if "/" not in name:
             name = f"test/{name}"
         std = self.cross_validation.get("std")
-        if isinstance(std, dict) and _is_number(std.get(name)):
+        if isinstance(std, dict) and _finite(std.get(name)):
             return float(std[name])
         return None
 
@@ -168,10 +168,10 @@ class RunInfo:
         names = set()
         for split in ("eval", "test"):
             names |= {f"{split}/{key}" for key, value in _section(self.results, split).items()
-                      if _is_number(value)}
+                      if _finite(value)}
         mean = self.cross_validation.get("mean")
         if isinstance(mean, dict):
-            names |= {key for key, value in mean.items() if _is_number(value)}
+            names |= {key for key, value in mean.items() if _finite(value)}
         values = {name: self.metric(name) for name in sorted(names)}
         return {name: value for name, value in values.items() if value is not None}
 
@@ -211,11 +211,6 @@ def _section(results: dict, name: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
 def _status_of(results: dict) -> tuple[str, str | None]:
     status = results.get("status")
     if status not in RUN_STATUSES:
@@ -248,3 +243,7 @@ def _read_config(path: Path, problems: list[str]) -> dict:
 def _fold_sort_key(path: Path):
     digits = "".join(character for character in path.name if character.isdigit())
     return (int(digits) if digits else 0, path.name)
+
+
+def _finite(value) -> bool:
+    return is_number(value, finite=True)

@@ -281,7 +281,9 @@ def _forward_input_names(model, tokenizer) -> list[str]:
 
 def load_torch_model(model_dir: Path, trust_remote_code: bool = False) -> LoadedModel:
     """Load ``model_dir`` with PyTorch in eval mode; logits run under ``torch.inference_mode``."""
-    import torch
+    import torch  # here, not at the top: ONNX inference never imports torch
+
+    from ..models.outputs import model_logits
 
     config = _read_config(model_dir)
     model, tokenizer = _load_torch_module(model_dir, config, trust_remote_code)
@@ -291,8 +293,7 @@ def load_torch_model(model_dir: Path, trust_remote_code: bool = False) -> Loaded
         with torch.inference_mode():
             inputs = {name: torch.from_numpy(batch[name]) for name in input_names if name in batch}
             output = model(**inputs)
-            values = output.logits if hasattr(output, "logits") else output[0]
-            return values.float().numpy()
+            return model_logits(output).float().numpy()
 
     return LoadedModel(path=model_dir, runtime="pytorch", tokenizer=tokenizer, logits=logits,
                        input_names=input_names, label_names=read_label_names(model_dir, config),

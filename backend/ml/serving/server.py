@@ -18,6 +18,7 @@ from ..inference.loading import (
     resolve_model_path,
     run_dir_of,
 )
+from ..metrics import numeric_items
 from ..registry import STAGES, ModelRegistry
 from ..run_directory import RunLayout, read_results
 from .app import Limits, ServedModel, create_app
@@ -31,8 +32,7 @@ def _scalar_metrics(run_dir: Path | None) -> dict:
     if run_dir is None or not RunLayout(run_dir).results.is_file():
         return {}
     results = read_results(run_dir)
-    return {split: {name: value for name, value in results.get(split, {}).items()
-                    if isinstance(value, (int, float))} for split in ("eval", "test")}
+    return {split: numeric_items(results.get(split, {})) for split in ("eval", "test")}
 
 
 def load_served_model(reference: str, version: str, runs_dir: Path, registry_dir: Path,

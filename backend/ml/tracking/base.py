@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import numbers
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -93,12 +92,6 @@ def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
 def plain_data(data: Any) -> Any:
     """``data`` as JSON-able builtins (str subclasses, numpy scalars, paths become plain)."""
     return json.loads(json.dumps(data, default=str))
-
-
-def numeric_items(metrics: dict) -> dict[str, float]:
-    """The entries of ``metrics`` that are plain numbers (bools excluded), as floats."""
-    return {key: float(value) for key, value in metrics.items()
-            if isinstance(value, numbers.Real) and not isinstance(value, bool)}
 
 
 class TrackerSet:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..metrics import EvaluationResult, label_slug
-from .base import flatten_config, numeric_items, plain_data
+from ..metrics import EvaluationResult, label_slug, numeric_items
+from .base import flatten_config, plain_data
 from .plots import confusion_matrix_figure, figure_to_array
 
 logger = logging.getLogger(__name__)
@@ -55,14 +55,15 @@ def _logits_only(model):
     """``model`` wrapped so tracing sees tensors in and the logits tensor out."""
     import torch
 
+    from ..models.outputs import model_logits
+
     class LogitsOnly(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.model = inner
 
         def forward(self, input_ids, attention_mask):
-            output = self.model(input_ids=input_ids, attention_mask=attention_mask)
-            return output.logits if hasattr(output, "logits") else output[0]
+            return model_logits(self.model(input_ids=input_ids, attention_mask=attention_mask))
 
     return LogitsOnly(model)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..metrics import EvaluationResult
+from ..metrics import EvaluationResult, numeric_items
 from ..run_directory import RunLayout
-from .base import numeric_items, plain_data
+from .base import plain_data
 
 logger = logging.getLogger(__name__)
 

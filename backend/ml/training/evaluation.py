@@ -10,19 +10,9 @@ import torch
 
 from ..data import SplitData, TokenizedDataset, make_collator
 from ..metrics import EvaluationResult
+from ..models.outputs import model_logits
 from .distributed import World
 from .precision import Precision
-
-
-def model_logits(output) -> torch.Tensor:
-    """Logits from whatever a classifier's forward returns (ModelOutput, dict, tuple or tensor)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict):
-        return output["logits"]
-    if hasattr(output, "logits"):
-        return output.logits
-    return output[0]
 
 
 def move_to(batch: dict, device: torch.device) -> dict:
