@@ -119,56 +119,69 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
     trackers = build_trackers(config, run_dir) if world.is_main else TrackerSet([])
     trackers.log_config(config.to_dict(), {key: results[key] for key in
                                            ("experiment_id", "metadata", "model", "data")})
-    status = "failed"
     try:
-        trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, trackers, world,
-                                    precision, resume_state)
-        outcome = trainer.train()
-        world.barrier()  # the main process has written checkpoints/best
-        best_model, best_tokenizer = load_saved_model(RunLayout(run_dir).best_model)
-        best_model.to(world.device)
-        test_eval = evaluate(best_model, best_tokenizer, splits.test, "test", splits.label_names,
-                             config.data.max_length, config.training.eval_batch_size,
-                             world.device, precision=precision, world=world)
-        if not world.is_main:
-            status = "completed"
-            return results
-        trackers.log_metrics({"epoch": outcome.epochs_completed, **test_eval.prefixed_scalars()},
-                             outcome.state.global_step)
-        trackers.log_evaluation(test_eval, outcome.state.global_step)
-        best_eval = outcome.best_evaluation
-        final_model = _publish_final_model(run_dir)
-        write_predictions(RunLayout(run_dir).test_predictions, test_eval)
-        write_predictions(RunLayout(run_dir).eval_predictions, best_eval)
-        results.update({
-            "status": "completed",
-            "training": _training_section(outcome, config, world, precision, len(splits.train)),
-            "eval": best_eval.metrics,
-            "test": test_eval.metrics,
-            "calibration": _calibrate(best_eval, test_eval, final_model),
-            "timing": {
-                "total_seconds": time.perf_counter() - started,
-                "train_seconds": outcome.state.train_seconds,
-                "eval_seconds": outcome.state.eval_seconds,
-                "checkpoint_seconds": outcome.state.checkpoint_seconds,
-                "train_samples_per_second": outcome.train_samples_per_second,
-                "eval_samples_per_second": len(splits.test) / max(test_eval.seconds, 1e-9),
-            },
-            "final_model": final_model.name,
-        })
-        results["metadata"]["finished_at"] = utc_now()
-        write_results(run_dir, results)
-        trackers.log_summary(results, run_dir)
-        status = "completed"
+        with _failures_recorded(world, run_dir, results):
+            trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, trackers,
+                                        world, precision, resume_state)
+            outcome = trainer.train()
+            world.barrier()  # the main process has written checkpoints/best
+            best_model, best_tokenizer = load_saved_model(RunLayout(run_dir).best_model)
+            best_model.to(world.device)
+            test_eval = evaluate(best_model, best_tokenizer, splits.test, "test",
+                                 splits.label_names, config.data.max_length,
+                                 config.training.eval_batch_size, world.device,
+                                 precision=precision, world=world)
+            if world.is_main:
+                _finish(config, splits, run_dir, results, trackers, outcome, test_eval, world,
+                        precision, started)
         return results
+    finally:
+        trackers.close(results["status"] if results["status"] != "running" else "failed")
+
+
+def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results: dict,
+            trackers: TrackerSet, outcome: TrainingOutcome, test_eval, world: World,
+            precision: Precision, started: float) -> None:
+    """The main process publishes final_model/, predictions, calibration and results.json."""
+    trackers.log_metrics({"epoch": outcome.epochs_completed, **test_eval.prefixed_scalars()},
+                         outcome.state.global_step)
+    trackers.log_evaluation(test_eval, outcome.state.global_step)
+    best_eval = outcome.best_evaluation
+    final_model = _publish_final_model(run_dir)
+    write_predictions(RunLayout(run_dir).test_predictions, test_eval)
+    write_predictions(RunLayout(run_dir).eval_predictions, best_eval)
+    results.update({
+        "status": "completed",
+        "training": _training_section(outcome, config, world, precision, len(splits.train)),
+        "eval": best_eval.metrics,
+        "test": test_eval.metrics,
+        "calibration": _calibrate(best_eval, test_eval, final_model),
+        "timing": {
+            "total_seconds": time.perf_counter() - started,
+            "train_seconds": outcome.state.train_seconds,
+            "eval_seconds": outcome.state.eval_seconds,
+            "checkpoint_seconds": outcome.state.checkpoint_seconds,
+            "train_samples_per_second": outcome.train_samples_per_second,
+            "eval_samples_per_second": len(splits.test) / max(test_eval.seconds, 1e-9),
+        },
+        "final_model": final_model.name,
+    })
+    results["metadata"]["finished_at"] = utc_now()
+    write_results(run_dir, results)
+    trackers.log_summary(results, run_dir)
+
+
+@contextlib.contextmanager
+def _failures_recorded(world: World, run_dir: Path, results: dict):
+    """Whatever stops the block is written to results.json by the main process, then re-raised."""
+    try:
+        yield
     except TrainingInterrupted as interruption:
-        status = "interrupted"
         if world.is_main:
             _record_failure(run_dir, results, "interrupted", str(interruption),
                             interrupted_at_step=interruption.step)
         raise
     except KeyboardInterrupt:
-        status = "interrupted"
         if world.is_main:
             _record_failure(run_dir, results, "interrupted", "stopped by the user (Ctrl-C)")
         raise
@@ -176,8 +189,6 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
         if world.is_main:
             _record_failure(run_dir, results, "failed", f"{type(error).__name__}: {error}")
         raise
-    finally:
-        trackers.close(status)
 
 
 def _record_failure(run_dir: Path, results: dict, status: str, message: str,
@@ -308,21 +319,13 @@ def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None
             config.save_yaml(RunLayout(parent).config)
             write_results(parent, results)
         fold_results = []
-        try:
+        with _failures_recorded(world, parent, results):
             for number, fold_splits in enumerate(folds, start=1):
                 _say(world, f"\n=== {config.experiment_name}: fold {number}/{len(folds)} ===")
                 fold_dir = run_experiment(config, RunLayout(parent).folds,
                                           run_id=RunLayout(parent).fold(number).root.name,
                                           splits=fold_splits)
                 fold_results.append(read_results_or_empty(fold_dir))
-        except (KeyboardInterrupt, TrainingInterrupted):
-            if world.is_main:
-                _record_failure(parent, results, "interrupted", "stopped during a fold")
-            raise
-        except Exception as error:
-            if world.is_main:
-                _record_failure(parent, results, "failed", f"{type(error).__name__}: {error}")
-            raise
         summary = aggregate_cross_validation(fold_results)
         results.update(status="completed", cross_validation=summary,
                        model=fold_results[0].get("model", {}))
