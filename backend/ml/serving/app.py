@@ -202,15 +202,11 @@ def create_app(production: ServedModel, candidate: ServedModel | None = None,
     async def predict(body: PredictRequest):
         """One result per input, as ``BiasClassifier.predict_with_confidence``, plus its version."""
         started = time.perf_counter()
-        if len(body.texts) > limits.max_texts:
-            return _error(413, f"texts: {len(body.texts)} inputs, at most {limits.max_texts} per "
-                               "request; split the request")
         items = [text if isinstance(text, str) else text.model_dump(exclude_none=True)
                  for text in body.texts]
-        for index, item in enumerate(items):
-            if len(_text_of(item)) > limits.max_text_chars:
-                return _error(413, f"texts.{index}: {len(_text_of(item))} characters, at most "
-                                   f"{limits.max_text_chars}; send the article in parts")
+        too_large = _size_problem(items, limits)
+        if too_large:
+            return _error(413, too_large)
         keys = [item_key(None if isinstance(item, str) else item.get("id"), _text_of(item))
                 for item in items]
         routed = [split.version_for(key) if candidate else PRODUCTION for key in keys]
@@ -229,12 +225,11 @@ def create_app(production: ServedModel, candidate: ServedModel | None = None,
                                        f"({type(answer).__name__}: {answer})")
                 continue  # a failing shadow version never costs a reader the answer
             for index, result in zip(indices, answer):
-                served = routed[index] == name
                 labelled = {**result, "version": name, "run_id": models[name].run_id}
-                if served:
+                if routed[index] == name:
                     results[index] = labelled
                 records.append(_log_record(labelled, keys[index], items[index], latency_ms,
-                                           served, log_text))
+                                           routed[index] == name, log_text))
         prediction_log.write(records)
         return results
 
@@ -252,6 +247,18 @@ def create_app(production: ServedModel, candidate: ServedModel | None = None,
         return {"status": "stored", "key": stored["key"], "received_at": stored["received_at"]}
 
     return app
+
+
+def _size_problem(items: list, limits: Limits) -> str | None:
+    """Why a request is too large to serve, or None."""
+    if len(items) > limits.max_texts:
+        return (f"texts: {len(items)} inputs, at most {limits.max_texts} per request; split "
+                "the request")
+    for index, item in enumerate(items):
+        if len(_text_of(item)) > limits.max_text_chars:
+            return (f"texts.{index}: {len(_text_of(item))} characters, at most "
+                    f"{limits.max_text_chars}; send the article in parts")
+    return None
 
 
 def _log_record(result: dict, key: str, item, latency_ms: float, served: bool,
