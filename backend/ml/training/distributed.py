@@ -1,9 +1,10 @@
 """The one place that knows the process's rank and world size.
 
 A plain ``python run_experiment.py CONFIG.yaml`` is a world of one. Started by a launcher
-(``torchrun --nproc_per_node 4 run_experiment.py CONFIG.yaml``, or ``accelerate launch``), each
-process joins the process group through accelerate's ``PartialState``, which reads the launcher's
-environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR ...) and picks NCCL on GPUs, gloo on CPUs.
+(``torchrun --nproc_per_node 4 run_experiment.py CONFIG.yaml``, or on GPUs ``accelerate launch
+--multi_gpu``), each process joins the process group through accelerate's ``PartialState``, which
+reads the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR ...) and picks NCCL on
+GPUs, gloo on CPUs.
 Everything else asks a :class:`World` and reads like single-device code.
 
 >>> world = start_world("auto")
