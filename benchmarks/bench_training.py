@@ -132,8 +132,7 @@ def run_trainer(config_data: dict, options: dict, padded: bool = False,
     import torch
     from datasets import Dataset
     from sklearn.metrics import f1_score
-    from transformers import (DataCollatorWithPadding, Trainer, TrainingArguments,
-                              set_seed)
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     from backend.ml.config import ExperimentConfig
     from backend.ml.data import prepare_splits

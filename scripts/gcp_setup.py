@@ -62,8 +62,14 @@ def create_vm(args, bucket: str) -> None:
     from types import SimpleNamespace
 
     from backend.ml.cloud.catalog import check_machine_and_gpu
-    from backend.ml.cloud.compute import (Compute, VmSpec, create_with_fallback, instance_body,
-                                          label_value, service_account_email)
+    from backend.ml.cloud.compute import (
+        Compute,
+        VmSpec,
+        create_with_fallback,
+        instance_body,
+        label_value,
+        service_account_email,
+    )
 
     problems = check_machine_and_gpu(SimpleNamespace(
         machine_type=args.machine_type, gpu_type=args.gpu_type, gpu_count=args.gpu_count,

@@ -9,13 +9,12 @@ import shutil
 import pytest
 import torch
 
-from backend.ml.checkpoint_files import (MANIFEST_FILE, checkpoint_problem,
-                                         latest_valid_checkpoint)
+from backend.ml.checkpoint_files import MANIFEST_FILE, checkpoint_problem, latest_valid_checkpoint
 from backend.ml.config.schema import ModelConfig
 from backend.ml.errors import UserError
+from backend.ml.experiments import ExperimentManager
 from backend.ml.model_factory import ModelFactory
 from backend.ml.models import save_model
-from backend.ml.experiments import ExperimentManager
 from backend.ml.training.checkpoints import load_checkpoint, save_checkpoint, step_checkpoints
 from conftest import read_results, run_cli
 

@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import run_cli, tiny_config, write_config
 from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
 
 from backend.ml.cloud import storage
 from backend.ml.cloud.commands import cloud_cost_command, cloud_logs_command, cloud_run_command
 from backend.ml.cloud.orchestrate import CloudRun
 from backend.ml.cloud.pricing import CostError
+from conftest import run_cli, tiny_config, write_config
 
 ZONE = "us-central1-a"
 
 
 def _ago(**delta) -> str:
-    return (datetime.now(timezone.utc) - timedelta(**delta)).isoformat(timespec="seconds")
+    return (datetime.now(UTC) - timedelta(**delta)).isoformat(timespec="seconds")
 
 
 def _launched(client, bucket, vms) -> CloudRun:
@@ -150,9 +150,10 @@ def test_a_fan_out_over_the_total_budget_starts_nothing(gcs, fake_compute, tmp_p
 
 def test_continuing_a_stopped_run_respects_the_budget_of_every_earlier_vm(gcs, fake_compute,
                                                                           tmp_path, capsys):
+    from fakes.fake_compute import CURRENT_FAMILY
+
     from backend.ml.cloud.commands import sync_command
     from backend.ml.cloud.compute import CloudError, service_account_email
-    from fakes.fake_compute import CURRENT_FAMILY
 
     client, bucket = gcs
     run = CloudRun(run_id="cont_abc123", project=PROJECT, region="us-central1", bucket=bucket,

@@ -9,15 +9,19 @@ import json
 import subprocess
 
 import pytest
-from conftest import tiny_config, write_config
 from fakes.fake_compute import CURRENT_FAMILY
 from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
 
 from backend.ml.cloud import storage
-from backend.ml.cloud.commands import (cloud_run_command, cloud_status_command,
-                                       cloud_teardown_command, sync_command)
+from backend.ml.cloud.commands import (
+    cloud_run_command,
+    cloud_status_command,
+    cloud_teardown_command,
+    sync_command,
+)
 from backend.ml.cloud.compute import CapacityError, CloudError, Compute
 from backend.ml.cloud.orchestrate import CloudRun, start_vm, watch_run
+from conftest import tiny_config, write_config
 
 ZONES = ["us-central1-a", "us-central1-b", "us-central1-c"]
 TRAINER = f"media-bias-trainer@{PROJECT}.iam.gserviceaccount.com"

@@ -6,14 +6,19 @@ import json
 
 import pytest
 import yaml
-from conftest import run_cli, tiny_config, write_config
 
 from backend.ml.cloud.catalog import check_machine_and_gpu
 from backend.ml.cloud.commands import cloud_problems
-from backend.ml.cloud.pricing import (CostError, check_budget, estimate_cost, format_estimate,
-                                      load_prices)
+from backend.ml.cloud.pricing import (
+    CostError,
+    check_budget,
+    estimate_cost,
+    format_estimate,
+    load_prices,
+)
 from backend.ml.config import CloudConfig
 from backend.ml.config.loading import config_from_dict
+from conftest import run_cli, tiny_config, write_config
 
 
 def _config(**cloud):

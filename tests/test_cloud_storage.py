@@ -7,9 +7,9 @@ import hashlib
 
 import google_crc32c
 import pytest
+from fakes.fixtures import gcs  # noqa: F401  (fixture)
 
 from backend.ml.cloud import storage
-from fakes.fixtures import gcs  # noqa: F401  (fixture)
 
 
 def _tree(root, files: dict[str, bytes]):

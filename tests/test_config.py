@@ -9,9 +9,14 @@ import yaml
 
 from backend.ml.config import apply_overrides, expand_sweep, load_yaml_config
 from backend.ml.errors import ConfigError
-from backend.ml.experiment_config import (CloudConfig, DataConfig, ExperimentConfig,
-                                          LoggingConfig, ModelConfig, TrainingConfig)
-
+from backend.ml.experiment_config import (
+    CloudConfig,
+    DataConfig,
+    ExperimentConfig,
+    LoggingConfig,
+    ModelConfig,
+    TrainingConfig,
+)
 from conftest import REPO_ROOT, tiny_config, write_config
 
 SHIPPED_CONFIGS = sorted((REPO_ROOT / "experiments" / "configs").glob("*.yaml"))

@@ -18,10 +18,19 @@ import pytest
 import torch
 
 from backend.ml.config import DataConfig
-from backend.ml.data import (LABEL_NAMES, DataSplits, SplitData, TokenizedDataset,
-                             label_names_for, load_sentences, make_collator, prepare_cv_folds,
-                             prepare_splits, preprocess_text)
-from backend.ml.data import loading
+from backend.ml.data import (
+    LABEL_NAMES,
+    DataSplits,
+    SplitData,
+    TokenizedDataset,
+    label_names_for,
+    load_sentences,
+    loading,
+    make_collator,
+    prepare_cv_folds,
+    prepare_splits,
+    preprocess_text,
+)
 from backend.ml.data.loading import DEMO_FILE
 from backend.ml.errors import DataError, UserError
 

@@ -21,10 +21,17 @@ from sklearn.metrics import f1_score
 from backend.ml.config import ExperimentConfig
 from backend.ml.errors import UserError
 from backend.ml.experiment_config import ExperimentManager
-from backend.ml.experiments import (aggregate_cross_validation, compare_command,
-                                    format_comparison_table)
-from backend.ml.experiments.statistics import (bootstrap_confidence_intervals, compute_metrics,
-                                               mcnemar_test, paired_bootstrap)
+from backend.ml.experiments import (
+    aggregate_cross_validation,
+    compare_command,
+    format_comparison_table,
+)
+from backend.ml.experiments.statistics import (
+    bootstrap_confidence_intervals,
+    compute_metrics,
+    mcnemar_test,
+    paired_bootstrap,
+)
 from backend.ml.metrics import classification_metrics, label_slug
 
 LABELS = ["Non-biased", "Biased", "No agreement"]

@@ -7,8 +7,13 @@ import stat
 
 import pytest
 
-from backend.ml.fileio import (append_jsonl, atomic_path, atomic_write_json, atomic_write_text,
-                               read_jsonl)
+from backend.ml.fileio import (
+    append_jsonl,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -4,12 +4,16 @@ import json
 
 import numpy as np
 import pytest
+from test_inference_support import NEWS_SENTENCES, direct_logits, make_tiny_model_dir
 
 from backend.ml.bias_classifier import BiasClassifier
-from backend.ml.inference.calibration import (calibration_report, expected_calibration_error,
-                                              fit_and_save_calibration, fit_temperature)
+from backend.ml.inference.calibration import (
+    calibration_report,
+    expected_calibration_error,
+    fit_and_save_calibration,
+    fit_temperature,
+)
 from backend.ml.metrics import softmax
-from test_inference_support import NEWS_SENTENCES, direct_logits, make_tiny_model_dir
 
 
 def synthetic_logits(n: int, sharpness: float, seed: int = 0):

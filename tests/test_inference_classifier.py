@@ -7,14 +7,19 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from test_inference_support import (
+    LABELS,
+    NEWS_SENTENCES,
+    direct_logits,
+    make_run_dir,
+    make_tiny_model_dir,
+)
 
 from backend.ml.bias_classifier import NO_PREDICTION, BiasClassifier, InputError, ModelLoadError
 from backend.ml.errors import UserError
 from backend.ml.inference.loading import configure_threads
 from backend.ml.inference.sentences import split_sentences
 from backend.ml.metrics import softmax
-from test_inference_support import (LABELS, NEWS_SENTENCES, direct_logits, make_run_dir,
-                                    make_tiny_model_dir)
 
 ARTICLE = ("The senator's reckless scheme is a disaster for working families. Officials "
            "released the quarterly figures on Tuesday. Mr. Smith met Dr. Jones in the U.S. "

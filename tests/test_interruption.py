@@ -18,8 +18,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import (REPO_ROOT, cli_environment, only_run_dir, read_results, run_cli,
-                      tiny_config, write_config)
+from conftest import (
+    REPO_ROOT,
+    cli_environment,
+    only_run_dir,
+    read_results,
+    run_cli,
+    tiny_config,
+    write_config,
+)
 
 # All 400 demo sentences, 200 for training: 13 steps an epoch, 104 in all; a checkpoint every
 # step gives many checkpoint writes to be killed in.

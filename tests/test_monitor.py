@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_production_loop import CHROMIUM, open_in_chromium, train_tiny
 
 from backend.ml.cli import main
 from backend.ml.fileio import append_jsonl
-from backend.ml.monitoring import (build_monitor, categorical_psi, population_stability_index,
-                                   render_monitor, vocabulary_shift)
+from backend.ml.monitoring import (
+    build_monitor,
+    categorical_psi,
+    population_stability_index,
+    render_monitor,
+    vocabulary_shift,
+)
 from backend.ml.serving.logs import PredictionLog, record_session
-from test_production_loop import CHROMIUM, open_in_chromium, train_tiny
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 

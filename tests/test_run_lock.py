@@ -9,12 +9,18 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backend.ml.run_lock import (HEARTBEAT_FILE, RunInUseError, RunLock, live_holder,
-                                 process_exists, read_heartbeat)
+from backend.ml.run_lock import (
+    HEARTBEAT_FILE,
+    RunInUseError,
+    RunLock,
+    live_holder,
+    process_exists,
+    read_heartbeat,
+)
 from conftest import REPO_ROOT
 
 HOLDER = """
@@ -46,7 +52,7 @@ def holder():
 
 
 def write_heartbeat(run_dir, host, pid, age_seconds):
-    beat = datetime.now(timezone.utc) - timedelta(seconds=age_seconds)
+    beat = datetime.now(UTC) - timedelta(seconds=age_seconds)
     (run_dir / HEARTBEAT_FILE).write_text(json.dumps({
         "host": host, "pid": pid, "started_at": beat.isoformat(), "last_beat": beat.isoformat()}))
 

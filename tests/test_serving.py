@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_production_loop import train_tiny
 
 from backend.ml.cli import main
 from backend.ml.serving.app import Limits, ServedModel, create_app
@@ -22,7 +22,6 @@ from backend.ml.serving.logs import PredictionLog, read_predictions, read_sessio
 from backend.ml.serving.server import BackgroundServer, free_port, load_served_model
 from backend.ml.serving.traffic import TrafficSplit, item_key
 from conftest import REPO_ROOT, cli_environment
-from test_production_loop import train_tiny
 
 ARTICLE = {"id": "a-1", "title": "Officials meet",
            "text": "Officials met on Tuesday. The reckless plan will ruin everyone."}

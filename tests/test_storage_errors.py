@@ -20,8 +20,8 @@ from backend.ml.config.schema import ModelConfig
 from backend.ml.fileio import StorageError, append_jsonl, atomic_write_json, atomic_write_text
 from backend.ml.model_factory import ModelFactory
 from backend.ml.models import load_saved_model, save_model
-from backend.ml.training.checkpoints import save_checkpoint, step_checkpoints
 from backend.ml.run_directory import create_run_directory
+from backend.ml.training.checkpoints import save_checkpoint, step_checkpoints
 from conftest import run_cli, tiny_config, write_config
 
 LABELS = ["Non-biased", "Biased", "No agreement"]

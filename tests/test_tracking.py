@@ -17,9 +17,15 @@ import pytest
 from backend.ml.config import ExperimentConfig
 from backend.ml.fileio import atomic_write_json, read_jsonl
 from backend.ml.metrics import EvaluationResult, label_slug
-from backend.ml.tracking import (TrackerSet, build_trackers, create_tracker,
-                                 enabled_tracker_names, flatten_config, register_tracker,
-                                 write_run_plots)
+from backend.ml.tracking import (
+    TrackerSet,
+    build_trackers,
+    create_tracker,
+    enabled_tracker_names,
+    flatten_config,
+    register_tracker,
+    write_run_plots,
+)
 from backend.ml.tracking.wandb_tracker import choose_mode, has_api_key
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
@@ -147,8 +153,9 @@ def test_tensorboard_final_metrics_match_results(tensorboard_run):
 
 
 def test_tensorboard_images_pr_curves_and_text(tensorboard_run):
-    from PIL import Image
     import io
+
+    from PIL import Image
     run_dir, _ = tensorboard_run
     accumulator = event_accumulator(run_dir / "logs")
     tags = accumulator.Tags()
@@ -201,6 +208,7 @@ def test_tensorboard_hparams_and_graph(tensorboard_run):
 
 def test_untraceable_model_skips_the_graph_with_a_warning(tmp_path, caplog):
     import torch
+
     from backend.ml.tracking.tensorboard_tracker import TensorBoardTracker
 
     class NeedsLabels(torch.nn.Module):

@@ -19,9 +19,13 @@ from backend.ml.model_factory import ModelFactory
 from backend.ml.run import run_experiment
 from backend.ml.tracking import TrackerSet
 from backend.ml.training.batching import LengthGroupedBatchSampler
-from backend.ml.training.optimization import (build_optimizer, build_scheduler,
-                                              optimizer_steps_per_epoch, planned_steps)
 from backend.ml.training.distributed import World
+from backend.ml.training.optimization import (
+    build_optimizer,
+    build_scheduler,
+    optimizer_steps_per_epoch,
+    planned_steps,
+)
 from backend.ml.training.precision import cpu_has_native_bf16, resolve_precision
 from backend.ml.training.trainer import ClassifierTrainer, NonFiniteLoss
 from conftest import REPO_ROOT, cli_environment, read_results, run_cli, tiny_config, write_config

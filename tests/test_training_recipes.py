@@ -16,10 +16,10 @@ from backend.ml.models import embeddings_and_layers
 from backend.ml.run import resume_run, run_experiment
 from backend.ml.tracking import TrackerSet
 from backend.ml.training.distributed import World
-from backend.ml.training.precision import resolve_precision
-from backend.ml.training.trainer import ClassifierTrainer
 from backend.ml.training.optimization import build_optimizer
+from backend.ml.training.precision import resolve_precision
 from backend.ml.training.recipes import WeightAverage, layerwise_lr_scales
+from backend.ml.training.trainer import ClassifierTrainer
 from conftest import read_results, tiny_config
 
 LABELS = ["Non-biased", "Biased", "No agreement"]

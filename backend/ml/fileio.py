@@ -12,9 +12,10 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import UserError
 
@@ -31,7 +32,7 @@ class StorageError(UserError):
         self.path, self.cause, self.advice = Path(path), cause, advice
         super().__init__(f"cannot write {path}: {cause}. {advice}")
 
-    def about(self, path: str | os.PathLike) -> "StorageError":
+    def about(self, path: str | os.PathLike) -> StorageError:
         """The same failure, told about ``path`` (what the user asked for, not a temporary)."""
         return StorageError(path, self.cause, self.advice)
 

@@ -22,7 +22,7 @@ import itertools
 import json
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -68,7 +68,7 @@ class FakeCompute:
         self._server: ThreadingHTTPServer | None = None
 
     # ---- control from the tests ---------------------------------------------------------------
-    def start(self) -> "FakeCompute":
+    def start(self) -> FakeCompute:
         fake = self
 
         class Handler(_Handler):
@@ -222,7 +222,7 @@ class FakeCompute:
             return refusal
         instance = dict(body, zone=f"https://compute.googleapis.com{PREFIX}{project}/zones/{zone}",
                         status=BOOT_STATES[0], id=str(next(self._ids)), _project=project,
-                        creationTimestamp=datetime.now(timezone.utc).isoformat())
+                        creationTimestamp=datetime.now(UTC).isoformat())
 
         def created():
             self.instances[(zone, name)] = instance

@@ -18,7 +18,7 @@ class FakeMetadata:
         self.requests = 0
         self._server: ThreadingHTTPServer | None = None
 
-    def start(self) -> "FakeMetadata":
+    def start(self) -> FakeMetadata:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):

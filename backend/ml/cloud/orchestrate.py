@@ -27,7 +27,7 @@ import subprocess
 import tarfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import UserError
@@ -97,7 +97,7 @@ class CloudRun:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CloudRun":
+    def from_dict(cls, data: dict) -> CloudRun:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
@@ -109,7 +109,7 @@ def vm_hours(vm: dict, now: datetime | None = None) -> float:
     """Hours between a VM record's ``created_at`` and its ``ended_at`` (or ``now``)."""
     start = datetime.fromisoformat(vm["created_at"])
     end = datetime.fromisoformat(vm["ended_at"]) if vm.get("ended_at") else \
-        (now or datetime.now(timezone.utc))
+        (now or datetime.now(UTC))
     return max(0.0, (end - start).total_seconds() / 3600)
 
 

@@ -288,13 +288,13 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<config>", validate: bool = True
-                  ) -> "ExperimentConfig":
+                  ) -> ExperimentConfig:
         """Build a config from plain data; raises ConfigError listing every problem at once."""
         from .loading import config_from_dict
         return config_from_dict(data, source, validate=validate)
 
     @classmethod
-    def from_yaml(cls, path, validate: bool = True) -> "ExperimentConfig":
+    def from_yaml(cls, path, validate: bool = True) -> ExperimentConfig:
         """Read a YAML config file; raises ConfigError listing every problem at once.
 
         >>> config = ExperimentConfig.from_yaml("experiments/configs/quickstart.yaml")

@@ -11,9 +11,9 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import pandas as pd

@@ -39,7 +39,7 @@ class RunInfo:
     reason: str | None = None
     config: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
-    folds: list["RunInfo"] = field(default_factory=list)
+    folds: list[RunInfo] = field(default_factory=list)
     parent_id: str | None = None
     resumable: bool = False
 
@@ -47,7 +47,7 @@ class RunInfo:
 
     @classmethod
     def read(cls, path: Path, run_id: str | None = None, parent_id: str | None = None
-             ) -> "RunInfo":
+             ) -> RunInfo:
         """Read ``path``; never raises for missing or damaged files."""
         path = Path(path)
         run = cls(run_id=run_id or path.name, path=path, status="incomplete",

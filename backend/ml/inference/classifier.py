@@ -110,7 +110,7 @@ class BiasClassifier:
     # ------------------------------------------------------------------ loading
 
     def load_model(self, model_path: str | os.PathLike,
-                   registry_dir: str | os.PathLike | None = None) -> "BiasClassifier":
+                   registry_dir: str | os.PathLike | None = None) -> BiasClassifier:
         """Load a ``final_model/`` directory, a run directory, an export dir or an ``.onnx`` file.
 
         A bare run id is looked up under ``experiments/runs``; ``"production"`` or

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class MicroBatcher:
@@ -65,7 +66,7 @@ class MicroBatcher:
                         break
                     try:
                         waiting.append(await asyncio.wait_for(self._queue.get(), remaining))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                 count += len(waiting[-1][0])
             await self._run(waiting)

@@ -48,7 +48,7 @@ class SentenceAndTokenModel(nn.Module):
         super().__init__()
         self.classifier = classifier
         config = classifier.config
-        hidden_size = getattr(config, "hidden_size", None) or getattr(config, "dim")
+        hidden_size = getattr(config, "hidden_size", None) or config.dim
         self.token_head = nn.Linear(hidden_size, 2)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
