@@ -94,7 +94,7 @@ def create_vm(args, bucket: str) -> None:
           f"deleted after {args.max_run_hours:g} h at the latest.\n"
           f"  connect:   gcloud compute ssh {name} --zone {zone} --project {args.project}\n"
           f"  copy code: gcloud compute scp --recurse . {name}:~/media-bias --zone {zone}\n"
-          f"  train:     cd ~/media-bias && pip install -r requirements.txt && "
+          f"  train:     cd ~/media-bias && pip install -e . && "
           f"python run_experiment.py experiments/configs/quickstart.yaml\n"
           f"  delete:    python run_experiment.py --cloud-teardown --set cloud.project="
           f"{args.project}")

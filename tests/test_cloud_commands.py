@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
@@ -20,7 +20,7 @@ ZONE = "us-central1-a"
 
 
 def _ago(**delta) -> str:
-    return (datetime.now(UTC) - timedelta(**delta)).isoformat(timespec="seconds")
+    return (datetime.now(timezone.utc) - timedelta(**delta)).isoformat(timespec="seconds")
 
 
 def _launched(client, bucket, vms) -> CloudRun:

@@ -8,7 +8,7 @@ import _thread
 import argparse
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from fakes.fake_compute import CURRENT_FAMILY, RETIRED_FAMILY
@@ -136,7 +136,7 @@ def test_a_vm_deleted_at_max_run_hours_is_not_mistaken_for_a_preemption(gcs, fak
     run = _run(bucket)
     compute = Compute()
     start_vm(compute, run, log=_quiet)
-    run.vms[0]["created_at"] = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    run.vms[0]["created_at"] = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
     fake_compute.expire(run.vms[0]["instance"])
     with pytest.raises(CloudError, match=r"at cloud.max_run_hours = 2 h \(maxRunDuration\)"):
         watch_run(compute, client, run, poll_seconds=0, log=_quiet, sleep=_quiet)
@@ -174,7 +174,7 @@ def test_replacements_stop_before_the_cumulative_cost_passes_the_budget(gcs, fak
     compute = Compute()
     start_vm(compute, run, log=_quiet)
     # The first VM ran 2 h before its preemption: 2 + 1.5 <= 4, so one replacement starts.
-    run.vms[0]["created_at"] = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    run.vms[0]["created_at"] = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
     polls = iter(["preempt-first", "age-second", "preempt-second"])
 
     def sleep(_):
@@ -182,7 +182,7 @@ def test_replacements_stop_before_the_cumulative_cost_passes_the_budget(gcs, fak
         if step == "preempt-first":
             fake_compute.preempt(run.vms[0]["instance"])
         elif step == "age-second":  # the replacement ran 1 h: 3 + 1.5 > 4, no third VM
-            run.vms[1]["created_at"] = (datetime.now(UTC)
+            run.vms[1]["created_at"] = (datetime.now(timezone.utc)
                                         - timedelta(hours=1)).isoformat()
         else:
             fake_compute.preempt(run.vms[1]["instance"])

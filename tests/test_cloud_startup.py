@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -88,7 +88,7 @@ def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
                                        "gpu_type": "nvidia-tesla-t4", "gpu_count": 1,
                                        "max_run_hours": 1.0},
                    vms=[{"instance": "mb-vm-0", "zone": ZONE,
-                         "created_at": datetime.now(UTC).isoformat()}])
+                         "created_at": datetime.now(timezone.utc).isoformat()}])
     upload_inputs(client, run, _tiny(), [], tmp_path, log=lambda *_: None)
 
     # First VM: a whole run, on "two GPUs": started through torchrun (a stand-in that records

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -52,7 +52,7 @@ def holder():
 
 
 def write_heartbeat(run_dir, host, pid, age_seconds):
-    beat = datetime.now(UTC) - timedelta(seconds=age_seconds)
+    beat = datetime.now(timezone.utc) - timedelta(seconds=age_seconds)
     (run_dir / HEARTBEAT_FILE).write_text(json.dumps({
         "host": host, "pid": pid, "started_at": beat.isoformat(), "last_beat": beat.isoformat()}))
 

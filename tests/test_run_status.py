@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from backend.ml.checkpoint_files import write_manifest
 from backend.ml.experiments import ExperimentManager, format_comparison_table
@@ -26,7 +26,7 @@ def make_run(runs_dir, name, status="running", heartbeat=None, checkpoint_step=N
         "metadata": {"started_at": f"2026-11-25T10:00:0{len(list(runs_dir.iterdir()))}+00:00"}}))
     if heartbeat is not None:
         host, pid, age = heartbeat
-        beat = (datetime.now(UTC) - timedelta(seconds=age)).isoformat()
+        beat = (datetime.now(timezone.utc) - timedelta(seconds=age)).isoformat()
         (run_dir / HEARTBEAT_FILE).write_text(json.dumps(
             {"host": host, "pid": pid, "started_at": beat, "last_beat": beat}))
     if checkpoint_step is not None:

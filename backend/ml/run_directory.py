@@ -21,7 +21,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .checkpoint_files import BEST_DIRECTORY
@@ -197,7 +197,7 @@ def run_metadata(device: str) -> dict:
 
 def utc_now(timespec: str = "seconds") -> str:
     """The current UTC time in ISO 8601, e.g. ``2026-11-25T10:09:49+00:00``."""
-    return datetime.now(UTC).isoformat(timespec=timespec)
+    return datetime.now(timezone.utc).isoformat(timespec=timespec)
 
 
 def write_results(run_dir: Path, results: dict) -> None:

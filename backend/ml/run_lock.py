@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import UserError
@@ -39,7 +39,7 @@ class RunInUseError(UserError):
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 def process_exists(pid: int) -> bool:

@@ -22,7 +22,7 @@ import itertools
 import json
 import re
 import threading
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -222,7 +222,7 @@ class FakeCompute:
             return refusal
         instance = dict(body, zone=f"https://compute.googleapis.com{PREFIX}{project}/zones/{zone}",
                         status=BOOT_STATES[0], id=str(next(self._ids)), _project=project,
-                        creationTimestamp=datetime.now(UTC).isoformat())
+                        creationTimestamp=datetime.now(timezone.utc).isoformat())
 
         def created():
             self.instances[(zone, name)] = instance

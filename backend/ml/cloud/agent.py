@@ -26,7 +26,7 @@ import os
 import socket
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from ..errors import UserError
 from . import storage
@@ -89,11 +89,11 @@ def _save_on_preemption(client, local_dir, url, pid, log_file, log_url, mirror_a
                         preempted_flag, grace: float = 20.0) -> None:
     import signal
 
-    print(f"[agent] {datetime.now(UTC):%H:%M:%S} preemption notice: stopping the "
+    print(f"[agent] {datetime.now(timezone.utc):%H:%M:%S} preemption notice: stopping the "
           f"training and saving the run directory", flush=True)
     if preempted_flag:
         with open(preempted_flag, "w", encoding="utf-8") as stream:
-            stream.write(datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+            stream.write(datetime.now(timezone.utc).isoformat(timespec="seconds") + "\n")
     try:
         os.kill(pid, signal.SIGINT)
     except ProcessLookupError:
@@ -111,7 +111,7 @@ def sync_once(client, local_dir: str, url: str, log_file: str | None = None,
             report = storage.upload_tree(client, local_dir, url,
                                          delete_extra=_mirror(mirror_after))
             if report.transferred or report.deleted:
-                print(f"[sync] {datetime.now(UTC):%H:%M:%S} {url}: {report}", flush=True)
+                print(f"[sync] {datetime.now(timezone.utc):%H:%M:%S} {url}: {report}", flush=True)
         if log_file and log_url and os.path.isfile(log_file):
             storage.upload_file(client, log_file, log_url)
     except Exception as error:  # a failed sync is retried at the next interval, never fatal
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "finish":
             marker = {"status": args.status, "exit_code": args.exit_code,
                       "reason": args.reason or None, "instance": args.instance,
-                      "zone": args.zone, "finished_at": datetime.now(UTC).isoformat(
+                      "zone": args.zone, "finished_at": datetime.now(timezone.utc).isoformat(
                           timespec="seconds")}
             if not finish(client, args.local_dir, args.url, args.marker_url, marker,
                           args.mirror_after, args.retries, args.retry_wait, args.log_file,

@@ -27,7 +27,7 @@ import subprocess
 import tarfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import UserError
@@ -109,7 +109,7 @@ def vm_hours(vm: dict, now: datetime | None = None) -> float:
     """Hours between a VM record's ``created_at`` and its ``ended_at`` (or ``now``)."""
     start = datetime.fromisoformat(vm["created_at"])
     end = datetime.fromisoformat(vm["ended_at"]) if vm.get("ended_at") else \
-        (now or datetime.now(UTC))
+        (now or datetime.now(timezone.utc))
     return max(0.0, (end - start).total_seconds() / 3600)
 
 

@@ -1,7 +1,7 @@
 """The VM's startup script: a header of shell variables above the fixed body ``startup.sh``.
 
 On a VM the defaults apply (install the pinned torch from the CUDA wheel index of the image's
-CUDA, then the project's requirements; wait for the GPU; train with ``training.device=cuda``,
+CUDA, then the project and its dependencies; wait for the GPU; train with ``training.device=cuda``,
 through ``torchrun`` on all GPUs when there are several; delete the VM at the end). Tests render
 the same script with a no-op install, the local virtual environment's python, no GPU check and
 emulator endpoints, and run it in a temporary directory.
@@ -24,13 +24,12 @@ BODY = Path(__file__).with_name("startup.sh")
 VM_PREPARE = ("python3 -m pip install --quiet --upgrade pip && python3 -m pip install --quiet "
               "'google-cloud-storage>=2.18,<4' 'google-cloud-compute>=1.20,<2'")
 # The common-cu* Deep Learning VM images carry the NVIDIA driver and CUDA but no torch: install
-# the version requirements.txt pins, built for the image's CUDA (TORCH_INDEX), then the rest.
-VM_INSTALL = ("TORCH_PIN=\"$(grep -E '^torch==' requirements.txt)\" && "
+# the version pyproject.toml pins, built for the image's CUDA (TORCH_INDEX), then the project
+# with its runtime dependencies (the pinned torch is already there, so pip keeps the CUDA build).
+VM_INSTALL = ("TORCH_PIN=\"$(grep -oE '\"torch==[^\"]+\"' pyproject.toml | tr -d '\"')\" && "
               "python3 -m pip install --quiet \"${TORCH_PIN:-torch}\" "
               "${TORCH_INDEX:+--index-url \"${TORCH_INDEX}\"} && "
-              "grep -v -E '^(torch|pytest|playwright|gcp-storage-emulator)' requirements.txt "
-              "> /tmp/requirements-vm.txt && python3 -m pip install --quiet -r "
-              "/tmp/requirements-vm.txt")
+              "python3 -m pip install --quiet -e .")
 # Only endpoints may be passed to the script's environment, never credentials.
 _ALLOWED_ENVIRONMENT = {"STORAGE_EMULATOR_HOST", "MEDIA_BIAS_COMPUTE_ENDPOINT",
                         "GCE_METADATA_HOST", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
