@@ -98,11 +98,6 @@ def _check_data(config: ExperimentConfig, problems: list[str]) -> None:
 
 def _check_training(config: ExperimentConfig, problems: list[str]) -> None:
     training = config.training
-    if training.biased_words_loss_weight and config.model.architecture == "custom":
-        problems.append("training.biased_words_loss_weight: the biased-word tagging loss needs "
-                        "the token states of a transformers classifier (bert, distilbert, "
-                        "roberta, electra), not the custom head; set it to 0 or change "
-                        "model.architecture")
     if training.device == "cpu" and training.mixed_precision == "fp16":
         problems.append("training.mixed_precision: fp16 needs a GPU (fp16 autocast runs on CUDA); "
                         "with training.device: cpu use bf16, auto or no")

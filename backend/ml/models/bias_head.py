@@ -82,18 +82,21 @@ class BiasHeadModel(PreTrainedModel):
                 attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False,
                 **kwargs) -> SequenceClassifierOutput:
         encoder_inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._takes_token_type_ids:
             encoder_inputs["token_type_ids"] = token_type_ids
-        hidden_states = self.encoder(**encoder_inputs).last_hidden_state
+        encoded = self.encoder(**encoder_inputs, output_hidden_states=output_hidden_states)
+        hidden_states = encoded.last_hidden_state
         pooled = self.dropout(self.pool(hidden_states, attention_mask))
         logits = self.classifier(self.dropout(self.activation(self.dense(pooled))))
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.config.num_labels),
                                                labels.view(-1))
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits,
+                                        hidden_states=encoded.hidden_states)
 
 
 # save_pretrained copies this file next to the weights and writes an auto_map, so the saved

@@ -47,7 +47,8 @@ class SentenceAndTokenModel(nn.Module):
     def __init__(self, classifier: nn.Module):
         super().__init__()
         self.classifier = classifier
-        config = classifier.config
+        # This project's head keeps its encoder's config nested; DistilBERT calls the width dim.
+        config = getattr(classifier.config, "encoder_config", None) or classifier.config
         hidden_size = getattr(config, "hidden_size", None) or config.dim
         self.token_head = nn.Linear(hidden_size, 2)
 
