@@ -290,7 +290,8 @@ def main() -> None:
 
     ours, peer = results.get("this trainer (defaults)"), results.get(PEER)
     if ours and peer:
-        print(f"\nthis trainer (defaults, {ours.get('precision')}) vs Trainer with group_by_length: "
+        print(f"\nthis trainer (defaults, {ours.get('precision')}) "
+              f"vs Trainer with group_by_length: "
               f"{ours['samples_per_second'] / peer['samples_per_second']:.2f}x samples/s, "
               f"{peer['wall_seconds'] / ours['wall_seconds']:.2f}x faster to a trained model, "
               f"F1 macro {ours['f1_macro'] - peer['f1_macro']:+.4f}")

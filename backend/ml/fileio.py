@@ -40,8 +40,10 @@ class StorageError(UserError):
 def storage_error(path: str | os.PathLike, error: OSError) -> StorageError | None:
     """A StorageError explaining ``error`` while writing ``path``; None for other OSErrors.
 
-    >>> storage_error("runs/r1/results.json", OSError(errno.ENOSPC, "No space left on device"))
-    StorageError('cannot write runs/r1/results.json: no space left on device. Free some space (or choose an output directory on another disk with --output-dir) and run again.')
+    >>> error = OSError(errno.ENOSPC, "No space left on device")
+    >>> print(storage_error("runs/r1/results.json", error))  # doctest: +NORMALIZE_WHITESPACE
+    cannot write runs/r1/results.json: no space left on device. Free some space (or choose an
+    output directory on another disk with --output-dir) and run again.
     """
     if error.errno not in _STORAGE_ERRNOS:
         return None

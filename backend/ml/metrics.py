@@ -19,7 +19,10 @@ BIASED = "Biased"
 
 
 def label_slug(label: str) -> str:
-    """Metric-name form of a label: 'Non-biased' -> 'non_biased', 'No agreement' -> 'no_agreement'."""
+    """Metric-name form of a label.
+
+    'Non-biased' -> 'non_biased', 'No agreement' -> 'no_agreement'.
+    """
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
@@ -111,7 +114,7 @@ class EvaluationResult:
         return {f"{self.split}/{key}": value for key, value in numeric_items(self.metrics).items()}
 
     def samples(self, limit: int) -> list[dict]:
-        """Up to ``limit`` prediction samples, misclassified (most confident first) before correct."""
+        """Up to ``limit`` prediction samples: misclassified, then correct; most confident first."""
         confidence = self.probabilities.max(axis=-1)
         wrong = self.predictions != self.labels
         order = sorted(range(len(self.labels)), key=lambda i: (not wrong[i], -confidence[i]))

@@ -6,7 +6,8 @@ checked against the object's CRC32C before it replaces the local file. With
 anonymous credentials.
 
 >>> client = storage_client("my-project")  # doctest: +SKIP
->>> upload_tree(client, "experiments/runs/x_3f9a1c", "gs://my-bucket/runs/x_3f9a1c/run")  # doctest: +SKIP
+>>> upload_tree(client, "experiments/runs/x_3f9a1c",
+...             "gs://my-bucket/runs/x_3f9a1c/run")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _skipped(relative: Path) -> bool:
 
 
 def local_files(root: str | os.PathLike) -> dict[str, Path]:
-    """Every regular file under ``root`` by its POSIX path relative to root (hidden ones skipped)."""
+    """Every regular file under ``root`` by its POSIX path relative to root, hidden ones skipped."""
     root = Path(root)
     found = {}
     for path in sorted(root.rglob("*")):

@@ -117,7 +117,8 @@ def format_runs_table(runs: list[RunInfo], metrics=TABLE_METRICS,
         notes.insert(0, f"published: BABE SG2 binary, 5-fold CV means from papers ({sources}), "
                         f"not runs of this project")
     if best:
-        notes.insert(0, f"* best by {best_metric if rank_runs(runs, best_metric) else 'test/f1_macro'}")
+        ranked_by = best_metric if rank_runs(runs, best_metric) else "test/f1_macro"
+        notes.insert(0, f"* best by {ranked_by}")
     return "\n".join(lines + notes)
 
 

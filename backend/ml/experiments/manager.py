@@ -49,7 +49,8 @@ class ExperimentManager:
         (completed, running, failed, interrupted, crashed, incomplete, corrupt); a run whose
         process died while results.json says running is ``crashed``, never ``running``.
 
-        >>> [run.run_id for run in manager.list_runs(tag="baseline", status="completed")]  # doctest: +SKIP
+        >>> [run.run_id for run in
+        ...  manager.list_runs(tag="baseline", status="completed")]  # doctest: +SKIP
         """
         if not self.runs_dir.is_dir():
             return []
@@ -143,8 +144,8 @@ class ExperimentManager:
         ``per_class`` (test precision/recall/F1 per class), ``confusion_matrices``,
         ``confidence_intervals`` (bootstrap 95% CI of test metrics), ``slices``
         (F1 per outlet leaning, outlet and topic), ``significance`` (paired tests between every
-        pair of the four best runs by ``eval/f1_macro``, best first), ``best`` (``{metric: run_id}``)
-        and ``problems`` (why a statistic could not be computed for a run).
+        pair of the four best runs by ``eval/f1_macro``, best first), ``best``
+        (``{metric: run_id}``) and ``problems`` (why a statistic could not be computed for a run).
         """
         runs = [self.load_run(run_id) for run_id in run_ids]
         ids = [run.run_id for run in runs]

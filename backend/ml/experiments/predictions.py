@@ -79,8 +79,8 @@ def load_predictions(run: RunInfo) -> tuple[Predictions | None, str | None]:
 
 
 def _labels_from_frame(frame) -> list[str]:
-    labels = sorted(set(frame["true_label"].astype(str)) | set(frame["predicted_label"].astype(str)))
-    return labels
+    return sorted(set(frame["true_label"].astype(str))
+                  | set(frame["predicted_label"].astype(str)))
 
 
 def align(first: Predictions, second: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

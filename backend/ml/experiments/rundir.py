@@ -138,7 +138,7 @@ class RunInfo:
                 "final_model": layout.final_model, "folds": layout.folds}
 
     def metric(self, name: str) -> float | None:
-        """Value of ``eval/f1_macro`` (``results["eval"]["f1_macro"]``), ``test/...``; None if absent.
+        """Value of ``eval/f1_macro`` (``results["eval"]["f1_macro"]``), ``test/...``, or None.
 
         A CV parent's ``eval``/``test`` hold the fold means; when they are missing the means
         are read from ``cross_validation``.

@@ -2,7 +2,8 @@
 
 >>> classifier = BiasClassifier()  # doctest: +SKIP
 >>> classifier.load_model("experiments/runs/quickstart_minilm_3f9a1c/final_model")  # doctest: +SKIP
->>> classifier.predict_with_confidence(["The senator's reckless scheme will ruin us."])  # doctest: +SKIP
+>>> classifier.predict_with_confidence(
+...     ["The senator's reckless scheme will ruin us."])  # doctest: +SKIP
 [{'id': None, 'status': 'ok', 'label': 'Biased', 'confidence': 0.83, ...}]
 
 Speed on CPU comes from what is not computed: every text is tokenised once, windows are sorted

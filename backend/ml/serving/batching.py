@@ -8,7 +8,7 @@ each request back its own results. One worker per model also means one forward p
 so the model's CPU threads are never oversubscribed by parallel calls.
 
 >>> batcher = MicroBatcher(classifier.predict_with_confidence, max_batch=64)  # doctest: +SKIP
->>> await batcher.submit(["One sentence.", {"id": "a-1", "text": "An article."}])          # doctest: +SKIP
+>>> await batcher.submit(["One sentence.", {"id": "a-1", "text": "An article."}])  # doctest: +SKIP
 """
 
 from __future__ import annotations

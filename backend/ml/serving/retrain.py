@@ -10,8 +10,9 @@ The combined data is written as a BABE-format CSV (``text, label_bias, outlet, t
 news_link, origin``, ";"-separated like BABE) under ``<registry>/training_data/`` and the new
 run's config points ``data.path`` at it, so ``config.yaml`` alone reproduces the run.
 
->>> retrain("production", runs_dir=Path("experiments/runs"), registry_dir=Path("experiments/registry"),
-...         log_dir=Path("experiments/serving"))                                       # doctest: +SKIP
+>>> retrain("production", runs_dir=Path("experiments/runs"),
+...         registry_dir=Path("experiments/registry"),
+...         log_dir=Path("experiments/serving"))  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 - ``layerwise_lr_scales``: layer-wise learning-rate decay (``training.layerwise_lr_decay``).
 - ``SentenceAndTokenModel``: the sentence classifier plus a biased-word tagging head
   (``training.biased_words_loss_weight``).
-- ``WeightAverage``: the average of the last evaluated weights (``training.average_last_checkpoints``).
+- ``WeightAverage``: the average of the last evaluated weights
+  (``training.average_last_checkpoints``).
 
 Re-initialising top layers (``model.reinit_layers``) happens when the model is built
 (``models.reinitialize_top_layers``); label smoothing is the loss function's own option.
@@ -68,7 +69,7 @@ class WeightAverage:
                                for name, value in model.state_dict().items()})
 
     def average(self) -> dict[str, torch.Tensor]:
-        """Floating-point tensors averaged, the others (e.g. position ids) from the last snapshot."""
+        """Floating-point tensors averaged; the others (e.g. position ids) from the last one."""
         last = self.snapshots[-1]
         return {name: (torch.stack([snapshot[name] for snapshot in self.snapshots]).mean(0)
                        if value.is_floating_point() else value)

@@ -213,8 +213,9 @@ class ClassifierTrainer:
             progress.close()
         if self.best_evaluation is None and self.best_dir.is_dir():
             self.best_evaluation = self._evaluate_saved_best()
-        return TrainingOutcome(self.best_evaluation, state, state.global_step / self.steps_per_epoch,
-                               self._stopped_early, self._final_train_loss, self.weight_average)
+        return TrainingOutcome(self.best_evaluation, state,
+                               state.global_step / self.steps_per_epoch, self._stopped_early,
+                               self._final_train_loss, self.weight_average)
 
     def _finished(self) -> bool:
         return (self._stopped_early or self.state.global_step >= self.total_steps
@@ -288,8 +289,8 @@ class ClassifierTrainer:
         if not math.isfinite(self._grad_norm) and not self.precision.needs_grad_scaler:
             raise NonFiniteLoss(
                 f"the loss or its gradient became {self._grad_norm} at step "
-                f"{self.state.global_step + 1} (epoch {self.state.epoch + 1}); the weights were not "
-                f"updated. Try a lower training.learning_rate, a warm-up, or "
+                f"{self.state.global_step + 1} (epoch {self.state.epoch + 1}); the weights were "
+                f"not updated. Try a lower training.learning_rate, a warm-up, or "
                 f"training.mixed_precision: no")
         self.scaler.step(self.optimizer)  # with fp16 the scaler skips inf steps and backs off
         self.scaler.update()
@@ -351,7 +352,7 @@ class ClassifierTrainer:
 
     # -- evaluation and checkpoints --------------------------------------------------------
     def _evaluate(self) -> bool:
-        """Evaluate on validation, track, keep the best model; True when early stopping says stop."""
+        """Evaluate on validation, track, keep the best model; True when early stopping says so."""
         state, started = self.state, time.perf_counter()
         evaluation = evaluate(self.model, self.tokenizer, self.splits.validation, "eval",
                               self.splits.label_names, self.config.data.max_length,
