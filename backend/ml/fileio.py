@@ -117,7 +117,7 @@ def fsync_directory(path: str | os.PathLike) -> None:
         os.close(handle)
 
 
-def fsync_tree(root: str | os.PathLike) -> None:
+def fsync_tree(root: str | os.PathLike[str]) -> None:
     """fsync every file under ``root``, then every directory, deepest first."""
     directories = []
     for directory, _, files in os.walk(root):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from typing import Any
 
 import numpy as np
 import scipy.special
@@ -26,7 +27,7 @@ def label_slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def classification_metrics(labels, predictions, label_names: list[str]) -> dict:
+def classification_metrics(labels, predictions, label_names: list[str]) -> dict[str, Any]:
     """Accuracy, F1 (macro, weighted, binary for Biased), per-class scores and the confusion matrix.
 
     Flat keys (``accuracy``, ``f1_macro``, ``f1_biased``, ``f1_non_biased``, ...) are what trackers
@@ -41,7 +42,7 @@ def classification_metrics(labels, predictions, label_names: list[str]) -> dict:
     class_ids = list(range(len(label_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=class_ids, zero_division=0)
-    metrics = {
+    metrics: dict[str, Any] = {
         "accuracy": float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
         "f1_macro": float(f1_score(labels, predictions, labels=class_ids, average="macro",
                                    zero_division=0)),

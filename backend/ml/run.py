@@ -149,6 +149,8 @@ def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results
                          outcome.state.global_step)
     trackers.log_evaluation(test_eval, outcome.state.global_step)
     best_eval = outcome.best_evaluation
+    if best_eval is None:  # the trainer evaluates at least once, at the end of training
+        raise RuntimeError("training finished without a validation evaluation")
     final_model = _publish_final_model(run_dir)
     write_predictions(RunLayout(run_dir).test_predictions, test_eval)
     write_predictions(RunLayout(run_dir).eval_predictions, best_eval)
