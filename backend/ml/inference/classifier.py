@@ -281,8 +281,9 @@ class BiasClassifier:
         segments = []
         if title and title.strip():
             segments.append(_Segment(index, title.strip(), None, None, "title"))
-        for start, end in sentence_spans(text or ""):
-            segments.append(_Segment(index, text[start:end], start, end, "text"))
+        body = text or ""
+        for start, end in sentence_spans(body):
+            segments.append(_Segment(index, body[start:end], start, end, "text"))
         if not segments:
             return no_prediction(identifier, "empty text")
         return identifier, segments

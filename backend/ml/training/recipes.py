@@ -13,6 +13,7 @@ Re-initialising top layers (``model.reinit_layers``) happens when the model is b
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +49,9 @@ class SentenceAndTokenModel(nn.Module):
     def __init__(self, classifier: nn.Module):
         super().__init__()
         self.classifier = classifier
-        config = classifier.config
+        # A transformers config, or ModelConfig for a registered model; DistilBERT names the
+        # width ``dim``.
+        config: Any = classifier.config
         hidden_size = getattr(config, "hidden_size", None) or config.dim
         self.token_head = nn.Linear(hidden_size, 2)
 
