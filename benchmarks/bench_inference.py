@@ -21,7 +21,9 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -93,9 +95,14 @@ def fitting(texts: list[str], model_dir: Path) -> list[str]:
     return [text for text in texts if len(tokenizer(text)["input_ids"]) <= limit]
 
 
-def best_time(function, repeats: int) -> tuple[float, object]:
+Result = TypeVar("Result")
+
+
+def best_time(function: Callable[[], Result], repeats: int) -> tuple[float, Result]:
     """Fastest of ``repeats`` calls and the last result."""
-    best, result = float("inf"), None
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         result = function()
@@ -108,10 +115,15 @@ def time_pipeline(model_dir: Path, texts: list[str], repeats: int, batch_size: i
     from transformers import pipeline
 
     classify = pipeline("text-classification", model=str(model_dir), device=-1)
-    names = [classify.model.config.id2label[i] for i in range(len(classify.model.config.id2label))]
+    # Loaded configs key id2label by int; the annotation also allows a raw config's str keys.
+    id2label = cast(dict[int, str], classify.model.config.id2label)
+    names = [id2label[i] for i in range(len(id2label))]
     options = {"top_k": None} | ({"batch_size": batch_size} if batch_size else {})
     classify(texts[:8], **options)  # warm-up
-    seconds, outputs = best_time(lambda: classify(texts, **options), repeats)
+    # With top_k=None every text gets a list of {label, score}: a list of lists, where
+    # __call__'s annotation promises one dict per text.
+    seconds, outputs = best_time(
+        lambda: cast(list[list[dict[str, Any]]], classify(texts, **options)), repeats)
     probabilities = np.array([[{s["label"]: s["score"] for s in scores}[name] for name in names]
                               for scores in outputs])
     return seconds, probabilities
@@ -174,18 +186,19 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline_seconds, baseline_probabilities = rows[0][1], rows[0][2]
     baseline_labels = baseline_probabilities.argmax(axis=1)
-    report = {"sentences": len(texts), "source": source, "threads": threads, "paths": {}}
+    paths: dict[str, dict[str, Any]] = {}
+    report = {"sentences": len(texts), "source": source, "threads": threads, "paths": paths}
     print(f"\n{'path':<34}{'sentences/s':>12}{'speed-up':>10}{'same labels':>13}{'max |dp|':>11}")
     for name, seconds, probabilities in rows:
         same = int((probabilities.argmax(axis=1) == baseline_labels).sum())
         difference = float(np.abs(probabilities - baseline_probabilities).max())
         speed = len(texts) / seconds
-        report["paths"][name] = {"sentences_per_second": speed,
-                                 "speedup": baseline_seconds / seconds,
-                                 "same_labels": same, "max_probability_difference": difference}
+        paths[name] = {"sentences_per_second": speed,
+                       "speedup": baseline_seconds / seconds,
+                       "same_labels": same, "max_probability_difference": difference}
         print(f"{name:<34}{speed:>12.1f}{baseline_seconds / seconds:>9.2f}x"
               f"{same:>8}/{len(texts):<4}{difference:>11.1e}")
-    ours = report["paths"]["BiasClassifier (PyTorch)"]
+    ours = paths["BiasClassifier (PyTorch)"]
     identical = ours["same_labels"] == len(texts)
     print(f"\nBiasClassifier (PyTorch) vs transformers.pipeline: {ours['speedup']:.2f}x "
           f"(target >= {TARGET_SPEEDUP:.0f}x); fp32 predictions identical: "

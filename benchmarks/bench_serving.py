@@ -95,7 +95,7 @@ def start_server(model: Path, threads: int, log_dir: Path) -> tuple[subprocess.P
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"the server exited: {process.stderr.read()}")
+            raise SystemExit(f"the server exited: {process.communicate()[1]}")
         try:
             if httpx.get(f"{url}/health").status_code == 200:
                 return process, url

@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO_ROOT))
 BABE_DIR = Path(os.environ.get("BABE_DATA_DIR", REPO_ROOT.parent / "shared" / "data" / "babe"))
 
 # --only/--skip name -> (printed name, runner, config overrides or Trainer options)
-PATHS = {
+# name -> (label in the report, which runner, config overrides or Trainer arguments)
+PATHS: dict[str, tuple[str, str, dict[str, object]]] = {
     "defaults": ("this trainer (defaults)", "ours", {}),
     "fp32": ("this trainer, fp32", "ours", {"training.mixed_precision": "no"}),
     "random": ("this trainer, random batches", "ours", {"training.group_by_length": False}),
@@ -168,6 +169,8 @@ def run_trainer(config_data: dict, options: dict, padded: bool = False,
         started = time.perf_counter()
         metrics = trainer.train().metrics
         model = trainer.model
+        if model is None:  # Trainer keeps the model it was given
+            raise RuntimeError("Trainer holds no model after training")
         device = next(model.parameters()).device
         if padded:
             return {"samples_per_second": metrics["train_samples_per_second"],
@@ -290,7 +293,8 @@ def main() -> None:
 
     ours, peer = results.get("this trainer (defaults)"), results.get(PEER)
     if ours and peer:
-        print(f"\nthis trainer (defaults, {ours.get('precision')}) vs Trainer with group_by_length: "
+        print(f"\nthis trainer (defaults, {ours.get('precision')}) "
+              f"vs Trainer with group_by_length: "
               f"{ours['samples_per_second'] / peer['samples_per_second']:.2f}x samples/s, "
               f"{peer['wall_seconds'] / ours['wall_seconds']:.2f}x faster to a trained model, "
               f"F1 macro {ours['f1_macro'] - peer['f1_macro']:+.4f}")

@@ -72,7 +72,7 @@ def _document_strategy() -> st.SearchStrategy:
     structured = st.tuples(mapping, st.dictionaries(st.text(max_size=8), VALUES, max_size=2)
                            ).map(lambda pair: yaml.safe_dump({**pair[1], **pair[0]},
                                                               allow_unicode=True))
-    raw_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)
+    raw_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=80)
     any_value = VALUES.map(lambda value: yaml.safe_dump(value, allow_unicode=True))
     return st.one_of(structured, structured, raw_text, any_value,
                      st.binary(max_size=40).map(lambda data: data.decode("latin-1")))

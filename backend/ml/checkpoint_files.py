@@ -133,14 +133,14 @@ def latest_valid_checkpoint(checkpoints_dir: str | os.PathLike, verify_checksums
     PosixPath('.../checkpoints/step-000200')
     """
     checkpoints_dir = Path(checkpoints_dir)
-    chosen = None
-    for _, path in reversed(_step_directories(checkpoints_dir)):
+    chosen: Path | None = None
+    chosen_step = -1
+    for step, path in reversed(_step_directories(checkpoints_dir)):
         problem = checkpoint_problem(path, verify_checksums)
         if problem is None:
-            chosen = path
+            chosen, chosen_step = path, step
             break
         logger.warning("skipping checkpoint %s: %s; trying an earlier one", path, problem)
-    chosen_step = int(_STEP_DIRECTORY.match(chosen.name).group(1)) if chosen else -1
     for step, path in _staging_directories(checkpoints_dir):
         if step > chosen_step:
             logger.warning("ignoring %s: a checkpoint write that never finished", path)

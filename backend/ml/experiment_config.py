@@ -3,6 +3,8 @@
 >>> from backend.ml.experiment_config import ExperimentConfig, ModelConfig
 """
 
+from typing import TYPE_CHECKING
+
 from .config import (
     CloudConfig,
     DataConfig,
@@ -12,13 +14,15 @@ from .config import (
     TrainingConfig,
 )
 
-
-def __getattr__(name):
-    # The manager reads run directories with pandas; import it only when asked for.
-    if name == "ExperimentManager":
-        from .experiments.manager import ExperimentManager
-        return ExperimentManager
-    raise AttributeError(name)
+if TYPE_CHECKING:
+    from .experiments.manager import ExperimentManager
+else:
+    def __getattr__(name: str) -> object:
+        # The manager reads run directories with pandas; import it only when asked for.
+        if name == "ExperimentManager":
+            from .experiments.manager import ExperimentManager
+            return ExperimentManager
+        raise AttributeError(name)
 
 
 __all__ = ["CloudConfig", "DataConfig", "ExperimentConfig", "ExperimentManager", "LoggingConfig",

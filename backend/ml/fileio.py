@@ -40,8 +40,10 @@ class StorageError(UserError):
 def storage_error(path: str | os.PathLike, error: OSError) -> StorageError | None:
     """A StorageError explaining ``error`` while writing ``path``; None for other OSErrors.
 
-    >>> storage_error("runs/r1/results.json", OSError(errno.ENOSPC, "No space left on device"))
-    StorageError('cannot write runs/r1/results.json: no space left on device. Free some space (or choose an output directory on another disk with --output-dir) and run again.')
+    >>> error = OSError(errno.ENOSPC, "No space left on device")
+    >>> print(storage_error("runs/r1/results.json", error))  # doctest: +NORMALIZE_WHITESPACE
+    cannot write runs/r1/results.json: no space left on device. Free some space (or choose an
+    output directory on another disk with --output-dir) and run again.
     """
     if error.errno not in _STORAGE_ERRNOS:
         return None
@@ -115,7 +117,7 @@ def fsync_directory(path: str | os.PathLike) -> None:
         os.close(handle)
 
 
-def fsync_tree(root: str | os.PathLike) -> None:
+def fsync_tree(root: str | os.PathLike[str]) -> None:
     """fsync every file under ``root``, then every directory, deepest first."""
     directories = []
     for directory, _, files in os.walk(root):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from typing import Any
 
 import numpy as np
 import scipy.special
@@ -19,11 +20,14 @@ BIASED = "Biased"
 
 
 def label_slug(label: str) -> str:
-    """Metric-name form of a label: 'Non-biased' -> 'non_biased', 'No agreement' -> 'no_agreement'."""
+    """Metric-name form of a label.
+
+    'Non-biased' -> 'non_biased', 'No agreement' -> 'no_agreement'.
+    """
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def classification_metrics(labels, predictions, label_names: list[str]) -> dict:
+def classification_metrics(labels, predictions, label_names: list[str]) -> dict[str, Any]:
     """Accuracy, F1 (macro, weighted, binary for Biased), per-class scores and the confusion matrix.
 
     Flat keys (``accuracy``, ``f1_macro``, ``f1_biased``, ``f1_non_biased``, ...) are what trackers
@@ -38,7 +42,7 @@ def classification_metrics(labels, predictions, label_names: list[str]) -> dict:
     class_ids = list(range(len(label_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=class_ids, zero_division=0)
-    metrics = {
+    metrics: dict[str, Any] = {
         "accuracy": float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
         "f1_macro": float(f1_score(labels, predictions, labels=class_ids, average="macro",
                                    zero_division=0)),
@@ -111,7 +115,7 @@ class EvaluationResult:
         return {f"{self.split}/{key}": value for key, value in numeric_items(self.metrics).items()}
 
     def samples(self, limit: int) -> list[dict]:
-        """Up to ``limit`` prediction samples, misclassified (most confident first) before correct."""
+        """Up to ``limit`` prediction samples: misclassified, then correct; most confident first."""
         confidence = self.probabilities.max(axis=-1)
         wrong = self.predictions != self.labels
         order = sorted(range(len(self.labels)), key=lambda i: (not wrong[i], -confidence[i]))

@@ -1,7 +1,8 @@
 """Composition root: turns an ExperimentConfig into data, model, trackers and a trained run.
 
 >>> from backend.ml.config import load_yaml_config
->>> run_dir = run_experiment(load_yaml_config("experiments/configs/quickstart.yaml"))  # doctest: +SKIP
+>>> config = load_yaml_config("experiments/configs/quickstart.yaml")  # doctest: +SKIP
+>>> run_dir = run_experiment(config)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def _training_section(outcome: TrainingOutcome, config: ExperimentConfig, world:
         "best_value": best.metrics[metric] if best else None,
         "final_train_loss": outcome.final_train_loss,
         "world_size": world.size,
-        "global_batch_size": training.batch_size * world.size * training.gradient_accumulation_steps,
+        "global_batch_size": (training.batch_size * world.size
+                              * training.gradient_accumulation_steps),
         "mixed_precision": precision.mode,
         "group_by_length": training.group_by_length,
         "compile": training.compile,
@@ -147,6 +149,8 @@ def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results
                          outcome.state.global_step)
     trackers.log_evaluation(test_eval, outcome.state.global_step)
     best_eval = outcome.best_evaluation
+    if best_eval is None:  # the trainer evaluates at least once, at the end of training
+        raise RuntimeError("training finished without a validation evaluation")
     final_model = _publish_final_model(run_dir)
     write_predictions(RunLayout(run_dir).test_predictions, test_eval)
     write_predictions(RunLayout(run_dir).eval_predictions, best_eval)
@@ -225,7 +229,8 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = Non
     Under ``torchrun --nproc_per_node N`` every process calls this; they train one model
     data-parallel and the main process writes the one run directory.
 
-    >>> run_dir = run_experiment(ExperimentConfig.from_yaml("experiments/configs/quickstart.yaml"))  # doctest: +SKIP
+    >>> config = ExperimentConfig.from_yaml("experiments/configs/quickstart.yaml")  # doctest: +SKIP
+    >>> run_dir = run_experiment(config)  # doctest: +SKIP
     """
     world = start_world(config.training.device)
     set_seed(config.seed)

@@ -206,7 +206,7 @@ def write_results(run_dir: Path, results: dict) -> None:
 
 
 def write_predictions(path: Path, evaluation: EvaluationResult) -> None:
-    """One CSV row per sentence: text, true and predicted label, confidence, probabilities, metadata."""
+    """One CSV row per sentence: text, true/predicted label, confidence, probabilities, metadata."""
     probability_columns = [f"prob_{label_slug(name)}" for name in evaluation.label_names]
     metadata_columns = [column for column in METADATA_COLUMNS
                         if any(column in row for row in evaluation.metadata)]

@@ -47,7 +47,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _mirror(flag: str | None) -> bool:
-    return bool(flag) and os.path.exists(flag)
+    return bool(flag and os.path.exists(flag))
 
 
 def preemption_announced(url: str | None) -> bool:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Literal, overload
 
 from ..errors import ConfigError, UserError
 from ..fileio import atomic_write_json
@@ -86,8 +87,17 @@ def cloud_problems(config) -> list[str]:
     return problems
 
 
+@overload
+def resolve_project(config, allow_adc: Literal[True] = True) -> str: ...
+@overload
+def resolve_project(config, allow_adc: bool) -> str | None: ...
+
+
 def resolve_project(config, allow_adc: bool = True) -> str | None:
-    """cloud.project, then GOOGLE_CLOUD_PROJECT, then the Application Default Credentials'."""
+    """cloud.project, then GOOGLE_CLOUD_PROJECT, then the Application Default Credentials'.
+
+    None only without ``allow_adc``: the credentials either name a project or raise UserError.
+    """
     project = config.cloud.project or os.environ.get("GOOGLE_CLOUD_PROJECT") \
         or os.environ.get("CLOUDSDK_CORE_PROJECT")
     if project or not allow_adc:

@@ -12,9 +12,13 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict
 
 from ..errors import UserError
 from .catalog import uses_guest_accelerators
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
 
 ENDPOINT_VARIABLE = "MEDIA_BIAS_COMPUTE_ENDPOINT"
 APP_LABEL = "media-bias"
@@ -177,6 +181,14 @@ def classify_insert_error(error) -> str:
     return "other"
 
 
+class _ClientArguments(TypedDict, total=False):
+    """Keyword arguments every compute_v1 client is built with."""
+
+    transport: str
+    client_options: dict[str, str]
+    credentials: Credentials
+
+
 class Compute:
     """The few Compute Engine calls a cloud run needs, on the real REST clients.
 
@@ -184,11 +196,11 @@ class Compute:
     >>> compute.list_run_instances("my-project")  # doctest: +SKIP
     """
 
-    def __init__(self, credentials=None, endpoint: str | None = None):
+    def __init__(self, credentials: Credentials | None = None, endpoint: str | None = None):
         from google.cloud import compute_v1
 
         endpoint = endpoint or os.environ.get(ENDPOINT_VARIABLE)
-        options = {"transport": "rest"}
+        options: _ClientArguments = {"transport": "rest"}
         if endpoint:
             from google.auth.credentials import AnonymousCredentials
             options["client_options"] = {"api_endpoint": endpoint}

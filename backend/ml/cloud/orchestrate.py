@@ -401,8 +401,9 @@ def record_cloud_section(run_dir: Path, run: CloudRun, marker: dict | None) -> N
                         "vm_hours": round(run.vm_hours(), 4),
                         "cost_usd": round(run.spent_usd(), 4),
                         "source": run.source or None,
-                        "estimate": {key: run.estimate.get(key) for key in
-                                     ("hours", "total", "chosen", "hourly")} if run.estimate else None,
+                        "estimate": ({key: run.estimate.get(key)
+                                      for key in ("hours", "total", "chosen", "hourly")}
+                                     if run.estimate else None),
                         "marker": marker}
     atomic_write_json(results_file, results)
 

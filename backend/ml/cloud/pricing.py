@@ -121,7 +121,8 @@ def training_throughput(config, prices: dict) -> tuple[float, str]:
     """Training sentences/s on the configured GPU and where that figure comes from."""
     cloud = config.cloud
     if cloud.throughput_samples_per_second:
-        return float(cloud.throughput_samples_per_second), "measured (cloud.throughput_samples_per_second)"
+        return (float(cloud.throughput_samples_per_second),
+                "measured (cloud.throughput_samples_per_second)")
     size = model_size_class(config.model)
     try:
         value = float(prices["throughput"][cloud.gpu_type][size])
@@ -232,7 +233,8 @@ def format_estimate(estimate: CostEstimate) -> str:
              f"  {'per hour':<34}{'on-demand':>12}{'spot':>12}"]
     lines += [f"  {label:<34}{_money(on_demand, 4)}{_money(spot, 4)}"
               for label, on_demand, spot in rows]
-    lines.append(f"  estimated duration: {_duration(e.hours)} (startup {_duration(e.startup_hours)}, "
+    lines.append(f"  estimated duration: {_duration(e.hours)} "
+                 f"(startup {_duration(e.startup_hours)}, "
                  f"{e.train_sentences} training + {e.eval_sentences} evaluation sentences at "
                  f"{e.throughput:g} sentences/s, {e.throughput_source})")
     lines.append(f"  {'estimated total':<34}{_money(e.total['on_demand'], 2)}"

@@ -6,7 +6,8 @@ checked against the object's CRC32C before it replaces the local file. With
 anonymous credentials.
 
 >>> client = storage_client("my-project")  # doctest: +SKIP
->>> upload_tree(client, "experiments/runs/x_3f9a1c", "gs://my-bucket/runs/x_3f9a1c/run")  # doctest: +SKIP
+>>> upload_tree(client, "experiments/runs/x_3f9a1c",
+...             "gs://my-bucket/runs/x_3f9a1c/run")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Blob, Bucket, Client
 
 
 class StorageError(UserError):
@@ -35,13 +40,13 @@ class SyncReport:
                 f"{len(self.deleted)} deleted")
 
 
-def storage_client(project: str | None = None):
+def storage_client(project: str | None = None) -> Client:
     """A google-cloud-storage client: Application Default Credentials, or the emulator."""
-    from google.cloud import storage
+    from google.cloud.storage import Client
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
-        return storage.Client(project=project or "local-emulator")
-    return storage.Client(project=project)
+        return Client(project=project or "local-emulator")
+    return Client(project=project)
 
 
 def parse_gs_url(url: str) -> tuple[str, str]:
@@ -74,7 +79,7 @@ def _skipped(relative: Path) -> bool:
 
 
 def local_files(root: str | os.PathLike) -> dict[str, Path]:
-    """Every regular file under ``root`` by its POSIX path relative to root (hidden ones skipped)."""
+    """Every regular file under ``root`` by its POSIX path relative to root, hidden ones skipped."""
     root = Path(root)
     found = {}
     for path in sorted(root.rglob("*")):
@@ -84,7 +89,7 @@ def local_files(root: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def remote_files(client, url: str) -> dict[str, object]:
+def remote_files(client: Client, url: str) -> dict[str, Blob]:
     """Blobs under ``url`` by their name relative to it."""
     bucket_name, prefix = parse_gs_url(url)
     lead = prefix + "/" if prefix else ""
@@ -92,8 +97,8 @@ def remote_files(client, url: str) -> dict[str, object]:
             if not blob.name.endswith("/")}
 
 
-def upload_tree(client, local_dir: str | os.PathLike, url: str, delete_extra: bool = False
-                ) -> SyncReport:
+def upload_tree(client: Client, local_dir: str | os.PathLike, url: str,
+                delete_extra: bool = False) -> SyncReport:
     """Upload files that are new or changed; with ``delete_extra`` remove objects gone locally."""
     from google.api_core import exceptions
 
@@ -130,7 +135,7 @@ def upload_tree(client, local_dir: str | os.PathLike, url: str, delete_extra: bo
     return report
 
 
-def download_blob_verified(blob, destination: Path) -> None:
+def download_blob_verified(blob: Blob, destination: Path) -> None:
     """Download to a temporary file, check its CRC32C, then move it into place."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = destination.with_name(f".{destination.name}.download")
@@ -145,8 +150,8 @@ def download_blob_verified(blob, destination: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def download_tree(client, url: str, local_dir: str | os.PathLike, delete_extra: bool = False
-                  ) -> SyncReport:
+def download_tree(client: Client, url: str, local_dir: str | os.PathLike,
+                  delete_extra: bool = False) -> SyncReport:
     """Download objects that are new or changed; with ``delete_extra`` remove local extras."""
     from google.api_core import exceptions
 
@@ -174,18 +179,18 @@ def download_tree(client, url: str, local_dir: str | os.PathLike, delete_extra: 
     return report
 
 
-def upload_file(client, path: str | os.PathLike, url: str) -> None:
+def upload_file(client: Client, path: str | os.PathLike, url: str) -> None:
     bucket_name, name = parse_gs_url(url)
     client.bucket(bucket_name).blob(name).upload_from_filename(str(path), checksum="crc32c")
 
 
-def write_json(client, url: str, data: dict) -> None:
+def write_json(client: Client, url: str, data: dict) -> None:
     bucket_name, name = parse_gs_url(url)
     client.bucket(bucket_name).blob(name).upload_from_string(
         json.dumps(data, indent=2) + "\n", content_type="application/json", checksum="crc32c")
 
 
-def read_json(client, url: str) -> dict | None:
+def read_json(client: Client, url: str) -> dict | None:
     """The JSON object at ``url``, or None when there is none."""
     from google.api_core import exceptions
 
@@ -200,7 +205,7 @@ def read_json(client, url: str) -> dict | None:
         return None
 
 
-def read_text(client, url: str) -> str | None:
+def read_text(client: Client, url: str) -> str | None:
     from google.api_core import exceptions
 
     bucket_name, name = parse_gs_url(url)
@@ -210,7 +215,7 @@ def read_text(client, url: str) -> str | None:
         return None
 
 
-def ensure_bucket(client, name: str, location: str) -> tuple[object, bool]:
+def ensure_bucket(client: Client, name: str, location: str) -> tuple[Bucket, bool]:
     """The bucket ``name``, created when missing: uniform access, public access prevented.
 
     Returns ``(bucket, created)``. An existing bucket is left as it is; see
@@ -256,7 +261,7 @@ def bucket_warnings(bucket) -> list[str]:
     return warnings
 
 
-def require_bucket(client, name: str):
+def require_bucket(client: Client, name: str) -> Bucket:
     """The bucket ``name``; a clear error when it does not exist."""
     from google.api_core import exceptions
 

@@ -11,8 +11,9 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -350,15 +351,21 @@ def _hub_load(dataset_id: str) -> pd.DataFrame:
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     parts = []
-    for name, split in loaded.items():
+    for split in loaded.values():
         part = split.to_pandas()
         feature = split.features.get("label")
         if "label_bias" not in part.columns and "label" in part.columns:
             names = getattr(feature, "names", None) or ["Non-biased", "Biased"]
-            part["label_bias"] = part["label"].map(
-                lambda value: names[int(value)] if str(value).lstrip("-").isdigit()
-                and 0 <= int(value) < len(names) else value)
+            part["label_bias"] = part["label"].map(partial(_class_name, names=names))
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     frame.attrs["splits"] = ", ".join(loaded.keys())
     return frame
+
+
+def _class_name(value: object, names: Sequence[str]) -> object:
+    """``names[value]`` for a class index within range; any other value as it is."""
+    text = str(value)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
+        return names[int(text)]
+    return value

@@ -13,6 +13,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ class DataSplits:
         {'size': 40, 'label_counts': {'Non-biased': 16, 'Biased': 18, 'No agreement': 6}}
         """
         splits = (("train", self.train), ("validation", self.validation), ("test", self.test))
-        result = {
+        result: dict[str, Any] = {
             "dataset": self.dataset, "source": self.source, "label_names": list(self.label_names),
             "splits": {name: {"size": len(split),
                               "label_counts": split.label_counts(self.label_names)}

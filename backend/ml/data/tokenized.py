@@ -42,7 +42,8 @@ class TokenizedDataset(Dataset):
         return len(self.input_ids)
 
     def __getitem__(self, index: int) -> dict:
-        item = {"input_ids": self.input_ids[index], "attention_mask": self.attention_mask[index]}
+        item: dict[str, list[int] | int] = {"input_ids": self.input_ids[index],
+                                            "attention_mask": self.attention_mask[index]}
         if self.labels is not None:
             item["labels"] = self.labels[index]
         if self.token_labels is not None:

@@ -16,7 +16,8 @@ def compare_command(run_refs: list[str], runs_dir: Path, output: Path | None = N
     (``experiments/comparison.html`` by default). An unknown run id raises UserError naming
     it with the closest existing ids. Returns the exit status (0).
 
-    >>> compare_command(["bert_v1_abc123", "distilbert_v1_def456"], Path("experiments/runs"))  # doctest: +SKIP
+    >>> compare_command(["bert_v1_abc123", "distilbert_v1_def456"],
+    ...                 Path("experiments/runs"))  # doctest: +SKIP
     """
     runs_dir = Path(runs_dir)
     manager = ExperimentManager(runs_dir)

@@ -61,9 +61,9 @@ def higher_is_better(metric: str) -> bool:
 
 def rank_runs(runs: list[RunInfo], metric: str) -> list[RunInfo]:
     """Runs that have ``metric``, best first."""
-    scored = [run for run in runs if run.metric(metric) is not None]
+    scored = [(value, run) for run in runs if (value := run.metric(metric)) is not None]
     sign = -1 if higher_is_better(metric) else 1
-    return sorted(scored, key=lambda run: (sign * run.metric(metric), run.run_id))
+    return [run for _, run in sorted(scored, key=lambda pair: (sign * pair[0], pair[1].run_id))]
 
 
 def format_value(value, std=None, digits: int = 4) -> str:
@@ -117,7 +117,8 @@ def format_runs_table(runs: list[RunInfo], metrics=TABLE_METRICS,
         notes.insert(0, f"published: BABE SG2 binary, 5-fold CV means from papers ({sources}), "
                         f"not runs of this project")
     if best:
-        notes.insert(0, f"* best by {best_metric if rank_runs(runs, best_metric) else 'test/f1_macro'}")
+        ranked_by = best_metric if rank_runs(runs, best_metric) else "test/f1_macro"
+        notes.insert(0, f"* best by {ranked_by}")
     return "\n".join(lines + notes)
 
 
@@ -144,8 +145,9 @@ def aggregate_cross_validation(fold_results: list[dict]) -> dict:
             failed.append({"fold": number, "status": (results or {}).get("status", "unknown"),
                            "error": (results or {}).get("error")})
             continue
-        eval_section = results.get("eval") if isinstance(results.get("eval"), dict) else {}
-        folds.append({"fold": number, "eval": numeric_items(eval_section),
+        eval_section = results.get("eval")
+        folds.append({"fold": number,
+                      "eval": numeric_items(eval_section if isinstance(eval_section, dict) else {}),
                       "test": numeric_items(test)})
         matrix = test.get("confusion_matrix")
         if isinstance(matrix, list) and matrix:

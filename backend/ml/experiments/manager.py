@@ -49,7 +49,8 @@ class ExperimentManager:
         (completed, running, failed, interrupted, crashed, incomplete, corrupt); a run whose
         process died while results.json says running is ``crashed``, never ``running``.
 
-        >>> [run.run_id for run in manager.list_runs(tag="baseline", status="completed")]  # doctest: +SKIP
+        >>> [run.run_id for run in
+        ...  manager.list_runs(tag="baseline", status="completed")]  # doctest: +SKIP
         """
         if not self.runs_dir.is_dir():
             return []
@@ -119,14 +120,13 @@ class ExperimentManager:
         runs = self.list_runs(tag=tag, name=name, status="completed")
         if not runs:
             return None
-        scored = [run for run in runs if run.metric(metric) is not None]
+        scored = [(value, run) for run in runs if (value := run.metric(metric)) is not None]
         if not scored:
             available = sorted({key for run in runs for key in run.scalar_metrics()})
             raise UserError(f"no completed run has the metric {metric!r}"
                             f"{_close(metric, available)}; available: {', '.join(available)}")
         maximise = higher_is_better(metric) if higher_is_better_ is None else higher_is_better_
-        best = max(scored, key=lambda run: (run.metric(metric) if maximise
-                                            else -run.metric(metric)))
+        _, best = max(scored, key=lambda pair: pair[0] if maximise else -pair[0])
         return best.run_id
 
     # ---- comparing ----------------------------------------------------------------------
@@ -143,8 +143,8 @@ class ExperimentManager:
         ``per_class`` (test precision/recall/F1 per class), ``confusion_matrices``,
         ``confidence_intervals`` (bootstrap 95% CI of test metrics), ``slices``
         (F1 per outlet leaning, outlet and topic), ``significance`` (paired tests between every
-        pair of the four best runs by ``eval/f1_macro``, best first), ``best`` (``{metric: run_id}``)
-        and ``problems`` (why a statistic could not be computed for a run).
+        pair of the four best runs by ``eval/f1_macro``, best first), ``best``
+        (``{metric: run_id}``) and ``problems`` (why a statistic could not be computed for a run).
         """
         runs = [self.load_run(run_id) for run_id in run_ids]
         ids = [run.run_id for run in runs]
@@ -166,6 +166,10 @@ class ExperimentManager:
             ranked = rank_runs(runs, qualified)
             if ranked:
                 best[name] = ranked[0].run_id
+        problems: dict[str, str | None] = {}
+        confidence_intervals: dict[str, dict] = {}
+        slices: dict[str, dict] = {}
+        significance: list[dict] = []
         comparison = {
             "runs": ids,
             "status": {run.run_id: run.status for run in runs},
@@ -175,29 +179,29 @@ class ExperimentManager:
             "per_class": {run.run_id: _per_class(run) for run in runs},
             "confusion_matrices": {run.run_id: _confusion(run) for run in runs},
             "label_names": {run.run_id: run.label_names for run in runs},
-            "confidence_intervals": {}, "slices": {}, "significance": [], "best": best,
-            "problems": {},
+            "confidence_intervals": confidence_intervals, "slices": slices,
+            "significance": significance, "best": best, "problems": problems,
         }
         for run in runs:
             if run.status != "completed":
                 continue  # leftover predictions of a failed run would look like results
             predictions, reason = self.predictions(run)
             if predictions is None:
-                comparison["problems"][run.run_id] = reason
+                problems[run.run_id] = reason
                 continue
-            comparison["confidence_intervals"][run.run_id] = bootstrap_confidence_intervals(
+            confidence_intervals[run.run_id] = bootstrap_confidence_intervals(
                 predictions.labels, predictions.predictions, predictions.label_names,
                 [name for name in CI_METRICS if name != "f1_biased"
                  or "Biased" in predictions.label_names],
                 num_resamples=self.num_resamples, seed=self.seed)
-            comparison["slices"][run.run_id] = slice_metrics(predictions)
+            slices[run.run_id] = slice_metrics(predictions)
         ranked = rank_runs(runs, "eval/f1_macro") or rank_runs(runs, "test/f1_macro")
         ranked_ids = [run.run_id for run in ranked]
         # Every pair among the top runs, best first: the best run may be a CV run whose test
         # sentences differ from the single-split runs, which must still be compared together.
         pairs = list(itertools.combinations(ranked_ids[:4], 2))
         for first, second in pairs[:max_significance_pairs]:
-            comparison["significance"].append(
+            significance.append(
                 self._significance_entry(first, second, significance_metric))
         return comparison
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UserError
 from .rundir import RunInfo
 from .statistics import compute_metrics
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported when predictions are read, not with the manager
 
 SLICE_COLUMNS = ("type", "outlet", "topic")
 
@@ -19,7 +23,7 @@ class Predictions:
 
     run_id: str
     label_names: list[str]
-    frame: object  # pandas.DataFrame with columns index, text, true_id, predicted_id, ...
+    frame: pd.DataFrame  # columns index, text, true_id, predicted_id, ...
 
     @property
     def labels(self) -> np.ndarray:
@@ -79,8 +83,8 @@ def load_predictions(run: RunInfo) -> tuple[Predictions | None, str | None]:
 
 
 def _labels_from_frame(frame) -> list[str]:
-    labels = sorted(set(frame["true_label"].astype(str)) | set(frame["predicted_label"].astype(str)))
-    return labels
+    return sorted(set(frame["true_label"].astype(str))
+                  | set(frame["predicted_label"].astype(str)))
 
 
 def align(first: Predictions, second: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,8 +9,10 @@ damaged; reading it never raises. Problems become ``status`` ``incomplete`` or `
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 import yaml
 
@@ -138,7 +140,7 @@ class RunInfo:
                 "final_model": layout.final_model, "folds": layout.folds}
 
     def metric(self, name: str) -> float | None:
-        """Value of ``eval/f1_macro`` (``results["eval"]["f1_macro"]``), ``test/...``; None if absent.
+        """Value of ``eval/f1_macro`` (``results["eval"]["f1_macro"]``), ``test/...``, or None.
 
         A CV parent's ``eval``/``test`` hold the fold means; when they are missing the means
         are read from ``cross_validation``.
@@ -245,5 +247,5 @@ def _fold_sort_key(path: Path):
     return (int(digits) if digits else 0, path.name)
 
 
-def _finite(value) -> bool:
+def _finite(value: object) -> TypeGuard[numbers.Real]:
     return is_number(value, finite=True)

@@ -2,7 +2,8 @@
 
 >>> classifier = BiasClassifier()  # doctest: +SKIP
 >>> classifier.load_model("experiments/runs/quickstart_minilm_3f9a1c/final_model")  # doctest: +SKIP
->>> classifier.predict_with_confidence(["The senator's reckless scheme will ruin us."])  # doctest: +SKIP
+>>> classifier.predict_with_confidence(
+...     ["The senator's reckless scheme will ruin us."])  # doctest: +SKIP
 [{'id': None, 'status': 'ok', 'label': 'Biased', 'confidence': 0.83, ...}]
 
 Speed on CPU comes from what is not computed: every text is tokenised once, windows are sorted
@@ -280,8 +281,9 @@ class BiasClassifier:
         segments = []
         if title and title.strip():
             segments.append(_Segment(index, title.strip(), None, None, "title"))
-        for start, end in sentence_spans(text or ""):
-            segments.append(_Segment(index, text[start:end], start, end, "text"))
+        body = text or ""
+        for start, end in sentence_spans(body):
+            segments.append(_Segment(index, body[start:end], start, end, "text"))
         if not segments:
             return no_prediction(identifier, "empty text")
         return identifier, segments

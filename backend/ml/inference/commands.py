@@ -224,10 +224,11 @@ def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
     files = {"onnx": export_onnx(reference._model, export_dir / FORMATS["onnx"])}
     if "int8" in requested:
         files["int8"] = quantize_int8(files["onnx"], export_dir / FORMATS["int8"])
+    exports: dict[str, dict[str, object]] = {
+        name: {"path": str(files[name]), "size_mb": round(files[name].stat().st_size / 2**20, 2)}
+        for name in requested}
     report = {"model": str(model_path), "max_f1_drop_points": MAX_F1_DROP_POINTS,
-              "exports": {name: {"path": str(files[name]),
-                                 "size_mb": round(files[name].stat().st_size / 2**20, 2)}
-                          for name in requested}}
+              "exports": exports}
 
     split = _test_split(run_dir, reference.label_names)
     if isinstance(split, str):
@@ -241,9 +242,9 @@ def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
         for name in requested:
             exported = BiasClassifier().load_model(files[name])
             probabilities, speed = timed_probabilities(exported, texts)
-            report["exports"][name].update(compare_predictions(expected, probabilities, labels,
-                                                               reference.label_names),
-                                           sentences_per_second=round(speed, 1))
+            exports[name].update(compare_predictions(expected, probabilities, labels,
+                                                     reference.label_names),
+                                 sentences_per_second=round(speed, 1))
     atomic_write_json(export_dir / "export_report.json", report)
     return _print_export_report(report, export_dir)
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import joblib
 import numpy as np
@@ -19,6 +20,10 @@ import numpy as np
 from ..errors import UserError
 from ..run_directory import RunLayout
 from .calibration import CALIBRATION_FILE
+
+if TYPE_CHECKING:  # for annotations only: ONNX inference imports neither
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model-int8.onnx"
@@ -173,13 +178,13 @@ class LoadedModel:
 
     path: Path
     runtime: str  # "pytorch" or "onnx"
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     logits: Callable[[dict[str, np.ndarray]], np.ndarray]
     input_names: list[str]
     label_names: list[str]
     max_length: int
     config: dict = field(default_factory=dict)
-    model: object = None  # the torch module (pytorch runtime only)
+    model: torch.nn.Module | None = None  # pytorch runtime only
 
 
 def read_label_names(model_dir: Path, config: dict) -> list[str]:
@@ -242,6 +247,7 @@ def _load_tokenizer(model_dir: Path):
 
 def _load_torch_module(model_dir: Path, config: dict, trust_remote_code: bool):
     """(model, tokenizer): the project's loader when present, else the transformers Auto classes."""
+    load_saved_model: Callable[[Path], tuple[torch.nn.Module, PreTrainedTokenizerBase]] | None
     load_saved_model = None
     if not trust_remote_code:  # third-party code in the directory: only the Auto classes run it
         try:

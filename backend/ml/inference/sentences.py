@@ -38,7 +38,8 @@ _ACRONYM = re.compile(r"^(?:[A-Za-z]\.)+[A-Za-z]?$")  # U.S, e.g, a.m, Ph.D with
 
 def _is_abbreviation(text: str, dot: int, next_char: str) -> bool:
     """Whether the full stop at ``text[dot]`` belongs to the word before it."""
-    word = _WORD_BEFORE.search(text, 0, dot).group(1)
+    before = _WORD_BEFORE.search(text, 0, dot)
+    word = before.group(1) if before else ""  # never None: the pattern matches an empty word
     if not word:
         return False
     bare = word.rstrip(".")

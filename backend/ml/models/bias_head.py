@@ -10,10 +10,11 @@ imports nothing but torch and transformers.
 from __future__ import annotations
 
 import inspect
+from typing import cast
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
@@ -32,11 +33,13 @@ class BiasHeadConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
 
-def _encoder_kwargs(encoder_config) -> dict:
+def _encoder_kwargs(encoder_config: PreTrainedConfig) -> dict:
     # BERT and RoBERTa add a pooler that mean/CLS pooling never uses: leave it out, so that
     # every parameter receives a gradient and the parameter count is honest.
-    model_class = AutoModel._model_mapping[type(encoder_config)]
-    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+    # The classes AutoModel builds. The mapping's value type is annotated as the tokenizer
+    # mapping's (slow, fast) pair; a model mapping holds a single class.
+    model_class = cast(type[PreTrainedModel], MODEL_MAPPING[type(encoder_config)])
+    if "add_pooling_layer" in inspect.signature(model_class).parameters:
         return {"add_pooling_layer": False}
     return {}
 
@@ -58,11 +61,17 @@ class BiasHeadModel(PreTrainedModel):
     def __init__(self, config: BiasHeadConfig):
         super().__init__(config)
         encoder_config = config.encoder_config
+        num_labels = config.num_labels
+        # Neither is None once the config is built: sub_configs_defaults turns a dict (or
+        # nothing) into an encoder config, and id2label defaults to two labels.
+        if not isinstance(encoder_config, PreTrainedConfig) or num_labels is None:
+            raise TypeError(f"incomplete BiasHeadConfig: encoder_config={encoder_config!r}, "
+                            f"num_labels={num_labels!r}")
         self.encoder = AutoModel.from_config(encoder_config, **_encoder_kwargs(encoder_config))
         self.dropout = nn.Dropout(config.head_dropout)
         self.dense = nn.Linear(encoder_config.hidden_size, config.head_hidden_size)
         self.activation = nn.GELU()
-        self.classifier = nn.Linear(config.head_hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.head_hidden_size, num_labels)
         # DistilBERT has no segment embeddings: only pass token_type_ids to encoders that take them.
         self._takes_token_type_ids = "token_type_ids" in inspect.signature(
             self.encoder.forward).parameters

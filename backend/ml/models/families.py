@@ -5,6 +5,8 @@ Everything per family lives in this one file, so adding a family means adding en
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from torch import nn
 from transformers import (
     BertConfig,
@@ -58,6 +60,18 @@ def apply_dropout(config: PreTrainedConfig, probability: float) -> list[str]:
     return names
 
 
+class EncoderSizes(TypedDict):
+    """Constructor arguments that BERT, ELECTRA and RoBERTa configs share."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    pad_token_id: int
+
+
 def random_config(family: str, model: ModelConfig, vocab_size: int, special_ids: dict[str, int]
                   ) -> PreTrainedConfig:
     """Config of a randomly initialised ``family`` encoder with the sizes in ``model``.
@@ -65,11 +79,13 @@ def random_config(family: str, model: ModelConfig, vocab_size: int, special_ids:
     ``special_ids`` maps pad/bos/eos to the ids of the trained tokenizer. Position embeddings
     cover ``MAX_LENGTH`` (512) tokens in every family.
     """
-    sizes = {"vocab_size": vocab_size, "hidden_size": model.hidden_size,
-             "num_hidden_layers": model.num_hidden_layers,
-             "num_attention_heads": model.num_attention_heads,
-             "intermediate_size": model.intermediate_size,
-             "max_position_embeddings": MAX_LENGTH, "pad_token_id": special_ids["pad"]}
+    sizes: EncoderSizes = {"vocab_size": vocab_size, "hidden_size": model.hidden_size,
+                           "num_hidden_layers": model.num_hidden_layers,
+                           "num_attention_heads": model.num_attention_heads,
+                           "intermediate_size": model.intermediate_size,
+                           "max_position_embeddings": MAX_LENGTH,
+                           "pad_token_id": special_ids["pad"]}
+    config: PreTrainedConfig
     if family == "bert":
         config = BertConfig(**sizes)
     elif family == "electra":
@@ -102,7 +118,7 @@ def encoder_parts(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
     embeddings = [getattr(base, name) for name in ("embeddings", "embeddings_project")
                   if isinstance(getattr(base, name, None), nn.Module)]
     for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
-        layers = base
+        layers: object = base
         for part in path.split("."):
             layers = getattr(layers, part, None)
         if isinstance(layers, nn.ModuleList):

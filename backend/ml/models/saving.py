@@ -24,6 +24,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 from ..config.schema import ModelConfig
@@ -118,7 +119,8 @@ def _move_into_place(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_saved_model(directory: str | os.PathLike) -> tuple[nn.Module, object]:
+def load_saved_model(directory: str | os.PathLike
+                     ) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """Load a directory written by :func:`save_model`: ``(model in eval mode, tokenizer)``.
 
     >>> model, tokenizer = load_saved_model(run_dir / "final_model")  # doctest: +SKIP
@@ -127,6 +129,7 @@ def load_saved_model(directory: str | os.PathLike) -> tuple[nn.Module, object]:
     if not path.is_dir():
         raise UserError(f"{path}: no saved model there (expected a directory written by "
                         f"save_model, e.g. a run's final_model/)")
+    model: nn.Module
     if (path / REGISTERED_FILE).is_file():
         model = _load_registered(path)
     elif (path / "config.json").is_file():

@@ -104,9 +104,10 @@ def _byte_level_bpe(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    vocab = tokenizer.get_vocab()
     # RoBERTa's layout: <s> A </s></s> B </s>, every segment id 0.
     tokenizer.post_processor = processors.RobertaProcessing(
-        ("</s>", tokenizer.token_to_id("</s>")), ("<s>", tokenizer.token_to_id("<s>")),
+        ("</s>", vocab["</s>"]), ("<s>", vocab["<s>"]),
         trim_offsets=True, add_prefix_space=False)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, model_max_length=MAX_LENGTH, cls_token="<s>",

@@ -98,7 +98,8 @@ def _over_time(served: list[dict], label_names: list[str]) -> dict:
         return {"charts": [], "bucket": None}
     seconds, name = _bucket_size(times)
     start = min(times).timestamp()
-    per_run = defaultdict(lambda: defaultdict(list))
+    per_run: defaultdict[str, defaultdict[int, list[dict]]] = defaultdict(
+        lambda: defaultdict(list))  # run -> time bucket -> records
     for record, moment in zip(served, times):
         per_run[record["run_id"]][int((moment.timestamp() - start) // seconds)].append(record)
     axis_label = f"{name}s since {min(times).isoformat(timespec='seconds')}"
@@ -132,7 +133,7 @@ def _latency(records: list[dict]) -> tuple[float | None, float | None]:
 
 
 def _drift(run_id: str, served: list[dict], run_dir: Path | None, label_names: list[str]) -> dict:
-    entry = {"run_id": run_id, "n": len(served)}
+    entry: dict[str, object] = {"run_id": run_id, "n": len(served)}
     training = _training_data(run_dir)
     if isinstance(training, str):
         entry["unavailable"] = training
@@ -140,14 +141,14 @@ def _drift(run_id: str, served: list[dict], run_dir: Path | None, label_names: l
     texts, labels = training
     training_lengths = [len(text.split()) for text in texts]
     served_lengths = [record["num_words"] for record in served]
-    entry["length_psi"] = population_stability_index(training_lengths, served_lengths)
-    entry["label_psi"] = categorical_psi(labels, [r["label"] for r in served], label_names)
+    length_psi = population_stability_index(training_lengths, served_lengths)
+    label_psi = categorical_psi(labels, [r["label"] for r in served], label_names)
+    entry["length_psi"], entry["label_psi"] = length_psi, label_psi
     entry["training_mean_words"] = float(np.mean(training_lengths))
     entry["served_mean_words"] = float(np.mean(served_lengths))
     logged = [record["text"] for record in served if record.get("text")]
     entry["vocabulary"] = vocabulary_shift(texts, logged) if logged else None
-    entry["readings"] = {"length": psi_reading(entry["length_psi"]),
-                         "label": psi_reading(entry["label_psi"])}
+    entry["readings"] = {"length": psi_reading(length_psi), "label": psi_reading(label_psi)}
     figure, axes = _figure(f"Input length, {run_id}", "share of inputs")
     upper = max(max(training_lengths), max(served_lengths)) + 1
     bins = np.linspace(0, upper, min(30, upper) + 1)
@@ -161,7 +162,7 @@ def _drift(run_id: str, served: list[dict], run_dir: Path | None, label_names: l
 
 def _agreement(predictions: list[dict]) -> list[dict]:
     """Pairs of runs that classified the same inputs (shadow traffic): how often they agree."""
-    latest = defaultdict(dict)  # key -> run -> label
+    latest: defaultdict[str, dict[str, str]] = defaultdict(dict)  # key -> run -> label
     for record in predictions:
         latest[record["key"]][record["run_id"]] = record["label"]
     runs = sorted({record["run_id"] for record in predictions})
@@ -178,7 +179,7 @@ def _agreement(predictions: list[dict]) -> list[dict]:
 def _accuracy(predictions: list[dict], feedback: list[dict], label_names: list[str]) -> list[dict]:
     """Per run, predictions of inputs a reader labelled against that label (newest label wins)."""
     truth = {record["key"]: record["label"] for record in feedback if record.get("key")}
-    latest = defaultdict(dict)
+    latest: defaultdict[str, dict[str, str]] = defaultdict(dict)  # run -> key -> label
     for record in predictions:
         if record["key"] in truth:
             latest[record["run_id"]][record["key"]] = record["label"]

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -24,14 +25,21 @@ logger = logging.getLogger(__name__)
 CSV_DELIMITERS = (";", ",", "\t")
 
 
+class SourceReading(TypedDict):
+    """One file (or the configured dataset) read: where from and how many sentences."""
+
+    source: str
+    sentences: int
+
+
 @dataclass
 class Corpus:
     """Pre-training sentences: ``train`` to learn from, ``holdout`` to measure the MLM loss on."""
 
     train: list[str]
     holdout: list[str]
-    sources: list[dict] = field(default_factory=list)
-    """One ``{"source": ..., "sentences": n}`` per file read, in reading order."""
+    sources: list[SourceReading] = field(default_factory=list)
+    """One per file read, in reading order."""
     counts: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -134,7 +142,7 @@ def collect_corpus(config) -> Corpus:
 
     sentences, seen = [], set()
     counts = {"loaded": 0, "duplicates_removed": 0, "excluded": 0}
-    sources = []
+    sources: list[SourceReading] = []
     for source, texts in readings:
         sources.append({"source": source, "sentences": len(texts)})
         for text in texts:
@@ -148,8 +156,9 @@ def collect_corpus(config) -> Corpus:
             elif key:
                 seen.add(key)
                 sentences.append(text)
+    recorded: dict[str, int | list[str]] = dict(counts)
     if excluded_from:
-        counts["excluded_from"] = excluded_from
+        recorded["excluded_from"] = excluded_from
         logger.info("left out %d sentence(s) found in %s", counts["excluded"],
                     ", ".join(excluded_from))
     if len(sentences) < 2:
@@ -161,4 +170,5 @@ def collect_corpus(config) -> Corpus:
                        max(1, round(config.pretraining.holdout_share * len(sentences))))
     holdout = sorted(order[:holdout_size].tolist())
     train = sorted(order[holdout_size:].tolist())
-    return Corpus([sentences[i] for i in train], [sentences[i] for i in holdout], sources, counts)
+    return Corpus([sentences[i] for i in train], [sentences[i] for i in holdout], sources,
+                  recorded)

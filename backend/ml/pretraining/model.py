@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoModelForMaskedLM, PreTrainedModel
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from ..config.schema import ModelConfig
 from ..errors import UserError
@@ -38,7 +43,7 @@ class MaskedLanguageModel:
     """A model with an MLM head, its tokenizer, and what loading it had to make up."""
 
     model: PreTrainedModel
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     source: str | None
     """Where the weights came from; None for a randomly initialised model."""
     new_weights: list[str] = field(default_factory=list)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import DataCollatorForLanguageModeling
 
@@ -143,8 +144,10 @@ class MaskedLanguageModelTrainer:
         """Run ``training.epochs`` epochs (or ``training.max_steps`` steps)."""
         training, logging_config = self.config.training, self.config.logging
         accumulation = training.gradient_accumulation_steps
-        loader = DataLoader(self.train_items, batch_sampler=self.sampler,
-                            collate_fn=self.collator)
+        # A list is a map-style dataset (__getitem__ and __len__), which DataLoader takes;
+        # its annotation names only the Dataset class.
+        loader: DataLoader[dict] = DataLoader(cast(Dataset[dict], self.train_items),
+                                              batch_sampler=self.sampler, collate_fn=self.collator)
         batches_per_epoch = len(self.sampler)
         losses: list[float] = []
         self.model.train()

@@ -45,10 +45,11 @@ def promote_command(run_ref: str, stage: str, runs_dir: Path, registry_dir: Path
             if require_better:
                 raise
             print(f"warning: no comparison with production recorded: {error}", file=sys.stderr)
-        if require_better and not comparison["candidate_better"]:
-            raise RegistryError(f"{run_dir.name} was not promoted to {stage}: it must beat "
-                                f"production {production['run_id']} with p < {alpha} "
-                                "(--require-better); drop the flag to promote it anyway")
+        else:
+            if require_better and not comparison["candidate_better"]:
+                raise RegistryError(f"{run_dir.name} was not promoted to {stage}: it must beat "
+                                    f"production {production['run_id']} with p < {alpha} "
+                                    "(--require-better); drop the flag to promote it anyway")
     elif require_better and not production:
         print("No production model yet: nothing to beat.")
     entry = registry.promote(run_dir, stage, reason=reason, comparison=comparison)

@@ -6,8 +6,9 @@ McNemar's test that the comparison report uses. A candidate qualifies only if it
 trained on those sentences: its own test split is the same one (same data, same seed), or it
 was built by ``retrain``, which holds them out (``retrain.json`` names the production run).
 
->>> result = compare_with_production(Path("runs/tiny_retrain_ab12cd"), Path("runs/tiny_3f9a1c"))  # doctest: +SKIP
->>> result["bootstrap"]["difference"], result["bootstrap"]["p_value"]                             # doctest: +SKIP
+>>> result = compare_with_production(Path("runs/tiny_retrain_ab12cd"),
+...                                  Path("runs/tiny_3f9a1c"))  # doctest: +SKIP
+>>> result["bootstrap"]["difference"], result["bootstrap"]["p_value"]  # doctest: +SKIP
 (0.031, 0.21)
 """
 

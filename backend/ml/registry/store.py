@@ -4,9 +4,10 @@
 (who, when, why, the metrics a run was promoted on, the comparison with production when one was
 made). It reads run directories only; a stage points at a run directory, never copies it.
 
->>> registry = ModelRegistry("experiments/registry")                  # doctest: +SKIP
->>> registry.promote("experiments/runs/tiny_3f9a1c", "production", reason="first model")  # doctest: +SKIP
->>> registry.run_dir("production")                                     # doctest: +SKIP
+>>> registry = ModelRegistry("experiments/registry")  # doctest: +SKIP
+>>> registry.promote("experiments/runs/tiny_3f9a1c", "production",
+...                  reason="first model")  # doctest: +SKIP
+>>> registry.run_dir("production")  # doctest: +SKIP
 PosixPath('/.../experiments/runs/tiny_3f9a1c')
 """
 

@@ -8,7 +8,7 @@ each request back its own results. One worker per model also means one forward p
 so the model's CPU threads are never oversubscribed by parallel calls.
 
 >>> batcher = MicroBatcher(classifier.predict_with_confidence, max_batch=64)  # doctest: +SKIP
->>> await batcher.submit(["One sentence.", {"id": "a-1", "text": "An article."}])          # doctest: +SKIP
+>>> await batcher.submit(["One sentence.", {"id": "a-1", "text": "An article."}])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
+
+# One submit call: its items and the future its caller awaits the results on.
+_Request = tuple[list[Any], "asyncio.Future[list[dict]]"]
 
 
 class MicroBatcher:
@@ -29,12 +32,12 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self.batches_run = 0  # forward calls made; /health shows it
         self.items_run = 0
-        self._queue: asyncio.Queue | None = None
+        self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._worker = asyncio.create_task(self._work())
+        self._worker = asyncio.create_task(self._work(self._queue))
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -48,30 +51,32 @@ class MicroBatcher:
         """Results for ``items``, in order, computed together with whatever else is waiting."""
         if not items:
             return []
-        future = asyncio.get_running_loop().create_future()
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.submit before start()")
+        future: asyncio.Future[list[dict]] = asyncio.get_running_loop().create_future()
         await self._queue.put((items, future))
         return await future
 
-    async def _work(self) -> None:
+    async def _work(self, queue: asyncio.Queue[_Request]) -> None:
         while True:
-            waiting = [await self._queue.get()]
+            waiting = [await queue.get()]
             count = len(waiting[0][0])
             deadline = time.monotonic() + self.max_wait
             while count < self.max_batch:
-                if not self._queue.empty():  # arrived while the last batch ran: no waiting
-                    waiting.append(self._queue.get_nowait())
+                if not queue.empty():  # arrived while the last batch ran: no waiting
+                    waiting.append(queue.get_nowait())
                 else:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     try:
-                        waiting.append(await asyncio.wait_for(self._queue.get(), remaining))
+                        waiting.append(await asyncio.wait_for(queue.get(), remaining))
                     except TimeoutError:
                         break
                 count += len(waiting[-1][0])
             await self._run(waiting)
 
-    async def _run(self, waiting: list[tuple[list, asyncio.Future]]) -> None:
+    async def _run(self, waiting: list[_Request]) -> None:
         joined = [item for items, _ in waiting for item in items]
         try:
             results = await asyncio.to_thread(self.predict, joined)

@@ -10,8 +10,9 @@ A prediction record holds the time, version, run id, key (article id or text has
 confidence, probabilities, latency and the text's length in words; the text itself only when the
 server runs with ``--log-text`` (off by default: readers' articles stay private).
 
->>> log = PredictionLog(Path("experiments/serving"), max_bytes=10_000_000, backups=5)  # doctest: +SKIP
->>> log.write([{"version": "production", "label": "Biased", ...}])                      # doctest: +SKIP
+>>> log = PredictionLog(Path("experiments/serving"), max_bytes=10_000_000,
+...                     backups=5)  # doctest: +SKIP
+>>> log.write([{"version": "production", "label": "Biased", ...}])  # doctest: +SKIP
 """
 
 from __future__ import annotations

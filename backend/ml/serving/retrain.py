@@ -10,8 +10,9 @@ The combined data is written as a BABE-format CSV (``text, label_bias, outlet, t
 news_link, origin``, ";"-separated like BABE) under ``<registry>/training_data/`` and the new
 run's config points ``data.path`` at it, so ``config.yaml`` alone reproduces the run.
 
->>> retrain("production", runs_dir=Path("experiments/runs"), registry_dir=Path("experiments/registry"),
-...         log_dir=Path("experiments/serving"))                                       # doctest: +SKIP
+>>> retrain("production", runs_dir=Path("experiments/runs"),
+...         registry_dir=Path("experiments/registry"),
+...         log_dir=Path("experiments/serving"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import csv
 import io
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError, UserError
@@ -112,7 +114,7 @@ def build_training_rows(config, feedback: list[dict], new_files: list[Path],
 
 
 def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
-            new_files: list[Path] = (), feedback_file: Path | None = None,
+            new_files: Sequence[Path] = (), feedback_file: Path | None = None,
             output_dir: Path | None = None, run_id: str | None = None, register: bool = True,
             metric: str = "f1_macro", alpha: float = 0.05) -> dict:
     """Train a new run from ``base``'s config plus feedback and ``new_files``; compare it with

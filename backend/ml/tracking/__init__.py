@@ -66,7 +66,8 @@ def build_trackers(config, run_dir: Path) -> TrackerSet:
     always, plus those ``config.logging`` switches on. A tracker that cannot be built warns
     and is left out; the run goes on.
 
-    >>> trackers = build_trackers(ExperimentConfig(), Path("experiments/runs/demo_1a2b3c"))  # doctest: +SKIP
+    >>> trackers = build_trackers(ExperimentConfig(),
+    ...                           Path("experiments/runs/demo_1a2b3c"))  # doctest: +SKIP
     >>> trackers.log_metrics({"train/loss": 0.7}, step=10)  # doctest: +SKIP
     """
     run_dir = Path(run_dir)

@@ -23,7 +23,7 @@ class Tracker(Protocol):
         """Scalars named ``train/...``, ``eval/...`` or ``test/...`` at an optimiser step."""
 
     def log_evaluation(self, evaluation: EvaluationResult, step: int) -> None:
-        """A full evaluation (confusion matrix, probabilities, texts) for images, curves, samples."""
+        """A full evaluation (confusion matrix, probabilities, texts): images, curves, samples."""
 
     def log_model_graph(self, model: Any, example_batch: dict) -> None:
         """The model and one input batch, for a traced graph."""

@@ -8,7 +8,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -16,6 +16,9 @@ import yaml
 from ..metrics import EvaluationResult, label_slug, numeric_items
 from .base import flatten_config, plain_data
 from .plots import confusion_matrix_figure, figure_to_array
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard.writer import FileWriter
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +162,7 @@ class TensorBoardTracker:
         values = {key: (str(value).lower() if isinstance(value, bool) else value)
                   for key, value in hparams.items()}
         _, session_start, _ = hparams_summary(values, {})
-        self.writer.file_writer.add_summary(session_start)
+        self._file_writer().add_summary(session_start)
 
     def _write_hparams_end(self, status: str) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
@@ -171,5 +174,15 @@ class TensorBoardTracker:
                                                     version=metadata.PLUGIN_DATA_VERSION)
         summary_metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
             plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()))
-        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(
+        self._file_writer().add_summary(Summary(value=[Summary.Value(
             tag=metadata.SESSION_END_INFO_TAG, metadata=summary_metadata)]))
+
+    def _file_writer(self) -> FileWriter:
+        # SummaryWriter has no public method that writes a prepared Summary: add_hparams writes
+        # session start and end together into a separate run, where this tracker writes the
+        # start into this run and the end (with the status) at close. torch's own add_hparams
+        # writes through file_writer as well.
+        file_writer = self.writer.file_writer
+        if file_writer is None:  # SummaryWriter.close() has already run
+            raise RuntimeError(f"the TensorBoard writer for {self.log_dir} is closed")
+        return file_writer

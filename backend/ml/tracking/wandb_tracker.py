@@ -13,23 +13,28 @@ import logging
 import netrc
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from ..metrics import EvaluationResult, numeric_items
 from ..run_directory import RunLayout
 from .base import plain_data
 
+if TYPE_CHECKING:
+    from wandb import Run
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.wandb.ai"
 
 
-def has_api_key(environ: dict | None = None) -> bool:
+def has_api_key(environ: Mapping[str, str] | None = None) -> bool:
     """Whether W&B credentials are available: ``WANDB_API_KEY`` or a netrc entry for the
     W&B host. Only presence is checked; the key itself is never read into a log or a file."""
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        environ = os.environ
     if environ.get("WANDB_API_KEY", "").strip():
         return True
     host = urlparse(environ.get("WANDB_BASE_URL") or DEFAULT_HOST).hostname or "api.wandb.ai"
@@ -41,10 +46,11 @@ def has_api_key(environ: dict | None = None) -> bool:
     return bool(entry and entry[2])
 
 
-def choose_mode(environ: dict | None = None) -> str | None:
+def choose_mode(environ: Mapping[str, str] | None = None) -> Literal["online", "offline"] | None:
     """``None`` when the user set ``WANDB_MODE`` (wandb reads it), ``online`` with credentials,
     else ``offline``."""
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        environ = os.environ
     if environ.get("WANDB_MODE"):
         return None
     return "online" if has_api_key(environ) else "offline"
@@ -75,12 +81,12 @@ class WandbTracker:
         self.config = dict(config or {})
         self.log_model = log_model
         self.prediction_samples = prediction_samples
-        self.run = None
+        self.run: Run | None = None
         self.offline = False
         self.closed = False
 
     # -- starting -----------------------------------------------------------------------------
-    def _init(self, mode: str | None) -> Any:
+    def _init(self, mode: Literal["online", "offline"] | None) -> Run:
         import wandb
         # console off: W&B does not wrap stdout/stderr (the CLI's own output stays as is).
         # A short init timeout: without a network the run falls back to offline quickly.
@@ -102,12 +108,18 @@ class WandbTracker:
                 mode = "offline"
         if self.run is None:
             self.run = self._init(mode)
-        self.offline = bool(getattr(self.run.settings, "_offline", False)) or mode == "offline"
+        self.offline = self.run.offline or mode == "offline"
         if self.offline:
             logger.warning("W&B logs offline (no API key or no network) to %s; upload it later "
                            "with: wandb sync %s", self.sync_path, self.sync_path)
         else:
             logger.info("W&B run: %s", getattr(self.run, "url", None) or self.run.id)
+
+    def _started_run(self) -> Run:
+        self._start()
+        if self.run is None:
+            raise RuntimeError("the W&B run was closed before anything was logged")
+        return self.run
 
     @property
     def sync_path(self) -> Path | None:
@@ -125,12 +137,11 @@ class WandbTracker:
             self.run.config.update(self.config, allow_val_change=True)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._start()
-        self.run.log(numeric_items(metrics), step=int(step))
+        self._started_run().log(numeric_items(metrics), step=int(step))
 
     def log_evaluation(self, evaluation: EvaluationResult, step: int) -> None:
         import wandb
-        self._start()
+        run = self._started_run()
         split = evaluation.split
         names = evaluation.label_names
         per_class = wandb.Table(columns=["class", "precision", "recall", "f1", "support"])
@@ -151,14 +162,14 @@ class WandbTracker:
                                  sample["predicted_label"], sample["confidence"],
                                  sample["correct"])
             payload[f"{split}/predictions"] = samples
-        self.run.log(payload, step=int(step))
+        run.log(payload, step=int(step))
 
     def log_model_graph(self, model: Any, example_batch: dict) -> None:
         pass  # W&B has no static graph view worth the cost; TensorBoard shows it.
 
     def log_summary(self, results: dict, run_dir: Path) -> None:
         import wandb
-        self._start()
+        run = self._started_run()
         summary: dict[str, Any] = {}
         for split in ("eval", "test"):  # eval: the best checkpoint, as in results.json
             if isinstance(results.get(split), dict):
@@ -170,11 +181,11 @@ class WandbTracker:
                                 for key, value in results[section].items()
                                 if isinstance(value, (int, float, str, bool))})
         summary["status"] = results.get("status")
-        self.run.summary.update(summary)
+        run.summary.update(summary)
         images = {f"plots/{path.stem}": wandb.Image(str(path))
                   for path in sorted(RunLayout(Path(run_dir)).plots.glob("*.png"))}
         if images:
-            self.run.log(images, commit=False)
+            run.log(images, commit=False)
         final_model = RunLayout(Path(run_dir)).final_model
         if self.log_model and final_model.is_dir():
             artifact = wandb.Artifact(_artifact_name(f"{self.name}-model"), type="model",
@@ -182,7 +193,7 @@ class WandbTracker:
                                       metadata={key: value for key, value in summary.items()
                                                 if key.startswith("test/")})
             artifact.add_dir(str(final_model))
-            self.run.log_artifact(artifact)
+            run.log_artifact(artifact)
 
     def close(self, status: str) -> None:
         if self.closed:

@@ -57,7 +57,8 @@ def save_checkpoint(checkpoints_dir: Path, model, tokenizer, label_names: list[s
 
     A full disk raises StorageError and leaves the previous checkpoints as they were.
 
-    >>> save_checkpoint(run_dir / "checkpoints", model, tokenizer, labels, state, keep=2)  # doctest: +SKIP
+    >>> save_checkpoint(run_dir / "checkpoints", model, tokenizer, labels, state,
+    ...                 keep=2)  # doctest: +SKIP
     PosixPath('.../checkpoints/step-000200')
     """
     checkpoints_dir = Path(checkpoints_dir)
@@ -85,7 +86,8 @@ def save_checkpoint(checkpoints_dir: Path, model, tokenizer, label_names: list[s
 def load_checkpoint(checkpoint_dir: Path):
     """(model, tokenizer, training_state) of a step checkpoint.
 
-    >>> model, tokenizer, state = load_checkpoint(latest_valid_checkpoint(run_dir / "checkpoints"))  # doctest: +SKIP
+    >>> latest = latest_valid_checkpoint(run_dir / "checkpoints")  # doctest: +SKIP
+    >>> model, tokenizer, state = load_checkpoint(latest)  # doctest: +SKIP
     """
     checkpoint_dir = Path(checkpoint_dir)
     try:

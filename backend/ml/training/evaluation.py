@@ -20,7 +20,10 @@ def move_to(batch: dict, device: torch.device) -> dict:
 
 
 def forward_logits(model, batch: dict) -> torch.Tensor:
-    """Run the classifier on a collated batch; only ids and mask are passed (every family takes them)."""
+    """Run the classifier on a collated batch.
+
+    Only ids and mask are passed: every family takes them.
+    """
     return model_logits(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]))
 
 

@@ -12,9 +12,15 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+# What signal.signal installs and returns: a function, SIG_DFL/SIG_IGN, or None (not set from
+# Python).
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class TrainingInterrupted(Exception):
@@ -39,7 +45,7 @@ class StopRequests:
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, SignalHandler] = {}
 
     @property
     def requested(self) -> bool:

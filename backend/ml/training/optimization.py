@@ -74,7 +74,8 @@ def build_optimizer(model: torch.nn.Module, training, device: torch.device,
 def build_scheduler(optimizer: torch.optim.Optimizer, training, total_steps: int):
     """``training.lr_schedule`` (linear, cosine or constant) after linear warm-up.
 
-    >>> scheduler = build_scheduler(optimizer, TrainingConfig(lr_schedule="cosine"), 1000)  # doctest: +SKIP
+    >>> scheduler = build_scheduler(optimizer, TrainingConfig(lr_schedule="cosine"),
+    ...                             1000)  # doctest: +SKIP
     """
     name = {"constant": "constant_with_warmup"}.get(training.lr_schedule, training.lr_schedule)
     return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps(training, total_steps),

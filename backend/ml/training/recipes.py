@@ -3,7 +3,8 @@
 - ``layerwise_lr_scales``: layer-wise learning-rate decay (``training.layerwise_lr_decay``).
 - ``SentenceAndTokenModel``: the sentence classifier plus a biased-word tagging head
   (``training.biased_words_loss_weight``).
-- ``WeightAverage``: the average of the last evaluated weights (``training.average_last_checkpoints``).
+- ``WeightAverage``: the average of the last evaluated weights
+  (``training.average_last_checkpoints``).
 
 Re-initialising top layers (``model.reinit_layers``) happens when the model is built
 (``models.reinitialize_top_layers``); label smoothing is the loss function's own option.
@@ -12,6 +13,7 @@ Re-initialising top layers (``model.reinit_layers``) happens when the model is b
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,8 +49,9 @@ class SentenceAndTokenModel(nn.Module):
     def __init__(self, classifier: nn.Module):
         super().__init__()
         self.classifier = classifier
-        # This project's head keeps its encoder's config nested; DistilBERT calls the width dim.
-        config = getattr(classifier.config, "encoder_config", None) or classifier.config
+        # A transformers config, or ModelConfig for a registered model; this project's head
+        # keeps its encoder's config nested, and DistilBERT names the width ``dim``.
+        config: Any = getattr(classifier.config, "encoder_config", None) or classifier.config
         hidden_size = getattr(config, "hidden_size", None) or config.dim
         self.token_head = nn.Linear(hidden_size, 2)
 
@@ -69,7 +72,7 @@ class WeightAverage:
                                for name, value in model.state_dict().items()})
 
     def average(self) -> dict[str, torch.Tensor]:
-        """Floating-point tensors averaged, the others (e.g. position ids) from the last snapshot."""
+        """Floating-point tensors averaged; the others (e.g. position ids) from the last one."""
         last = self.snapshots[-1]
         return {name: (torch.stack([snapshot[name] for snapshot in self.snapshots]).mean(0)
                        if value.is_floating_point() else value)

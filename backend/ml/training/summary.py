@@ -35,7 +35,8 @@ def format_run_summary(results: dict) -> str:
                          f"{scores['f1']:>8.4f}{scores['support']:>9d}")
     training, timing = results.get("training", {}), results.get("timing", {})
     if training:
-        lines.append(f"  best {training.get('best_metric')} = {_format_value(training.get('best_value'))}"
+        best_value = _format_value(training.get("best_value"))
+        lines.append(f"  best {training.get('best_metric')} = {best_value}"
                      f" at step {training.get('best_step')} (epoch {training.get('best_epoch')});"
                      f" {training.get('total_steps')} steps"
                      f"{', stopped early' if training.get('stopped_early') else ''}")

@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -173,7 +174,9 @@ class ClassifierTrainer:
         forward_model = self.trained
         if self.training.compile:
             # dynamic=True: batch lengths vary with grouping, and one graph serves them all.
-            forward_model = torch.compile(forward_model, dynamic=True)
+            # For a Module, torch.compile returns an OptimizedModule (a Module); its annotation
+            # says only "a callable".
+            forward_model = cast(torch.nn.Module, torch.compile(forward_model, dynamic=True))
         if self.world.is_distributed:
             device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
             forward_model = DistributedDataParallel(forward_model, device_ids=device_ids)
@@ -183,7 +186,7 @@ class ClassifierTrainer:
         check_resume_world(saved, self.world, self.training.batch_size)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        if self.tags_biased_words:
+        if isinstance(self.trained, SentenceAndTokenModel):  # tags biased words
             self.trained.token_head.load_state_dict(saved["token_head"])
         names = {item.name for item in dataclasses.fields(TrainingState)}
         self.state = TrainingState(**{key: value for key, value in saved.items() if key in names})
@@ -208,13 +211,14 @@ class ClassifierTrainer:
             if not self._stopped_early and last_evaluated != state.global_step:
                 self._evaluate()  # max_steps can end mid-epoch: the final weights are evaluated too
             if self.averager and len(self.averager.snapshots) > 1:
-                self._evaluate_weight_average()
+                self._evaluate_weight_average(self.averager)
         finally:
             progress.close()
         if self.best_evaluation is None and self.best_dir.is_dir():
             self.best_evaluation = self._evaluate_saved_best()
-        return TrainingOutcome(self.best_evaluation, state, state.global_step / self.steps_per_epoch,
-                               self._stopped_early, self._final_train_loss, self.weight_average)
+        return TrainingOutcome(self.best_evaluation, state,
+                               state.global_step / self.steps_per_epoch, self._stopped_early,
+                               self._final_train_loss, self.weight_average)
 
     def _finished(self) -> bool:
         return (self._stopped_early or self.state.global_step >= self.total_steps
@@ -255,7 +259,9 @@ class ClassifierTrainer:
         # The summed loss over the global batch's sentences, scaled so that DDP's mean over
         # processes gives the mean over the global batch: N processes compute what one would.
         scale = self.world.size / (global_size * self.training.gradient_accumulation_steps)
-        no_sync = (self.forward_model.no_sync() if self.world.is_distributed and not sync
+        # The forward model is DDP-wrapped exactly when training is distributed.
+        no_sync = (self.forward_model.no_sync()
+                   if isinstance(self.forward_model, DistributedDataParallel) and not sync
                    else contextlib.nullcontext())
         with no_sync:
             with self.precision.autocast():
@@ -288,8 +294,8 @@ class ClassifierTrainer:
         if not math.isfinite(self._grad_norm) and not self.precision.needs_grad_scaler:
             raise NonFiniteLoss(
                 f"the loss or its gradient became {self._grad_norm} at step "
-                f"{self.state.global_step + 1} (epoch {self.state.epoch + 1}); the weights were not "
-                f"updated. Try a lower training.learning_rate, a warm-up, or "
+                f"{self.state.global_step + 1} (epoch {self.state.epoch + 1}); the weights were "
+                f"not updated. Try a lower training.learning_rate, a warm-up, or "
                 f"training.mixed_precision: no")
         self.scaler.step(self.optimizer)  # with fp16 the scaler skips inf steps and backs off
         self.scaler.update()
@@ -351,7 +357,7 @@ class ClassifierTrainer:
 
     # -- evaluation and checkpoints --------------------------------------------------------
     def _evaluate(self) -> bool:
-        """Evaluate on validation, track, keep the best model; True when early stopping says stop."""
+        """Evaluate on validation, track, keep the best model; True when early stopping says so."""
         state, started = self.state, time.perf_counter()
         evaluation = evaluate(self.model, self.tokenizer, self.splits.validation, "eval",
                               self.splits.label_names, self.config.data.max_length,
@@ -388,14 +394,14 @@ class ClassifierTrainer:
                              "optimizer": self.optimizer.state_dict(),
                              "scheduler": self.scheduler.state_dict(),
                              **({"token_head": self.trained.token_head.state_dict()}
-                                if self.tags_biased_words else {}),
+                                if isinstance(self.trained, SentenceAndTokenModel) else {}),
                              "world_size": self.world.size, "rng_per_rank": per_rank_rng},
                             self.training.save_total_limit)
         self._last_checkpoint_time = time.monotonic()
         self.world.barrier()
         self.state.checkpoint_seconds += time.perf_counter() - started
 
-    def _evaluate_weight_average(self) -> None:
+    def _evaluate_weight_average(self, averager: WeightAverage) -> None:
         """Score the average of the last evaluated weights; it becomes the best model if better.
 
         The averaged weights are evaluated after the snapshots' own evaluations, so early
@@ -403,14 +409,14 @@ class ClassifierTrainer:
         """
         trained_weights = {name: value.detach().clone()
                            for name, value in self.model.state_dict().items()}
-        self.model.load_state_dict(self.averager.average())
+        self.model.load_state_dict(averager.average())
         evaluation = evaluate(self.model, self.tokenizer, self.splits.validation, "eval",
                               self.splits.label_names, self.config.data.max_length,
                               self.training.eval_batch_size, self.world.device,
                               precision=self.precision, world=self.world)
         value = evaluation.metrics[self.metric]
         used = is_improvement(value, self.state.best_value, self.metric)
-        self.weight_average = {"checkpoints": len(self.averager.snapshots),
+        self.weight_average = {"checkpoints": len(averager.snapshots),
                                f"eval/{self.metric}": value, "used": used}
         if used:
             self.state.best_value, self.best_evaluation = value, evaluation
