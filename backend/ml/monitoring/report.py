@@ -21,7 +21,6 @@ import numpy as np
 
 from ..errors import UserError
 from ..experiments.statistics import bootstrap_confidence_intervals, compute_metrics
-from ..fileio import atomic_write_text
 from ..run_directory import RunLayout
 from ..serving.logs import read_feedback, read_predictions, read_sessions
 from .drift import (
@@ -250,11 +249,3 @@ def render_monitor(data: dict) -> str:
     environment.filters["num"] = lambda value, digits=3: ("–" if value is None
                                                           else f"{value:.{digits}f}")
     return environment.get_template("monitor.html").render(**data)
-
-
-def monitor_command(log_dir: Path, output: Path | None, runs_dir: Path) -> int:
-    """Write the monitor report (default ``<log_dir>/monitor.html``) and say where it is."""
-    output = output or Path(log_dir) / "monitor.html"
-    atomic_write_text(output, render_monitor(build_monitor(Path(log_dir), Path(runs_dir))))
-    print(f"Monitor report: {output}")
-    return 0

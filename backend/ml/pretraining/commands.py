@@ -87,13 +87,15 @@ def pretrain_main(argv: list[str]) -> int:
         print(_describe_plan(config))
         print("\nConfig is valid; nothing was trained (--dry-run).")
         return 0
-    from .run import run_pretraining
+    from ..run_directory import read_results
+    from .run import format_pretraining_summary, run_pretraining
 
     try:
-        run_pretraining(config, args.output_dir, run_id=args.run_id)
+        run_dir = run_pretraining(config, args.output_dir, run_id=args.run_id)
     except KeyboardInterrupt:
         raise PretrainingStopped("pre-training interrupted; its run directory is marked "
                                  "'interrupted' and has no encoder/. Pre-training keeps no "
                                  "checkpoints: start it again (a shorter run: --set "
                                  "training.max_steps=N)") from None
+    print(format_pretraining_summary(read_results(run_dir), run_dir))
     return 0

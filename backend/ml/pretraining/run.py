@@ -49,7 +49,8 @@ def _finish(run_dir: Path, results: dict, status: str, error: str | None = None)
     write_results(run_dir, results)
 
 
-def _summary(results: dict, run_dir: Path) -> str:
+def format_pretraining_summary(results: dict, run_dir: Path) -> str:
+    """What a finished pre-training run achieved, and how to fine-tune from its encoder."""
     before, after = results["heldout"]["before"], results["heldout"]["after"]
     timing = results["timing"]
     return (f"Pre-training finished: held-out MLM loss {before['mlm_loss']:.3f} -> "
@@ -83,9 +84,9 @@ def run_pretraining(config: ExperimentConfig, output_dir: str | Path | None = No
     config.save_yaml(RunLayout(run_dir).config)
     write_results(run_dir, results)
     precision = resolve_precision(config.training.mixed_precision, device)
-    print(f"Run directory: {run_dir}\nPre-training {config.model.model_name} on "
-          f"{len(corpus.train)} sentences ({len(corpus.holdout)} held out) on {device.type}, "
-          f"mixed precision {precision.mode} ({precision.reason}).", flush=True)
+    logger.info("Run directory: %s\nPre-training %s on %d sentences (%d held out) on %s, "
+                "mixed precision %s (%s).", run_dir, config.model.model_name, len(corpus.train),
+                len(corpus.holdout), device.type, precision.mode, precision.reason)
     trackers = build_trackers(config, run_dir)
     trackers.log_config(config.to_dict(), {key: results[key] for key in
                                            ("experiment_id", "metadata", "model", "data")})
@@ -124,5 +125,4 @@ def run_pretraining(config: ExperimentConfig, output_dir: str | Path | None = No
         raise
     finally:
         trackers.close(status)
-    print(_summary(results, run_dir))
     return run_dir

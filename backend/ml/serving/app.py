@@ -5,18 +5,23 @@ above the size limits get 413. Predictions of concurrent requests share forward 
 (:class:`MicroBatcher`); with a candidate, each input goes to the version its key selects
 (:class:`TrafficSplit`) and every logged prediction names its version.
 
->>> app = create_app(production, candidate, TrafficSplit(0.5), log_dir=Path("experiments/serving"))  # doctest: +SKIP
->>> uvicorn.run(app, host="127.0.0.1", port=8000)                                                  # doctest: +SKIP
+:class:`ServingApp` holds the served versions, the logs and the batchers, and its methods are
+the routes; :func:`create_app` builds one and returns its FastAPI app.
+
+>>> app = create_app(production, candidate, TrafficSplit(0.5),
+...                  log_dir=Path("experiments/serving"))  # doctest: +SKIP
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,11 +40,12 @@ class ServedModel:
 
     version: str  # production or candidate
     run_id: str
-    classifier: object  # a loaded BiasClassifier
+    # A loaded BiasClassifier, or anything with its label_names, calibration and
+    # predict_with_confidence (an ONNX export, a test double).
+    classifier: Any
     runtime: str = "pytorch"
     metrics: dict = field(default_factory=dict)  # {"eval": {...}, "test": {...}} scalars
     registry_entry: dict | None = None  # promotion record when served from the registry
-    batcher: MicroBatcher | None = None
 
     def describe(self) -> dict:
         described = {"version": self.version, "run_id": self.run_id, "runtime": self.runtime,
@@ -149,70 +155,88 @@ def _text_of(item) -> str:
     return " ".join(part for part in (item.get("title"), item.get("text")) if part)
 
 
-def create_app(production: ServedModel, candidate: ServedModel | None = None,
-               split: TrafficSplit = TrafficSplit(), log_dir: Path = Path("experiments/serving"),
-               log_text: bool = False, shadow: bool = False, limits: Limits = Limits(),
-               max_batch: int = 64, max_wait_ms: float = 0.0,
-               log_max_bytes: int = 50_000_000, log_backups: int = 10) -> FastAPI:
-    """The FastAPI app serving ``production`` (and ``candidate`` for ``split``'s share).
+class ServingApp:
+    """The API's state (served versions, traffic split, logs, batchers) with one method per route.
 
     ``shadow``: the version an input is not routed to classifies it too, logged only, so the
     monitor can measure agreement between versions on the same traffic.
     """
-    models = {PRODUCTION: production, **({CANDIDATE: candidate} if candidate else {})}
-    prediction_log = PredictionLog(log_dir, log_max_bytes, log_backups)
-    feedback_store = FeedbackStore(log_dir)
-    label_names = production.classifier.label_names
+
+    def __init__(self, production: ServedModel, candidate: ServedModel | None = None,
+                 split: TrafficSplit | None = None,
+                 log_dir: Path = Path("experiments/serving"), log_text: bool = False,
+                 shadow: bool = False, limits: Limits | None = None, max_batch: int = 64,
+                 max_wait_ms: float = 0.0, log_max_bytes: int = 50_000_000,
+                 log_backups: int = 10):
+        self.models = {PRODUCTION: production, **({CANDIDATE: candidate} if candidate else {})}
+        self.has_candidate = candidate is not None
+        self.split = split or TrafficSplit()
+        self.log_text = log_text
+        self.shadow = shadow and self.has_candidate
+        self.limits = limits or Limits()
+        self.max_batch, self.max_wait_ms = max_batch, max_wait_ms
+        self.prediction_log = PredictionLog(log_dir, log_max_bytes, log_backups)
+        self.feedback_store = FeedbackStore(log_dir)
+        self.label_names = production.classifier.label_names
+        self.batchers: dict[str, MicroBatcher] = {}  # per version, while the app runs
+
+    def build(self) -> FastAPI:
+        """The FastAPI app with this object's routes, error handler and body size limit."""
+        app = FastAPI(title="Media-bias classifier", lifespan=self.lifespan,
+                      description="Sentence and article bias labels with calibrated "
+                                  "confidence.")
+        app.add_middleware(BodySizeLimit, max_bytes=self.limits.max_body_bytes)
+        app.exception_handler(RequestValidationError)(self.invalid_body)
+        app.get("/health")(self.health)
+        app.get("/model")(self.model_info)
+        app.post("/predict")(self.predict)
+        app.post("/feedback", status_code=201)(self.feedback)
+        return app
 
     @asynccontextmanager
-    async def lifespan(_app):
-        for model in models.values():
-            model.batcher = MicroBatcher(model.classifier.predict_with_confidence, max_batch,
-                                         max_wait_ms)
-            await model.batcher.start()
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        """Start one batcher per version for the app's life."""
+        for name, model in self.models.items():
+            self.batchers[name] = MicroBatcher(model.classifier.predict_with_confidence,
+                                               self.max_batch, self.max_wait_ms)
+            await self.batchers[name].start()
         yield
-        for model in models.values():
-            await model.batcher.stop()
+        for batcher in self.batchers.values():
+            await batcher.stop()
 
-    app = FastAPI(title="Media-bias classifier", lifespan=lifespan,
-                  description="Sentence and article bias labels with calibrated confidence.")
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(_request: Request, error: RequestValidationError):
+    async def invalid_body(self, _request: Request, error: RequestValidationError
+                           ) -> JSONResponse:
         problems = _validation_problems(error)
         return _error(422, "; ".join(problems), problems=problems)
 
-    @app.get("/health")
-    async def health() -> dict:
+    async def health(self) -> dict:
         """Liveness: the versions served and how many batched forward calls each has made."""
-        return {"status": "ok", "versions": {name: model.run_id for name, model in models.items()},
-                "batches": {name: {"calls": model.batcher.batches_run,
-                                   "inputs": model.batcher.items_run}
-                            for name, model in models.items() if model.batcher}}
+        return {"status": "ok",
+                "versions": {name: model.run_id for name, model in self.models.items()},
+                "batches": {name: {"calls": batcher.batches_run, "inputs": batcher.items_run}
+                            for name, batcher in self.batchers.items()}}
 
-    @app.get("/model")
-    async def model_info() -> dict:
+    async def model_info(self) -> dict:
         """Run id, metrics, label names and calibration of each version; the traffic split."""
-        return {"candidate_share": split.candidate_share if candidate else 0.0,
-                "shadow": shadow and candidate is not None,
-                "versions": {name: model.describe() for name, model in models.items()}}
+        return {"candidate_share": self.split.candidate_share if self.has_candidate else 0.0,
+                "shadow": self.shadow,
+                "versions": {name: model.describe() for name, model in self.models.items()}}
 
-    @app.post("/predict")
-    async def predict(body: PredictRequest):
+    async def predict(self, body: PredictRequest):
         """One result per input, as ``BiasClassifier.predict_with_confidence``, plus its version."""
         started = time.perf_counter()
         items = [text if isinstance(text, str) else text.model_dump(exclude_none=True)
                  for text in body.texts]
-        too_large = _size_problem(items, limits)
+        too_large = _size_problem(items, self.limits)
         if too_large:
             return _error(413, too_large)
         keys = [item_key(None if isinstance(item, str) else item.get("id"), _text_of(item))
                 for item in items]
-        routed = [split.version_for(key) if candidate else PRODUCTION for key in keys]
-        runs = {name: [i for i, version in enumerate(routed) if version == name or
-                       (shadow and candidate is not None)] for name in models}
-        answers = await asyncio.gather(*(models[name].batcher.submit([items[i] for i in indices])
+        routed = [self.split.version_for(key) if self.has_candidate else PRODUCTION
+                  for key in keys]
+        runs = {name: [i for i, version in enumerate(routed) if version == name or self.shadow]
+                for name in self.models}
+        answers = await asyncio.gather(*(self.batchers[name].submit([items[i] for i in indices])
                                          for name, indices in runs.items()),
                                        return_exceptions=True)
         latency_ms = (time.perf_counter() - started) * 1000
@@ -225,28 +249,37 @@ def create_app(production: ServedModel, candidate: ServedModel | None = None,
                                        f"({type(answer).__name__}: {answer})")
                 continue  # a failing shadow version never costs a reader the answer
             for index, result in zip(indices, answer):
-                labelled = {**result, "version": name, "run_id": models[name].run_id}
+                labelled = {**result, "version": name, "run_id": self.models[name].run_id}
                 if routed[index] == name:
                     results[index] = labelled
                 records.append(_log_record(labelled, keys[index], items[index], latency_ms,
-                                           routed[index] == name, log_text))
-        prediction_log.write(records)
+                                           routed[index] == name, self.log_text))
+        self.prediction_log.write(records)
         return results
 
-    @app.post("/feedback", status_code=201)
-    async def feedback(body: FeedbackRequest):
+    async def feedback(self, body: FeedbackRequest):
         """Store a label for a sentence or an article; ``retrain`` learns from those with text."""
         label = canonical_label(body.label)
-        if label not in label_names:
-            return _error(422, f"label: {body.label!r} is not one of {', '.join(label_names)}")
+        if label not in self.label_names:
+            return _error(422, f"label: {body.label!r} is not one of "
+                               f"{', '.join(self.label_names)}")
         if body.id is None and not (body.text or "").strip():
             return _error(422, "give the article 'id' or the sentence 'text' the label is for")
-        stored = feedback_store.add({"key": item_key(body.id, body.text), "id": body.id,
-                                     "text": body.text, "label": label, "source": body.source,
-                                     "comment": body.comment})
+        stored = self.feedback_store.add({"key": item_key(body.id, body.text), "id": body.id,
+                                          "text": body.text, "label": label,
+                                          "source": body.source, "comment": body.comment})
         return {"status": "stored", "key": stored["key"], "received_at": stored["received_at"]}
 
-    return app
+
+def create_app(production: ServedModel, candidate: ServedModel | None = None,
+               split: TrafficSplit | None = None, log_dir: Path = Path("experiments/serving"),
+               log_text: bool = False, shadow: bool = False, limits: Limits | None = None,
+               max_batch: int = 64, max_wait_ms: float = 0.0,
+               log_max_bytes: int = 50_000_000, log_backups: int = 10) -> FastAPI:
+    """The FastAPI app serving ``production`` (and ``candidate`` for ``split``'s share; without
+    a split, none). See :class:`ServingApp` for ``shadow``."""
+    return ServingApp(production, candidate, split, log_dir, log_text, shadow, limits,
+                      max_batch, max_wait_ms, log_max_bytes, log_backups).build()
 
 
 def _size_problem(items: list, limits: Limits) -> str | None:

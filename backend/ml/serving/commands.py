@@ -107,7 +107,15 @@ def production_main(argv: list[str]) -> int:
     if args.command == "monitor":
         from ..monitoring import monitor_command
         return monitor_command(args.log_dir, args.output, args.runs_dir)
+    from ..registry import describe_comparison
     from .retrain import retrain
-    retrain(args.base, args.runs_dir, args.registry_dir, args.log_dir, args.data, args.feedback,
-            args.output_dir, args.run_id, register=not args.no_register, metric=args.metric)
+    retrained = retrain(args.base, args.runs_dir, args.registry_dir, args.log_dir, args.data,
+                        args.feedback, args.output_dir, args.run_id,
+                        register=not args.no_register, metric=args.metric)
+    print(describe_comparison(retrained["comparison"]))
+    if not args.no_register:
+        name = retrained["run_dir"].name
+        print(f"{name} is registered as the candidate; serve it beside production with "
+              f"`serve production --candidate candidate`, or promote it with `promote {name} "
+              f"--as production --require-better`.")
     return 0

@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
+import logging
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError, UserError
 from ..fileio import atomic_write_json, atomic_write_text
-from ..registry import ModelRegistry, compare_with_production, describe_comparison
+from ..registry import ModelRegistry, compare_with_production
 from ..registry.commands import resolve_run_dir
 from ..registry.comparison import production_test_set
 from ..run_directory import RunLayout
 from .logs import read_feedback
+
+logger = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("text", "label_bias", "outlet", "topic", "type", "news_link", "origin")
 RETRAIN_TAG = "retrain"
@@ -137,8 +139,7 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
     feedback = read_feedback(feedback_file or log_dir)
     rows, counts = build_training_rows(config, feedback, list(new_files), set(test_texts))
     if not counts.get("feedback") and not new_files:
-        print("warning: no feedback with text and no new files: the new run learns nothing "
-              "new", file=sys.stderr, flush=True)
+        logger.warning("no feedback with text and no new files: the new run learns nothing new")
 
     name = config.experiment_name
     config.experiment_name = name if name.endswith(f"_{RETRAIN_TAG}") else f"{name}_{RETRAIN_TAG}"
@@ -159,11 +160,7 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
               "new_files": [str(path) for path in new_files], "counts": counts}
     atomic_write_json(RunLayout(run_dir).retrain_record, record)
     comparison = compare_with_production(run_dir, production_dir, metric, alpha)
-    print(describe_comparison(comparison))
     if register:
         registry.promote(run_dir, "candidate", comparison=comparison,
                          reason=f"retrained from {base_dir.name} on feedback")
-        print(f"{run_dir.name} is registered as the candidate; serve it beside production with "
-              f"`serve production --candidate candidate`, or promote it with `promote "
-              f"{run_dir.name} --as production --require-better`.")
     return {"run_dir": run_dir, "counts": counts, "comparison": comparison}

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -24,6 +25,8 @@ from ..run_directory import RunLayout, read_results
 from .app import Limits, ServedModel, create_app
 from .logs import record_session
 from .traffic import CANDIDATE, PRODUCTION, TrafficSplit
+
+logger = logging.getLogger(__name__)
 
 RUNTIMES = {"pytorch": None, "onnx": ONNX_FILE, "int8": ONNX_INT8_FILE}
 
@@ -97,9 +100,9 @@ def serve_command(args, runs_dir: Path) -> int:
                      limits=Limits(max_texts=args.max_texts), max_wait_ms=args.batch_wait_ms)
     split = (f" and {models[CANDIDATE].run_id} (candidate, {share:.0%} of traffic)"
              if args.candidate else "")
-    print(f"Serving {models[PRODUCTION].run_id} (production){split} on "
-          f"http://{args.host}:{args.port}  (API docs: /docs; predictions logged to "
-          f"{args.log_dir})", flush=True)
+    logger.info("Serving %s (production)%s on http://%s:%s  (API docs: /docs; predictions "
+                "logged to %s)", models[PRODUCTION].run_id, split, args.host, args.port,
+                args.log_dir)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
