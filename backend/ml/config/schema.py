@@ -1,7 +1,7 @@
 """Experiment config sections: plain dataclasses holding names and numbers only.
 
-Every field carries ``help`` (shown by ``--help-config`` and the README reference) and,
-where it applies, ``choices`` and numeric bounds that :mod:`.validation` checks.
+Every field carries ``help`` (shown by ``run_experiment.py help-config`` and the README
+reference) and, where it applies, ``choices`` and numeric bounds that :mod:`.validation` checks.
 Configs never hold objects, so each one round-trips through YAML unchanged.
 """
 

@@ -40,7 +40,7 @@ def add_production_subcommands(sub) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--runtime", default="pytorch", choices=("pytorch", "onnx", "int8"),
-                       help="onnx / int8 serve the run's --export files")
+                       help="onnx / int8 serve the run's `export` files")
     serve.add_argument("--log-text", action="store_true",
                        help="keep input texts in the prediction log (off: lengths and hashes only)")
     serve.add_argument("--max-texts", type=int, default=256, help="inputs per request at most")
