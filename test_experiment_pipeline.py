@@ -146,7 +146,7 @@ def test_same_seed_same_metrics_and_resume_matches_uninterrupted(tmp_path, tiny_
     crashed = read_results(again)
     crashed["status"] = "running"
     (again / "results.json").write_text(json.dumps(crashed))
-    resumed = run_cli("--resume", str(again), check=True)
+    resumed = run_cli("resume", str(again), check=True)
     assert "Resuming" in resumed.stdout
     after = read_results(again)
     assert after["status"] == "completed"
@@ -228,7 +228,7 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "--resume" in stderr and "Traceback" not in stderr
+    assert "run_experiment.py resume RUN_DIR" in stderr and "Traceback" not in stderr
     assert read_results(only_run_dir(tmp_path / "runs"))["status"] == "interrupted"
 
 

@@ -96,7 +96,7 @@ def create_vm(args, bucket: str) -> None:
           f"  copy code: gcloud compute scp --recurse . {name}:~/media-bias --zone {zone}\n"
           f"  train:     cd ~/media-bias && pip install -e . && "
           f"python run_experiment.py experiments/configs/quickstart.yaml\n"
-          f"  delete:    python run_experiment.py --cloud-teardown --set cloud.project="
+          f"  delete:    python run_experiment.py cloud teardown --set cloud.project="
           f"{args.project}")
 
 

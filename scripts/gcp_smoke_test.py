@@ -5,7 +5,7 @@
 
 Trains a tiny randomly initialised model on the shipped demo data on one NVIDIA T4 spot VM,
 forces a preemption once a checkpoint is in the bucket (instances.simulateMaintenanceEvent),
-continues the run on a replacement VM (--sync RUN_ID --cloud) and then asserts:
+continues the run on a replacement VM (cloud sync RUN_ID --continue) and then asserts:
 
   * CUDA was used (the VM's log shows torch seeing the GPU; the run's config says cuda),
   * the replacement resumed from a checkpoint (metadata.resumed_from_step > 0),
@@ -48,7 +48,7 @@ SMOKE_CONFIG = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Steps: launch (--detach), wait for a checkpoint, "
-                                     "simulateMaintenanceEvent, --sync --cloud, checks.",
+                                     "simulateMaintenanceEvent, cloud sync --continue, checks.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", required=True, help="GCP project id")
     parser.add_argument("--region", default="us-central1")
@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(20)
             print(f"forcing a preemption of {first['instance']} (simulateMaintenanceEvent)")
             compute.simulate_maintenance(args.project, first["zone"], first["instance"])
-            continued = _cli("--sync", run_id, "--cloud", "--yes", "--output-dir",
-                             str(runs_dir), *overrides)
+            continued = _cli("cloud", "sync", run_id, "--continue", "--runs-dir", str(runs_dir),
+                             *overrides)
             print("checks:")
             _check(continued.returncode == 0, "the run completed after the preemption", failures)
             run = load_launch(client, bucket, run_id)
@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"cost ${run.spent_usd():.2f} < ${args.max_cost_usd:.2f} "
                    f"({run.vm_hours():.2f} VM-hours)", failures)
         finally:
-            _cli("--cloud-teardown", "--yes", "--run-id", run_id, "--output-dir",
-                 str(runs_dir), *overrides)
+            _cli("cloud", "teardown", "--yes", "--run-id", run_id, *overrides)
     print(f"\n{'FAILED: ' + '; '.join(failures) if failures else 'All checks passed.'} "
           f"(run {run_id} stays in {run_url})")
     return 1 if failures else 0

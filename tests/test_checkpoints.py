@@ -148,7 +148,7 @@ def test_resume_passes_over_a_truncated_newest_checkpoint_to_the_same_result(tmp
     listed = ExperimentManager(tmp_path).load_run(run_dir.name)
     assert (listed.status, listed.resumable) == ("crashed", True) and older.name in listed.reason
 
-    resumed = run_cli("--resume", str(run_dir), check=True)
+    resumed = run_cli("resume", str(run_dir), check=True)
     assert f"skipping checkpoint {newest}: model/model.safetensors has" in resumed.stderr
     assert f"Resuming {run_dir.name} from {older.name}" in resumed.stdout
     after, original = read_results(run_dir), read_results(tiny_run_dir)

@@ -1,10 +1,13 @@
-"""Flags that cannot go together are refused with a message, never silently dropped."""
+"""The command line: subcommands, the ``CONFIG.yaml`` front door, and the mode flags that came
+before the subcommands, which still work with a note. Flags that cannot go together are refused
+with a message, never silently dropped."""
 
 from __future__ import annotations
 
 import pytest
 
-from backend.ml.cli import main
+from backend.ml.cli import SUBCOMMANDS, main
+from backend.ml.cli_flags import subcommand_argv
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -16,13 +19,93 @@ from backend.ml.cli import main
      "--cloud-logs and --cloud-cost cannot be combined"),
     (["--follow", "--cloud-status"], "--follow only works with --cloud-logs"),
     (["a.yaml", "--max-parallel", "3"], "--max-parallel only works with --cloud"),
-    (["--predict", "run_1"], "--predict needs --input FILE and --output OUT.jsonl"),
     (["--input", "x.txt", "--compare"], "--input only works with --predict"),
     (["--report", "out.html", "--resume", "runs/a"], "--report only works with --compare"),
-    (["--dry-run", "--compare"], "--dry-run only works with CONFIG.yaml"),
+    (["--dry-run", "--compare"], "--dry-run only works with CONFIG.yaml or --cloud"),
+    (["--cloud", "--compare"], "--cloud only works with CONFIG.yaml or --sync"),
+    (["--resume", "runs/a", "--set", "training.epochs=1"], "--set only works with CONFIG.yaml"),
+    (["--sync", "run_1", "--yes"], "--yes only works with --cloud or --cloud-teardown"),
+    (["--sync", "run_1", "a.yaml", "b.yaml"], "--sync reads one CONFIG.yaml"),
+    (["--set", "training.epochs=1"], "give CONFIG.yaml or a command"),
+    ([], "give CONFIG.yaml or a command"),
+    # A mode flag becomes its subcommand, whose parser checks the rest.
+    (["--predict", "run_1"], "the following arguments are required: --input, --output"),
 ])
 def test_conflicting_or_orphan_flags_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "a.yaml", "--detach"], "unrecognized arguments: --detach"),
+    (["train"], "the following arguments are required: CONFIG.yaml"),
+    (["compare", "--compare"], "unrecognized arguments: --compare"),
+    (["resume", "runs/a", "--set", "training.epochs=1"], "unrecognized arguments: --set"),
+    (["cloud"], "the following arguments are required: {launch,status,logs,cost,sync,teardown}"),
+    (["cloud", "logs"], "the following arguments are required: RUN_ID"),
+    (["export", "run_1", "--format", "tflite"], "invalid choice: 'tflite'"),
+])
+def test_subcommands_refuse_what_they_do_not_take(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, rewritten", [
+    (["--compare"], ["compare"]),
+    (["--compare", "run_a", "run_b", "--output-dir", "runs", "--report", "r.html"],
+     ["compare", "run_a", "run_b", "--runs-dir", "runs", "--report", "r.html"]),
+    (["--resume", "runs/a"], ["resume", "runs/a"]),
+    (["--predict", "run_1", "--input", "in.txt", "--output", "out.jsonl"],
+     ["predict", "run_1", "--input", "in.txt", "--output", "out.jsonl"]),
+    (["--export", "run_1", "--export-format", "onnx"], ["export", "run_1", "--format", "onnx"]),
+    (["--help-config"], ["help-config"]),
+    (["--sync", "run_1", "--cloud", "--set", "cloud.project=p", "--set", "cloud.bucket=b"],
+     ["cloud", "sync", "run_1", "--set", "cloud.project=p", "--set", "cloud.bucket=b",
+      "--continue"]),
+    (["--cloud-status", "a.yaml"], ["cloud", "status", "--config", "a.yaml"]),
+    (["--cloud-logs", "run_1", "--follow"], ["cloud", "logs", "run_1", "--follow"]),
+    (["--cloud-cost", "run_1", "--output-dir", "runs"],
+     ["cloud", "cost", "run_1", "--runs-dir", "runs"]),
+    (["--cloud-teardown", "--run-id", "run_1", "--yes"],
+     ["cloud", "teardown", "--run-id", "run_1", "--yes"]),
+])
+def test_mode_flags_become_their_subcommand_with_a_note(argv, rewritten, capsys):
+    assert subcommand_argv(argv) == rewritten
+    note = capsys.readouterr().err
+    assert note.startswith(f"note: {argv[0]} is deprecated; use: run_experiment.py {rewritten[0]}")
+    assert note.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, rewritten", [
+    (["a.yaml"], ["train", "a.yaml"]),
+    (["a.yaml", "b.yml", "--set", "training.epochs=1", "--dry-run", "--output-dir", "runs"],
+     ["train", "a.yaml", "b.yml", "--set", "training.epochs=1", "--output-dir", "runs",
+      "--dry-run"]),
+    (["a.yaml", "--cloud", "--yes", "--detach", "--run-id", "r1"],
+     ["cloud", "launch", "a.yaml", "--run-id", "r1", "--yes", "--detach"]),
+    (["a.yaml", "b.yaml", "--cloud", "--max-parallel", "2"],
+     ["cloud", "launch", "a.yaml", "b.yaml", "--max-parallel", "2"]),
+])
+def test_config_first_is_train_or_cloud_launch_without_a_note(argv, rewritten, capsys):
+    assert subcommand_argv(argv) == rewritten
+    assert capsys.readouterr().err == ""
+
+
+def test_help_lists_every_subcommand_with_a_line_each(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    listing = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert f"\n    {name} " in listing or f"\n    {name}\n" in listing, name
+
+
+def test_a_mode_flag_still_does_its_job(capsys):
+    assert main(["--help-config"]) == 0
+    captured = capsys.readouterr()
+    assert "training.epochs = " in captured.out
+    assert "note: --help-config is deprecated; use: run_experiment.py help-config" in captured.err

@@ -92,10 +92,10 @@ def test_the_cli_dispatches_cloud_cost_and_reports_an_unknown_run_plainly(gcs, f
     _launched(client, bucket, [{"instance": "mb-logs-abc123-0", "zone": ZONE,
                                 "created_at": _ago(hours=1), "ended_at": _ago(minutes=30)}])
     where = ["--set", f"cloud.project={PROJECT}", "--set", f"cloud.bucket={bucket}",
-             "--output-dir", str(tmp_path / "runs")]
-    shown = run_cli("--cloud-cost", "logs_abc123", *where, check=True)
+             "--runs-dir", str(tmp_path / "runs")]
+    shown = run_cli("cloud", "cost", "logs_abc123", *where, check=True)
     assert "0.50 h" in shown.stdout and "$    0.25" in shown.stdout
-    missing = run_cli("--cloud-logs", "no_such_run", *where)
+    missing = run_cli("cloud", "logs", "no_such_run", *where)
     assert missing.returncode == 1 and "no cloud run 'no_such_run'" in missing.stderr
     assert "Traceback" not in missing.stderr
 

@@ -159,7 +159,7 @@ def test_preempted_vm_is_replaced_and_the_replacement_resumes(gcs, fake_compute)
     assert names == ["mb-tiny-0a1b2c-0", "mb-tiny-0a1b2c-1"]
     # the replacement runs the same run (same bucket prefix, same id): its script resumes
     script = fake_compute.inserts[1]["body"]["metadata"]["items"][0]["value"]
-    assert "RUN_ID=tiny_0a1b2c" in script and "--resume" in script
+    assert "RUN_ID=tiny_0a1b2c" in script and "run_experiment.py resume" in script
     assert [vm["instance"] for vm in run.vms] == names
     assert any("was preempted (spot)" in m for m in messages)
     assert fake_compute.live() == []
@@ -263,7 +263,7 @@ def test_detach_leaves_the_self_deleting_vm_and_status_teardown_sync_find_it(
     client, bucket = gcs
     config_path = _cloud_config(tmp_path, bucket)
     assert cloud_run_command(_args(tmp_path, config_path, detach=True, run_id="tiny_d00d00")) == 0
-    assert "--sync tiny_d00d00" in capsys.readouterr().out
+    assert "cloud sync tiny_d00d00" in capsys.readouterr().out
     assert fake_compute.live() == ["mb-tiny-d00d00-0"]
 
     status_args = _args(tmp_path, config_path, cloud=False, cloud_status=True)
@@ -284,9 +284,9 @@ def test_detach_leaves_the_self_deleting_vm_and_status_teardown_sync_find_it(
     assert "tiny_d00d00" in out and "crashed: no completion marker and no VM" in out
     assert "running on" not in out
 
-    # preempted while detached: --sync reports it, --sync --cloud replaces the VM and waits
+    # preempted while detached: cloud sync reports it; --continue replaces the VM and waits
     assert sync_command(sync_args) == 1
-    assert "--sync tiny_d00d00 --cloud" in capsys.readouterr().out
+    assert "cloud sync tiny_d00d00 --continue" in capsys.readouterr().out
     run = CloudRun.from_dict(storage.read_json(client, f"gs://{bucket}/runs/tiny_d00d00/cloud/"
                                                         f"launch.json"))
     fake_compute.on_insert = lambda *_: _finish(client, run)

@@ -124,7 +124,8 @@ def test_a_stopped_vm_is_found_and_deleted_by_the_watcher(gcs, fake_compute, how
         fake_compute.host_maintenance(name)
     else:
         fake_compute.set_status(name, "TERMINATED")  # shut down, delete-self failed
-    with pytest.raises(CloudError, match=r"stopped \(TERMINATED\).*--sync life_0a1b2c --cloud"):
+    with pytest.raises(CloudError,
+                       match=r"stopped \(TERMINATED\).*cloud sync life_0a1b2c --continue"):
         watch_run(compute, client, run, poll_seconds=0, log=_quiet, sleep=_quiet)
     assert len(fake_compute.inserts) == 1 and fake_compute.live() == []
 

@@ -100,7 +100,8 @@ def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
     log = done.stdout + done.stderr
     assert done.returncode == 0, log
     assert torchrun_args.read_text().split() == [
-        "--standalone", "--nproc_per_node=2", "run_experiment.py", "cloud_inputs/config.yaml",
+        "--standalone", "--nproc_per_node=2", "run_experiment.py", "train",
+        "cloud_inputs/config.yaml",
         "--run-id", RUN_ID, "--output-dir", str(tmp_path / "vm0" / "runs"),
         "--set", "training.device=cpu"]
     marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")

@@ -44,9 +44,10 @@ def test_same_run_id_and_resume_are_refused_while_alive_and_a_killed_run_shows_c
         second = run_cli(str(intruder), "--output-dir", str(runs), "--run-id", "shared")
         assert second.returncode == 1 and "Traceback" not in second.stderr
         assert f"run directory {run_dir} is in use by pid {first.pid}" in second.stderr
-        resumed = run_cli("--resume", str(run_dir))
+        resumed = run_cli("resume", str(run_dir))
         assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
-        assert "--resume continues only a run whose process has stopped" in resumed.stderr
+        assert "`run_experiment.py resume` continues only a run whose process has stopped" \
+            in resumed.stderr
         assert first.poll() is None, "the first run must still be training"
         assert "intruder" not in (run_dir / "config.yaml").read_text()
 

@@ -94,7 +94,7 @@ def test_cv_run_has_fold_runs_and_mean_std_and_competes_for_best(trained_runs):
 
 def test_compare_cli_writes_the_report_for_real_runs(trained_runs):
     runs_dir, _ = trained_runs
-    completed = run_cli("--compare", "--output-dir", str(runs_dir), check=True)
+    completed = run_cli("compare", "--runs-dir", str(runs_dir), check=True)
     report = runs_dir.parent / "comparison.html"
     assert str(report) in completed.stdout
     text = report.read_text(encoding="utf-8")
@@ -106,7 +106,7 @@ def test_compare_cli_writes_the_report_for_real_runs(trained_runs):
     assert curves.count("<svg") >= 1
     assert _run_id(runs_dir, LOW) in curves and _run_id(runs_dir, HIGH) in curves
     typo = _run_id(runs_dir, LOW)[:-1] + "z"
-    unknown = run_cli("--compare", typo, "--output-dir", str(runs_dir))
+    unknown = run_cli("compare", typo, "--runs-dir", str(runs_dir))
     assert unknown.returncode != 0
     assert f"unknown run '{typo}'" in unknown.stderr
     assert _run_id(runs_dir, LOW) in unknown.stderr  # the close match is suggested

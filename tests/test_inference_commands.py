@@ -110,7 +110,7 @@ def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path):
     source = tmp_path / "news.txt"
     source.write_text(f"{NEWS_SENTENCES[0]}\n{ARTICLE}\n")
     out = tmp_path / "predictions.jsonl"
-    completed = run_cli("--predict", str(tiny_run_dir), "--input", str(source), "--output",
+    completed = run_cli("predict", str(tiny_run_dir), "--input", str(source), "--output",
                         str(out))
     assert completed.returncode == 0, completed.stderr
     records = read_jsonl(out)
@@ -119,14 +119,14 @@ def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path):
 
     copy = tmp_path / "runs" / tiny_run_dir.name  # exports go into the run: leave the shared one be
     shutil.copytree(tiny_run_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
-    exported = run_cli("--export", tiny_run_dir.name, "--export-format", "onnx",
-                       "--output-dir", str(tmp_path / "runs"))
+    exported = run_cli("export", tiny_run_dir.name, "--format", "onnx",
+                       "--runs-dir", str(tmp_path / "runs"))
     assert exported.returncode == 0, exported.stderr
     report = json.loads((copy / "exports" / "export_report.json").read_text())
     assert report["exports"]["onnx"]["agreement"] == 1.0
 
-    missing = run_cli("--predict", "no_such_run", "--input", str(source), "--output",
-                      str(tmp_path / "x.jsonl"), "--output-dir", str(tmp_path))
+    missing = run_cli("predict", "no_such_run", "--input", str(source), "--output",
+                      str(tmp_path / "x.jsonl"), "--runs-dir", str(tmp_path))
     assert missing.returncode == 1 and "No run or model named" in missing.stderr
     assert "Traceback" not in missing.stderr
 

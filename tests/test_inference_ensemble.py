@@ -75,8 +75,8 @@ def test_cli_predict_takes_a_cross_validation_run_id(cv_run, tmp_path, capsys):
     source.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     output = tmp_path / "predictions.jsonl"
 
-    code = main(["--predict", cv_run.name, "--input", str(source), "--output", str(output),
-                 "--output-dir", str(cv_run.parent)])
+    code = main(["predict", cv_run.name, "--input", str(source), "--output", str(output),
+                 "--runs-dir", str(cv_run.parent)])
 
     assert code == 0
     assert "ensemble of 2 fold models" in capsys.readouterr().err

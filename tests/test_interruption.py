@@ -84,14 +84,14 @@ def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]
-    assert "--resume" in stderr and "Traceback" not in stderr
+    assert "run_experiment.py resume RUN_DIR" in stderr and "Traceback" not in stderr
     stopped = read_results(run_dir)
     assert stopped["status"] == "interrupted" and "SIGTERM" in stopped["error"]
     step = stopped["interrupted_at_step"]
     assert (run_dir / "checkpoints" / f"step-{step:06d}" / "training_state.pt").is_file()
 
     # SIGKILL while a checkpoint is being written: the partial one is ignored on resume.
-    process = start("--resume", str(run_dir))
+    process = start("resume", str(run_dir))
     wait_for(lambda: any(path.name.endswith(".partial")
                          for path in (run_dir / "checkpoints").iterdir()),
              process, "a checkpoint write")
@@ -100,7 +100,7 @@ def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path)
     assert read_results(run_dir)["status"] == "running"  # what a crash leaves behind
 
     # SIGKILL as soon as an epoch's last step is logged, when its evaluation runs.
-    process = start("--resume", str(run_dir))
+    process = start("resume", str(run_dir))
     resumed_from = None
 
     def at_an_epoch_end() -> bool:
@@ -113,7 +113,7 @@ def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
 
-    run_cli("--resume", str(run_dir), check=True)
+    run_cli("resume", str(run_dir), check=True)
     final = read_results(run_dir)
     assert final["status"] == "completed"
     assert final["eval"] == reference["eval"] and final["test"] == reference["test"]

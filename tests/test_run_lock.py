@@ -69,7 +69,7 @@ def test_a_live_holder_in_another_process_is_refused_by_name(tmp_path, holder):
         RunLock(tmp_path, action="resume").acquire()
     message = str(refused.value)
     assert f"pid {process.pid} on host {socket.gethostname()}" in message
-    assert "--resume continues only a run whose process has stopped" in message
+    assert "`run_experiment.py resume` continues only a run whose process has stopped" in message
     assert f"kill -TERM {process.pid}" in message
     with pytest.raises(RunInUseError, match="choose another --run-id"):
         RunLock(tmp_path, action="train").acquire()

@@ -53,7 +53,7 @@ def test_a_dead_process_makes_a_running_run_crashed_and_says_where_to_resume(tmp
     status = effective_status(run_dir)
     assert status.status == "crashed" and status.resumable
     assert status.resumable_from == run_dir / "checkpoints" / "step-000040"
-    assert f"--resume {run_dir}" in status.reason and "step-000040" in status.reason
+    assert f"run_experiment.py resume {run_dir}" in status.reason and "step-000040" in status.reason
 
 
 def test_without_a_valid_checkpoint_a_crashed_run_is_not_resumable(tmp_path):
@@ -103,7 +103,7 @@ def test_manager_table_and_report_show_crashed_runs(tmp_path):
     assert "crashed (resumable)" in rows["crashed_aaaaaa"]
     assert "crashed" in rows["lost_bbbbbb"] and "resumable" not in rows["lost_bbbbbb"]
     assert "running" in rows["live_cccccc"]
-    assert f"--resume {runs / 'crashed_aaaaaa'}" in table
+    assert f"run_experiment.py resume {runs / 'crashed_aaaaaa'}" in table
 
     report = tmp_path / "comparison.html"
     write_report(manager, manager.list_runs(), report)

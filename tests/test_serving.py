@@ -225,7 +225,7 @@ def test_serve_errors_are_plain_messages(runs_dir, tmp_path, capsys):
     assert main(["serve", "production", *common]) == 1
     assert "no production model in" in capsys.readouterr().err
     assert main(["serve", "tiny_serve", "--runtime", "int8", *common]) == 1
-    assert "--export" in capsys.readouterr().err
+    assert "run_experiment.py export" in capsys.readouterr().err
     assert main(["serve", "tiny_serve", "--candidate-share", "0.2", *common]) == 1
     assert "--candidate-share needs --candidate" in capsys.readouterr().err
     with socket.socket() as taken:

@@ -214,10 +214,10 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
     pair_dir = tmp_path / "runs" / "pair"
     shutil.rmtree(pair_dir / "checkpoints" / "step-000012")
     shutil.rmtree(pair_dir / "final_model")
-    refused = run_cli("--resume", str(pair_dir))
+    refused = run_cli("resume", str(pair_dir))
     assert refused.returncode == 1 and "torchrun --nproc_per_node 2" in refused.stderr
     assert "Traceback" not in refused.stderr
-    resumed = torchrun("--resume", str(pair_dir))
+    resumed = torchrun("resume", str(pair_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = read_results(pair_dir)
     assert after["metadata"]["resumed_from_step"] == 8 and after["status"] == "completed"

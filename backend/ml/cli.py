@@ -1,7 +1,9 @@
 """``python run_experiment.py``: train from YAML configs, compare runs, predict, run on GCP.
 
-User mistakes (bad configs, bad data, unknown runs) are printed as plain messages without a
-traceback; invalid configs exit with status 2.
+One parser with a subcommand per job, each bound to one handler. ``CONFIG.yaml [--cloud]`` without
+a subcommand, and the mode flags that came before the subcommands, are rewritten to a subcommand
+by ``cli_flags`` first. User mistakes (bad configs, bad data, unknown runs) are printed as plain
+messages without a traceback; invalid configs and invalid command lines exit with status 2.
 """
 
 from __future__ import annotations
@@ -13,29 +15,41 @@ import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+from .cli_flags import subcommand_argv
 from .errors import ConfigError, UserError
+from .pretraining.commands import add_pretrain_subcommand
 from .run_directory import DEFAULT_RUNS_DIR
+from .serving.commands import add_production_subcommands
 from .training.interruption import TrainingInterrupted
+
+DESCRIPTION = """Train, evaluate, track and compare media-bias classifiers from YAML experiment \
+configs.
+
+`run_experiment.py CONFIG.yaml ...` is short for `train CONFIG.yaml ...`, and
+`run_experiment.py CONFIG.yaml ... --cloud` for `cloud launch CONFIG.yaml ...`.
+Each command has its own --help."""
 
 EPILOG = """examples:
   python run_experiment.py experiments/configs/quickstart.yaml
   python run_experiment.py experiments/configs/quickstart.yaml --set training.epochs=1 --dry-run
   python run_experiment.py a.yaml b.yaml c.yaml            # run in turn, then compare
-  python run_experiment.py --compare                       # HTML report of every run
-  python run_experiment.py --predict RUN_ID --input news.txt --output predictions.jsonl
+  python run_experiment.py resume experiments/runs/quickstart_minilm_3f9a1c
+  python run_experiment.py compare                         # HTML report of every run
+  python run_experiment.py predict RUN_ID --input news.txt --output predictions.jsonl
   python run_experiment.py experiments/configs/bert_baseline.yaml --cloud --dry-run
-  python run_experiment.py promote RUN_ID --as production     # then: serve, monitor, retrain
-  python run_experiment.py serve production --port 8000       # see `serve --help`
-  python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml   # pretrain --help
+  python run_experiment.py cloud status                    # also: logs, cost, sync, teardown
+  python run_experiment.py promote RUN_ID --as production  # then: serve, monitor, retrain
+  python run_experiment.py serve production --port 8000
+  python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml
 """
 
+# The first word that names a subcommand; anything else is CONFIG.yaml or a flag (cli_flags).
+SUBCOMMANDS = ("train", "resume", "compare", "predict", "export", "help-config", "cloud",
+               "pretrain", "serve", "promote", "registry", "monitor", "retrain")
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="run_experiment.py", description="Train, evaluate, track and compare media-bias "
-        "classifiers from YAML experiment configs.", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="*", metavar="CONFIG.yaml",
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("configs", nargs="+", metavar="CONFIG.yaml",
                         help="experiment configs; several run in turn and end with a comparison")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field, e.g. --set training.epochs=1 (repeatable)")
@@ -46,50 +60,132 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validate and print the resolved config and the plan; train nothing")
     parser.add_argument("--run-id", metavar="ID",
                         help="use exactly this run directory name instead of <name>_<random id>")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue an interrupted run from its newest checkpoint")
-    parser.add_argument("--help-config", action="store_true",
-                        help="list every config field with its default and help text")
 
-    compare = parser.add_argument_group("comparing runs")
-    compare.add_argument("--compare", nargs="*", metavar="RUN",
-                         help="write experiments/comparison.html for these runs (all when none)")
+
+def _add_runs_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, metavar="DIR",
+                        help="where run ids are looked up (default: experiments/runs)")
+
+
+def _one_config(path: str) -> list[str]:
+    # The cloud commands read the config list that CONFIG.yaml positionals used to fill.
+    return [path]
+
+
+def _add_cloud_settings(parser: argparse.ArgumentParser, runs_dir: bool) -> None:
+    parser.add_argument("--config", dest="configs", type=_one_config, default=[],
+                        metavar="CONFIG.yaml",
+                        help="take cloud.project and cloud.bucket from this config")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field, e.g. --set cloud.project=ID")
+    if runs_dir:
+        parser.add_argument("--runs-dir", dest="output_dir", type=Path, metavar="DIR",
+                            help="the local runs directory (default: the config's output_dir, "
+                            "experiments/runs)")
+    else:
+        # The cloud commands' shared project lookup reads it; these commands write no run.
+        parser.set_defaults(output_dir=None)
+
+
+def _add_cloud_subcommands(sub) -> None:
+    cloud = sub.add_parser("cloud", help="train on GCP GPU VMs and look after those runs "
+                           "(see docs/cloud.md)", description="Cloud runs on GCP Compute Engine; "
+                           "see docs/cloud.md.")
+    commands = cloud.add_subparsers(dest="cloud_command", required=True,
+                                    metavar="{launch,status,logs,cost,sync,teardown}")
+
+    launch = commands.add_parser("launch", help="train configs on GPU VMs (cost estimate first)",
+                                 description="Same as `run_experiment.py CONFIG.yaml ... --cloud`.")
+    launch.set_defaults(handler=_cloud_command("cloud_run_command"))
+    _add_training_options(launch)
+    launch.add_argument("--yes", action="store_true", help="do not ask to confirm the cost")
+    launch.add_argument("--detach", action="store_true",
+                        help="return once the VM runs; fetch results later with `cloud sync`")
+    launch.add_argument("--max-parallel", type=int, metavar="N",
+                        help="with several configs or a sweep: VMs at once (default 4)")
+
+    status = commands.add_parser("status", help="the project's training VMs and cloud runs")
+    status.set_defaults(handler=_cloud_command("cloud_status_command"))
+    _add_cloud_settings(status, runs_dir=False)
+
+    logs = commands.add_parser("logs", help="a cloud run's VM log from the bucket")
+    logs.set_defaults(handler=_cloud_command("cloud_logs_command"))
+    logs.add_argument("cloud_logs", metavar="RUN_ID")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
+    _add_cloud_settings(logs, runs_dir=True)
+
+    cost = commands.add_parser("cost", help="a cloud run's VM-hours and cost so far, next to "
+                               "the estimate")
+    cost.set_defaults(handler=_cloud_command("cloud_cost_command"))
+    cost.add_argument("cloud_cost", metavar="RUN_ID")
+    _add_cloud_settings(cost, runs_dir=True)
+
+    sync = commands.add_parser("sync", help="fetch a cloud run's results; --continue restarts a "
+                               "stopped one")
+    sync.set_defaults(handler=_cloud_command("sync_command"))
+    sync.add_argument("sync", metavar="RUN_ID")
+    sync.add_argument("--continue", dest="cloud", action="store_true",
+                      help="a preempted or stopped run: continue it from its last checkpoint on "
+                      "a replacement VM")
+    _add_cloud_settings(sync, runs_dir=True)
+
+    teardown = commands.add_parser("teardown", help="delete the project's training VMs (or one "
+                                   "run's)")
+    teardown.set_defaults(handler=_cloud_command("cloud_teardown_command"))
+    teardown.add_argument("--run-id", metavar="ID", help="only this run's VMs")
+    teardown.add_argument("--yes", action="store_true", help="do not ask to confirm")
+    _add_cloud_settings(teardown, runs_dir=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_experiment.py", description=DESCRIPTION,
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train and evaluate from configs (also: "
+                           "run_experiment.py CONFIG.yaml)")
+    train.set_defaults(handler=_train)
+    _add_training_options(train)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from its newest "
+                            "checkpoint")
+    resume.set_defaults(handler=_resume)
+    resume.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+
+    compare = sub.add_parser("compare", help="comparison table and HTML report of runs")
+    compare.set_defaults(handler=_compare)
+    compare.add_argument("runs", nargs="*", metavar="RUN", help="run ids or directories (default: "
+                         "every run)")
     compare.add_argument("--report", type=Path, metavar="FILE",
-                         help="where --compare writes the HTML report")
+                         help="where the HTML report goes (default: comparison.html next to the "
+                         "runs directory)")
+    _add_runs_dir(compare)
 
-    predict = parser.add_argument_group("prediction and export")
-    predict.add_argument("--predict", metavar="RUN_ID_OR_PATH",
-                         help="predict with a run's final model (run id, run dir or model dir)")
-    predict.add_argument("--input", type=Path, metavar="FILE",
+    predict = sub.add_parser("predict", help="predict with a run's final model")
+    predict.set_defaults(handler=_predict)
+    predict.add_argument("run", metavar="RUN_ID_OR_PATH", help="run id, run dir or model dir")
+    predict.add_argument("--input", type=Path, metavar="FILE", required=True,
                          help="sentences or articles to predict: .txt (one per line), .csv "
                          "(a text column) or .jsonl (objects with text)")
-    predict.add_argument("--output", type=Path, metavar="OUT.jsonl",
+    predict.add_argument("--output", type=Path, metavar="OUT.jsonl", required=True,
                          help="where predictions are written")
-    predict.add_argument("--export", metavar="RUN_ID_OR_PATH",
-                         help="export a run's final model for fast CPU inference")
-    predict.add_argument("--export-format", nargs="+", default=["onnx", "int8"],
-                         choices=("onnx", "int8"), help="export formats (default: onnx int8)")
+    _add_runs_dir(predict)
 
-    cloud = parser.add_argument_group("cloud (GCP)")
-    cloud.add_argument("--cloud", action="store_true",
-                       help="train on a GCP GPU VM (cost estimate first; see docs/cloud.md)")
-    cloud.add_argument("--yes", action="store_true", help="do not ask to confirm the cost")
-    cloud.add_argument("--detach", action="store_true",
-                       help="return once the VM runs; fetch results later with --sync")
-    cloud.add_argument("--sync", metavar="RUN_ID", help="fetch a cloud run's results")
-    cloud.add_argument("--cloud-status", action="store_true",
-                       help="list the project's training VMs and cloud runs")
-    cloud.add_argument("--cloud-teardown", action="store_true",
-                       help="delete every training VM of the project")
-    cloud.add_argument("--cloud-logs", metavar="RUN_ID",
-                       help="print a cloud run's VM log from the bucket")
-    cloud.add_argument("--follow", action="store_true",
-                       help="with --cloud-logs: keep printing until the run ends")
-    cloud.add_argument("--cloud-cost", metavar="RUN_ID",
-                       help="a cloud run's VM-hours and cost so far, next to the estimate")
-    cloud.add_argument("--max-parallel", type=int, metavar="N",
-                       help="with several configs or a sweep and --cloud: VMs at once "
-                       "(default 4)")
+    export = sub.add_parser("export", help="export a run's final model for fast CPU inference")
+    export.set_defaults(handler=_export)
+    export.add_argument("run", metavar="RUN_ID_OR_PATH", help="run id, run dir or model dir")
+    export.add_argument("--format", dest="export_format", nargs="+", default=["onnx", "int8"],
+                        choices=("onnx", "int8"), help="export formats (default: onnx int8)")
+    _add_runs_dir(export)
+
+    help_config = sub.add_parser("help-config", help="list every config field with its default "
+                                 "and help text")
+    help_config.set_defaults(handler=_help_config)
+
+    _add_cloud_subcommands(sub)
+    add_pretrain_subcommand(sub)
+    add_production_subcommands(sub)
     return parser
 
 
@@ -170,85 +266,44 @@ def _train(args) -> int:
         from .experiments import format_comparison_table
         if run_dirs:
             print("\n" + format_comparison_table(run_dirs))
-        for name, error in failures:
-            print(f"FAILED {name}: {error}")
+        for name, failure in failures:
+            print(f"FAILED {name}: {failure}")
     return 1 if failures else 0
 
 
-# Flags that each choose what the command does; at most one, and none beside CONFIG.yaml.
-MODE_FLAGS = ("help_config", "compare", "predict", "export", "sync", "cloud_status",
-              "cloud_teardown", "cloud_logs", "cloud_cost", "resume")
-# Of those, the ones that read no config (the cloud ones may take one for project and bucket).
-LOCAL_MODE_FLAGS = ("help_config", "compare", "predict", "export", "resume")
-# Flags that only mean something next to another one.
-DEPENDENT_FLAGS = {"follow": ("cloud_logs",), "max_parallel": ("cloud",),
-                   "detach": ("cloud", "sync"), "input": ("predict",), "output": ("predict",),
-                   "report": ("compare",), "dry_run": ("configs",),
-                   "run_id": ("configs", "cloud_teardown")}
+def _resume(args) -> int:
+    from .run import resume_run
+    resume_run(args.run_dir)
+    return 0
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-") if name != "configs" else "CONFIG.yaml"
+def _compare(args) -> int:
+    from .experiments import compare_command
+    return compare_command(args.runs, args.runs_dir, args.report)
 
 
-def reject_conflicting_flags(args, parser: argparse.ArgumentParser) -> None:
-    """Flags that cannot go together are an error, never silently ignored."""
-    modes = [name for name in MODE_FLAGS if getattr(args, name) not in (None, False)]
-    if len(modes) > 1:
-        parser.error(f"{' and '.join(_flag(name) for name in modes)} cannot be combined; "
-                     f"run them one at a time")
-    if modes and modes[0] in LOCAL_MODE_FLAGS and args.configs:
-        parser.error(f"{_flag(modes[0])} does not take CONFIG.yaml ({args.configs[0]}); train "
-                     f"and {_flag(modes[0])} in two commands")
-    for name, needs in DEPENDENT_FLAGS.items():
-        if getattr(args, name) not in (None, False) and not any(getattr(args, need) for need
-                                                                 in needs):
-            parser.error(f"{_flag(name)} only works with "
-                         f"{' or '.join(_flag(need) for need in needs)}")
+def _predict(args) -> int:
+    from .inference.commands import predict_command
+    return predict_command(args.run, args.input, args.output, args.runs_dir)
 
 
-def _dispatch(args, parser) -> int:
-    reject_conflicting_flags(args, parser)
-    runs_dir = args.output_dir or DEFAULT_RUNS_DIR
-    if args.help_config:
-        print(config_reference())
-        return 0
-    if args.compare is not None:
-        from .experiments import compare_command
-        return compare_command(args.compare, runs_dir, args.report)
-    if args.predict:
-        if not args.input or not args.output:
-            parser.error("--predict needs --input FILE and --output OUT.jsonl")
-        from .inference.commands import predict_command
-        return predict_command(args.predict, args.input, args.output, runs_dir)
-    if args.export:
-        from .inference.commands import export_command
-        return export_command(args.export, args.export_format, runs_dir)
-    if args.sync:
-        from .cloud.commands import sync_command
-        return sync_command(args)
-    if args.cloud_status:
-        from .cloud.commands import cloud_status_command
-        return cloud_status_command(args)
-    if args.cloud_teardown:
-        from .cloud.commands import cloud_teardown_command
-        return cloud_teardown_command(args)
-    if args.cloud_logs:
-        from .cloud.commands import cloud_logs_command
-        return cloud_logs_command(args)
-    if args.cloud_cost:
-        from .cloud.commands import cloud_cost_command
-        return cloud_cost_command(args)
-    if args.resume:
-        from .run import resume_run
-        resume_run(args.resume)
-        return 0
-    if not args.configs:
-        parser.error("give at least one CONFIG.yaml (or --compare, --predict, --sync, ...)")
-    if args.cloud:
-        from .cloud.commands import cloud_run_command
-        return cloud_run_command(args)
-    return _train(args)
+def _export(args) -> int:
+    from .inference.commands import export_command
+    return export_command(args.run, args.export_format, args.runs_dir)
+
+
+def _help_config(args) -> int:
+    print(config_reference())
+    return 0
+
+
+def _cloud_command(name: str):
+    """The handler running ``backend.ml.cloud.commands.<name>``, imported only when it runs:
+    the google-cloud clients are optional and slow to import."""
+    def handler(args) -> int:
+        from .cloud import commands
+        return getattr(commands, name)(args)
+    return handler
 
 
 def _quiet_libraries() -> None:
@@ -261,39 +316,24 @@ def _quiet_libraries() -> None:
     transformers_logging.set_verbosity_error()
 
 
-# Subcommands of the production loop; any other first word is a config (or a flag).
-PRODUCTION_COMMANDS = ("serve", "promote", "registry", "monitor", "retrain")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "pretrain":
-        from .pretraining.commands import pretrain_main
-
-        def dispatch():
-            return pretrain_main(argv[1:])
-    elif argv and argv[0] in PRODUCTION_COMMANDS:
-        from .serving.commands import production_main
-
-        def dispatch():
-            return production_main(argv)
-    else:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-
-        def dispatch():
-            return _dispatch(args, parser)
+    parser = build_parser()
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        argv = subcommand_argv(argv)
+    args = parser.parse_args(argv)
     try:
         _quiet_libraries()
-        return dispatch()
+        return args.handler(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except TrainingInterrupted as interruption:
         print(f"\nInterrupted ({interruption}); a checkpoint was written and the run directory "
-              f"is marked 'interrupted'. Continue it with --resume RUN_DIR.", file=sys.stderr)
+              f"is marked 'interrupted'. Continue it with: python run_experiment.py resume RUN_DIR",
+              file=sys.stderr)
         return interruption.exit_code
     except KeyboardInterrupt:
-        print("\nInterrupted; the run directory is marked 'interrupted'. Continue it with "
-              "--resume RUN_DIR.", file=sys.stderr)
+        print("\nInterrupted; the run directory is marked 'interrupted'. Continue it with: "
+              "python run_experiment.py resume RUN_DIR", file=sys.stderr)
         return 130

@@ -151,7 +151,7 @@ def create_run_directory(output_dir: str | Path, experiment_name: str,
                                     ) from None
                 raise UserError(f"run directory {run_dir} already exists; runs are never "
                                 f"overwritten. Choose another --run-id, or continue it with "
-                                f"--resume {run_dir}") from None
+                                f"python run_experiment.py resume {run_dir}") from None
         return run_dir
     while True:  # a collision of 6 hex digits is rare; retry rather than overwrite
         run_dir = root / new_run_id(experiment_name)

@@ -172,9 +172,10 @@ class RunLock:
     def _refusal(self, holder: Heartbeat | None) -> RunInUseError:
         who = holder.describe() if holder else "another process"
         if self.action == "resume":
-            advice = ("--resume continues only a run whose process has stopped: wait for it to "
-                      "finish" + (f", or stop it (kill -TERM {holder.pid} on {holder.host})"
-                                  if holder else ""))
+            advice = ("`run_experiment.py resume` continues only a run whose process has "
+                      "stopped: wait for it to finish"
+                      + (f", or stop it (kill -TERM {holder.pid} on {holder.host})"
+                         if holder else ""))
         else:
             advice = "choose another --run-id, or wait for that run to finish"
         return RunInUseError(f"run directory {self.run_dir} is in use by {who}; {advice}.")

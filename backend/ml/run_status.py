@@ -41,7 +41,7 @@ def _recorded_status(run_dir: Path) -> str | None:
 
 
 def _resume_point(run_dir: Path) -> Path | None:
-    # Sizes only: listing runs must stay fast; --resume verifies the checksums itself.
+    # Sizes only: listing runs must stay fast; resuming verifies the checksums itself.
     valid = step_checkpoints(RunLayout(run_dir).checkpoints, verify_checksums=False)
     return valid[-1] if valid else None
 
@@ -52,7 +52,7 @@ def effective_status(run_dir: str | os.PathLike, recorded: str | None = None,
 
     ``running`` with no live heartbeat (its pid gone on this host, or no beat for
     ``stale_after`` seconds) becomes ``crashed``; ``crashed`` and ``interrupted`` runs carry the
-    checkpoint ``--resume`` would continue from, if any. Other statuses pass through unchanged.
+    checkpoint ``resume`` would continue from, if any. Other statuses pass through unchanged.
 
     >>> effective_status(run_dir).status  # doctest: +SKIP
     'crashed'
@@ -70,10 +70,10 @@ def effective_status(run_dir: str | os.PathLike, recorded: str | None = None,
            f"{heartbeat.last_beat.isoformat(timespec='seconds')})" if heartbeat else "")
     checkpoint = _resume_point(run_dir)
     if checkpoint is not None:
-        advice = (f"resumable from {checkpoint.name}: python run_experiment.py --resume "
+        advice = (f"resumable from {checkpoint.name}: python run_experiment.py resume "
                   f"{run_dir}")
     else:
-        advice = ("not resumable (no valid step checkpoint); --resume starts it over in the "
-                  "same directory")
+        advice = ("not resumable (no valid step checkpoint); `run_experiment.py resume` starts it "
+                  "over in the same directory")
     return EffectiveStatus(CRASHED, f"the process stopped without finishing{who}; {advice}",
                            checkpoint)

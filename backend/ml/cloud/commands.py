@@ -1,8 +1,9 @@
-"""The CLI's cloud commands: ``--cloud``, ``--sync``, ``--cloud-status``, ``--cloud-teardown``.
+"""The CLI's ``cloud`` subcommands: ``launch`` (``CONFIG.yaml --cloud``), ``sync``, ``status``,
+``logs``, ``cost``, ``teardown``.
 
 >>> # python run_experiment.py experiments/configs/bert_baseline.yaml --cloud --dry-run
->>> # python run_experiment.py experiments/configs/bert_baseline.yaml --cloud --yes --detach
->>> # python run_experiment.py --sync bert_baseline_v1_3f9a1c
+>>> # python run_experiment.py cloud launch experiments/configs/bert_baseline.yaml --yes --detach
+>>> # python run_experiment.py cloud sync bert_baseline_v1_3f9a1c
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _load_configs(args) -> list:
 
 
 def _settings_config(args):
-    """The config for --sync / --cloud-status / --cloud-teardown: a given one, or defaults."""
+    """The config for sync / status / teardown (``--config``): a given one, or defaults."""
     from ..config import apply_overrides, load_yaml_config
     from ..config.loading import config_from_dict
 
@@ -141,7 +142,7 @@ def split_sizes_for(config) -> tuple[int, int, int, str]:
     return train, validation, test, "published BABE size"
 
 
-# ---- --cloud ----------------------------------------------------------------------------------
+# ---- cloud launch ---------------------------------------------------------------------------
 
 def _confirm(question: str) -> bool:
     if not sys.stdin.isatty():
@@ -155,7 +156,7 @@ def _runs_dir(args, config) -> Path:
 
 
 def _pointer(runs_dir: Path, run_id: str) -> Path:
-    # Hidden, so run listings skip it; lets --sync RUN_ID find the project and bucket.
+    # Hidden, so run listings skip it; lets `cloud sync RUN_ID` find the project and bucket.
     return runs_dir / ".cloud" / f"{run_id}.json"
 
 
@@ -204,7 +205,8 @@ def _check_image(run, compute=None) -> str:
 
 @plain_errors
 def cloud_run_command(args) -> int:
-    """``CONFIG --cloud``: estimate, confirm, upload, create the VM, wait, sync back.
+    """``cloud launch CONFIG`` (``CONFIG --cloud``): estimate, confirm, upload, create the VM,
+    wait, sync back.
 
     Several configs (or a sweep) fan out to several VMs, at most ``--max-parallel`` at once.
     """
@@ -281,10 +283,10 @@ def _launch(args, config, run, remote_config, uploads, detach: bool | None = Non
         vm = run.vms[-1]
         log(f"\nDetached. The VM deletes itself when training ends, and after "
             f"{config.cloud.max_run_hours:g} h at the latest.\n"
-            f"  progress:  python run_experiment.py --cloud-logs {run.run_id} --follow\n"
-            f"  cost:      python run_experiment.py --cloud-cost {run.run_id}\n"
-            f"  results:   python run_experiment.py --sync {run.run_id}\n"
-            f"  stop now:  python run_experiment.py --cloud-teardown --run-id {run.run_id}\n"
+            f"  progress:  python run_experiment.py cloud logs {run.run_id} --follow\n"
+            f"  cost:      python run_experiment.py cloud cost {run.run_id}\n"
+            f"  results:   python run_experiment.py cloud sync {run.run_id}\n"
+            f"  stop now:  python run_experiment.py cloud teardown --run-id {run.run_id}\n"
             f"  VM:        {vm['instance']} in {vm['zone']}")
         return 0
     return _watch_and_fetch(compute, client, run, runs_dir / run.run_id,
@@ -323,7 +325,8 @@ def _watch_and_fetch(compute, client, run, run_dir: Path, watch_run, fetch_resul
                            sleep=sleep or time.sleep)
     except KeyboardInterrupt:
         print(f"\nInterrupted: the VM was deleted. What was synced is in {run.url}/run; fetch "
-              f"it with --sync {run.run_id}, continue it with --sync {run.run_id} --cloud.",
+              f"it with `cloud sync {run.run_id}`, continue it with `cloud sync {run.run_id} "
+              f"--continue`.",
               file=sys.stderr)
         fetch_results(client, run.url, run_dir, log=log)
         return 130
@@ -344,7 +347,7 @@ def _watch_and_fetch(compute, client, run, run_dir: Path, watch_run, fetch_resul
     return 0
 
 
-# ---- --sync, --cloud-status, --cloud-teardown --------------------------------------------------
+# ---- cloud sync, status, teardown -----------------------------------------------------------
 
 def _location(args, run_id: str | None = None) -> tuple[str, str, Path]:
     """(project, bucket, runs dir) from the local pointer, a config, --set, or ADC."""
@@ -359,7 +362,8 @@ def _location(args, run_id: str | None = None) -> tuple[str, str, Path]:
 
 @plain_errors
 def sync_command(args) -> int:
-    """``--sync RUN_ID``: fetch a cloud run's directory; with ``--cloud`` continue a stopped one."""
+    """``cloud sync RUN_ID``: fetch a cloud run's directory; ``--continue`` goes on with a stopped
+    one."""
     from .compute import Compute, label_value
     from .orchestrate import (
         check_replacement_budget,
@@ -394,7 +398,8 @@ def sync_command(args) -> int:
         return 0
     if not getattr(args, "cloud", False):
         print(f"Run {run_id} has no completion marker and no running VM: it was preempted or "
-              f"stopped. Continue it from its last checkpoint with --sync {run_id} --cloud.")
+              f"stopped. Continue it from its last checkpoint with `cloud sync {run_id} "
+              f"--continue`.")
         return 1
     for vm in alive:
         compute.delete(project, vm["zone"], vm["name"])
@@ -412,7 +417,7 @@ def sync_command(args) -> int:
 
 @plain_errors
 def cloud_status_command(args) -> int:
-    """``--cloud-status``: the project's training VMs and the runs in its bucket."""
+    """``cloud status``: the project's training VMs and the runs in its bucket."""
     from .compute import Compute
     from .orchestrate import runs_in_bucket
 
@@ -444,13 +449,13 @@ def _cloud_run_state(run_id: str, marker: dict | None, vm: dict | None) -> str:
         return marker.get("status", "?")
     if vm:
         return f"no completion marker; running on {vm['name']} ({vm['status']})"
-    return (f"crashed: no completion marker and no VM; fetch what it saved with --sync {run_id}, "
-            f"continue it with --sync {run_id} --cloud")
+    return (f"crashed: no completion marker and no VM; fetch what it saved with `cloud sync "
+            f"{run_id}`, continue it with `cloud sync {run_id} --continue`")
 
 
 @plain_errors
 def cloud_teardown_command(args) -> int:
-    """``--cloud-teardown [--run-id ID]``: delete the project's training VMs (or one run's).
+    """``cloud teardown [--run-id ID]``: delete the project's training VMs (or one run's).
 
     Only instances labelled ``app=media-bias`` are touched; the list is printed before anything
     is deleted, and confirmed unless ``--yes``.
@@ -478,11 +483,12 @@ def cloud_teardown_command(args) -> int:
             print(f"deleted {vm['name']} ({vm['zone']}, was {vm['status']})")
         else:
             print(f"{vm['name']} was already being deleted")
-    print(f"{len(vms)} VM(s) deleted. Runs stay in Cloud Storage; fetch them with --sync RUN_ID.")
+    print(f"{len(vms)} VM(s) deleted. Runs stay in Cloud Storage; fetch them with `cloud sync "
+          f"RUN_ID`.")
     return 0
 
 
-# ---- --cloud-logs, --cloud-cost ------------------------------------------------------------
+# ---- cloud logs, cost ---------------------------------------------------------------------
 
 def _log_urls(run) -> list[tuple[str, str]]:
     return [(vm["instance"], f"{run.url}/cloud/{vm['instance']}.log") for vm in run.vms]
@@ -490,7 +496,7 @@ def _log_urls(run) -> list[tuple[str, str]]:
 
 @plain_errors
 def cloud_logs_command(args, sleep=None, poll_seconds: float = 15.0) -> int:
-    """``--cloud-logs RUN_ID [--follow]``: the VMs' startup and training log from the bucket.
+    """``cloud logs RUN_ID [--follow]``: the VMs' startup and training log from the bucket.
 
     The VM uploads its log at every sync (``SYNC_INTERVAL``), so ``--follow`` shows new lines
     with that delay, until the completion marker appears.
@@ -537,7 +543,7 @@ def _settle_end(vm: dict, client, run) -> None:
 
 @plain_errors
 def cloud_cost_command(args) -> int:
-    """``--cloud-cost RUN_ID``: VM-hours and dollars so far, per VM, next to the estimate."""
+    """``cloud cost RUN_ID``: VM-hours and dollars so far, per VM, next to the estimate."""
     from .compute import Compute
     from .orchestrate import load_launch, vm_hours
 

@@ -1,7 +1,7 @@
 """Several configs (or a sweep) as one cloud launch: one VM per run, ``--max-parallel`` at once,
-one total budget, each run recoverable on its own (``--sync RUN_ID [--cloud]``).
+one total budget, each run recoverable on its own (``cloud sync RUN_ID [--continue]``).
 
->>> # python run_experiment.py a.yaml b.yaml --cloud --max-parallel 2 --yes
+>>> # python run_experiment.py cloud launch a.yaml b.yaml --max-parallel 2 --yes
 """
 
 from __future__ import annotations
@@ -125,5 +125,5 @@ def _summary(args, plans, codes) -> None:
         print(format_comparison_table(run_dirs))
     for (_, run, _, _, _), code in zip(plans, codes):
         if code != 0:
-            print(f"NOT COMPLETED {run.run_id}: see --cloud-logs {run.run_id}; continue it with "
-                  f"--sync {run.run_id} --cloud")
+            print(f"NOT COMPLETED {run.run_id}: see `cloud logs {run.run_id}`; continue it with "
+                  f"`cloud sync {run.run_id} --continue`")

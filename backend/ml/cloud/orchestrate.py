@@ -327,17 +327,18 @@ def _after_loss(compute: Compute, run: CloudRun, current: dict, status: str, log
             what = (f"was deleted by Compute Engine at cloud.max_run_hours = {cap:g} h "
                     f"(maxRunDuration) before training finished; raise cloud.max_run_hours")
         elif status == "GONE":
-            what = ("was deleted without a preemption on record (by --cloud-teardown, the "
+            what = ("was deleted without a preemption on record (by `cloud teardown`, the "
                     "console or another account)")
         else:
             what = (f"stopped ({status}) without finishing and without a preemption on record "
                     f"(host maintenance, or it could not delete itself)")
         raise CloudError(f"VM {name} {what}. Its log: {run.url}/cloud/{name}.log; continue the "
-                         f"run from its last checkpoint with --sync {run.run_id} --cloud")
+                         f"run from its last checkpoint with `cloud sync {run.run_id} --continue`")
     replacements = len(run.vms) - 1
     if replacements >= MAX_REPLACEMENTS:
         raise CloudError(f"VM {name} was preempted, the {replacements + 1}th time; giving up. "
-                         f"Continue later with --sync {run.run_id} --cloud, or use on-demand "
+                         f"Continue later with `cloud sync {run.run_id} --continue`, or use "
+                         f"on-demand "
                          f"capacity (cloud.preemptible: false)")
     check_replacement_budget(run, spent_elsewhere())
     log(f"  VM {name} was preempted (spot): starting a replacement that resumes from the last "
@@ -365,7 +366,7 @@ def check_replacement_budget(run: CloudRun, spent_elsewhere: float = 0.0) -> Non
                if spent_elsewhere else "")
             + f"); a replacement (about ${more:.2f}) would pass cloud.max_cost_usd = "
             f"${run.budget_usd:.2f}. Nothing more was started. Raise the budget and continue "
-            f"with --sync {run.run_id} --cloud --set cloud.max_cost_usd=...")
+            f"with `cloud sync {run.run_id} --continue --set cloud.max_cost_usd=...`")
 
 
 def torch_index_for(image_family: str) -> str:
@@ -413,7 +414,7 @@ def load_launch(client, bucket: str, run_id: str) -> CloudRun:
     data = storage.read_json(client, f"{url}/cloud/launch.json")
     if data is None:
         raise UserError(f"no cloud run {run_id!r} in gs://{bucket}/runs/ (check the id with "
-                        f"--cloud-status, or the project / bucket)")
+                        f"`run_experiment.py cloud status`, or the project / bucket)")
     return CloudRun.from_dict(data)
 
 

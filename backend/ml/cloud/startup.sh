@@ -123,10 +123,10 @@ if [ -f "${RUN_DIR}/results.json" ] && grep -q '"status": "completed"' "${RUN_DI
     TRAIN=()
 elif [ -f "${RUN_DIR}/config.yaml" ]; then
     say "resuming ${RUN_ID} from its last checkpoint"
-    TRAIN=("${LAUNCH[@]}" run_experiment.py --resume "${RUN_DIR}")
+    TRAIN=("${LAUNCH[@]}" run_experiment.py resume "${RUN_DIR}")
 else
     rm -rf "${RUN_DIR}"
-    TRAIN=("${LAUNCH[@]}" run_experiment.py cloud_inputs/config.yaml --run-id "${RUN_ID}"
+    TRAIN=("${LAUNCH[@]}" run_experiment.py train cloud_inputs/config.yaml --run-id "${RUN_ID}"
            --output-dir "${RUNS_DIR}" --set "training.device=${TRAIN_DEVICE}")
 fi
 

@@ -3,8 +3,8 @@
 The bottom layer of the config package: it imports nothing from it, and validation,
 loading and sweeps import it.
 
-Every field carries ``help`` (shown by ``--help-config`` and the README reference) and,
-where it applies, ``choices`` and numeric bounds that :mod:`.validation` checks.
+Every field carries ``help`` (shown by ``run_experiment.py help-config`` and the README
+reference) and, where it applies, ``choices`` and numeric bounds that :mod:`.validation` checks.
 Configs never hold objects, so each one round-trips through YAML unchanged.
 """
 

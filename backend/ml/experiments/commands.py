@@ -1,4 +1,4 @@
-"""``run_experiment.py --compare [RUN ...]``: print a comparison table and write the HTML report."""
+"""``run_experiment.py compare [RUN ...]``: print a comparison table and write the HTML report."""
 
 from __future__ import annotations
 

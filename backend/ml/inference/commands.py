@@ -1,7 +1,7 @@
-"""``run_experiment.py --predict`` and ``--export``: inference on files and model export.
+"""``run_experiment.py predict`` and ``export``: inference on files and model export.
 
-    python run_experiment.py --predict RUN_ID --input news.csv --output predictions.jsonl
-    python run_experiment.py --export RUN_ID --export-format onnx int8
+    python run_experiment.py predict RUN_ID --input news.csv --output predictions.jsonl
+    python run_experiment.py export RUN_ID --format onnx int8
 """
 
 from __future__ import annotations

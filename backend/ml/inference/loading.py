@@ -77,7 +77,8 @@ def resolve_model_path(model_ref: str | os.PathLike, runs_dir: Path | None = Non
         if candidate.is_file() and candidate.suffix == ".onnx":
             if not (candidate.parent / "config.json").is_file():
                 raise ModelLoadError(f"{candidate}: no config.json and tokenizer beside the ONNX "
-                                     "file; export it with `--export` to get a complete directory.")
+                                     "file; export it with `run_experiment.py export` to get a "
+                                     "complete directory.")
             return candidate
         if not candidate.is_dir():
             continue
@@ -90,7 +91,7 @@ def resolve_model_path(model_ref: str | os.PathLike, runs_dir: Path | None = Non
             folds = sorted(path.name for path in layout.folds.iterdir() if path.is_dir())
             example = f"{candidate}/folds/{folds[0]}" if folds else f"{candidate}/folds/fold-1"
             raise ModelLoadError(f"{candidate} is a cross-validation run with one model per fold; "
-                                 f"pass one fold, e.g. {example} (BiasClassifier and --predict "
+                                 f"pass one fold, e.g. {example} (BiasClassifier and `predict` "
                                  f"take the whole run as an ensemble of its folds).")
         if layout.results.is_file():
             raise ModelLoadError(f"{candidate} has no final_model/: the run did not finish "

@@ -22,13 +22,15 @@ class PretrainingStopped(UserError):
     exit_code = 130
 
 
-def build_pretrain_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="run_experiment.py pretrain", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def add_pretrain_subcommand(sub) -> None:
+    """Add ``pretrain`` to ``sub`` (``add_subparsers()``'s)."""
+    parser = sub.add_parser(
+        "pretrain", help="domain-adaptive pre-training of an encoder (masked language model)",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Masked-language-model training of the configured encoder on unlabelled "
         "sentences (the configured data without labels, plus pretraining.text_files); writes "
         "RUN/encoder/ for a fine-tuning config's model.model_name. See docs/pretraining.md.")
+    parser.set_defaults(handler=pretrain)
     parser.add_argument("config", metavar="CONFIG.yaml", help="the pre-training config")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override a config field, e.g. --set training.max_steps=200")
@@ -38,7 +40,6 @@ def build_pretrain_parser() -> argparse.ArgumentParser:
                         help="use exactly this run directory name instead of <name>_<random id>")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate, count the sentences and steps; train nothing")
-    return parser
 
 
 def _checked_config(path: str, overrides: list[str]):
@@ -75,13 +76,8 @@ def _describe_plan(config) -> str:
     return "\n".join(lines)
 
 
-def pretrain_main(argv: list[str]) -> int:
-    """Run ``pretrain`` with the arguments after the word; UserErrors reach the CLI's handler.
-
-    >>> pretrain_main(["experiments/configs/babe_minilm_dapt.yaml", "--dry-run"])  # doctest: +SKIP
-    0
-    """
-    args = build_pretrain_parser().parse_args(argv)
+def pretrain(args) -> int:
+    """Run ``pretrain`` with its parsed arguments; UserErrors reach the CLI's handler."""
     config = _checked_config(args.config, args.set)
     if args.dry_run:
         print(_describe_plan(config))

@@ -1,7 +1,7 @@
 """The production subcommands: ``serve``, ``promote``, ``registry``, ``monitor``, ``retrain``.
 
 ``python run_experiment.py serve production --candidate candidate --candidate-share 0.5`` etc.;
-``build_production_parser`` is the parser, ``production_main`` parses and runs one subcommand.
+``add_production_subcommands`` adds them to the CLI's parser, each with its handler.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from pathlib import Path
 from ..registry import DEFAULT_REGISTRY_DIR
 from ..run_directory import DEFAULT_RUNS_DIR
 from .logs import DEFAULT_LOG_DIR
-
-SUBCOMMANDS = ("serve", "promote", "registry", "monitor", "retrain")
 
 
 def _common(parser: argparse.ArgumentParser, log_dir: bool = False) -> None:
@@ -26,12 +24,10 @@ def _common(parser: argparse.ArgumentParser, log_dir: bool = False) -> None:
                             help="prediction log and feedback (default: experiments/serving)")
 
 
-def build_production_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_experiment.py", description="Serve, promote, "
-                                     "monitor and retrain models in production.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_production_subcommands(sub) -> None:
+    """Add serve, promote, registry, monitor and retrain to ``sub`` (``add_subparsers()``'s)."""
     serve = sub.add_parser("serve", help="HTTP API for a model (and an A/B candidate)")
+    serve.set_defaults(handler=_serve)
     serve.add_argument("model", metavar="RUN_OR_MODEL",
                        help="production, candidate, a run id, a run or model directory")
     serve.add_argument("--candidate", metavar="RUN_OR_MODEL",
@@ -44,7 +40,7 @@ def build_production_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--runtime", default="pytorch", choices=("pytorch", "onnx", "int8"),
-                       help="onnx / int8 serve the run's --export files")
+                       help="onnx / int8 serve the run's `export` files")
     serve.add_argument("--log-text", action="store_true",
                        help="keep input texts in the prediction log (off: lengths and hashes only)")
     serve.add_argument("--max-texts", type=int, default=256, help="inputs per request at most")
@@ -54,6 +50,7 @@ def build_production_parser() -> argparse.ArgumentParser:
     _common(serve, log_dir=True)
 
     promote = sub.add_parser("promote", help="make a run the production or candidate model")
+    promote.set_defaults(handler=_promote)
     promote.add_argument("run", metavar="RUN", help="run id or run directory")
     promote.add_argument("--as", dest="stage", required=True, choices=("production", "candidate"))
     promote.add_argument("--reason", default="", help="why, kept in the history")
@@ -66,15 +63,18 @@ def build_production_parser() -> argparse.ArgumentParser:
     _common(promote)
 
     registry = sub.add_parser("registry", help="current stages and promotion history")
+    registry.set_defaults(handler=_registry)
     _common(registry)
 
     monitor = sub.add_parser("monitor", help="HTML report of served predictions and feedback")
+    monitor.set_defaults(handler=_monitor)
     monitor.add_argument("--output", type=Path, metavar="FILE",
                          help="where the report goes (default: <log dir>/monitor.html)")
     _common(monitor, log_dir=True)
 
     retrain = sub.add_parser("retrain", help="new run from a run's config plus feedback; "
                              "registered as candidate")
+    retrain.set_defaults(handler=_retrain)
     retrain.add_argument("base", metavar="RUN", nargs="?", default="production",
                          help="the run whose config and data to start from (default production)")
     retrain.add_argument("--data", type=Path, nargs="*", default=[], metavar="FILE",
@@ -88,25 +88,32 @@ def build_production_parser() -> argparse.ArgumentParser:
                          help="do not register the new run as the candidate")
     retrain.add_argument("--metric", default="f1_macro")
     _common(retrain, log_dir=True)
-    return parser
 
 
-def production_main(argv: list[str]) -> int:
-    """Run one production subcommand; UserErrors propagate to the CLI's handler."""
-    args = build_production_parser().parse_args(argv)
-    if args.command == "serve":
-        from .server import serve_command
-        return serve_command(args, args.runs_dir)
-    if args.command == "promote":
-        from ..registry.commands import promote_command
-        return promote_command(args.run, args.stage, args.runs_dir, args.registry_dir,
-                               args.reason, args.require_better, args.metric, args.alpha)
-    if args.command == "registry":
-        from ..registry.commands import registry_command
-        return registry_command(args.registry_dir)
-    if args.command == "monitor":
-        from ..monitoring import monitor_command
-        return monitor_command(args.log_dir, args.output, args.runs_dir)
+# Handlers: each runs one subcommand; UserErrors propagate to the CLI's handler.
+
+def _serve(args) -> int:
+    from .server import serve_command
+    return serve_command(args, args.runs_dir)
+
+
+def _promote(args) -> int:
+    from ..registry.commands import promote_command
+    return promote_command(args.run, args.stage, args.runs_dir, args.registry_dir, args.reason,
+                           args.require_better, args.metric, args.alpha)
+
+
+def _registry(args) -> int:
+    from ..registry.commands import registry_command
+    return registry_command(args.registry_dir)
+
+
+def _monitor(args) -> int:
+    from ..monitoring import monitor_command
+    return monitor_command(args.log_dir, args.output, args.runs_dir)
+
+
+def _retrain(args) -> int:
     from ..registry import describe_comparison
     from .retrain import retrain
     retrained = retrain(args.base, args.runs_dir, args.registry_dir, args.log_dir, args.data,

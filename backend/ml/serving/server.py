@@ -42,7 +42,7 @@ def load_served_model(reference: str, version: str, runs_dir: Path, registry_dir
                       runtime: str = "pytorch", batch_size: int = 32) -> ServedModel:
     """Load ``reference`` (a stage, run id, run or model directory) as ``version``.
 
-    ``runtime`` onnx / int8 serves the run's ``--export`` files instead of the PyTorch weights.
+    ``runtime`` onnx / int8 serves the run's ``export`` files instead of the PyTorch weights.
     """
     from ..inference import BiasClassifier
 
@@ -61,7 +61,7 @@ def load_served_model(reference: str, version: str, runs_dir: Path, registry_dir
         export = (run_dir or model_path) / "exports" / export_name
         if not export.is_file():
             raise UserError(f"{export} does not exist: export the model first with "
-                            f"python run_experiment.py --export {run_dir or model_path}")
+                            f"python run_experiment.py export {run_dir or model_path}")
         model_path = export
     classifier = BiasClassifier(batch_size=batch_size).load_model(model_path)
     return ServedModel(version=version, run_id=(run_dir or model_path).name,

@@ -443,4 +443,4 @@ def check_resume_world(saved: dict, world: World, batch_size: int) -> None:
                 f"torchrun --nproc_per_node {saved_world} run_experiment.py")
     raise UserError(f"this run was trained by {saved_world} process(es) (global batch "
                     f"{saved_world * batch_size}); resuming it with {world.size} would change the "
-                    f"global batch and the data order. Resume it with: {launcher} --resume RUN_DIR")
+                    f"global batch and the data order. Resume it with: {launcher} resume RUN_DIR")
