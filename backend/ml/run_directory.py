@@ -99,6 +99,11 @@ class RunLayout:
         return self.root / HEARTBEAT_FILE
 
     @property
+    def exports(self) -> Path:
+        """ONNX exports of the final model, made by ``export``."""
+        return self.root / "exports"
+
+    @property
     def retrain_record(self) -> Path:
         return self.root / "retrain.json"
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from backend.ml.errors import DataError, UserError
 from backend.ml.fileio import atomic_path, atomic_write_json
+from backend.ml.run_directory import RunLayout
 
 from .classifier import NO_PREDICTION, BiasClassifier, no_prediction
 from .loading import (
@@ -216,7 +217,7 @@ def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
     if not has_torch_weights(model_path):
         raise UserError(f"{model_path} is already an export; pass the run or its final_model/.")
     run_dir = run_dir_of(model_path)
-    export_dir = (run_dir or model_path) / "exports"
+    export_dir = RunLayout(run_dir or model_path).exports
     reference = BiasClassifier().load_model(model_path)
     print(f"Exporting {model_path} to {export_dir}", file=sys.stderr)
 

@@ -143,7 +143,8 @@ def run_dir_of(model_path: Path) -> Path | None:
     """The run directory a model belongs to (``RUN/final_model`` → ``RUN``), if any."""
     model_dir = model_path.parent if model_path.is_file() else model_path
     if model_dir == RunLayout(model_dir.parent).final_model or (
-            model_dir.name == "exports" and RunLayout(model_dir.parent).results.is_file()):
+            model_dir == RunLayout(model_dir.parent).exports
+            and RunLayout(model_dir.parent).results.is_file()):
         return model_dir.parent
     return None
 

@@ -58,7 +58,7 @@ def load_served_model(reference: str, version: str, runs_dir: Path, registry_dir
     run_dir = run_dir_of(model_path)
     export_name = RUNTIMES[runtime]
     if export_name:
-        export = (run_dir or model_path) / "exports" / export_name
+        export = RunLayout(run_dir or model_path).exports / export_name
         if not export.is_file():
             raise UserError(f"{export} does not exist: export the model first with "
                             f"python run_experiment.py export {run_dir or model_path}")
