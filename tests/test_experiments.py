@@ -33,6 +33,7 @@ from backend.ml.experiments.statistics import (
     paired_bootstrap,
 )
 from backend.ml.metrics import classification_metrics, label_slug
+from support.browser import CHROMIUM
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 OUTLETS = {"left": ["msnbc", "alternet"], "center": ["reuters", "usa-today"],
@@ -577,7 +578,6 @@ def test_report_escapes_what_runs_contain(runs_dir):
 
 # ---- the report in a real browser ------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
                                     reason="Debian chromium not installed at /usr/bin/chromium "
                                            "(apt-get install chromium)")

@@ -7,19 +7,20 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from test_inference_support import (
-    LABELS,
-    NEWS_SENTENCES,
-    direct_logits,
-    make_run_dir,
-    make_tiny_model_dir,
-)
 
 from backend.ml.bias_classifier import NO_PREDICTION, BiasClassifier, InputError, ModelLoadError
 from backend.ml.errors import UserError
 from backend.ml.inference.loading import configure_threads
 from backend.ml.inference.sentences import split_sentences
 from backend.ml.metrics import softmax
+from support.inference import (
+    LABELS,
+    NEWS_SENTENCES,
+    direct_logits,
+    make_run_dir,
+    make_tiny_model_dir,
+    tiny_tokenizer,
+)
 
 ARTICLE = ("The senator's reckless scheme is a disaster for working families. Officials "
            "released the quarterly figures on Tuesday. Mr. Smith met Dr. Jones in the U.S. "
@@ -175,7 +176,6 @@ def test_run_directory_run_id_and_errors(tmp_path, monkeypatch):
 
 def test_custom_head_model_loads(tmp_path):
     models = pytest.importorskip("backend.ml.models")
-    from test_inference_support import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(0)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_inference_support import LABELS, NEWS_SENTENCES, make_run_dir, minilm_model_dir
 
 from backend.ml.bias_classifier import BiasClassifier
 from backend.ml.inference.commands import export_command
+from support.inference import LABELS, NEWS_SENTENCES, make_run_dir, minilm_model_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CSV = REPO_ROOT / "backend" / "ml" / "data" / "demo" / "demo_sentences.csv"

@@ -154,7 +154,8 @@ class FakeCompute:
 
     @property
     def inserts(self) -> list[dict]:
-        return [r for r in self.requests if r["method"] == "POST" and r["path"].endswith("/instances")]
+        return [r for r in self.requests
+                if r["method"] == "POST" and r["path"].endswith("/instances")]
 
     @property
     def deletes(self) -> list[str]:
