@@ -153,4 +153,8 @@ def test_rendered_script_holds_no_credentials_and_is_valid_bash(tmp_path):
         assert "WANDB_API_KEY may not be passed" in str(error)
     else:
         raise AssertionError("a key in the script's environment must be refused")
-    assert Path(REPO_ROOT / "backend/ml/cloud/startup.sh").is_file()
+    # The VM runs the shipped body unchanged, below a header holding this VM's own values.
+    header, _, body = script.partition("\n\n")
+    assert body == (REPO_ROOT / "backend/ml/cloud/startup.sh").read_text(encoding="utf-8")
+    assert {f"RUN_ID={RUN_ID}", "BUCKET=b", "PROJECT=p", f"ZONE={ZONE}",
+            "INSTANCE=mb-x-0"} <= set(header.splitlines())

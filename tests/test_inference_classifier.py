@@ -3,13 +3,13 @@
 import json
 import shutil
 
-import joblib
 import numpy as np
 import pytest
 import torch
 
 from backend.ml.bias_classifier import NO_PREDICTION, BiasClassifier, InputError, ModelLoadError
 from backend.ml.errors import UserError
+from backend.ml.inference import loading
 from backend.ml.inference.loading import configure_threads
 from backend.ml.inference.sentences import split_sentences
 from backend.ml.metrics import softmax
@@ -215,8 +215,13 @@ def test_threads_respect_omp_num_threads(monkeypatch):
         assert configure_threads() == 1 and torch.get_num_threads() == 1
         assert configure_threads(2) == 2  # an explicit request wins
         monkeypatch.delenv("OMP_NUM_THREADS")
-        torch.set_num_threads(before)
-        # torch's default, capped by the CPUs this process may use (affinity, cgroup quota)
-        assert configure_threads() == min(before, joblib.cpu_count())
+        # A 2-CPU container quota on a host where torch would start 8 threads: 2 threads.
+        monkeypatch.setattr(loading, "cpu_budget", lambda: 2)
+        torch.set_num_threads(8)
+        assert configure_threads() == 2 and torch.get_num_threads() == 2
+        # With CPUs to spare, torch's own default stands.
+        monkeypatch.setattr(loading, "cpu_budget", lambda: 64)
+        torch.set_num_threads(3)
+        assert configure_threads() == 3 and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
