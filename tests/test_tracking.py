@@ -16,6 +16,7 @@ import pytest
 from backend.ml.config import ExperimentConfig
 from backend.ml.fileio import atomic_write_json, read_jsonl
 from backend.ml.metrics import EvaluationResult, label_slug
+from backend.ml.run_directory import SCHEMA_VERSION, write_results
 from backend.ml.tracking import (
     TrackerSet,
     build_trackers,
@@ -92,11 +93,12 @@ def simulate_run(config: ExperimentConfig, run_dir: Path, model=None) -> dict:
     trackers.log_metrics({**test.prefixed_scalars(), "epoch": 1.0}, LOG_STEPS[-1])
     trackers.log_evaluation(test, LOG_STEPS[-1])
     best_step = max(evaluations, key=lambda step: evaluations[step].metrics["f1_macro"])
-    results = {"schema_version": 1, "experiment_id": run_dir.name, "status": "completed",
+    results = {"schema_version": SCHEMA_VERSION, "experiment_id": run_dir.name,
+               "status": "completed",
                "eval": evaluations[best_step].metrics, "test": test.metrics,
                "training": {"total_steps": 8, "best_step": best_step},
                "timing": {"total_seconds": 1.0}}
-    atomic_write_json(run_dir / "results.json", results)
+    write_results(run_dir, results)
     trackers.log_summary(results, run_dir)
     trackers.close("completed")
     return json.loads((run_dir / "results.json").read_text())
