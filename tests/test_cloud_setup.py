@@ -12,6 +12,7 @@ from support.cloud import PROJECT
 from support.fakes.fake_compute import RETIRED_FAMILY
 
 _spec = importlib.util.spec_from_file_location("gcp_setup", REPO_ROOT / "scripts" / "gcp_setup.py")
+assert _spec is not None and _spec.loader is not None
 gcp_setup = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gcp_setup)
 

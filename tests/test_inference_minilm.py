@@ -66,7 +66,9 @@ def minilm_runs(tmp_path_factory):
 
 def documented_snippet() -> str:
     text = DOCS.read_text(encoding="utf-8")
-    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    snippet = re.search(r"```python\n(.*?)```", text, re.S)
+    assert snippet is not None, f"{DOCS} shows no python snippet"
+    return snippet.group(1)
 
 
 def test_documented_snippet_works_as_written(minilm_runs, monkeypatch):

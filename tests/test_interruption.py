@@ -52,7 +52,7 @@ def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 1
             return
         if process.poll() is not None:
             raise AssertionError(f"the run ended (exit {process.returncode}) before {what}:\n"
-                                 f"{process.stderr.read()[-2000:]}")
+                                 f"{process.communicate()[1][-2000:]}")
         time.sleep(0.0002)
     process.kill()
     raise AssertionError(f"timed out waiting for {what}")

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -59,9 +60,10 @@ def hub_offline(monkeypatch):
 
 
 def tiny(architecture: str, **overrides) -> ModelConfig:
-    settings = dict(architecture=architecture, pretrained=False, hidden_size=32,
-                    num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                    vocab_size=300, head_hidden_size=16, dropout=0.1)
+    settings: dict[str, Any] = dict(
+        architecture=architecture, pretrained=False, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, vocab_size=300, head_hidden_size=16,
+        dropout=0.1)
     settings.update(overrides)
     return ModelConfig(**settings)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 # A randomly initialised two-layer BERT on the shipped demo data: trains in seconds on a CPU.
-TINY_CONFIG = {
+TINY_CONFIG: dict[str, Any] = {
     "experiment_name": "tiny",
     "description": "tiny offline test run",
     "tags": ["test", "tiny"],

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
-    BertTokenizerFast,
+    BertTokenizer,
     PreTrainedTokenizerBase,
 )
 
@@ -53,7 +53,7 @@ NEWS_SENTENCES = [
 ]
 
 
-def tiny_tokenizer(max_length: int = 32) -> BertTokenizerFast:
+def tiny_tokenizer(max_length: int = 32) -> BertTokenizer:
     """A WordPiece tokenizer over CORPUS's words plus single characters (any text encodes).
 
     The vocabulary is listed, not learned, so token ids (and model outputs) are the same on
@@ -76,7 +76,7 @@ def tiny_tokenizer(max_length: int = 32) -> BertTokenizerFast:
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return BertTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_length)
+    return BertTokenizer(tokenizer_object=tokenizer, model_max_length=max_length)
 
 
 def make_tiny_model_dir(directory: Path, max_length: int = 32, seed: int = 0,
@@ -91,7 +91,7 @@ def make_tiny_model_dir(directory: Path, max_length: int = 32, seed: int = 0,
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
-                        initializer_range=0.5, num_labels=len(labels))
+                        initializer_range=0.5, id2label=dict(enumerate(labels)))
     model = BertForSequenceClassification(config).eval()
     with torch.no_grad():
         model.classifier.weight.mul_(head_scale)

@@ -46,7 +46,8 @@ def wandb_records(run_folder: Path):
         position += 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):  # a full record, or the last piece of one
-            record = wandb_internal_pb2.Record()
+            # A generated protobuf module: mypy sees none of its classes.
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
             record.ParseFromString(pending)
             yield record
 
