@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, cli_environment
+from support.cli import REPO_ROOT, cli_environment
 
 
 @pytest.mark.slow

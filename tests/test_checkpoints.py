@@ -15,8 +15,9 @@ from backend.ml.errors import UserError
 from backend.ml.experiments import ExperimentManager
 from backend.ml.model_factory import ModelFactory
 from backend.ml.models import save_model
+from backend.ml.run_directory import read_results
 from backend.ml.training.checkpoints import load_checkpoint, save_checkpoint, step_checkpoints
-from conftest import read_results, run_cli
+from support.cli import run_cli
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 TEXTS = ["The senator's reckless scheme will ruin us.",
@@ -48,8 +49,9 @@ def test_a_checkpoint_carries_a_manifest_and_loads_back(tmp_path, tiny_model):
     checkpoint = save(tmp_path, tiny_model, 7)
     assert checkpoint.name == "step-000007"
     manifest = json.loads((checkpoint / MANIFEST_FILE).read_text())
-    assert manifest["files"]["model/model.safetensors"]["size"] == weights_file(checkpoint).stat().st_size
-    assert {"training_state.pt", "model/config.json", "model/label_names.json"} <= set(manifest["files"])
+    files = manifest["files"]
+    assert files["model/model.safetensors"]["size"] == weights_file(checkpoint).stat().st_size
+    assert {"training_state.pt", "model/config.json", "model/label_names.json"} <= set(files)
     assert step_checkpoints(tmp_path) == [checkpoint]
     model, _, state = load_checkpoint(checkpoint)
     assert state["global_step"] == 7 and state["optimizer"] == {"lr": pytest.approx(0.7)}

@@ -8,13 +8,15 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
 
 from backend.ml.cloud import storage
 from backend.ml.cloud.commands import cloud_cost_command, cloud_logs_command, cloud_run_command
 from backend.ml.cloud.orchestrate import CloudRun
 from backend.ml.cloud.pricing import CostError
-from conftest import run_cli, tiny_config, write_config
+from support.cli import run_cli
+from support.cloud import PROJECT
+from support.configs import tiny_config, write_config
+from support.fakes.fake_compute import CURRENT_FAMILY
 
 ZONE = "us-central1-a"
 
@@ -150,8 +152,6 @@ def test_a_fan_out_over_the_total_budget_starts_nothing(gcs, fake_compute, tmp_p
 
 def test_continuing_a_stopped_run_respects_the_budget_of_every_earlier_vm(gcs, fake_compute,
                                                                           tmp_path, capsys):
-    from fakes.fake_compute import CURRENT_FAMILY
-
     from backend.ml.cloud.commands import sync_command
     from backend.ml.cloud.compute import CloudError, service_account_email
 

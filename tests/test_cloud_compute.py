@@ -9,8 +9,6 @@ import json
 import subprocess
 
 import pytest
-from fakes.fake_compute import CURRENT_FAMILY
-from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
 
 from backend.ml.cloud import storage
 from backend.ml.cloud.commands import (
@@ -21,7 +19,9 @@ from backend.ml.cloud.commands import (
 )
 from backend.ml.cloud.compute import CapacityError, CloudError, Compute
 from backend.ml.cloud.orchestrate import CloudRun, start_vm, watch_run
-from conftest import tiny_config, write_config
+from support.cloud import PROJECT
+from support.configs import tiny_config, write_config
+from support.fakes.fake_compute import CURRENT_FAMILY
 
 ZONES = ["us-central1-a", "us-central1-b", "us-central1-c"]
 TRAINER = f"media-bias-trainer@{PROJECT}.iam.gserviceaccount.com"

@@ -18,7 +18,8 @@ from backend.ml.cloud.pricing import (
 )
 from backend.ml.config import CloudConfig
 from backend.ml.config.loading import config_from_dict
-from conftest import run_cli, tiny_config, write_config
+from support.cli import run_cli
+from support.configs import tiny_config, write_config
 
 
 def _config(**cloud):

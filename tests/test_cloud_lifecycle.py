@@ -11,15 +11,15 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from fakes.fake_compute import CURRENT_FAMILY, RETIRED_FAMILY
-from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
 
 from backend.ml.cloud import storage
 from backend.ml.cloud.commands import cloud_run_command, cloud_teardown_command
 from backend.ml.cloud.compute import CapacityError, CloudError, Compute, OperationTimeout
 from backend.ml.cloud.orchestrate import CloudRun, start_vm, watch_run
 from backend.ml.errors import UserError
-from conftest import tiny_config, write_config
+from support.cloud import PROJECT
+from support.configs import tiny_config, write_config
+from support.fakes.fake_compute import CURRENT_FAMILY, RETIRED_FAMILY
 
 ZONE = "us-central1-a"
 NAME = "mb-life-0a1b2c-0"

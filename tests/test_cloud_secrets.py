@@ -7,12 +7,11 @@ import json
 import subprocess
 import tarfile
 
-from fakes.fixtures import PROJECT, gcs  # noqa: F401  (fixture)
-
 from backend.ml.cloud import storage
 from backend.ml.cloud.orchestrate import CloudRun, record_cloud_section, source_state, upload_inputs
 from backend.ml.config.loading import config_from_dict
-from conftest import tiny_config
+from support.cloud import PROJECT
+from support.configs import tiny_config
 
 SERVICE_ACCOUNT_JSON = json.dumps({"type": "service_account", "project_id": "p",
                                    "private_key_id": "0123", "client_email": "x@p.iam"})

@@ -6,13 +6,13 @@ import importlib.util
 import subprocess
 import sys
 
-from fakes.fake_compute import RETIRED_FAMILY
-from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
-
 from backend.ml.cloud.setup import LAUNCH_PERMISSIONS, TRAINER_ROLES
-from conftest import REPO_ROOT
+from support.cli import REPO_ROOT
+from support.cloud import PROJECT
+from support.fakes.fake_compute import RETIRED_FAMILY
 
 _spec = importlib.util.spec_from_file_location("gcp_setup", REPO_ROOT / "scripts" / "gcp_setup.py")
+assert _spec is not None and _spec.loader is not None
 gcp_setup = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gcp_setup)
 

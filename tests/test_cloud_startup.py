@@ -6,61 +6,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
 
 from backend.ml.cloud import storage
 from backend.ml.cloud.commands import sync_command
 from backend.ml.cloud.orchestrate import CloudRun, upload_inputs
 from backend.ml.cloud.startup import StartupSettings, render_startup_script
-from backend.ml.config.loading import config_from_dict
-from conftest import REPO_ROOT, tiny_config
-
-RUN_ID = "tiny_cloud_5e1f00"
-ZONE = "us-central1-a"
-
-
-def _tiny():
-    return config_from_dict(tiny_config(
-        training={"epochs": 1},
-        data={"max_samples": 120},
-        logging={"save_steps": 2, "log_steps": 2, "tensorboard": False}))
-
-
-def _script(bucket: str, work_dir: Path, instance: str, compute_url: str,
-            **settings_overrides) -> Path:
-    """The VM's script as a CPU machine runs it: no GPU check, training.device=cpu."""
-    environment = {"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
-                   "MEDIA_BIAS_COMPUTE_ENDPOINT": compute_url, "HF_HUB_OFFLINE": "1",
-                   "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
-                   "TOKENIZERS_PARALLELISM": "false"}
-    environment.update(settings_overrides.pop("environment", {}))
-    options = dict(check_gpu=False, train_device="cpu", gpu_count=1)
-    options.update(settings_overrides)
-    settings = StartupSettings(
-        run_id=RUN_ID, bucket=bucket, project=PROJECT, zone=ZONE, instance=instance,
-        work_dir=str(work_dir), python=sys.executable, prepare_cmd="true", install_cmd="true",
-        sync_interval=1, poweroff_cmd="echo poweroff-would-run", environment=environment,
-        **options)
-    path = work_dir.parent / f"{instance}.sh"
-    path.write_text(render_startup_script(settings), encoding="utf-8")
-    return path
-
-
-def _run_vm(script: Path, path_prefix: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the script as the VM would; ``path_prefix`` holds stand-ins (nvidia-smi, torchrun)."""
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("WANDB_API_KEY", "PYTHONPATH")}
-    if path_prefix:
-        env["PATH"] = f"{path_prefix}:{env['PATH']}"
-    return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=script.parent)
+from support.cli import REPO_ROOT
+from support.cloud import (
+    PROJECT,
+    RUN_ID,
+    ZONE,
+    boot_instance,
+    run_vm,
+    startup_script,
+    tiny_cloud_config,
+)
 
 
 def _torchrun_stand_in(tmp_path: Path) -> tuple[Path, Path]:
@@ -74,11 +40,6 @@ def _torchrun_stand_in(tmp_path: Path) -> tuple[Path, Path]:
     return bin_dir, recorded
 
 
-def _boot(fake, zone: str, name: str) -> None:
-    """Put the VM the script will delete into the fake, as Compute Engine would have it."""
-    fake.instances[(zone, name)] = {"name": name, "status": "RUNNING", "labels": {}}
-
-
 @pytest.mark.slow
 def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
         gcs, fake_compute, tmp_path):
@@ -89,14 +50,14 @@ def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
                                        "max_run_hours": 1.0},
                    vms=[{"instance": "mb-vm-0", "zone": ZONE,
                          "created_at": datetime.now(timezone.utc).isoformat()}])
-    upload_inputs(client, run, _tiny(), [], tmp_path, log=lambda *_: None)
+    upload_inputs(client, run, tiny_cloud_config(), [], tmp_path, log=lambda *_: None)
 
     # First VM: a whole run, on "two GPUs": started through torchrun (a stand-in that records
     # its arguments and runs the command on this machine's CPU).
-    _boot(fake_compute, ZONE, "mb-vm-0")
+    boot_instance(fake_compute, ZONE, "mb-vm-0")
     bin_dir, torchrun_args = _torchrun_stand_in(tmp_path)
-    done = _run_vm(_script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url, gpu_count=2),
-                   path_prefix=bin_dir)
+    done = run_vm(startup_script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url,
+                                 gpu_count=2), path_prefix=bin_dir)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log
     assert torchrun_args.read_text().split() == [
@@ -147,8 +108,8 @@ def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
     client.bucket(bucket).blob(f"runs/{RUN_ID}/cloud/DONE.json").delete()
 
     # The replacement VM resumes from that checkpoint and finishes the run.
-    _boot(fake_compute, ZONE, "mb-vm-1")
-    resumed = _run_vm(_script(bucket, tmp_path / "vm1", "mb-vm-1", fake_compute.url))
+    boot_instance(fake_compute, ZONE, "mb-vm-1")
+    resumed = run_vm(startup_script(bucket, tmp_path / "vm1", "mb-vm-1", fake_compute.url))
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log
     assert f"Resuming {RUN_ID} from {resume_from}" in log
@@ -167,11 +128,11 @@ def test_a_failing_training_writes_a_failed_marker_and_still_deletes_the_vm(
     run = CloudRun(run_id=RUN_ID, project=PROJECT, region="us-central1", bucket=bucket,
                    zones=[ZONE], spec={})
     # The config on the bucket names a data file that does not exist on the VM.
-    broken = _tiny()
+    broken = tiny_cloud_config()
     broken.data.dataset, broken.data.path = "babe", "cloud_inputs/data/missing.csv"
     upload_inputs(client, run, broken, [], tmp_path, log=lambda *_: None)
-    _boot(fake_compute, ZONE, "mb-vm-0")
-    done = _run_vm(_script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url))
+    boot_instance(fake_compute, ZONE, "mb-vm-0")
+    done = run_vm(startup_script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url))
     assert done.returncode != 0
     marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
     assert marker["status"] == "failed" and marker["exit_code"] != 0
@@ -193,4 +154,8 @@ def test_rendered_script_holds_no_credentials_and_is_valid_bash(tmp_path):
         assert "WANDB_API_KEY may not be passed" in str(error)
     else:
         raise AssertionError("a key in the script's environment must be refused")
-    assert Path(REPO_ROOT / "backend/ml/cloud/startup.sh").is_file()
+    # The VM runs the shipped body unchanged, below a header holding this VM's own values.
+    header, _, body = script.partition("\n\n")
+    assert body == (REPO_ROOT / "backend/ml/cloud/startup.sh").read_text(encoding="utf-8")
+    assert {f"RUN_ID={RUN_ID}", "BUCKET=b", "PROJECT=p", f"ZONE={ZONE}",
+            "INSTANCE=mb-x-0"} <= set(header.splitlines())

@@ -7,7 +7,6 @@ import hashlib
 
 import google_crc32c
 import pytest
-from fakes.fixtures import gcs  # noqa: F401  (fixture)
 
 from backend.ml.cloud import storage
 

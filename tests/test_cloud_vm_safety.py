@@ -9,16 +9,23 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from fakes.fake_metadata import FakeMetadata
-from fakes.fixtures import PROJECT, fake_compute, gcs  # noqa: F401  (fixtures)
-from test_cloud_startup import RUN_ID, ZONE, _boot, _run_vm, _script, _tiny
 
 from backend.ml.cloud import agent, storage
 from backend.ml.cloud.orchestrate import CloudRun, upload_inputs
 from backend.ml.cloud.startup import VM_INSTALL
+from support.cli import REPO_ROOT
+from support.cloud import (
+    PROJECT,
+    RUN_ID,
+    ZONE,
+    boot_instance,
+    run_vm,
+    startup_script,
+    tiny_cloud_config,
+)
+from support.fakes.fake_metadata import FakeMetadata
 
 CHECKPOINT = "checkpoints/step-000004/training_state.pt"
 
@@ -49,14 +56,14 @@ def test_a_failed_download_on_a_replacement_vm_keeps_every_remote_checkpoint(
     client, bucket = gcs
     run = CloudRun(run_id=RUN_ID, project=PROJECT, region="us-central1", bucket=bucket,
                    zones=[ZONE], spec={})
-    upload_inputs(client, run, _tiny(), [], tmp_path, log=lambda *_: None)
+    upload_inputs(client, run, tiny_cloud_config(), [], tmp_path, log=lambda *_: None)
     url = _remote_run(client, bucket)
     # An object and a "directory" of the same name: the download stops at the second one,
     # before the checkpoint, as a full disk or a lost connection would stop it.
     for name in ("a", "a/b"):
         client.bucket(bucket).blob(f"runs/{RUN_ID}/run/{name}").upload_from_string(b"y")
-    _boot(fake_compute, ZONE, "mb-vm-1")
-    vm = _run_vm(_script(bucket, tmp_path / "vm1", "mb-vm-1", fake_compute.url))
+    boot_instance(fake_compute, ZONE, "mb-vm-1")
+    vm = run_vm(startup_script(bucket, tmp_path / "vm1", "mb-vm-1", fake_compute.url))
     log = vm.stdout + vm.stderr
     assert vm.returncode != 0 and "cannot fetch the earlier run directory" in log
     remote = storage.remote_files(client, url)
@@ -140,16 +147,16 @@ def test_a_vm_without_a_usable_gpu_fails_fast_and_deletes_itself(
     client, bucket = gcs
     run = CloudRun(run_id=RUN_ID, project=PROJECT, region="us-central1", bucket=bucket,
                    zones=[ZONE], spec={})
-    upload_inputs(client, run, _tiny(), [], tmp_path, log=lambda *_: None)
+    upload_inputs(client, run, tiny_cloud_config(), [], tmp_path, log=lambda *_: None)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     if stand_in:  # a driver that answers, on a machine where torch sees no CUDA device
         (bin_dir / "nvidia-smi").write_text(stand_in)
         (bin_dir / "nvidia-smi").chmod(0o755)
-    _boot(fake_compute, ZONE, "mb-vm-0")
-    script = _script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url, check_gpu=True,
-                     gpu_wait_seconds=1, train_device="cuda")
-    vm = _run_vm(script, path_prefix=bin_dir)
+    boot_instance(fake_compute, ZONE, "mb-vm-0")
+    script = startup_script(bucket, tmp_path / "vm0", "mb-vm-0", fake_compute.url,
+                            check_gpu=True, gpu_wait_seconds=1, train_device="cuda")
+    vm = run_vm(script, path_prefix=bin_dir)
     log = vm.stdout + vm.stderr
     assert vm.returncode != 0, log
     marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
@@ -159,8 +166,6 @@ def test_a_vm_without_a_usable_gpu_fails_fast_and_deletes_itself(
 
 def test_the_install_puts_the_pinned_cuda_torch_first_then_the_project(tmp_path):
     import tomllib
-
-    from conftest import REPO_ROOT
 
     (tmp_path / "pyproject.toml").write_text(
         (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))

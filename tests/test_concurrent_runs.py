@@ -12,7 +12,8 @@ import pytest
 from backend.ml.checkpoint_files import step_checkpoints
 from backend.ml.experiments import ExperimentManager, format_comparison_table
 from backend.ml.run_lock import read_heartbeat
-from conftest import REPO_ROOT, cli_environment, run_cli, tiny_config, write_config
+from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.configs import tiny_config, write_config
 
 
 def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 180):

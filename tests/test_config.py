@@ -17,7 +17,8 @@ from backend.ml.experiment_config import (
     ModelConfig,
     TrainingConfig,
 )
-from conftest import REPO_ROOT, tiny_config, write_config
+from support.cli import REPO_ROOT
+from support.configs import tiny_config, write_config
 
 SHIPPED_CONFIGS = sorted((REPO_ROOT / "experiments" / "configs").glob("*.yaml"))
 
@@ -61,11 +62,15 @@ def test_issue_example_sections_are_accepted():
 experiment_name: "bert_baseline_v1"
 description: "BERT-base baseline for bias classification"
 tags: ["baseline", "bert", "babe"]
-model: {architecture: "bert", model_name: "bert-base-uncased", num_labels: 3, dropout: 0.1, freeze_layers: 0}
-training: {batch_size: 16, learning_rate: 2.0e-5, epochs: 3, warmup_steps: 500, weight_decay: 0.01}
-data: {dataset: "babe", train_split: 0.8, preprocessing: "none", max_length: 512, filter_no_agreement: false}
+model: {architecture: "bert", model_name: "bert-base-uncased", num_labels: 3, dropout: 0.1,
+        freeze_layers: 0}
+training: {batch_size: 16, learning_rate: 2.0e-5, epochs: 3, warmup_steps: 500,
+           weight_decay: 0.01}
+data: {dataset: "babe", train_split: 0.8, preprocessing: "none", max_length: 512,
+       filter_no_agreement: false}
 logging: {tensorboard: true, wandb: false, log_steps: 100, save_steps: 1000}
-cloud: {platform: "gcp", machine_type: "n1-standard-4", gpu_type: "nvidia-tesla-v100", preemptible: true}
+cloud: {platform: "gcp", machine_type: "n1-standard-4", gpu_type: "nvidia-tesla-v100",
+        preemptible: true}
 """)
     config = ExperimentConfig.from_dict(data)
     assert config.training.learning_rate == 2e-5

@@ -4,15 +4,14 @@ tokenised batches. Tests that need the real BABE files skip when ../shared/data/
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import os
 import socket
-import sys
 from collections import Counter
 from pathlib import Path
 
-import datasets  # noqa: F401  (see below)
+# `datasets` is imported before any test sets HF_HUB_OFFLINE: the offline tests then cover the
+# harder case (offline requested after import) and leave the process's hub settings unchanged.
+import datasets  # noqa: F401
 import pandas as pd
 import pytest
 import torch
@@ -34,14 +33,8 @@ from backend.ml.data import (
 from backend.ml.data.loading import DEMO_FILE
 from backend.ml.errors import DataError, UserError
 
-# `datasets` is imported before any test sets HF_HUB_OFFLINE: the offline tests then cover the
-# harder case (offline requested after import) and leave the process's hub settings unchanged.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BABE_DIR = Path(os.environ.get("BABE_DATA_DIR") or REPO_ROOT / ".." / "shared" / "data" / "babe")
 BABE_COLUMNS = ["text", "news_link", "outlet", "topic", "type", "label_bias", "label_opinion",
                 "biased_words"]
-needs_babe = pytest.mark.skipif(not (BABE_DIR / "final_labels_SG1.csv").is_file(),
-                                reason=f"BABE files not found in {BABE_DIR} (set BABE_DATA_DIR)")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -84,49 +77,6 @@ def demo_splits(demo_config) -> DataSplits:
     return prepare_splits(demo_config, seed=42)
 
 
-# Every socket connection and name lookup to anything but the loopback interface is recorded
-# while `no_network` is active, so a test proves that nothing reached for the network.
-_network_attempts: list[str] = []
-_guard_active = [False]
-
-
-def _audit(event: str, args) -> None:
-    if not _guard_active[0]:
-        return
-    if event == "socket.getaddrinfo":
-        host = args[0]
-        host = host.decode() if isinstance(host, bytes) else str(host)
-        if host not in ("localhost", "127.0.0.1", "::1"):
-            _network_attempts.append(f"lookup {host}")
-            raise OSError(f"test blocked a network lookup of {host}")
-    elif event == "socket.connect":
-        address = args[1]
-        if isinstance(address, tuple):
-            try:
-                loopback = ipaddress.ip_address(address[0]).is_loopback
-            except ValueError:
-                loopback = False
-            if not loopback:
-                _network_attempts.append(f"connect {address}")
-                raise OSError(f"test blocked a connection to {address}")
-
-
-_hook_installed = [False]
-
-
-@pytest.fixture
-def no_network():
-    if not _hook_installed[0]:
-        sys.addaudithook(_audit)
-        _hook_installed[0] = True
-    _network_attempts.clear()
-    _guard_active[0] = True
-    try:
-        yield _network_attempts
-    finally:
-        _guard_active[0] = False
-
-
 # ------------------------------------------------------------------------------ labels
 
 def test_label_order_is_fixed_and_binary_keeps_the_first_two_ids():
@@ -137,9 +87,8 @@ def test_label_order_is_fixed_and_binary_keeps_the_first_two_ids():
 
 # ------------------------------------------------------------------------------ real BABE
 
-@needs_babe
-def test_babe_sg1_csv_matches_the_published_counts():
-    frame = load_sentences(DataConfig(path=str(BABE_DIR / "final_labels_SG1.csv")))
+def test_babe_sg1_csv_matches_the_published_counts(babe_dir):
+    frame = load_sentences(DataConfig(path=str(babe_dir / "final_labels_SG1.csv")))
     assert len(frame) == 1700
     assert list(frame.columns) == ["text", "label", "outlet", "topic", "type", "news_link",
                                    "biased_words", "source_row"]
@@ -150,28 +99,25 @@ def test_babe_sg1_csv_matches_the_published_counts():
     assert set(frame["type"]) == {"left", "right", "center"}
 
 
-@needs_babe
-def test_babe_csv_and_xlsx_give_the_same_sentences_and_labels():
-    from_csv = load_sentences(DataConfig(path=str(BABE_DIR / "final_labels_SG1.csv")))
-    from_xlsx = load_sentences(DataConfig(path=str(BABE_DIR / "final_labels_SG1.xlsx")))
+def test_babe_csv_and_xlsx_give_the_same_sentences_and_labels(babe_dir):
+    from_csv = load_sentences(DataConfig(path=str(babe_dir / "final_labels_SG1.csv")))
+    from_xlsx = load_sentences(DataConfig(path=str(babe_dir / "final_labels_SG1.xlsx")))
     assert from_xlsx["text"].tolist() == from_csv["text"].tolist()
     assert from_xlsx["label"].tolist() == from_csv["label"].tolist()
     assert from_xlsx["source_row"].tolist() == from_csv["source_row"].tolist()
 
 
-@needs_babe
-def test_babe_directory_picks_the_file_for_the_subset():
-    sg1 = load_sentences(DataConfig(path=str(BABE_DIR), subset="SG1"))
-    sg2 = load_sentences(DataConfig(path=str(BABE_DIR), subset="SG2"))
+def test_babe_directory_picks_the_file_for_the_subset(babe_dir):
+    sg1 = load_sentences(DataConfig(path=str(babe_dir), subset="SG1"))
+    sg2 = load_sentences(DataConfig(path=str(babe_dir), subset="SG2"))
     assert Path(sg1.attrs["source"]).name == "final_labels_SG1.csv"  # csv preferred over xlsx
     assert Path(sg2.attrs["source"]).name == "final_labels_SG2_dev.csv"
     assert len(sg1) == 1700 and len(sg2) == 2974
     assert set(sg2["label"]) == set(LABEL_NAMES)
 
 
-@needs_babe
-def test_babe_sg2_missing_types_are_derived_from_the_outlet():
-    frame = load_sentences(DataConfig(path=str(BABE_DIR), subset="SG2"))
+def test_babe_sg2_missing_types_are_derived_from_the_outlet(babe_dir):
+    frame = load_sentences(DataConfig(path=str(babe_dir), subset="SG2"))
     assert frame.attrs["types_derived"] > 500
     typed_outlets = set(frame.loc[frame["type"] != "", "outlet"])
     still_empty = frame[frame["type"] == ""]
@@ -179,27 +125,25 @@ def test_babe_sg2_missing_types_are_derived_from_the_outlet():
     assert (frame.loc[frame["outlet"] == "Reuters", "type"] == "center").all()
 
 
-@needs_babe
-def test_babe_sg2_single_no_agreement_sentence_still_splits(monkeypatch):
-    config = DataConfig(path=str(BABE_DIR), subset="SG2")
+def test_babe_sg2_single_no_agreement_sentence_still_splits(monkeypatch, babe_dir):
+    config = DataConfig(path=str(babe_dir), subset="SG2")
     splits = prepare_splits(config, seed=42)
     total = {name: sum(split.label_counts(splits.label_names)[name]
                        for split in (splits.train, splits.validation, splits.test))
              for name in splits.label_names}
     assert total == {"Non-biased": 1513, "Biased": 1460, "No agreement": 1}
-    binary = prepare_cv_folds(DataConfig(path=str(BABE_DIR), subset="SG2", cv_folds=5,
+    binary = prepare_cv_folds(DataConfig(path=str(babe_dir), subset="SG2", cv_folds=5,
                                          filter_no_agreement=True), seed=42)
     assert sum(len(fold.test) for fold in binary) == 2973
     assert binary[0].counts["removed_no_agreement"] == 1
 
 
-@needs_babe
-def test_demo_sentences_do_not_repeat_babe_sentences(demo_config):
+def test_demo_sentences_do_not_repeat_babe_sentences(demo_config, babe_dir):
     def normal(text):
         return " ".join(str(text).replace("\u2019", "'").casefold().split())
     demo = set(load_sentences(demo_config)["text"].map(normal))
     for subset in ("SG1", "SG2"):
-        babe = load_sentences(DataConfig(path=str(BABE_DIR), subset=subset))["text"]
+        babe = load_sentences(DataConfig(path=str(babe_dir), subset=subset))["text"]
         assert not demo & set(babe.map(normal))
 
 

@@ -10,7 +10,7 @@ import pytest
 from backend.ml.config import DataConfig, ExperimentConfig
 from backend.ml.data import prepare_splits
 from backend.ml.data.loading import DEMO_FILE
-from conftest import tiny_config
+from support.configs import tiny_config
 
 
 def write_babe_csv(frame: pd.DataFrame, path) -> str:
@@ -69,7 +69,8 @@ def test_missing_fixed_file_and_cv_with_fixed_files_are_config_errors(tmp_path):
 
 
 def test_sg1_as_test_file_removes_the_overlap_from_sg2_training(babe_dir):
-    splits = prepare_splits(DataConfig(dataset="babe", path=str(babe_dir / "final_labels_SG2_dev.csv"),
+    splits = prepare_splits(DataConfig(dataset="babe",
+                                       path=str(babe_dir / "final_labels_SG2_dev.csv"),
                                        test_path=str(babe_dir / "final_labels_SG1.csv"),
                                        filter_no_agreement=True), seed=42)
     normalised = {" ".join(text.lower().split()) for text in splits.test.texts}

@@ -1,8 +1,8 @@
-"""Experiment management on hand-made run directories: manager, comparison, statistics, report.
+"""Experiment management on synthetic run directories: manager, comparison, statistics, report.
 
-The run directories follow docs/architecture.md exactly (results.json, metrics.jsonl,
-predictions CSV) with synthetic but self-consistent predictions, so every number the tools
-show can be checked against an independent computation.
+The run directories are written by the trainer's own writers (config.yaml, results.json,
+metrics.jsonl, predictions CSVs) with synthetic but self-consistent predictions, so every
+number the tools show can be checked against an independent computation.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from sklearn.metrics import f1_score
 
 from backend.ml.config import ExperimentConfig
+from backend.ml.config.loading import config_from_dict
 from backend.ml.errors import UserError
 from backend.ml.experiment_config import ExperimentManager
 from backend.ml.experiments import (
@@ -32,7 +32,17 @@ from backend.ml.experiments.statistics import (
     mcnemar_test,
     paired_bootstrap,
 )
-from backend.ml.metrics import classification_metrics, label_slug
+from backend.ml.fileio import atomic_write_text
+from backend.ml.metrics import EvaluationResult
+from backend.ml.run_directory import (
+    SCHEMA_VERSION,
+    RunLayout,
+    create_run_directory,
+    read_results,
+    write_predictions,
+    write_results,
+)
+from support.browser import CHROMIUM
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 OUTLETS = {"left": ["msnbc", "alternet"], "center": ["reuters", "usa-today"],
@@ -83,10 +93,9 @@ def make_run(runs_dir: Path, run_id: str, *, accuracy: float = 0.75, seed: int =
     ``config`` sets dotted fields (``{"data.dataset": "babe"}``); ``results_data`` is merged
     into results.json's ``data`` section.
     """
-    run_dir = runs_dir / run_id
-    (run_dir / "predictions").mkdir(parents=True)
-    (run_dir / "plots").mkdir()
     name = run_id.rsplit("_", 1)[0]
+    run_dir = create_run_directory(runs_dir, name, run_id=run_id)
+    layout = RunLayout(run_dir)
     data = ExperimentConfig(experiment_name=name, tags=list(tags)).to_dict()
     for dotted, value in (config or {}).items():
         if "." in dotted:
@@ -94,55 +103,44 @@ def make_run(runs_dir: Path, run_id: str, *, accuracy: float = 0.75, seed: int =
             data[section][field] = value
         else:
             data[dotted] = value
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    # Unvalidated: some tests name runs the way only a hostile hand would.
+    config_from_dict(data, validate=False).save_yaml(layout.config)
 
     classes = len(labels)
     sentences = _test_sentences(test_size, test_seed, classes)
     truth = np.array([sentence["true_id"] for sentence in sentences])
     predicted = _predict(sentences, accuracy, accuracy_by_type or {}, seed, classes)
-    test = classification_metrics(truth, predicted, labels)
-    test["loss"] = 1.0 - accuracy
     shares = np.array([0.45, 0.45, 0.1][:classes])
     eval_truth = np.random.default_rng(seed + 100).choice(classes, size=80, p=shares / shares.sum())
     eval_predicted = _predict([{"true_id": int(t), "type": ""} for t in eval_truth], accuracy, {},
                               seed + 200, classes)
-    evaluation = classification_metrics(eval_truth, eval_predicted, labels)
-    evaluation["loss"] = eval_loss if eval_loss is not None else 1.1 - accuracy
+    metadata_columns = ("outlet", "topic", "type", "news_link", "source_row")
+    test = EvaluationResult(
+        "test", labels, truth, _logits(predicted, classes, np.random.default_rng(seed + 300)),
+        [sentence["text"] for sentence in sentences],
+        [{column: sentence[column] for column in metadata_columns} for sentence in sentences],
+        loss=1.0 - accuracy)
+    evaluation = EvaluationResult(
+        "eval", labels, eval_truth,
+        _logits(eval_predicted, classes, np.random.default_rng(seed + 400)),
+        [f"Validation sentence {seed}-{index}." for index in range(len(eval_truth))],
+        [{}] * len(eval_truth), loss=eval_loss if eval_loss is not None else 1.1 - accuracy)
+    write_predictions(layout.test_predictions, test)
+    write_predictions(layout.eval_predictions, evaluation)
 
-    rng = np.random.default_rng(seed + 300)
-    lines = ["index,text,true_label,predicted_label,confidence,correct,"
-             + ",".join(f"prob_{label_slug(label)}" for label in labels)
-             + ",outlet,topic,type,news_link,source_row"]
-    import csv
-    import io
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(lines[0].split(","))
-    for sentence, prediction in zip(sentences, predicted):
-        probabilities = rng.dirichlet(np.ones(classes))
-        probabilities[prediction] += 1.0
-        probabilities /= probabilities.sum()
-        writer.writerow([sentence["index"], sentence["text"], labels[sentence["true_id"]],
-                         labels[prediction], f"{probabilities.max():.4f}",
-                         prediction == sentence["true_id"]]
-                        + [f"{value:.4f}" for value in probabilities]
-                        + [sentence["outlet"], sentence["topic"], sentence["type"],
-                           sentence["news_link"], sentence["source_row"]])
-    (run_dir / "predictions" / "test_predictions.csv").write_text(buffer.getvalue())
-
-    with open(run_dir / "metrics.jsonl", "w") as stream:
-        for step in range(10, 61, 10):
-            stream.write(json.dumps({"step": step, "epoch": step / 20,
-                                     "train/loss": 1.2 - accuracy * step / 80}) + "\n")
-            if step % 20 == 0:
-                stream.write(json.dumps({"step": step, "epoch": step / 20,
-                                         "eval/loss": 1.3 - accuracy * step / 60,
-                                         "eval/f1_macro": evaluation["f1_macro"] * step / 60})
-                             + "\n")
-        stream.write(json.dumps({"step": 60, **{f"test/{key}": value for key, value in
-                                                test.items() if isinstance(value, float)}}) + "\n")
+    records = []
+    for step in range(10, 61, 10):
+        records.append({"step": step, "epoch": step / 20,
+                        "train/loss": 1.2 - accuracy * step / 80})
+        if step % 20 == 0:
+            records.append({"step": step, "epoch": step / 20,
+                            "eval/loss": 1.3 - accuracy * step / 60,
+                            "eval/f1_macro": evaluation.metrics["f1_macro"] * step / 60})
+    records.append({"step": 60, **{f"test/{key}": value for key, value in test.metrics.items()
+                                   if isinstance(value, float)}})
+    atomic_write_text(layout.metrics, "".join(json.dumps(record) + "\n" for record in records))
     results = {
-        "schema_version": 1, "experiment_id": run_id, "experiment_name": name,
+        "schema_version": SCHEMA_VERSION, "experiment_id": run_id, "experiment_name": name,
         "description": "synthetic", "tags": list(tags), "status": status, "error": error,
         "metadata": {"started_at": started_at, "finished_at": started_at, "device": "cpu"},
         "model": {"architecture": data["model"]["architecture"]},
@@ -152,9 +150,16 @@ def make_run(runs_dir: Path, run_id: str, *, accuracy: float = 0.75, seed: int =
         "timing": {"total_seconds": 12.5},
     }
     if status == "completed":
-        results["eval"], results["test"] = evaluation, test
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        results["eval"], results["test"] = evaluation.metrics, test.metrics
+    write_results(run_dir, results)
     return run_dir
+
+
+def _logits(predicted: np.ndarray, classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Logits whose softmax puts the most probability on ``predicted``, the rest at random."""
+    probabilities = rng.dirichlet(np.ones(classes), size=len(predicted))
+    probabilities[np.arange(len(predicted)), predicted] += 1.0
+    return np.log(probabilities / probabilities.sum(axis=1, keepdims=True))
 
 
 def make_cv_run(runs_dir: Path, run_id: str, folds: int = 3, accuracy: float = 0.7,
@@ -168,7 +173,7 @@ def make_cv_run(runs_dir: Path, run_id: str, folds: int = 3, accuracy: float = 0
     for fold in range(1, folds + 1):
         fold_dir = make_run(parent / "folds", f"fold-{fold}", accuracy=accuracy, seed=fold,
                             test_seed=50 + fold, test_size=60, **run_options)
-        fold_results.append(json.loads((fold_dir / "results.json").read_text()))
+        fold_results.append(read_results(fold_dir))
     summary = aggregate_cross_validation(fold_results)
     results = dict(fold_results[0], experiment_id=run_id, experiment_name=run_id.rsplit("_", 1)[0],
                    cross_validation=summary)
@@ -176,7 +181,7 @@ def make_cv_run(runs_dir: Path, run_id: str, folds: int = 3, accuracy: float = 0
                        if key.startswith("test/")}
     results["eval"] = {key.split("/", 1)[1]: value for key, value in summary["mean"].items()
                        if key.startswith("eval/")}
-    (parent / "results.json").write_text(json.dumps(results))
+    write_results(parent, results)
     shutil.copy(parent / "folds" / "fold-1" / "config.yaml", parent / "config.yaml")
     return parent
 
@@ -577,7 +582,6 @@ def test_report_escapes_what_runs_contain(runs_dir):
 
 # ---- the report in a real browser ------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
                                     reason="Debian chromium not installed at /usr/bin/chromium "
                                            "(apt-get install chromium)")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from backend.ml.experiment_config import ExperimentManager
-from conftest import run_cli, tiny_config, write_config
+from support.cli import run_cli
+from support.configs import tiny_config, write_config
 
 # The runs compared here are trained through the real CLI.
 pytestmark = pytest.mark.slow

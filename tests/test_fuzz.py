@@ -17,13 +17,13 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_inference_support import make_tiny_model_dir
 
 from backend.ml.bias_classifier import NO_PREDICTION, BiasClassifier
 from backend.ml.data.labels import LABEL_NAMES
 from backend.ml.data.loading import DEMO_FILE, read_babe_file
 from backend.ml.errors import DataError
 from scripts.fuzz_configs import DOCUMENTS, OVERRIDES, config_outcome
+from support.inference import make_tiny_model_dir
 
 # FUZZ_SCALE=40 python -m pytest tests/test_fuzz.py  searches forty times as long.
 SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
@@ -162,7 +162,8 @@ ODD_TEXTS = st.one_of(
                      "\u200b\u200b", "\0\0", "a\ud800b", "Mixed: Ünïcödé ✓ — “quotes”."]),
     st.integers(), st.floats(), st.binary(max_size=5), st.lists(st.text(max_size=3), max_size=2))
 ITEMS = st.one_of(ODD_TEXTS, st.fixed_dictionaries(
-    {}, optional={"text": ODD_TEXTS, "title": ODD_TEXTS, "id": st.text(max_size=4) | st.integers()}))
+    {}, optional={"text": ODD_TEXTS, "title": ODD_TEXTS,
+                  "id": st.text(max_size=4) | st.integers()}))
 
 
 def assert_defined(result) -> None:

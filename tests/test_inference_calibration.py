@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from test_inference_support import NEWS_SENTENCES, direct_logits, make_tiny_model_dir
 
 from backend.ml.bias_classifier import BiasClassifier
 from backend.ml.inference.calibration import (
@@ -14,6 +13,7 @@ from backend.ml.inference.calibration import (
     fit_temperature,
 )
 from backend.ml.metrics import softmax
+from support.inference import NEWS_SENTENCES, direct_logits, make_tiny_model_dir
 
 
 def synthetic_logits(n: int, sharpness: float, seed: int = 0):

@@ -3,23 +3,24 @@
 import json
 import shutil
 
-import joblib
 import numpy as np
 import pytest
 import torch
-from test_inference_support import (
+
+from backend.ml.bias_classifier import NO_PREDICTION, BiasClassifier, InputError, ModelLoadError
+from backend.ml.errors import UserError
+from backend.ml.inference import loading
+from backend.ml.inference.loading import configure_threads
+from backend.ml.inference.sentences import split_sentences
+from backend.ml.metrics import softmax
+from support.inference import (
     LABELS,
     NEWS_SENTENCES,
     direct_logits,
     make_run_dir,
     make_tiny_model_dir,
+    tiny_tokenizer,
 )
-
-from backend.ml.bias_classifier import NO_PREDICTION, BiasClassifier, InputError, ModelLoadError
-from backend.ml.errors import UserError
-from backend.ml.inference.loading import configure_threads
-from backend.ml.inference.sentences import split_sentences
-from backend.ml.metrics import softmax
 
 ARTICLE = ("The senator's reckless scheme is a disaster for working families. Officials "
            "released the quarterly figures on Tuesday. Mr. Smith met Dr. Jones in the U.S. "
@@ -175,7 +176,6 @@ def test_run_directory_run_id_and_errors(tmp_path, monkeypatch):
 
 def test_custom_head_model_loads(tmp_path):
     models = pytest.importorskip("backend.ml.models")
-    from test_inference_support import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(0)
@@ -215,8 +215,13 @@ def test_threads_respect_omp_num_threads(monkeypatch):
         assert configure_threads() == 1 and torch.get_num_threads() == 1
         assert configure_threads(2) == 2  # an explicit request wins
         monkeypatch.delenv("OMP_NUM_THREADS")
-        torch.set_num_threads(before)
-        # torch's default, capped by the CPUs this process may use (affinity, cgroup quota)
-        assert configure_threads() == min(before, joblib.cpu_count())
+        # A 2-CPU container quota on a host where torch would start 8 threads: 2 threads.
+        monkeypatch.setattr(loading, "cpu_budget", lambda: 2)
+        torch.set_num_threads(8)
+        assert configure_threads() == 2 and torch.get_num_threads() == 2
+        # With CPUs to spare, torch's own default stands.
+        monkeypatch.setattr(loading, "cpu_budget", lambda: 64)
+        torch.set_num_threads(3)
+        assert configure_threads() == 3 and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)

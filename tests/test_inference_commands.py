@@ -4,13 +4,13 @@ import json
 import shutil
 
 import pytest
-from test_inference_support import LABELS, NEWS_SENTENCES, make_run_dir
 
 from backend.ml.bias_classifier import BiasClassifier
 from backend.ml.errors import DataError, UserError
 from backend.ml.fileio import read_jsonl
 from backend.ml.inference.commands import export_command, predict_command
-from conftest import run_cli
+from support.cli import run_cli
+from support.inference import LABELS, NEWS_SENTENCES, make_run_dir, make_tiny_model_dir
 
 ARTICLE = "The vote was delayed. Critics called the plan a radical power grab."
 
@@ -134,8 +134,6 @@ def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path):
 def test_benchmark_script_runs_and_compares_with_the_pipeline(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
-
-    from test_inference_support import make_tiny_model_dir
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_inference.py"
     spec = importlib.util.spec_from_file_location("bench_inference", script)

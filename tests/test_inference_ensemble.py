@@ -11,7 +11,7 @@ from backend.ml.cli import main
 from backend.ml.config import ExperimentConfig
 from backend.ml.inference.loading import resolve_model_path
 from backend.ml.run import run_cross_validation
-from conftest import tiny_config
+from support.configs import tiny_config
 
 SENTENCES = ["The senator's reckless scheme will ruin working families.",
              "Officials released the quarterly figures on Tuesday.",

@@ -18,15 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import (
-    REPO_ROOT,
-    cli_environment,
-    only_run_dir,
-    read_results,
-    run_cli,
-    tiny_config,
-    write_config,
-)
+from backend.ml.run_directory import read_results
+from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.configs import tiny_config, write_config
+from support.runs import only_run_dir
 
 # All 400 demo sentences, 200 for training: 13 steps an epoch, 104 in all; a checkpoint every
 # step gives many checkpoint writes to be killed in.
@@ -57,7 +52,7 @@ def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 1
             return
         if process.poll() is not None:
             raise AssertionError(f"the run ended (exit {process.returncode}) before {what}:\n"
-                                 f"{process.stderr.read()[-2000:]}")
+                                 f"{process.communicate()[1][-2000:]}")
         time.sleep(0.0002)
     process.kill()
     raise AssertionError(f"timed out waiting for {what}")

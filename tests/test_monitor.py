@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_production_loop import CHROMIUM, open_in_chromium, train_tiny
 
 from backend.ml.cli import main
 from backend.ml.fileio import append_jsonl
@@ -17,6 +16,8 @@ from backend.ml.monitoring import (
     vocabulary_shift,
 )
 from backend.ml.serving.logs import PredictionLog, record_session
+from support.browser import CHROMIUM, open_in_chromium
+from support.runs import train_tiny
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 

@@ -18,7 +18,8 @@ from backend.ml.config import ExperimentConfig
 from backend.ml.errors import ConfigError, DataError
 from backend.ml.pretraining import collect_corpus, read_text_file, run_pretraining
 from backend.ml.run import run_experiment
-from conftest import REPO_ROOT, cli_environment, run_cli, tiny_config, write_config
+from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.configs import tiny_config, write_config
 
 DEMO_FILE = REPO_ROOT / "backend" / "ml" / "data" / "demo" / "demo_sentences.csv"
 NEWS = ["The council approved the budget on Monday.",

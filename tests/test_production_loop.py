@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,25 +16,15 @@ import httpx
 import pytest
 
 from backend.ml.cli import main
-from backend.ml.config import ExperimentConfig
 from backend.ml.data.loading import DEMO_FILE, read_babe_file
 from backend.ml.registry import ModelRegistry, production_test_set
-from backend.ml.run import run_experiment
 from backend.ml.serving.app import create_app
 from backend.ml.serving.logs import read_predictions
 from backend.ml.serving.server import BackgroundServer, load_served_model
 from backend.ml.serving.traffic import TrafficSplit
-from conftest import REPO_ROOT, tiny_config
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-def train_tiny(runs_dir: Path, run_id: str, learning_rate: float) -> Path:
-    """A tiny run; same data and seed as every other, so all share one test split."""
-    config = ExperimentConfig.from_dict(tiny_config(
-        training={"epochs": 1, "learning_rate": learning_rate},
-        logging={"tensorboard": False, "log_steps": 5, "save_steps": 1000}))
-    return run_experiment(config, runs_dir, run_id=run_id)
+from support.browser import CHROMIUM, open_in_chromium
+from support.cli import REPO_ROOT
+from support.runs import train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -55,45 +43,6 @@ def cli(workspace: Path, *args: str) -> int:
 def demo_sentences() -> list[tuple[str, str]]:
     frame = read_babe_file(DEMO_FILE)
     return list(zip(frame["text"], frame["label"]))
-
-
-def open_in_chromium(report: Path, screenshot: Path | None = None
-                     ) -> tuple[list[str], list[str], dict]:
-    """(console errors, requested URLs, what the page shows) of ``report`` in headless Chromium."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    errors, requests = [], []
-    try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch_persistent_context(
-                profile, executable_path=str(CHROMIUM), headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--no-first-run",
-                      "--disable-background-networking", "--disable-component-update"])
-            page = browser.new_page()
-            page.on("console", lambda message: errors.append(message.text)
-                    if message.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.on("request", lambda request: requests.append(request.url))
-            page.goto(report.as_uri())
-            page.wait_for_load_state("load")
-            shown = {
-                "served": page.eval_on_selector_all(
-                    "#traffic-table tbody tr", "rows => rows.map(r => [r.dataset.runId, "
-                    "Number(r.querySelector('.served').textContent)])"),
-                "accuracy_n": page.eval_on_selector_all(
-                    "#accuracy-table tbody tr", "rows => rows.map(r => [r.dataset.runId, "
-                    "Number(r.querySelector('.n').textContent)])"),
-                "charts": page.eval_on_selector_all("figure svg", "nodes => nodes.length"),
-                "agreement_rows": page.eval_on_selector_all("#agreement-table tbody tr",
-                                                            "rows => rows.length"),
-            }
-            if screenshot is not None:
-                screenshot.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(screenshot), full_page=True)
-            browser.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    return errors, requests, shown
 
 
 @pytest.mark.slow

@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_production_loop import train_tiny
 
 from backend.ml.cli import main
 from backend.ml.config import ExperimentConfig
 from backend.ml.inference import BiasClassifier
 from backend.ml.registry import ModelRegistry, RegistryError, compare_with_production
 from backend.ml.run import run_experiment
-from conftest import tiny_config
+from support.configs import tiny_config
+from support.runs import train_tiny
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from backend.ml.config import ExperimentConfig
 from backend.ml.experiments import ExperimentManager, compare_command
 from backend.ml.run import run_cross_validation
-from conftest import tiny_config
+from support.configs import tiny_config
 
 SENTENCES = 60
 

@@ -12,7 +12,7 @@ from backend.ml.config import ExperimentConfig
 from backend.ml.data.splits import prepare_cv_folds
 from backend.ml.experiments import RunInfo
 from backend.ml.experiments.published import protocol_differences, published_protocol
-from conftest import REPO_ROOT
+from support.cli import REPO_ROOT
 
 CONFIG = REPO_ROOT / "experiments" / "configs" / "babe_paper_protocol.yaml"
 

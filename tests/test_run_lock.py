@@ -21,7 +21,7 @@ from backend.ml.run_lock import (
     process_exists,
     read_heartbeat,
 )
-from conftest import REPO_ROOT
+from support.cli import REPO_ROOT
 
 HOLDER = """
 import sys, time

@@ -10,20 +10,29 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from backend.ml.checkpoint_files import write_manifest
+from backend.ml.config import ExperimentConfig
 from backend.ml.experiments import ExperimentManager, format_comparison_table
 from backend.ml.experiments.report import write_report
+from backend.ml.run_directory import (
+    SCHEMA_VERSION,
+    RunLayout,
+    create_run_directory,
+    run_metadata,
+    write_results,
+)
 from backend.ml.run_lock import HEARTBEAT_FILE
 from backend.ml.run_status import effective_status
 
 
 def make_run(runs_dir, name, status="running", heartbeat=None, checkpoint_step=None):
     """A run directory as the trainer leaves it; ``heartbeat`` = (host, pid, age in seconds)."""
-    run_dir = runs_dir / name
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(f"experiment_name: {name}\n")
-    (run_dir / "results.json").write_text(json.dumps({
-        "experiment_id": name, "experiment_name": name, "status": status,
-        "metadata": {"started_at": f"2026-11-25T10:00:0{len(list(runs_dir.iterdir()))}+00:00"}}))
+    started_at = f"2026-11-25T10:00:0{len(list(runs_dir.glob('*')))}+00:00"
+    run_dir = create_run_directory(runs_dir, name, run_id=name)
+    ExperimentConfig(experiment_name=name).save_yaml(RunLayout(run_dir).config)
+    write_results(run_dir, {
+        "schema_version": SCHEMA_VERSION, "experiment_id": name, "experiment_name": name,
+        "status": status, "error": None,
+        "metadata": {**run_metadata("cpu"), "started_at": started_at}})
     if heartbeat is not None:
         host, pid, age = heartbeat
         beat = (datetime.now(timezone.utc) - timedelta(seconds=age)).isoformat()

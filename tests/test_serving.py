@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_production_loop import train_tiny
 
 from backend.ml.cli import main
 from backend.ml.serving.app import Limits, ServedModel, create_app
@@ -21,7 +20,8 @@ from backend.ml.serving.batching import MicroBatcher
 from backend.ml.serving.logs import PredictionLog, read_predictions, read_sessions
 from backend.ml.serving.server import BackgroundServer, free_port, load_served_model
 from backend.ml.serving.traffic import TrafficSplit, item_key
-from conftest import REPO_ROOT, cli_environment
+from support.cli import REPO_ROOT, cli_environment
+from support.runs import train_tiny
 
 ARTICLE = {"id": "a-1", "title": "Officials meet",
            "text": "Officials met on Tuesday. The reckless plan will ruin everyone."}

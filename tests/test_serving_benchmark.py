@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from test_production_loop import train_tiny
 
-from conftest import REPO_ROOT, cli_environment
+from support.cli import REPO_ROOT, cli_environment
+from support.runs import train_tiny
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""What ``retrain`` trains on: previous data, new files and feedback, never production's test set."""
+"""What ``retrain`` trains on: previous data, new files and feedback, never production's
+test set."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from backend.ml.config import ExperimentConfig
 from backend.ml.data.splits import prepare_splits
 from backend.ml.errors import DataError
 from backend.ml.serving.retrain import build_training_rows
-from conftest import tiny_config
+from support.configs import tiny_config
 
 
 @pytest.fixture

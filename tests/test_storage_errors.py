@@ -22,7 +22,8 @@ from backend.ml.model_factory import ModelFactory
 from backend.ml.models import load_saved_model, save_model
 from backend.ml.run_directory import create_run_directory
 from backend.ml.training.checkpoints import save_checkpoint, step_checkpoints
-from conftest import run_cli, tiny_config, write_config
+from support.cli import run_cli
+from support.configs import tiny_config, write_config
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from backend.ml.config import ExperimentConfig
 from backend.ml.fileio import atomic_write_json, read_jsonl
 from backend.ml.metrics import EvaluationResult, label_slug
+from backend.ml.run_directory import SCHEMA_VERSION, write_results
 from backend.ml.tracking import (
     TrackerSet,
     build_trackers,
@@ -27,6 +27,12 @@ from backend.ml.tracking import (
     write_run_plots,
 )
 from backend.ml.tracking.wandb_tracker import choose_mode, has_api_key
+from support.tracking import (
+    assert_final_metrics_logged,
+    event_accumulator,
+    wandb_history,
+    wandb_records,
+)
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 EVAL_STEPS = (4, 8)
@@ -87,22 +93,15 @@ def simulate_run(config: ExperimentConfig, run_dir: Path, model=None) -> dict:
     trackers.log_metrics({**test.prefixed_scalars(), "epoch": 1.0}, LOG_STEPS[-1])
     trackers.log_evaluation(test, LOG_STEPS[-1])
     best_step = max(evaluations, key=lambda step: evaluations[step].metrics["f1_macro"])
-    results = {"schema_version": 1, "experiment_id": run_dir.name, "status": "completed",
+    results = {"schema_version": SCHEMA_VERSION, "experiment_id": run_dir.name,
+               "status": "completed",
                "eval": evaluations[best_step].metrics, "test": test.metrics,
                "training": {"total_steps": 8, "best_step": best_step},
                "timing": {"total_seconds": 1.0}}
-    atomic_write_json(run_dir / "results.json", results)
+    write_results(run_dir, results)
     trackers.log_summary(results, run_dir)
     trackers.close("completed")
     return json.loads((run_dir / "results.json").read_text())
-
-
-def event_accumulator(log_dir: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0,
-                                                                "tensors": 0})
-    accumulator.Reload()
-    return accumulator
 
 
 @pytest.fixture(scope="module")
@@ -135,16 +134,6 @@ def test_tensorboard_scalars_match_metrics_jsonl(tensorboard_run):
         assert [event.value for event in events] == pytest.approx(
             [value for _, value in points], rel=1e-6), tag
     assert [event.step for event in accumulator.Scalars("eval/f1_macro")] == list(EVAL_STEPS)
-
-
-def assert_final_metrics_logged(accumulator, results: dict) -> None:
-    """test/* and best_eval/* scalars in TensorBoard equal results.json."""
-    for key in ("accuracy", "f1_macro", "f1_weighted", "f1_biased", "loss"):
-        assert accumulator.Scalars(f"test/{key}")[-1].value == pytest.approx(
-            results["test"][key], rel=1e-6)
-        # best_eval/* is the best checkpoint's validation score, the HParams tab's column.
-        assert accumulator.Scalars(f"best_eval/{key}")[-1].value == pytest.approx(
-            results["eval"][key], rel=1e-6)
 
 
 def test_tensorboard_final_metrics_match_results(tensorboard_run):
@@ -315,39 +304,6 @@ def test_api_key_detection_without_reading_the_key(tmp_path):
 
 # -- Weights & Biases, offline ------------------------------------------------------------------
 
-def wandb_records(run_folder: Path):
-    """Every record of an offline run's ``.wandb`` file (LevelDB-style log of protobufs)."""
-    from wandb.proto import wandb_internal_pb2
-    data = next(run_folder.glob("*.wandb")).read_bytes()
-    assert data[:4] == b":W&B"
-    block, position, pending = 32768, 7, b""
-    while position + 7 <= len(data):
-        left = block - position % block
-        if left < 7:  # a block's tail too short for a header is padding
-            position += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
-        if length == 0 and kind == 0:
-            position += left
-            continue
-        chunk = data[position + 7:position + 7 + length]
-        position += 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):  # a full record, or the last piece of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            yield record
-
-
-def wandb_history(run_folder: Path) -> list[dict]:
-    rows = []
-    for record in wandb_records(run_folder):
-        if record.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                         for item in record.history.item})
-    return rows
-
-
 @pytest.fixture
 def wandb_env(monkeypatch, tmp_path):
     """No credentials, and wandb's own caches inside the test's directory."""
@@ -452,13 +408,13 @@ def test_wandb_without_network_falls_back_offline_and_never_stores_the_key(wandb
     real_init = wandb.init
     modes = []
 
-    def no_network(*args, **kwargs):
+    def init_without_network(*args, **kwargs):
         modes.append(kwargs.get("mode"))
         if kwargs.get("mode") == "online":  # refused before any connection is attempted
             raise TimeoutError("api.wandb.ai unreachable")
         return real_init(*args, **kwargs)
 
-    monkeypatch.setattr(wandb, "init", no_network)
+    monkeypatch.setattr(wandb, "init", init_without_network)
     run_dir = wandb_env / "runs" / "no_network_000003"
     with caplog.at_level(logging.INFO):
         simulate_run(make_config(tensorboard=True, wandb=True), run_dir)

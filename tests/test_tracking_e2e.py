@@ -9,16 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_tracking import (
+
+from backend.ml.fileio import read_jsonl
+from backend.ml.metrics import label_slug
+from backend.ml.run_directory import read_results
+from support.cli import run_cli
+from support.configs import tiny_config, write_config
+from support.runs import only_run_dir
+from support.tracking import (
     assert_final_metrics_logged,
     event_accumulator,
     wandb_history,
     wandb_records,
 )
-
-from backend.ml.fileio import read_jsonl
-from backend.ml.metrics import label_slug
-from conftest import only_run_dir, read_results, run_cli, tiny_config, write_config
 
 # The runs read back here are trained through the real CLI.
 pytestmark = pytest.mark.slow

@@ -17,6 +17,7 @@ from backend.ml.data import prepare_splits
 from backend.ml.errors import UserError
 from backend.ml.model_factory import ModelFactory
 from backend.ml.run import run_experiment
+from backend.ml.run_directory import read_results
 from backend.ml.tracking import TrackerSet
 from backend.ml.training.batching import LengthGroupedBatchSampler
 from backend.ml.training.distributed import World
@@ -28,7 +29,8 @@ from backend.ml.training.optimization import (
 )
 from backend.ml.training.precision import cpu_has_native_bf16, resolve_precision
 from backend.ml.training.trainer import ClassifierTrainer, NonFiniteLoss
-from conftest import REPO_ROOT, cli_environment, read_results, run_cli, tiny_config, write_config
+from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.configs import tiny_config, write_config
 
 LENGTHS = np.random.default_rng(0).integers(3, 120, size=1003).tolist()
 
@@ -117,7 +119,8 @@ def test_fused_adamw_is_used_when_asked_and_matches_foreach():
     models = [torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)]
     models[1].load_state_dict(models[0].state_dict())
     optimizers = [build_optimizer(model, TrainingConfig(learning_rate=0.1, fused_adamw=fused),
-                                  torch.device("cpu")) for model, fused in zip(models, (True, False))]
+                                  torch.device("cpu"))
+                  for model, fused in zip(models, (True, False))]
     assert optimizers[0].defaults["fused"] and not optimizers[1].defaults["fused"]
     inputs = torch.randn(16, 8)
     for _ in range(3):

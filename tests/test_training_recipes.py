@@ -14,13 +14,14 @@ from backend.ml.data import prepare_splits
 from backend.ml.model_factory import ModelFactory
 from backend.ml.models import embeddings_and_layers
 from backend.ml.run import resume_run, run_experiment
+from backend.ml.run_directory import read_results
 from backend.ml.tracking import TrackerSet
 from backend.ml.training.distributed import World
 from backend.ml.training.optimization import build_optimizer
 from backend.ml.training.precision import resolve_precision
 from backend.ml.training.recipes import WeightAverage, layerwise_lr_scales
 from backend.ml.training.trainer import ClassifierTrainer
-from conftest import read_results, tiny_config
+from support.configs import tiny_config
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 TINY_MODEL = ModelConfig(model_name="tiny", pretrained=False, hidden_size=32, num_hidden_layers=3,

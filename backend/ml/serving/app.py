@@ -131,7 +131,12 @@ class BodySizeLimit:
     async def _reject(self, send):
         response = _error(413, f"request body above {self.max_bytes} bytes; send fewer or "
                                "shorter texts per request")
-        await response({"type": "http"}, None, send)
+        await response({"type": "http"}, _disconnected, send)
+
+
+async def _disconnected() -> dict:
+    # The body was already refused: a response reading on sees the client gone.
+    return {"type": "http.disconnect"}
 
 
 def _error(status: int, message: str, **extra) -> JSONResponse:

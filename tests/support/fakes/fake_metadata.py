@@ -51,6 +51,7 @@ class FakeMetadata:
 
     @property
     def host(self) -> str:
+        assert self._server is not None, "start() the fake first"
         return f"127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:

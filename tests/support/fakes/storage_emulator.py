@@ -28,7 +28,8 @@ def _executable() -> list[str]:
         return [str(beside)]
     found = shutil.which("gcp-storage-emulator")
     if not found:
-        raise RuntimeError("gcp-storage-emulator is not installed (pip install gcp-storage-emulator)")
+        raise RuntimeError("gcp-storage-emulator is not installed "
+                           "(pip install gcp-storage-emulator)")
     return [found]
 
 
@@ -52,7 +53,7 @@ def emulator_url() -> str:
             return url
         except OSError:
             if _PROCESS.poll() is not None:
-                raise RuntimeError("gcp-storage-emulator exited at start")
+                raise RuntimeError("gcp-storage-emulator exited at start") from None
             time.sleep(0.2)
     raise RuntimeError("gcp-storage-emulator did not answer within 30 s")
 

@@ -24,6 +24,7 @@ import re
 import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 PREFIX = "/compute/v1/projects/"
@@ -85,6 +86,7 @@ class FakeCompute:
 
     @property
     def url(self) -> str:
+        assert self._server is not None, "start() the fake first"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def fail_next_insert(self, zone: str, kind: str) -> None:
@@ -154,7 +156,8 @@ class FakeCompute:
 
     @property
     def inserts(self) -> list[dict]:
-        return [r for r in self.requests if r["method"] == "POST" and r["path"].endswith("/instances")]
+        return [r for r in self.requests
+                if r["method"] == "POST" and r["path"].endswith("/instances")]
 
     @property
     def deletes(self) -> list[str]:
@@ -309,7 +312,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         fake = self.state
-        status, payload = 404, {"error": {"code": 404, "message": f"no route {parsed.path}"}}
+        status = 404
+        payload: dict[str, Any] = {"error": {"code": 404, "message": f"no route {parsed.path}"}}
         with fake.lock:
             fake.requests.append({"method": method, "path": parsed.path,
                                   "query": parse_qs(parsed.query), "body": body})

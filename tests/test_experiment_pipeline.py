@@ -18,15 +18,10 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import (
-    REPO_ROOT,
-    cli_environment,
-    only_run_dir,
-    read_results,
-    run_cli,
-    tiny_config,
-    write_config,
-)
+from backend.ml.run_directory import read_results
+from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.configs import tiny_config, write_config
+from support.runs import only_run_dir
 
 # Every test here runs the real CLI in a subprocess, most of them training.
 pytestmark = pytest.mark.slow
@@ -153,7 +148,8 @@ def test_same_seed_same_metrics_and_resume_matches_uninterrupted(tmp_path, tiny_
     resumed_step = int(oldest.name.split("-")[1])
     assert after["metadata"]["resumed_from_step"] == resumed_step == 8  # mid-epoch 2 of 2
     assert after["test"] == first["test"] and after["eval"] == first["eval"]
-    steps = [json.loads(line)["step"] for line in (again / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in
+             (again / "metrics.jsonl").read_text().splitlines()]
     original = [json.loads(line)["step"] for line in
                 (tiny_run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == original  # points after the checkpoint are logged once, not twice
