@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from backend.ml.run_directory import (
     run_metadata,
     write_results,
 )
-from backend.ml.run_lock import HEARTBEAT_FILE
+from backend.ml.run_lock import Heartbeat
 from backend.ml.run_status import effective_status
 
 
@@ -35,9 +34,8 @@ def make_run(runs_dir, name, status="running", heartbeat=None, checkpoint_step=N
         "metadata": {**run_metadata("cpu"), "started_at": started_at}})
     if heartbeat is not None:
         host, pid, age = heartbeat
-        beat = (datetime.now(timezone.utc) - timedelta(seconds=age)).isoformat()
-        (run_dir / HEARTBEAT_FILE).write_text(json.dumps(
-            {"host": host, "pid": pid, "started_at": beat, "last_beat": beat}))
+        beat = datetime.now(timezone.utc) - timedelta(seconds=age)
+        Heartbeat(host=host, pid=pid, started_at=beat, last_beat=beat).write(run_dir)
     if checkpoint_step is not None:
         checkpoint = run_dir / "checkpoints" / f"step-{checkpoint_step:06d}"
         (checkpoint / "model").mkdir(parents=True)

@@ -274,8 +274,11 @@ def test_serve_command_answers_over_http_and_stops_on_ctrl_c(runs_dir, tmp_path)
 def test_serving_the_int8_export_agrees_with_pytorch(runs_dir, production):
     from backend.ml.inference.commands import export_command
 
-    if not (runs_dir / "tiny_serve" / "exports" / "model-int8.onnx").is_file():
-        assert export_command("tiny_serve", ["onnx", "int8"], runs_dir) in (0, 1)
+    int8_model = runs_dir / "tiny_serve" / "exports" / "model-int8.onnx"
+    if not int8_model.is_file():
+        # Its exit status flags the tiny model's int8 F1 drop; the files are written either way.
+        export_command("tiny_serve", ["onnx", "int8"], runs_dir)
+    assert int8_model.is_file() and (int8_model.parent / "model.onnx").is_file()
     exported = load_served_model("tiny_serve", "production", runs_dir, runs_dir / "registry",
                                  runtime="onnx")
     app = create_app(exported, log_dir=runs_dir.parent / "onnx-log")

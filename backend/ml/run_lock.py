@@ -78,6 +78,13 @@ class Heartbeat:
             return False
         return self.host != socket.gethostname() or process_exists(self.pid)
 
+    def write(self, run_dir: str | os.PathLike) -> None:
+        """Replace ``run_dir``'s heartbeat.json with this one, atomically."""
+        atomic_write_json(Path(run_dir) / HEARTBEAT_FILE, {
+            "host": self.host, "pid": self.pid,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "last_beat": self.last_beat.isoformat(timespec="seconds")})
+
     def describe(self) -> str:
         """'pid 4242 on host gpu-1, running since 2026-11-25T10:00:00+00:00, last beat 3 s ago'."""
         return (f"pid {self.pid} on host {self.host}, running since "
@@ -181,10 +188,8 @@ class RunLock:
         return RunInUseError(f"run directory {self.run_dir} is in use by {who}; {advice}.")
 
     def _beat(self) -> None:
-        atomic_write_json(self.run_dir / HEARTBEAT_FILE, {
-            "host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": self._started_at.isoformat(timespec="seconds"),
-            "last_beat": _now().isoformat(timespec="seconds")})
+        Heartbeat(host=socket.gethostname(), pid=os.getpid(), started_at=self._started_at,
+                  last_beat=_now()).write(self.run_dir)
 
     def _keep_beating(self) -> None:
         warned = False
