@@ -109,3 +109,23 @@ def test_a_mode_flag_still_does_its_job(capsys):
     captured = capsys.readouterr()
     assert "training.epochs = " in captured.out
     assert "note: --help-config is deprecated; use: run_experiment.py help-config" in captured.err
+
+
+def test_the_installed_console_command_runs_the_same_cli_from_any_directory(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from support.cli import REPO_ROOT, cli_environment
+
+    command = shutil.which("bias-experiment", path=str(Path(sys.executable).parent))
+    if command is None:
+        pytest.skip("bias-experiment is not installed here: pip install -e . puts it on the PATH")
+    completed = subprocess.run(
+        [command, str(REPO_ROOT / "experiments" / "configs" / "quickstart.yaml"), "--dry-run"],
+        cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "Config is valid; nothing was trained" in completed.stdout
+    assert "output: experiments/runs/quickstart_minilm_<id>" in completed.stdout
+    assert list(tmp_path.iterdir()) == []
