@@ -78,39 +78,29 @@ _PUNCTUATION = "\"'“”‘’.,;:!?()[]{}"
 
 
 class PaddingCollator:
-    """Pads ``input_ids`` / ``attention_mask`` to the batch's longest item; a class so that
-    DataLoader worker processes can pickle it."""
+    """Pads a batch to its longest item with the tokenizer's own ``pad`` (as transformers'
+    ``DataCollatorWithPadding`` does), and BABE's per-token ``token_labels`` alongside with -100;
+    a class so that DataLoader worker processes can pickle it."""
 
-    def __init__(self, pad_token_id: int, padding_side: str = "right"):
-        self.pad_token_id = int(pad_token_id)
-        self.padding_side = padding_side
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        longest = max(len(feature["input_ids"]) for feature in features)
-        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
-        for row, feature in enumerate(features):
-            size = len(feature["input_ids"])
-            if self.padding_side == "right":
-                columns = slice(0, size)
-            else:
-                columns = slice(longest - size, longest)
-            input_ids[row, columns] = torch.tensor(feature["input_ids"], dtype=torch.long)
-            attention_mask[row, columns] = torch.tensor(feature.get("attention_mask", [1] * size),
-                                                        dtype=torch.long)
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        sentences = [{key: value for key, value in feature.items() if key != "token_labels"}
+                     for feature in features]
+        batch = dict(self.tokenizer.pad(sentences, padding="longest", return_tensors="pt"))
         if "token_labels" in features[0]:
-            token_labels = torch.full((len(features), longest), -100, dtype=torch.long)
-            for row, feature in enumerate(features):
-                size = len(feature["token_labels"])
-                columns = slice(0, size) if self.padding_side == "right" else slice(
-                    longest - size, longest)
-                token_labels[row, columns] = torch.tensor(feature["token_labels"])
-            batch["token_labels"] = token_labels
-        if "labels" in features[0]:
-            batch["labels"] = torch.tensor([feature["labels"] for feature in features],
-                                           dtype=torch.long)
+            batch["token_labels"] = self._pad_token_labels(
+                [feature["token_labels"] for feature in features], batch["input_ids"].shape[1])
         return batch
+
+    def _pad_token_labels(self, rows: list[list[int]], longest: int) -> torch.Tensor:
+        padded = torch.full((len(rows), longest), -100, dtype=torch.long)
+        for position, row in enumerate(rows):
+            columns = (slice(0, len(row)) if self.tokenizer.padding_side == "right"
+                       else slice(longest - len(row), longest))
+            padded[position, columns] = torch.tensor(row, dtype=torch.long)
+        return padded
 
 
 def make_collator(tokenizer) -> PaddingCollator:
@@ -122,4 +112,4 @@ def make_collator(tokenizer) -> PaddingCollator:
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no padding token; set tokenizer.pad_token (for "
                          "example to its eos_token) before batching")
-    return PaddingCollator(tokenizer.pad_token_id, getattr(tokenizer, "padding_side", "right"))
+    return PaddingCollator(tokenizer)

@@ -314,17 +314,10 @@ class BiasClassifier:
     @staticmethod
     def _pad(model: LoadedModel, features: dict[str, list], rows: np.ndarray
              ) -> dict[str, np.ndarray]:
-        """Right-pad the chosen rows to the longest of them (dynamic padding)."""
-        pad_id = model.tokenizer.pad_token_id or 0
-        longest = max(len(features["input_ids"][row]) for row in rows)
-        batch = {}
-        for name, values in features.items():
-            array = np.full((len(rows), longest), pad_id if name == "input_ids" else 0,
-                            dtype=np.int64)
-            for position, row in enumerate(rows):
-                array[position, :len(values[row])] = values[row]
-            batch[name] = array
-        return batch
+        """The chosen rows padded to the longest of them (dynamic padding) by the tokenizer."""
+        chosen = {name: [values[row] for row in rows] for name, values in features.items()}
+        padded = model.tokenizer.pad(chosen, padding="longest", return_tensors="np")
+        return {name: np.asarray(padded[name], dtype=np.int64) for name in features}
 
     def _segment_probabilities(self, texts: list[str], show_progress: bool
                                ) -> tuple[np.ndarray, np.ndarray]:
