@@ -452,6 +452,26 @@ def test_compare_command_without_names_reports_every_run(runs_dir, tmp_path):
     assert "CUDA out of memory" in text
 
 
+def test_compare_metric_picks_the_best_run_and_the_paired_test(runs_dir, tmp_path):
+    import html
+
+    from support.cli import run_cli
+
+    report = tmp_path / "weighted.html"
+    completed = run_cli("compare", "bert_baseline_v1_abc123", "distilbert_fast_v1_def456",
+                        "--metric", "f1_weighted", "--runs-dir", str(runs_dir),
+                        "--report", str(report))
+    assert completed.returncode == 0, completed.stderr
+    text = html.unescape(re.sub(r"<[^>]+>", " ", report.read_text()))
+    assert "best run by eval/f1_weighted" in text and "Δ test F1 weighted" in text
+    expected = ExperimentManager(runs_dir).paired_test(
+        "bert_baseline_v1_abc123", "distilbert_fast_v1_def456", "f1_weighted")
+    difference = expected["bootstrap"]["difference"]
+    assert f"{difference:+.4f}" in text
+    refused = run_cli("compare", "--metric", "f2", "--runs-dir", str(runs_dir))
+    assert refused.returncode == 2 and "invalid choice: 'f2'" in refused.stderr
+
+
 def test_compare_command_rejects_an_unknown_run(runs_dir):
     with pytest.raises(UserError, match="unknown run 'distilbert_fast_v2'.*distilbert_fast_v1"):
         compare_command(["distilbert_fast_v2"], runs_dir)

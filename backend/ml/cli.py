@@ -44,6 +44,8 @@ EPILOG = """examples:
 """
 
 # The first word that names a subcommand; anything else is CONFIG.yaml or a flag (cli_flags).
+# Test metrics every run reports, so any of them can rank runs and be tested pairwise.
+COMPARED_METRICS = ("f1_macro", "f1_weighted", "accuracy", "f1_biased")
 SUBCOMMANDS = ("train", "resume", "compare", "predict", "export", "help-config", "cloud",
                "pretrain", "serve", "promote", "registry", "monitor", "retrain")
 
@@ -160,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--report", type=Path, metavar="FILE",
                          help="where the HTML report goes (default: comparison.html next to the "
                          "runs directory)")
+    compare.add_argument("--metric", default="f1_macro", choices=COMPARED_METRICS,
+                         help="the test metric that picks the best run (by its validation "
+                              "value) and that the paired tests compare (default f1_macro; "
+                              "the BABE paper protocol reports f1_weighted)")
     _add_runs_dir(compare)
 
     predict = sub.add_parser("predict", help="predict with a run's final model")
@@ -279,7 +285,7 @@ def _resume(args) -> int:
 
 def _compare(args) -> int:
     from .experiments import compare_command
-    return compare_command(args.runs, args.runs_dir, args.report)
+    return compare_command(args.runs, args.runs_dir, args.report, args.metric)
 
 
 def _predict(args) -> int:

@@ -142,8 +142,9 @@ class ExperimentManager:
         ``std`` (fold std for CV runs), ``config_differences`` (``{field: {run_id: value}}``),
         ``per_class`` (test precision/recall/F1 per class), ``confusion_matrices``,
         ``confidence_intervals`` (bootstrap 95% CI of test metrics), ``slices``
-        (F1 per outlet leaning, outlet and topic), ``significance`` (paired tests between every
-        pair of the four best runs by ``eval/f1_macro``, best first), ``best``
+        (F1 per outlet leaning, outlet and topic), ``significance`` (paired tests on
+        ``significance_metric`` between every pair of the four best runs by its validation
+        value, best first), ``best``
         (``{metric: run_id}``) and ``problems`` (why a statistic could not be computed for a run).
         """
         runs = [self.load_run(run_id) for run_id in run_ids]
@@ -195,7 +196,8 @@ class ExperimentManager:
                  or "Biased" in predictions.label_names],
                 num_resamples=self.num_resamples, seed=self.seed)
             slices[run.run_id] = slice_metrics(predictions)
-        ranked = rank_runs(runs, "eval/f1_macro") or rank_runs(runs, "test/f1_macro")
+        ranked = (rank_runs(runs, f"eval/{significance_metric}")
+                  or rank_runs(runs, f"test/{significance_metric}"))
         ranked_ids = [run.run_id for run in ranked]
         # Every pair among the top runs, best first: the best run may be a CV run whose test
         # sentences differ from the single-split runs, which must still be compared together.

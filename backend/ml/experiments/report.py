@@ -35,21 +35,24 @@ TABLE_COLUMNS = (  # (metric, header)
     ("eval/f1_macro", "eval F1 macro"), ("eval/loss", "eval loss"))
 CURVES = (("train/loss", "Training loss"), ("eval/loss", "Validation loss"),
           ("eval/f1_macro", "Validation F1 macro"))
-BEST_METRIC = "eval/f1_macro"  # picking on the test split would overfit it
 TEMPLATE = "report.html.j2"
 
 
-def write_report(manager, runs: list[RunInfo], output: Path) -> Path:
-    """Compare ``runs`` and write the report atomically to ``output``; returns the path."""
+def write_report(manager, runs: list[RunInfo], output: Path, metric: str = "f1_macro") -> Path:
+    """Compare ``runs`` and write the report atomically to ``output``; returns the path.
+
+    ``metric`` (a test metric name such as ``f1_weighted``) picks the best run, by its validation
+    value, and is the metric of the paired tests.
+    """
     output = Path(output)
-    comparison = manager.compare_runs(runs) if runs else None
+    comparison = manager.compare_runs(runs, significance_metric=metric) if runs else None
     atomic_write_text(output, render_report(runs, comparison, output.parent,
-                                            manager.runs_dir))
+                                            manager.runs_dir, metric))
     return output
 
 
 def render_report(runs: list[RunInfo], comparison: dict | None, report_dir: Path,
-                  runs_dir: Path) -> str:
+                  runs_dir: Path, metric: str = "f1_macro") -> str:
     """The report's HTML text; links to run directories are relative to ``report_dir``.
 
     >>> html = render_report([], None, Path("."), Path("experiments/runs"))
@@ -57,7 +60,8 @@ def render_report(runs: list[RunInfo], comparison: dict | None, report_dir: Path
     True
     """
     colors = {run.run_id: PALETTE[index % len(PALETTE)] for index, run in enumerate(runs)}
-    best_metric = BEST_METRIC if rank_runs(runs, BEST_METRIC) else "test/f1_macro"
+    # Picked on validation where the runs have it: picking on the test split would overfit it.
+    best_metric = f"eval/{metric}" if rank_runs(runs, f"eval/{metric}") else f"test/{metric}"
     ranked = rank_runs(runs, best_metric)
     best = ranked[0].run_id if ranked else None
     generated = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -65,7 +69,8 @@ def render_report(runs: list[RunInfo], comparison: dict | None, report_dir: Path
         "subtitle": f"{len(runs)} run(s) from {runs_dir} · generated {generated}",
         "runs_dir": str(runs_dir), "has_runs": bool(runs), "comparison": comparison,
         "columns": [header for _, header in TABLE_COLUMNS],
-        "best_metric": best_metric, "significance_metric": BEST_METRIC,
+        "best_metric": best_metric, "significance_metric": best_metric,
+        "tested_metric": metric.replace("f1_", "F1 "),
         "rows": [_run_row(run, comparison, best, report_dir, colors) for run in runs],
         "published": _published(runs, colors),
         "problems": _problems(runs, comparison),
