@@ -10,6 +10,14 @@ from backend.ml.cli import SUBCOMMANDS, main
 from backend.ml.cli_flags import subcommand_argv
 
 
+def assert_refused(argv, message, capsys):
+    """The CLI exits 2 (a usage error) and says ``message`` on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["a.yaml", "--compare"], "--compare does not take CONFIG.yaml (a.yaml)"),
     (["--compare", "--predict", "run_1", "--input", "x.txt", "--output", "y.jsonl"],
@@ -32,10 +40,7 @@ from backend.ml.cli_flags import subcommand_argv
     (["--predict", "run_1"], "the following arguments are required: --input, --output"),
 ])
 def test_conflicting_or_orphan_flags_are_refused(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_refused(argv, message, capsys)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -48,10 +53,7 @@ def test_conflicting_or_orphan_flags_are_refused(argv, message, capsys):
     (["export", "run_1", "--format", "tflite"], "invalid choice: 'tflite'"),
 ])
 def test_subcommands_refuse_what_they_do_not_take(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_refused(argv, message, capsys)
 
 
 @pytest.mark.parametrize("argv, rewritten", [

@@ -167,9 +167,9 @@ def test_a_vm_without_a_usable_gpu_fails_fast_and_deletes_itself(
 def test_the_install_puts_the_pinned_cuda_torch_first_then_the_project(tmp_path):
     import tomllib
 
-    (tmp_path / "pyproject.toml").write_text(
-        (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    project = tomllib.loads(pyproject)["project"]
     pinned = next(requirement for requirement in project["dependencies"]
                   if requirement.startswith("torch=="))
     bin_dir = tmp_path / "bin"

@@ -111,39 +111,33 @@ def read_history(tmp_path):
                                      .splitlines()) if "eval/f1_macro" in record]
 
 
-def test_biased_words_multitask_trains_the_tagger_and_saves_a_plain_classifier(tmp_path):
+def train_multitask(tmp_path, save_steps: int, **model):
+    """A tiny run with the biased-word loss; asserts the tagger learned and was not saved."""
     config = ExperimentConfig.from_dict(tiny_config(
-        training={"epochs": 2, "biased_words_loss_weight": 1.0, "learning_rate": 3e-3},
+        model=model, training={"epochs": 2, "biased_words_loss_weight": 1.0,
+                               "learning_rate": 3e-3},
         data={"max_samples": 0}, logging={"tensorboard": False, "log_steps": 1,
-                                          "save_steps": 10}))
+                                          "save_steps": save_steps}))
     run_dir = run_experiment(config, tmp_path)
     tagging = [record["train/biased_words_loss"] for record in
                map(__import__("json").loads, (run_dir / "metrics.jsonl").read_text().splitlines())
                if "train/biased_words_loss" in record]
     assert len(tagging) > 10 and np.mean(tagging[-5:]) < np.mean(tagging[:5])
-    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "final_model")
-    assert model.config.num_labels == 3
     saved = load_file(run_dir / "final_model" / "model.safetensors")
     assert not any("token_head" in name for name in saved)
+    return run_dir, AutoModelForSequenceClassification.from_pretrained(run_dir / "final_model")
+
+
+def test_biased_words_multitask_trains_the_tagger_and_saves_a_plain_classifier(tmp_path):
+    run_dir, model = train_multitask(tmp_path, save_steps=10)
+    assert model.config.num_labels == 3
     checkpoint = sorted((run_dir / "checkpoints").glob("step-*"))[0]
     assert "token_head" in torch.load(checkpoint / "training_state.pt", weights_only=False)
 
 
 def test_biased_words_multitask_works_on_the_mean_pooling_head(tmp_path):
-    config = ExperimentConfig.from_dict(tiny_config(
-        model={**tiny_config()["model"], "architecture": "custom", "pooling": "mean"},
-        training={"epochs": 2, "biased_words_loss_weight": 1.0, "learning_rate": 3e-3},
-        data={"max_samples": 0}, logging={"tensorboard": False, "log_steps": 1,
-                                          "save_steps": 0}))
-    run_dir = run_experiment(config, tmp_path)
-    tagging = [record["train/biased_words_loss"] for record in
-               map(__import__("json").loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-               if "train/biased_words_loss" in record]
-    assert len(tagging) > 10 and np.mean(tagging[-5:]) < np.mean(tagging[:5])
-    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "final_model")
+    _, model = train_multitask(tmp_path, save_steps=0, architecture="custom", pooling="mean")
     assert model.config.pooling == "mean" and model.config.num_labels == 3
-    saved = load_file(run_dir / "final_model" / "model.safetensors")
-    assert not any("token_head" in name for name in saved)
 
 
 def test_a_multitask_run_resumes_exactly(tmp_path):

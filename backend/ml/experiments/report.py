@@ -69,7 +69,7 @@ def render_report(runs: list[RunInfo], comparison: dict | None, report_dir: Path
         "subtitle": f"{len(runs)} run(s) from {runs_dir} · generated {generated}",
         "runs_dir": str(runs_dir), "has_runs": bool(runs), "comparison": comparison,
         "columns": [header for _, header in TABLE_COLUMNS],
-        "best_metric": best_metric, "significance_metric": best_metric,
+        "best_metric": best_metric,
         "tested_metric": metric.replace("f1_", "F1 "),
         "rows": [_run_row(run, comparison, best, report_dir, colors) for run in runs],
         "published": _published(runs, colors),
