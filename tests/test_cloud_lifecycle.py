@@ -4,10 +4,7 @@ creation interrupted by Ctrl-C or a time-out, teardown of this project's VMs onl
 
 from __future__ import annotations
 
-import _thread
 import argparse
-import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -20,6 +17,7 @@ from backend.ml.errors import UserError
 from support.cloud import PROJECT
 from support.configs import tiny_config, write_config
 from support.fakes.fake_compute import CURRENT_FAMILY, RETIRED_FAMILY
+from support.signals import ctrl_c_main_thread, ctrl_c_raises_keyboard_interrupt, once
 
 ZONE = "us-central1-a"
 NAME = "mb-life-0a1b2c-0"
@@ -213,16 +211,6 @@ def test_an_unknown_service_account_is_refused_with_the_setup_command(gcs, fake_
 
 # ---- interrupted creation ---------------------------------------------------------------------
 
-def _interrupt_once_inserted(fake):
-    def wait_then_interrupt():
-        deadline = time.monotonic() + 10
-        while not fake.inserts and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05)
-        _thread.interrupt_main()  # a real Ctrl-C in the main thread, mid-creation
-    threading.Thread(target=wait_then_interrupt, daemon=True).start()
-
-
 @pytest.mark.parametrize("interruption", ["ctrl_c", "time_out"])
 def test_a_vm_still_being_created_is_deleted_once_it_exists(gcs, fake_compute, interruption):
     _, bucket = gcs
@@ -231,8 +219,9 @@ def test_a_vm_still_being_created_is_deleted_once_it_exists(gcs, fake_compute, i
     body = {"name": NAME, **_body(run)}
     if interruption == "ctrl_c":
         fake_compute.pending_polls = 200  # the insert operation stays RUNNING a long while
-        _interrupt_once_inserted(fake_compute)
-        with pytest.raises(KeyboardInterrupt):
+        # Ctrl-C while the first poll of the accepted insert is being answered.
+        fake_compute.on_operation_poll = once(ctrl_c_main_thread)
+        with ctrl_c_raises_keyboard_interrupt(), pytest.raises(KeyboardInterrupt):
             compute.insert(PROJECT, ZONE, body)
     else:
         fake_compute.pending_polls = 5
@@ -287,7 +276,7 @@ def test_teardown_without_yes_needs_a_terminal_and_deletes_nothing(gcs, fake_com
 def test_ctrl_c_before_the_insert_is_answered_still_finds_and_deletes_the_vm(gcs, fake_compute):
     _, bucket = gcs
     # Compute Engine takes the request; the Ctrl-C lands while its answer is being read.
-    fake_compute.on_insert = lambda *_: _thread.interrupt_main()
-    with pytest.raises(KeyboardInterrupt):
+    fake_compute.on_insert = once(ctrl_c_main_thread)
+    with ctrl_c_raises_keyboard_interrupt(), pytest.raises(KeyboardInterrupt):
         Compute().insert(PROJECT, ZONE, {"name": NAME, **_body(_run(bucket))})
     assert NAME in fake_compute.deletes and fake_compute.live() == []

@@ -51,6 +51,7 @@ class FakeCompute:
         self.accelerators = {gpu: list(zones) for gpu, zones in DEFAULT_ACCELERATORS.items()}
         self.quotas: dict[str, list[dict]] = {}             # region -> quota entries
         self.on_insert = None                               # callback(project, zone, body)
+        self.on_operation_poll = None                       # callback(operation name)
         self.enabled_services: list[str] = []               # Service Usage batchEnable
         self.pending_polls = 0                               # operations RUNNING for N polls
         self.images = {                                      # (project, family) -> image
@@ -445,6 +446,8 @@ class _Handler(BaseHTTPRequestHandler):
         op = fake.operations.get(o)
         if op is None:
             return _not_found(f"projects/{p}/zones/{z}/operations/{o}")
+        if fake.on_operation_poll:
+            fake.on_operation_poll(o)
         if op.get("_polls_left"):
             op["_polls_left"] -= 1
             if not op["_polls_left"]:
