@@ -4,12 +4,15 @@
 >>> run_dir = run_pretraining(config)  # doctest: +SKIP
 >>> # a fine-tuning config then sets model.model_name: <run_dir>/encoder
 
-Imports the data, models and training layers; nothing imports it but the CLI.
+Imports the data, models and training layers; nothing imports it but the CLI. The names below
+are imported on first use, so that the CLI's parser can import ``.commands`` without torch.
 """
 
-from .corpus import Corpus, collect_corpus, read_text_file
-from .model import ENCODER_DIR, build_masked_lm, save_encoder
-from .run import run_pretraining
+from ..lazy_exports import lazy_exports
 
 __all__ = ["ENCODER_DIR", "Corpus", "build_masked_lm", "collect_corpus", "read_text_file",
            "run_pretraining", "save_encoder"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Corpus": ".corpus", "collect_corpus": ".corpus", "read_text_file": ".corpus",
+    "ENCODER_DIR": ".model", "build_masked_lm": ".model", "save_encoder": ".model",
+    "run_pretraining": ".run"})

@@ -17,9 +17,12 @@ EPILOG = """examples:
 
 
 class PretrainingStopped(UserError):
-    """Ctrl-C during pre-training: there is no checkpoint to resume from, so the CLI says so."""
+    """A signal stopped pre-training: there is no checkpoint to resume from, so the CLI says so
+    and exits with the signal's status (128 + its number), as an interrupted fine-tuning does."""
 
-    exit_code = 130
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def add_pretrain_subcommand(sub) -> None:
@@ -76,6 +79,12 @@ def _describe_plan(config) -> str:
     return "\n".join(lines)
 
 
+def _stopped(how: str, exit_code: int) -> PretrainingStopped:
+    return PretrainingStopped(f"pre-training {how}; its run directory is marked 'interrupted' "
+                              f"and has no encoder/. Pre-training keeps no checkpoints: start "
+                              f"it again (a shorter run: --set training.max_steps=N)", exit_code)
+
+
 def pretrain(args) -> int:
     """Run ``pretrain`` with its parsed arguments; UserErrors reach the CLI's handler."""
     config = _checked_config(args.config, args.set)
@@ -84,14 +93,14 @@ def pretrain(args) -> int:
         print("\nConfig is valid; nothing was trained (--dry-run).")
         return 0
     from ..run_directory import read_results
+    from ..training.interruption import TrainingInterrupted
     from .run import format_pretraining_summary, run_pretraining
 
     try:
         run_dir = run_pretraining(config, args.output_dir, run_id=args.run_id)
+    except TrainingInterrupted as interruption:
+        raise _stopped(str(interruption), interruption.exit_code) from None
     except KeyboardInterrupt:
-        raise PretrainingStopped("pre-training interrupted; its run directory is marked "
-                                 "'interrupted' and has no encoder/. Pre-training keeps no "
-                                 "checkpoints: start it again (a shorter run: --set "
-                                 "training.max_steps=N)") from None
+        raise _stopped("stopped by Ctrl-C", 130) from None
     print(format_pretraining_summary(read_results(run_dir), run_dir))
     return 0

@@ -26,6 +26,7 @@ from ..run_directory import (
 )
 from ..tracking import build_trackers
 from ..training.distributed import pick_device
+from ..training.interruption import TrainingInterrupted
 from ..training.precision import resolve_attention, resolve_precision
 from .corpus import collect_corpus
 from .model import ENCODER_DIR, build_masked_lm, save_encoder
@@ -116,7 +117,12 @@ def run_pretraining(config: ExperimentConfig, output_dir: str | Path | None = No
         _finish(run_dir, results, "completed")
         trackers.log_summary(results, run_dir)
         status = "completed"
-    except KeyboardInterrupt:
+    except TrainingInterrupted as interruption:
+        status = "interrupted"
+        results["interrupted_at_step"] = interruption.step
+        _finish(run_dir, results, status, str(interruption))
+        raise
+    except KeyboardInterrupt:  # before or after the loop, where no stop handler is installed
         status = "interrupted"
         _finish(run_dir, results, status, "stopped by the user (Ctrl-C)")
         raise

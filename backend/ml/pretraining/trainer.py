@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorForLanguageModeling
 
 from ..training.batching import LengthGroupedBatchSampler
+from ..training.interruption import StopRequests, TrainingInterrupted
 from ..training.optimization import build_optimizer, build_scheduler, planned_steps
 from ..training.precision import Precision
 
@@ -141,50 +142,63 @@ class MaskedLanguageModelTrainer:
                                    "epoch": self.state.epoch}, self.state.global_step)
 
     def train(self) -> PretrainingState:
-        """Run ``training.epochs`` epochs (or ``training.max_steps`` steps)."""
-        training, logging_config = self.config.training, self.config.logging
-        accumulation = training.gradient_accumulation_steps
+        """Run ``training.epochs`` epochs (or ``training.max_steps`` steps).
+
+        SIGTERM, SIGINT or SIGHUP finish the optimiser step in progress and raise
+        ``TrainingInterrupted``, as in fine-tuning; handlers are installed explicitly, so a run
+        started with SIGINT ignored (a background job) still stops on Ctrl-C's signal.
+        """
         # A list is a map-style dataset (__getitem__ and __len__), which DataLoader takes;
         # its annotation names only the Dataset class.
         loader: DataLoader[dict] = DataLoader(cast(Dataset[dict], self.train_items),
                                               batch_sampler=self.sampler, collate_fn=self.collator)
-        batches_per_epoch = len(self.sampler)
-        losses: list[float] = []
         self.model.train()
         progress = tqdm(total=self.total_steps, desc="Pre-training", unit="step")
         started = time.perf_counter()
-        for epoch in range(training.epochs):
-            self.sampler.set_epoch(epoch)
-            for index, batch in enumerate(loader):
-                batch = self._to_device(batch)
-                with self.precision.autocast():
-                    loss = self.model(**batch).loss
-                (self.scaler.scale(loss / accumulation) if self.scaler else
-                 loss / accumulation).backward()
-                losses.append(loss.item())
-                self.state.sentences_seen += len(batch["input_ids"])
-                last_of_epoch = index + 1 == batches_per_epoch
-                if (index + 1) % accumulation and not last_of_epoch:
-                    continue
-                self._optimizer_step()
-                self.state.epoch = epoch + (index + 1) / batches_per_epoch
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss.item():.3f}")
-                if self.state.global_step % logging_config.log_steps == 0:
-                    self._log(losses)
-                    losses = []
-                if training.eval_steps and self.state.global_step % training.eval_steps == 0:
-                    self._log_evaluation()
-                if self.state.global_step >= self.total_steps:
-                    break
-            if losses:
+        try:
+            with StopRequests() as stop:
+                for epoch in range(self.config.training.epochs):
+                    self._train_epoch(loader, epoch, progress, stop)
+                    if self.state.global_step >= self.total_steps:
+                        break
+        finally:
+            progress.close()
+            # Evaluations during the loop are not training time.
+            self.state.train_seconds = time.perf_counter() - started - self.state.eval_seconds
+        return self.state
+
+    def _train_epoch(self, loader: DataLoader, epoch: int, progress: tqdm,
+                     stop: StopRequests) -> None:
+        training = self.config.training
+        accumulation = training.gradient_accumulation_steps
+        batches_per_epoch = len(self.sampler)
+        losses: list[float] = []
+        self.sampler.set_epoch(epoch)
+        for index, batch in enumerate(loader):
+            batch = self._to_device(batch)
+            with self.precision.autocast():
+                loss = self.model(**batch).loss
+            (self.scaler.scale(loss / accumulation) if self.scaler else
+             loss / accumulation).backward()
+            losses.append(loss.item())
+            self.state.sentences_seen += len(batch["input_ids"])
+            last_of_epoch = index + 1 == batches_per_epoch
+            if (index + 1) % accumulation and not last_of_epoch:
+                continue
+            self._optimizer_step()
+            self.state.epoch = epoch + (index + 1) / batches_per_epoch
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+            if self.state.global_step % self.config.logging.log_steps == 0:
                 self._log(losses)
                 losses = []
-            if not training.eval_steps or self.state.global_step % training.eval_steps:
+            if training.eval_steps and self.state.global_step % training.eval_steps == 0:
                 self._log_evaluation()
+            if stop.signal_number is not None:
+                raise TrainingInterrupted(stop.signal_number, self.state.global_step)
             if self.state.global_step >= self.total_steps:
                 break
-        progress.close()
-        # Evaluations during the loop are not training time.
-        self.state.train_seconds = time.perf_counter() - started - self.state.eval_seconds
-        return self.state
+        if losses:
+            self._log(losses)
+        if not training.eval_steps or self.state.global_step % training.eval_steps:
+            self._log_evaluation()
