@@ -218,16 +218,20 @@ def config_reference() -> str:
 def _load_configs(paths: list[str], overrides: list[str]):
     """Load, validate and expand every config; all problems of all files are reported together."""
     from .config import did_you_mean, expand_sweep, load_yaml_config
+
+    loaded, problems = [], {}
+    for path in paths:
+        try:
+            loaded.append((path, expand_sweep(load_yaml_config(path, overrides))))
+        except ConfigError as error:
+            problems[path] = error.problems
+    if problems:  # reported before the model registry (torch, transformers) is imported
+        _raise_config_problems(problems)
     from .model_factory import ModelFactory
 
     available = ModelFactory.available_models()
-    configs, problems = [], {}
-    for path in paths:
-        try:
-            expanded = expand_sweep(load_yaml_config(path, overrides))
-        except ConfigError as error:
-            problems[path] = error.problems
-            continue
+    configs = []
+    for path, expanded in loaded:
         for config in expanded:
             architecture = config.model.architecture
             if architecture not in available:
@@ -235,21 +239,25 @@ def _load_configs(paths: list[str], overrides: list[str]):
                     f"model.architecture: unknown model {architecture!r}"
                     f"{did_you_mean(architecture, available)}; choose from {', '.join(available)}")
         configs.extend(expanded)
-    if len(problems) == 1:
-        ((path, listed),) = problems.items()
-        raise ConfigError(path, listed)
     if problems:
-        raise ConfigError(", ".join(problems), [f"{path}: {problem}" for path, listed in
-                                                problems.items() for problem in listed])
+        _raise_config_problems(problems)
     return configs
 
 
-def _train(args) -> int:
-    from .run import describe_plan, run_cross_validation, run_experiment
+def _raise_config_problems(problems: dict[str, list[str]]) -> None:
+    if len(problems) == 1:
+        ((path, listed),) = problems.items()
+        raise ConfigError(path, listed)
+    raise ConfigError(", ".join(problems), [f"{path}: {problem}" for path, listed in
+                                            problems.items() for problem in listed])
 
+
+def _train(args) -> int:
     configs = _load_configs(args.configs, args.set)
     if args.run_id and len(configs) > 1:
         raise UserError("--run-id names one run; give a single config without a sweep")
+    from .run import describe_plan, run_cross_validation, run_experiment
+
     if args.dry_run:
         for config in configs:
             print(describe_plan(config))
@@ -318,8 +326,9 @@ def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "datasets", "urllib3", "filelock", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from transformers.utils import logging as transformers_logging
-    transformers_logging.set_verbosity_error()
+    # transformers reads its verbosity from here when a handler first imports it; importing it
+    # now would cost every command, --help and help-config included, seconds of start-up.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def main(argv: list[str] | None = None) -> int:

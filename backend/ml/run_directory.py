@@ -23,12 +23,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checkpoint_files import BEST_DIRECTORY
 from .errors import UserError
 from .fileio import atomic_write_json, atomic_write_text, storage_errors_explained
-from .metrics import EvaluationResult, label_slug
 from .run_lock import HEARTBEAT_FILE, LOCK_FILE, live_holder
+
+if TYPE_CHECKING:  # metrics imports scikit-learn, which the CLI's parser must not wait for
+    from .metrics import EvaluationResult
 
 SCHEMA_VERSION = 1
 """Version of the results.json layout; bumped when a key changes meaning."""
@@ -212,6 +215,8 @@ def write_results(run_dir: Path, results: dict) -> None:
 
 def write_predictions(path: Path, evaluation: EvaluationResult) -> None:
     """One CSV row per sentence: text, true/predicted label, confidence, probabilities, metadata."""
+    from .metrics import label_slug
+
     probability_columns = [f"prob_{label_slug(name)}" for name in evaluation.label_names]
     metadata_columns = [column for column in METADATA_COLUMNS
                         if any(column in row for row in evaluation.metadata)]

@@ -4,12 +4,13 @@ Reads run directories only (like ``experiments`` and ``inference``); the CLI's `
 ``registry`` subcommands live in :mod:`backend.ml.registry.commands`.
 """
 
-from .comparison import (
-           compare_with_production,
-           describe_comparison,
-           production_test_set,
-)
-from .store import DEFAULT_REGISTRY_DIR, STAGES, ModelRegistry, RegistryError
+from ..lazy_exports import lazy_exports
 
 __all__ = ["DEFAULT_REGISTRY_DIR", "STAGES", "ModelRegistry", "RegistryError",
            "compare_with_production", "describe_comparison", "production_test_set"]
+# Imported on first use: the comparison needs numpy and the statistics, the CLI's parser only
+# DEFAULT_REGISTRY_DIR.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "compare_with_production": ".comparison", "describe_comparison": ".comparison",
+    "production_test_set": ".comparison", "DEFAULT_REGISTRY_DIR": ".store", "STAGES": ".store",
+    "ModelRegistry": ".store", "RegistryError": ".store"})
