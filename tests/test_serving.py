@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backend.ml.cli import main
 from backend.ml.serving.app import Limits, ServedModel, create_app
@@ -291,3 +293,49 @@ def test_serving_the_int8_export_agrees_with_pytorch(runs_dir, production):
     assert [a["label"] for a in answers] == [e["label"] for e in expected]
     assert [a["confidence"] for a in answers] == pytest.approx(
         [e["confidence"] for e in expected], abs=1e-3)
+
+
+@pytest.mark.parametrize("route, body, where", [
+    ("predict", b'{"texts": ["\\ud800 x"]}', "texts.0"),
+    ("predict", b'{"texts": ["fine", {"id": "a", "text": "x \\udfff"}]}', "texts.1.Article.text"),
+    ("feedback", b'{"text": "half \\ud83d", "label": "Biased"}', "text"),
+])
+def test_a_text_with_half_a_surrogate_pair_gets_a_422_and_the_connection_stays_usable(
+        server, route, body, where):
+    with httpx.Client(timeout=30) as client:
+        response = client.post(f"{server.url}/{route}", content=body,
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 422
+        assert where in response.json()["error"]
+        assert "unpaired UTF-16 surrogate" in response.json()["error"]
+        # The same keep-alive connection answers the next request.
+        assert client.post(f"{server.url}/predict", json={"texts": ["fine"]}).status_code == 200
+    assert [record["status"] for record in read_predictions(server.log_dir)] == ["ok"]
+
+
+# Any code point, lone surrogates included (JSON carries them as \\udXXX escapes).
+ANY_TEXT = st.text(st.characters(exclude_categories=[]) | st.integers(0xD800, 0xDFFF).map(chr),
+                   max_size=40)
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT,
+                           lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=8)
+ARTICLES = st.fixed_dictionaries({}, optional={"id": ANY_TEXT | st.integers(),
+                                               "title": ANY_TEXT, "text": ANY_TEXT})
+PREDICT_BODIES = st.fixed_dictionaries({"texts": st.lists(ANY_TEXT | ARTICLES, max_size=4)})
+FEEDBACK_BODIES = st.fixed_dictionaries(
+    {"label": ANY_TEXT | st.sampled_from(["Biased", "Non-biased", "biased"])},
+    optional={"id": ANY_TEXT | st.integers(), "text": ANY_TEXT, "comment": ANY_TEXT,
+              "source": ANY_TEXT | st.sampled_from(["reader", "editor"])})
+# Well-formed bodies with odd texts, and anything JSON at all.
+BODIES = PREDICT_BODIES | FEEDBACK_BODIES | st.dictionaries(ANY_TEXT, JSON_VALUES, max_size=4)
+
+
+@given(route=st.sampled_from(["predict", "feedback"]), body=BODIES)
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_any_json_body_gets_an_answer_or_a_4xx_with_a_message_never_a_5xx(server, route, body):
+    response = httpx.post(f"{server.url}/{route}", content=json.dumps(body).encode(),
+                          headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.json()["error"]

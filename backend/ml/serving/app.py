@@ -16,17 +16,18 @@ the routes; :func:`create_app` builds one and returns its FastAPI app.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..data.labels import canonical_label
 from .batching import MicroBatcher
@@ -66,20 +67,38 @@ class Limits:
     max_text_chars: int = 100_000
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(text: str) -> str:
+    """JSON's ``\\ud800`` escapes can carry half of a UTF-16 pair, which no encoder, tokenizer or
+    log file can write: such a text is refused with where it is, instead of failing later."""
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        raise ValueError(f"unpaired UTF-16 surrogate U+{ord(surrogate.group()):04X} at character "
+                         f"{surrogate.start()}; send valid Unicode text (a surrogate escape must "
+                         f"be one of a high/low pair)")
+    return text
+
+
+# Every text field of a request body.
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
 class Article(BaseModel):
     """An article (or a sentence with an id): the id routes it and joins it with feedback."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str | int | None = Field(None, description="article id; routes A/B traffic")
-    title: str | None = None
-    text: str | None = None
+    id: Text | int | None = Field(None, description="article id; routes A/B traffic")
+    title: Text | None = None
+    text: Text | None = None
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"texts": [
         "The senator's reckless scheme will ruin us.",
         {"id": "a-17", "text": "Officials met on Tuesday. They agreed."}]}})
-    texts: list[str | Article] = Field(..., min_length=1,
+    texts: list[Text | Article] = Field(..., min_length=1,
                                        description="sentences, or articles with id and text")
 
 
@@ -89,11 +108,11 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
         "id": "a-17", "text": "Officials met on Tuesday.", "label": "Non-biased",
         "source": "editor"}})
-    id: str | int | None = None
-    text: str | None = Field(None, description="needed for retraining on this label")
-    label: str
+    id: Text | int | None = None
+    text: Text | None = Field(None, description="needed for retraining on this label")
+    label: Text
     source: Literal["reader", "editor"] = "reader"
-    comment: str | None = Field(None, max_length=2000)
+    comment: Text | None = Field(None, max_length=2000)
 
 
 class BodySizeLimit:
