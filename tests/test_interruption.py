@@ -32,10 +32,12 @@ CHAIN_CONFIG = tiny_config(
 STEPS_PER_EPOCH = 13
 
 
-def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO_ROOT / "run_experiment.py"), *args],
-                            cwd=REPO_ROOT, env=cli_environment(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start(*args: str, kill_at: str | None = None) -> subprocess.Popen:
+    """The CLI in a new process; with ``kill_at``, SIGKILLed at that point (support.kill_at)."""
+    launcher = [str(REPO_ROOT / "tests" / "support" / "kill_at.py"), kill_at] if kill_at else []
+    return subprocess.Popen([sys.executable, *launcher, str(REPO_ROOT / "run_experiment.py"),
+                             *args], cwd=REPO_ROOT, env=cli_environment(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def logged_steps(run_dir: Path) -> list[dict]:
@@ -53,7 +55,7 @@ def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 1
         if process.poll() is not None:
             raise AssertionError(f"the run ended (exit {process.returncode}) before {what}:\n"
                                  f"{process.communicate()[1][-2000:]}")
-        time.sleep(0.0002)
+        time.sleep(0.02)
     process.kill()
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -86,27 +88,19 @@ def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path)
     assert (run_dir / "checkpoints" / f"step-{step:06d}" / "training_state.pt").is_file()
 
     # SIGKILL while a checkpoint is being written: the partial one is ignored on resume.
-    process = start("resume", str(run_dir))
-    wait_for(lambda: any(path.name.endswith(".partial")
-                         for path in (run_dir / "checkpoints").iterdir()),
-             process, "a checkpoint write")
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
+    process = start("resume", str(run_dir), kill_at="checkpoint-manifest")
+    process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    assert [path.name for path in (run_dir / "checkpoints").iterdir()
+            if path.name.endswith(".partial")] == [f".step-{step + 1:06d}.partial"]
     assert read_results(run_dir)["status"] == "running"  # what a crash leaves behind
 
-    # SIGKILL as soon as an epoch's last step is logged, when its evaluation runs.
-    process = start("resume", str(run_dir))
-    resumed_from = None
-
-    def at_an_epoch_end() -> bool:
-        nonlocal resumed_from
-        steps = [record["step"] for record in logged_steps(run_dir) if "train/loss" in record]
-        resumed_from = resumed_from if resumed_from is not None else (steps[-1] if steps else 0)
-        return any(step > resumed_from and step % STEPS_PER_EPOCH == 0 for step in steps)
-
-    wait_for(at_an_epoch_end, process, "an epoch end")
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
+    # SIGKILL as the resumed run's first evaluation (its epoch's end) starts.
+    process = start("resume", str(run_dir), kill_at="evaluation")
+    process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    assert any(record["step"] % STEPS_PER_EPOCH == 0 for record in logged_steps(run_dir)
+               if record["step"] > step)
 
     run_cli("resume", str(run_dir), check=True)
     final = read_results(run_dir)
