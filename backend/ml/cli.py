@@ -21,6 +21,7 @@ from .pretraining.commands import add_pretrain_subcommand
 from .run_directory import DEFAULT_RUNS_DIR
 from .serving.commands import add_production_subcommands
 from .training.interruption import TrainingInterrupted
+from .tuning.commands import add_tune_subcommand
 
 DESCRIPTION = """Train, evaluate, track and compare media-bias classifiers from YAML experiment \
 configs.
@@ -41,13 +42,14 @@ EPILOG = """examples:
   python run_experiment.py promote RUN_ID --as production  # then: serve, monitor, retrain
   python run_experiment.py serve production --port 8000
   python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml
+  python run_experiment.py tune experiments/configs/babe_minilm_tune.yaml --workers 2
 """
 
 # The first word that names a subcommand; anything else is CONFIG.yaml or a flag (cli_flags).
 # Test metrics every run reports, so any of them can rank runs and be tested pairwise.
 COMPARED_METRICS = ("f1_macro", "f1_weighted", "accuracy", "f1_biased")
 SUBCOMMANDS = ("train", "resume", "compare", "predict", "export", "help-config", "cloud",
-               "pretrain", "serve", "promote", "registry", "monitor", "retrain")
+               "pretrain", "tune", "serve", "promote", "registry", "monitor", "retrain")
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -191,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_cloud_subcommands(sub)
     add_pretrain_subcommand(sub)
+    add_tune_subcommand(sub)
     add_production_subcommands(sub)
     return parser
 
@@ -352,3 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nInterrupted; the run directory is marked 'interrupted'. Continue it with: "
               "python run_experiment.py resume RUN_DIR", file=sys.stderr)
         return 130
+
+
+if __name__ == "__main__":  # python -m backend.ml.cli: how tune starts its worker processes
+    sys.exit(main())

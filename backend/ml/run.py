@@ -37,11 +37,16 @@ from .tracking import TrackerSet, build_trackers
 from .training.checkpoints import latest_valid_checkpoint, load_checkpoint
 from .training.distributed import World, pick_device, start_world
 from .training.evaluation import evaluate
-from .training.interruption import TrainingInterrupted
+from .training.interruption import RunPruned, TrainingInterrupted
 from .training.optimization import planned_steps
 from .training.precision import Precision, resolve_precision
 from .training.summary import format_model_info, format_run_summary
-from .training.trainer import ClassifierTrainer, TrainingOutcome, check_resume_world
+from .training.trainer import (
+    ClassifierTrainer,
+    EvaluationHook,
+    TrainingOutcome,
+    check_resume_world,
+)
 
 
 def _new_results(config: ExperimentConfig, run_dir: Path, world: World) -> dict:
@@ -97,6 +102,8 @@ def _calibrate(best_eval, test_eval, final_model: Path) -> dict:
     from .inference.calibration import calibration_report, fit_and_save_calibration
 
     calibration = fit_and_save_calibration(best_eval.logits, best_eval.labels, final_model)
+    if test_eval is None:
+        return calibration
     test_report = calibration_report(test_eval.logits, test_eval.labels,
                                      calibration["temperature"])
     return {**calibration, "test": test_report}
@@ -108,10 +115,12 @@ def _say(world: World, text: str) -> None:
 
 
 def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results: dict,
-                      model, tokenizer, world: World, resume_state: dict | None = None) -> dict:
+                      model, tokenizer, world: World, resume_state: dict | None = None,
+                      evaluation_hook: EvaluationHook | None = None) -> dict:
     """Train, evaluate the best model on test, publish final_model/ and write results.json.
 
-    Every process trains and evaluates; only the main one writes files and trackers.
+    Every process trains and evaluates; only the main one writes files and trackers. A run
+    whose splits hold no test sentences (a tuning trial) is scored on validation only.
     """
     started = time.perf_counter()
     precision = resolve_precision(config.training.mixed_precision, world.device)
@@ -124,15 +133,10 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
     try:
         with _failures_recorded(world, run_dir, results):
             trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, trackers,
-                                        world, precision, resume_state)
+                                        world, precision, resume_state, evaluation_hook)
             outcome = trainer.train()
             world.barrier()  # the main process has written checkpoints/best
-            best_model, best_tokenizer = load_saved_model(RunLayout(run_dir).best_model)
-            best_model.to(world.device)
-            test_eval = evaluate(best_model, best_tokenizer, splits.test, "test",
-                                 splits.label_names, config.data.max_length,
-                                 config.training.eval_batch_size, world.device,
-                                 precision=precision, world=world)
+            test_eval = _evaluate_test(config, splits, run_dir, world, precision)
             if world.is_main:
                 _finish(config, splits, run_dir, results, trackers, outcome, test_eval, world,
                         precision, started)
@@ -141,24 +145,40 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
         trackers.close(results["status"] if results["status"] != "running" else "failed")
 
 
+def _evaluate_test(config: ExperimentConfig, splits: DataSplits, run_dir: Path, world: World,
+                   precision: Precision):
+    """The best checkpoint on the test split; None when the splits hold no test sentences."""
+    if not len(splits.test):
+        return None
+    best_model, best_tokenizer = load_saved_model(RunLayout(run_dir).best_model)
+    best_model.to(world.device)
+    return evaluate(best_model, best_tokenizer, splits.test, "test", splits.label_names,
+                    config.data.max_length, config.training.eval_batch_size, world.device,
+                    precision=precision, world=world)
+
+
 def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results: dict,
             trackers: TrackerSet, outcome: TrainingOutcome, test_eval, world: World,
             precision: Precision, started: float) -> None:
     """The main process publishes final_model/, predictions, calibration and results.json."""
-    trackers.log_metrics({"epoch": outcome.epochs_completed, **test_eval.prefixed_scalars()},
-                         outcome.state.global_step)
-    trackers.log_evaluation(test_eval, outcome.state.global_step)
     best_eval = outcome.best_evaluation
     if best_eval is None:  # the trainer evaluates at least once, at the end of training
         raise RuntimeError("training finished without a validation evaluation")
     final_model = _publish_final_model(run_dir)
-    write_predictions(RunLayout(run_dir).test_predictions, test_eval)
     write_predictions(RunLayout(run_dir).eval_predictions, best_eval)
+    # Inference speed is measured on test, or on validation where a run has no test split.
+    scored, scored_eval = ((splits.test, test_eval) if test_eval is not None
+                           else (splits.validation, best_eval))
+    if test_eval is not None:
+        trackers.log_metrics({"epoch": outcome.epochs_completed,
+                              **test_eval.prefixed_scalars()}, outcome.state.global_step)
+        trackers.log_evaluation(test_eval, outcome.state.global_step)
+        write_predictions(RunLayout(run_dir).test_predictions, test_eval)
+        results["test"] = test_eval.metrics
     results.update({
         "status": "completed",
         "training": _training_section(outcome, config, world, precision, len(splits.train)),
         "eval": best_eval.metrics,
-        "test": test_eval.metrics,
         "calibration": _calibrate(best_eval, test_eval, final_model),
         "timing": {
             "total_seconds": time.perf_counter() - started,
@@ -166,7 +186,7 @@ def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results
             "eval_seconds": outcome.state.eval_seconds,
             "checkpoint_seconds": outcome.state.checkpoint_seconds,
             "train_samples_per_second": outcome.train_samples_per_second,
-            "eval_samples_per_second": len(splits.test) / max(test_eval.seconds, 1e-9),
+            "eval_samples_per_second": len(scored.texts) / max(scored_eval.seconds, 1e-9),
         },
         "final_model": final_model.name,
     })
@@ -184,6 +204,10 @@ def _failures_recorded(world: World, run_dir: Path, results: dict):
         if world.is_main:
             _record_failure(run_dir, results, "interrupted", str(interruption),
                             interrupted_at_step=interruption.step)
+        raise
+    except RunPruned as pruned:
+        if world.is_main:
+            _record_failure(run_dir, results, "pruned", str(pruned), pruned_at_step=pruned.step)
         raise
     except KeyboardInterrupt:
         if world.is_main:
@@ -223,11 +247,15 @@ def _create_run_directory_on_main(world: World, output_dir: str | Path, experime
 
 
 def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = None,
-                   run_id: str | None = None, splits: DataSplits | None = None) -> Path:
+                   run_id: str | None = None, splits: DataSplits | None = None,
+                   evaluation_hook: EvaluationHook | None = None,
+                   results_extra: dict | None = None) -> Path:
     """Train and evaluate one config into a new run directory; returns its path.
 
     Under ``torchrun --nproc_per_node N`` every process calls this; they train one model
-    data-parallel and the main process writes the one run directory.
+    data-parallel and the main process writes the one run directory. ``splits`` replaces the
+    config's data (a fold, a tuning trial's data without test sentences); ``evaluation_hook``
+    sees every validation evaluation; ``results_extra`` is merged into results.json.
 
     >>> config = ExperimentConfig.from_yaml("experiments/configs/quickstart.yaml")  # doctest: +SKIP
     >>> run_dir = run_experiment(config)  # doctest: +SKIP
@@ -241,14 +269,15 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = Non
     run_dir = _create_run_directory_on_main(world, output_dir or config.output_dir,
                                             config.experiment_name, run_id)
     results = _new_results(config, run_dir, world)
-    results.update(model=built.info, data=splits.summary())
+    results.update(model=built.info, data=splits.summary(), **(results_extra or {}))
     with _lock_on_main(world, run_dir, "train"):  # held until results.json is final
         if world.is_main:
             print(f"Run directory: {run_dir}")
             print(format_model_info(built.info))
             config.save_yaml(RunLayout(run_dir).config)
             write_results(run_dir, results)
-        _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, world)
+        _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, world,
+                          evaluation_hook=evaluation_hook)
     _say(world, format_run_summary(results))
     return run_dir
 

@@ -18,10 +18,11 @@ from .schema import (
                      LoggingConfig,
                      ModelConfig,
                      PretrainingConfig,
+                     SearchConfig,
                      TrainingConfig,
 )
 from .sweep import expand_sweep
 
 __all__ = ["CloudConfig", "DataConfig", "ExperimentConfig", "LoggingConfig", "ModelConfig",
-           "PretrainingConfig", "TrainingConfig", "apply_overrides", "config_to_yaml",
-           "did_you_mean", "expand_sweep", "load_yaml_config"]
+           "PretrainingConfig", "SearchConfig", "TrainingConfig", "apply_overrides",
+           "config_to_yaml", "did_you_mean", "expand_sweep", "load_yaml_config"]

@@ -7,7 +7,6 @@ and the validation rules, so that neither of them imports upwards.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import types
@@ -21,7 +20,7 @@ import yaml
 from ..errors import ConfigError
 from ..fileio import atomic_write_text
 from .schema import ExperimentSchema
-from .validation import validate_config
+from .validation import did_you_mean, validate_config
 
 _FLOAT_LITERAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -62,12 +61,6 @@ class ExperimentConfig(ExperimentSchema):
         ['training.learning_rate: must be > 0, got -1']
         """
         return validate_config(self)
-
-
-def did_you_mean(name: str, candidates) -> str:
-    """' (did you mean 'x'?)' for the closest candidate, or '' when none is close."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _type_name(annotation: Any) -> str:

@@ -258,6 +258,35 @@ class CloudConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Hyperparameter search (``run_experiment.py tune``) on Optuna; see docs/tuning.md."""
+
+    space: dict[str, dict] = option(
+        help="Dotted field -> distribution: {low, high} (with log: true for a log scale, or "
+        "step), or {choices: [...]}. E.g. {training.learning_rate: {low: 1.0e-5, high: 1.0e-4, "
+        "log: true}, training.batch_size: {choices: [16, 32]}}.", default_factory=dict)
+    trials: int = option(20, "Finished trials (completed or pruned) the study ends with, over "
+                         "all workers and re-runs; trials whose worker died do not count.",
+                         minimum=1)
+    timeout_minutes: float | None = option(None, "Stop starting trials after this many minutes "
+                                           "(empty: no limit).", above=0.0)
+    metric: str | None = option(
+        None, "Validation metric the search optimises (empty: training.early_stopping_metric).",
+        choices=(None, "f1_macro", "f1_weighted", "accuracy", "f1_biased", "loss"))
+    direction: str = option("auto", "maximize or minimize; auto: minimize loss, maximize the "
+                            "rest.", choices=("auto", "maximize", "minimize"))
+    sampler: str = option("tpe", "tpe (Bayesian), random, or grid (every combination of the "
+                          "choices).", choices=("tpe", "random", "grid"))
+    pruner: str = option("median", "Stop hopeless trials early: median (below the median of "
+                         "earlier trials at the same evaluation), hyperband, or none.",
+                         choices=("median", "hyperband", "none"))
+    seed: int | None = option(None, "Sampler seed (empty: the config's seed).", minimum=0)
+    heartbeat_seconds: int = option(60, "A running trial's worker reports this often; a trial "
+                                    "silent for twice as long is failed and retried.",
+                                    minimum=1)
+
+
+@dataclass
 class ExperimentSchema:
     """The fields of a whole experiment: one YAML file.
 
@@ -283,6 +312,9 @@ class ExperimentSchema:
     pretraining: PretrainingConfig = field(default_factory=PretrainingConfig,
                                            metadata={"help": "Pre-training section (used only by "
                                                      "`run_experiment.py pretrain`)."})
+    search: SearchConfig = field(default_factory=SearchConfig,
+                                 metadata={"help": "Search section (used only by "
+                                           "`run_experiment.py tune`)."})
     sweep: dict[str, list] = option(
         help="Grid search: dotted field -> list of values, e.g. {training.learning_rate: [1e-5, "
         "3e-5]}. Expands into one named run per combination.", default_factory=dict)

@@ -6,6 +6,7 @@ whole config in one pass.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
@@ -16,6 +17,12 @@ from .model_catalog import known_layer_count
 from .schema import ExperimentSchema
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def did_you_mean(name: str, candidates) -> str:
+    """' (did you mean 'x'?)' for the closest candidate, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _number(value) -> str:
@@ -140,6 +147,100 @@ def _sweepable(config: ExperimentSchema, dotted: str) -> bool:
     return not is_dataclass(getattr(target, name))
 
 
+def _field_metadata(config: ExperimentSchema, dotted: str) -> tuple[Any, Mapping]:
+    """(current value, metadata) of the field a dotted path names (a _sweepable one)."""
+    target: Any = config
+    *sections, name = dotted.split(".")
+    for section in sections:
+        target = getattr(target, section)
+    return getattr(target, name), target.__dataclass_fields__[name].metadata
+
+
+def _searchable_paths(config: ExperimentSchema, target: Any = None, prefix: str = "") -> list[str]:
+    target = config if target is None else target
+    paths = []
+    for item in fields(target):
+        value = getattr(target, item.name)
+        if is_dataclass(value):
+            paths += _searchable_paths(config, value, f"{prefix}{item.name}.")
+        elif item.name not in ("sweep", "experiment_name") and not prefix.startswith("search."):
+            paths.append(f"{prefix}{item.name}")
+    return paths
+
+
+_DISTRIBUTION_KEYS = {"low", "high", "log", "step", "choices"}
+
+
+def _check_distribution(config: ExperimentSchema, dotted: str, spec: Any,
+                        problems: list[str]) -> None:
+    where = f"search.space.{dotted}"
+    if not isinstance(spec, Mapping):
+        problems.append(f"{where}: must be {{low, high}} (with log or step) or {{choices: [...]}}, "
+                        f"got {spec!r}")
+        return
+    unknown = sorted(set(spec) - _DISTRIBUTION_KEYS)
+    if unknown:
+        problems.append(f"{where}.{unknown[0]}: unknown key; use low, high, log, step or choices")
+        return
+    current, metadata = _field_metadata(config, dotted)
+    if "choices" in spec:
+        choices = spec["choices"]
+        if set(spec) != {"choices"}:
+            problems.append(f"{where}: give either choices or low/high, not both")
+        elif not isinstance(choices, list) or not choices:
+            problems.append(f"{where}.choices: must be a non-empty list, got {choices!r}")
+        else:
+            for index, choice in enumerate(choices):
+                _check_field(f"{where}.choices[{index}]", choice, metadata, problems)
+        return
+    if "low" not in spec or "high" not in spec:
+        problems.append(f"{where}: a range needs both low and high (or give choices: [...])")
+        return
+    low, high = spec["low"], spec["high"]
+    numbers = all(isinstance(value, (int, float)) and not isinstance(value, bool)
+                  for value in (low, high))
+    numeric_field = isinstance(current, (int, float, type(None))) and \
+        not isinstance(current, bool)
+    if not numbers or not numeric_field:
+        problems.append(f"{where}: low and high must be numbers for a numeric field; for "
+                        f"{dotted} give choices: [...]")
+        return
+    if not low < high:
+        problems.append(f"{where}: low must be below high, got {low} and {high}")
+    if spec.get("log") and spec.get("step") is not None:
+        problems.append(f"{where}: log and step cannot go together (Optuna samples a log range "
+                        f"without steps)")
+    if spec.get("log") and low <= 0:
+        problems.append(f"{where}.low: must be > 0 on a log scale, got {low}")
+    step = spec.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
+                             or step <= 0):
+        problems.append(f"{where}.step: must be a number > 0, got {step!r}")
+    if isinstance(current, int) and not all(isinstance(value, int) for value in (low, high)):
+        problems.append(f"{where}: {dotted} is a whole number; low and high must be too")
+    for key, value in (("low", low), ("high", high)):
+        _check_field(f"{where}.{key}", value, metadata, problems)
+
+
+def _check_search(config: ExperimentSchema, problems: list[str]) -> None:
+    search = config.search
+    for dotted, spec in search.space.items():
+        if dotted in ("sweep", "experiment_name") or dotted.startswith("search.") \
+                or not _sweepable(config, dotted):
+            problems.append(f"search.space.{dotted}: not a config field that can be searched"
+                            f"{did_you_mean(dotted, _searchable_paths(config))}; use a dotted "
+                            f"path such as training.learning_rate")
+            continue
+        _check_distribution(config, dotted, spec, problems)
+    if search.sampler == "grid" and any(not isinstance(spec, Mapping) or "choices" not in spec
+                                        for spec in search.space.values()):
+        problems.append("search.sampler: grid searches every combination of choices; give each "
+                        "search.space entry as {choices: [...]} or use tpe or random")
+    if search.space and config.sweep:
+        problems.append("sweep: tune searches search.space; remove the sweep section (a grid "
+                        "search is search.sampler: grid)")
+
+
 def _check_sweep(config: ExperimentSchema, problems: list[str]) -> None:
     for dotted, values in config.sweep.items():
         if dotted in ("sweep", "experiment_name") or not _sweepable(config, dotted):
@@ -161,4 +262,5 @@ def validate_config(config: ExperimentSchema) -> list[str]:
     _check_training(config, problems)
     _check_pretraining(config, problems)
     _check_sweep(config, problems)
+    _check_search(config, problems)
     return problems

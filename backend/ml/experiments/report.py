@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import io
+import json
 import os
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def render_report(runs: list[RunInfo], comparison: dict | None, report_dir: Path
         "rows": [_run_row(run, comparison, best, report_dir, colors) for run in runs],
         "published": _published(runs, colors),
         "problems": _problems(runs, comparison),
+        "studies": _studies(runs_dir, report_dir),
     }
     if comparison:
         context.update(
@@ -164,7 +166,7 @@ def _published_chart(runs: list[RunInfo], colors, metric: str):
     if not bars:
         return None
     bars.sort(key=lambda bar: bar[1])
-    figure = _figure(6.4, 0.9 + 0.32 * len(bars))
+    figure = report_figure(6.4, 0.9 + 0.32 * len(bars))
     axes = figure.subplots()
     positions = range(len(bars))
     axes.barh(positions, [bar[1] for bar in bars], color=[bar[3] for bar in bars],
@@ -176,7 +178,7 @@ def _published_chart(runs: list[RunInfo], colors, metric: str):
         axes.text(value, position, f" {value:.3f}", va="center", fontsize=7)
     axes.set_xlabel(f"{metric} (mean over folds; bar = ±1 std)")
     axes.set_title("Weighted F1 on BABE SG2, binary: published vs these runs", fontsize=10)
-    return _svg(figure, "published")
+    return figure_svg(figure, "published")
 
 
 # ---- the other sections ----------------------------------------------------------------
@@ -212,7 +214,7 @@ def line_chart(title: str, series, x_label: str, y_label: str):
     >>> str(line_chart("Loss", [("run_a", "#1f77b4", [(1, 0.9), (2, 0.5)])], "step", "loss"))[:4]
     '<svg'
     """
-    figure = _figure(4.4, 2.9 + 0.18 * min(len(series), 8))
+    figure = report_figure(4.4, 2.9 + 0.18 * min(len(series), 8))
     axes = figure.subplots()
     for name, color, points in series:
         axes.plot([x for x, _ in points], [y for _, y in points], color=color, linewidth=1.6,
@@ -222,7 +224,7 @@ def line_chart(title: str, series, x_label: str, y_label: str):
     axes.set_ylabel(y_label)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
-    return _svg(figure, title)
+    return figure_svg(figure, title)
 
 
 def _confusion_matrices(runs, comparison) -> list[dict]:
@@ -311,14 +313,39 @@ def _problems(runs, comparison) -> list[dict]:
     return items
 
 
+def _studies(runs_dir: Path, report_dir: Path) -> list[dict]:
+    """The tuning studies written next to the runs (``tune``'s summaries), with their headline
+    figures on held-out data and a link to each study page."""
+    rows = []
+    for summary_file in sorted((Path(runs_dir).parent / "studies").glob("*.json")):
+        try:
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
+            nested = summary["kind"] == "nested"
+            test = summary["test"] if nested else summary["confirmation"]["test"]
+            studies = ([fold["study"] for fold in summary["folds"]] if nested
+                       else [summary["study"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a study still running, or not one of ours
+        rows.append({
+            "name": summary_file.stem,
+            "link": os.path.relpath(summary_file.with_suffix(".html"), report_dir)
+                      .replace(os.sep, "/"),
+            "protocol": (f"nested CV, {len(studies)} outer folds" if nested else
+                         f"confirmed on test, {test['f1_macro']['n']} seed(s)"),
+            "f1_weighted": f"{test['f1_weighted']['mean']:.4f} ± {test['f1_weighted']['sd']:.4f}",
+            "f1_macro": f"{test['f1_macro']['mean']:.4f} ± {test['f1_macro']['sd']:.4f}",
+            "trials": sum(len(study["trials"]) for study in studies)})
+    return rows
+
+
 # ---- small helpers ---------------------------------------------------------------------
 
-def _figure(width: float, height: float):
+def report_figure(width: float, height: float):
     from matplotlib.figure import Figure
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _svg(figure, name: str):
+def figure_svg(figure, name: str):
     """The figure as an inline ``<svg>`` element, marked safe for the template.
 
     Safe because matplotlib writes it and XML-escapes every text it draws (run ids, labels);

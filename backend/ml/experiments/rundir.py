@@ -21,7 +21,7 @@ from ..metrics import is_number
 from ..run_directory import RunLayout
 from ..run_status import CRASHED, effective_status
 
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+RUN_STATUSES = ("running", "completed", "failed", "interrupted", "pruned")
 # What a reader can say on top of the trainer's own statuses.
 READER_STATUSES = ("incomplete", "corrupt", CRASHED)
 
@@ -223,8 +223,12 @@ def _status_of(results: dict) -> tuple[str, str | None]:
         return "interrupted", str(results.get("error") or "the run was interrupted before the end")
     if status == "running":
         return "running", "results.json still says running (in progress, or the process died)"
+    if status == "pruned":
+        return "pruned", str(results.get("error") or "a tuning pruner stopped the trial early")
     has_test = bool(_section(results, "test")) or isinstance(results.get("cross_validation"),
                                                              dict)
+    if not has_test and _section(results, "tuning").get("role") == "trial":
+        return "completed", None  # trials are scored on validation only, by design
     if not has_test:
         return "incomplete", "results.json says completed but holds no test metrics"
     return "completed", None

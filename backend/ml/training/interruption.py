@@ -36,6 +36,14 @@ class TrainingInterrupted(Exception):
         return 128 + self.signal_number
 
 
+class RunPruned(Exception):
+    """An evaluation hook stopped the run: a tuning pruner judged it hopeless at ``step``."""
+
+    def __init__(self, step: int, reason: str):
+        self.step = step
+        super().__init__(f"pruned at step {step}: {reason}")
+
+
 class StopRequests:
     """While entered, remembers the first of SIGTERM/SIGINT/SIGHUP instead of dying.
 

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -96,6 +97,10 @@ def is_improvement(value: float, best: float | None, metric: str) -> bool:
     return value < best if metric in LOWER_IS_BETTER else value > best
 
 
+# Called after each validation evaluation with (step, metrics); raising RunPruned stops the run.
+EvaluationHook = Callable[[int, dict], None]
+
+
 class ClassifierTrainer:
     """Fine-tunes a sequence classifier on ``splits.train``, selecting on ``splits.validation``.
 
@@ -106,8 +111,10 @@ class ClassifierTrainer:
 
     def __init__(self, model: torch.nn.Module, tokenizer, splits: DataSplits,
                  config: ExperimentConfig, run_dir: Path, trackers: TrackerSet, world: World,
-                 precision: Precision, resume_state: dict | None = None):
+                 precision: Precision, resume_state: dict | None = None,
+                 evaluation_hook: EvaluationHook | None = None):
         self.config, self.training = config, config.training
+        self.evaluation_hook = evaluation_hook
         self.tokenizer, self.splits, self.trackers = tokenizer, splits, trackers
         self.world, self.precision = world, precision
         layout = RunLayout(Path(run_dir))
@@ -380,6 +387,8 @@ class ClassifierTrainer:
         if self.averager:
             self.averager.add(self.model)
         state.eval_seconds += time.perf_counter() - started
+        if self.evaluation_hook is not None:  # may raise RunPruned
+            self.evaluation_hook(state.global_step, evaluation.metrics)
         patience = self.training.early_stopping_patience
         return bool(patience) and state.evaluations_without_improvement >= patience
 
