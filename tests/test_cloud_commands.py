@@ -13,7 +13,7 @@ from backend.ml.cloud import storage
 from backend.ml.cloud.commands import cloud_cost_command, cloud_logs_command, cloud_run_command
 from backend.ml.cloud.orchestrate import CloudRun
 from backend.ml.cloud.pricing import CostError
-from support.cli import run_cli
+from support.cli import run_main
 from support.cloud import PROJECT
 from support.configs import tiny_config, write_config
 from support.fakes.fake_compute import CURRENT_FAMILY
@@ -89,15 +89,15 @@ def test_cloud_cost_adds_up_the_hours_of_every_vm_next_to_the_estimate(gcs, fake
 
 
 def test_the_cli_dispatches_cloud_cost_and_reports_an_unknown_run_plainly(gcs, fake_compute,
-                                                                          tmp_path):
+                                                                          tmp_path, capsys):
     client, bucket = gcs
     _launched(client, bucket, [{"instance": "mb-logs-abc123-0", "zone": ZONE,
                                 "created_at": _ago(hours=1), "ended_at": _ago(minutes=30)}])
     where = ["--set", f"cloud.project={PROJECT}", "--set", f"cloud.bucket={bucket}",
              "--runs-dir", str(tmp_path / "runs")]
-    shown = run_cli("cloud", "cost", "logs_abc123", *where, check=True)
+    shown = run_main(capsys, "cloud", "cost", "logs_abc123", *where, check=True)
     assert "0.50 h" in shown.stdout and "$    0.25" in shown.stdout
-    missing = run_cli("cloud", "logs", "no_such_run", *where)
+    missing = run_main(capsys, "cloud", "logs", "no_such_run", *where)
     assert missing.returncode == 1 and "no cloud run 'no_such_run'" in missing.stderr
     assert "Traceback" not in missing.stderr
 

@@ -18,7 +18,7 @@ from backend.ml.cloud.pricing import (
 )
 from backend.ml.config import CloudConfig
 from backend.ml.config.loading import config_from_dict
-from support.cli import run_cli
+from support.cli import run_main
 from support.configs import tiny_config, write_config
 
 
@@ -148,9 +148,9 @@ def _dry_run_config(tmp_path, **cloud):
     return write_config(tmp_path, config)
 
 
-def test_dry_run_prints_the_estimate_and_the_exact_request_without_calling_gcp(tmp_path):
+def test_dry_run_prints_the_estimate_and_the_exact_request_without_calling_gcp(tmp_path, capsys):
     path = _dry_run_config(tmp_path, zones=["us-central1-b", "us-central1-c"])
-    completed = run_cli(str(path), "--cloud", "--dry-run", "--run-id", "tiny_aaaaaa",
+    completed = run_main(capsys, str(path), "--cloud", "--dry-run", "--run-id", "tiny_aaaaaa",
                         "--set", "cloud.project=", check=True)
     out = completed.stdout
     assert "Cost estimate for us-central1" in out and "estimated total" in out
@@ -164,17 +164,17 @@ def test_dry_run_prints_the_estimate_and_the_exact_request_without_calling_gcp(t
     assert "gs://YOUR_PROJECT-media-bias-runs/runs/tiny_aaaaaa/" in out
 
 
-def test_invalid_cloud_section_exits_2_with_every_problem_and_no_traceback(tmp_path):
+def test_invalid_cloud_section_exits_2_with_every_problem_and_no_traceback(tmp_path, capsys):
     path = _dry_run_config(tmp_path, gpu_type="nvidia-tesla-a100", zones=["europe-west4-a"])
-    completed = run_cli(str(path), "--cloud", "--dry-run")
+    completed = run_main(capsys, str(path), "--cloud", "--dry-run")
     assert completed.returncode == 2
     assert "cloud.machine_type: NVIDIA A100 40GB" in completed.stderr
     assert "cloud.zones[0]" in completed.stderr and "Traceback" not in completed.stderr
 
 
-def test_over_budget_exits_1_before_anything_is_created(tmp_path):
+def test_over_budget_exits_1_before_anything_is_created(tmp_path, capsys):
     path = _dry_run_config(tmp_path, max_cost_usd=0.001, project="p")
-    completed = run_cli(str(path), "--cloud", "--yes")
+    completed = run_main(capsys, str(path), "--cloud", "--yes")
     assert completed.returncode == 1
     assert "exceeds cloud.max_cost_usd" in completed.stderr and "Traceback" not in completed.stderr
 

@@ -10,9 +10,10 @@ import time
 import pytest
 
 from backend.ml.checkpoint_files import step_checkpoints
+from backend.ml.cli import main
 from backend.ml.experiments import ExperimentManager, format_comparison_table
 from backend.ml.run_lock import read_heartbeat
-from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.cli import REPO_ROOT, cli_environment
 from support.configs import tiny_config, write_config
 
 
@@ -27,7 +28,8 @@ def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 1
 
 
 @pytest.mark.slow
-def test_same_run_id_and_resume_are_refused_while_alive_and_a_killed_run_shows_crashed(tmp_path):
+def test_same_run_id_and_resume_are_refused_while_alive_and_a_killed_run_shows_crashed(tmp_path,
+                                                                                       capsys):
     runs = tmp_path / "runs"
     long_run = write_config(tmp_path, tiny_config(
         training={"epochs": 5000}, logging={"tensorboard": False, "save_steps": 4}), "long.yaml")
@@ -42,13 +44,15 @@ def test_same_run_id_and_resume_are_refused_while_alive_and_a_killed_run_shows_c
                  "the first step checkpoint", first)
         assert read_heartbeat(run_dir).pid == first.pid
 
-        second = run_cli(str(intruder), "--output-dir", str(runs), "--run-id", "shared")
-        assert second.returncode == 1 and "Traceback" not in second.stderr
-        assert f"run directory {run_dir} is in use by pid {first.pid}" in second.stderr
-        resumed = run_cli("resume", str(run_dir))
-        assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
+        # Another process (this one) tries the same run id, then to resume the live run.
+        capsys.readouterr()
+        assert main([str(intruder), "--output-dir", str(runs), "--run-id", "shared"]) == 1
+        refused = capsys.readouterr().err
+        assert f"run directory {run_dir} is in use by pid {first.pid}" in refused
+        assert main(["resume", str(run_dir)]) == 1
+        refused = capsys.readouterr().err
         assert "`run_experiment.py resume` continues only a run whose process has stopped" \
-            in resumed.stderr
+            in refused
         assert first.poll() is None, "the first run must still be training"
         assert "intruder" not in (run_dir / "config.yaml").read_text()
 

@@ -452,13 +452,13 @@ def test_compare_command_without_names_reports_every_run(runs_dir, tmp_path):
     assert "CUDA out of memory" in text
 
 
-def test_compare_metric_picks_the_best_run_and_the_paired_test(runs_dir, tmp_path):
+def test_compare_metric_picks_the_best_run_and_the_paired_test(runs_dir, tmp_path, capsys):
     import html
 
-    from support.cli import run_cli
+    from support.cli import run_cli, run_main
 
     report = tmp_path / "weighted.html"
-    completed = run_cli("compare", "bert_baseline_v1_abc123", "distilbert_fast_v1_def456",
+    completed = run_main(capsys, "compare", "bert_baseline_v1_abc123", "distilbert_fast_v1_def456",
                         "--metric", "f1_weighted", "--runs-dir", str(runs_dir),
                         "--report", str(report))
     assert completed.returncode == 0, completed.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backend.ml.experiment_config import ExperimentManager
-from support.cli import run_cli
+from support.cli import run_cli, run_main
 from support.configs import tiny_config, write_config
 
 # The runs compared here are trained through the real CLI.
@@ -93,9 +93,9 @@ def test_cv_run_has_fold_runs_and_mean_std_and_competes_for_best(trained_runs):
     assert best.metric("eval/f1_macro") == max(run.metric("eval/f1_macro") for run in completed)
 
 
-def test_compare_cli_writes_the_report_for_real_runs(trained_runs):
+def test_compare_cli_writes_the_report_for_real_runs(trained_runs, capsys):
     runs_dir, _ = trained_runs
-    completed = run_cli("compare", "--runs-dir", str(runs_dir), check=True)
+    completed = run_main(capsys, "compare", "--runs-dir", str(runs_dir), check=True)
     report = runs_dir.parent / "comparison.html"
     assert str(report) in completed.stdout
     text = report.read_text(encoding="utf-8")
@@ -107,7 +107,7 @@ def test_compare_cli_writes_the_report_for_real_runs(trained_runs):
     assert curves.count("<svg") >= 1
     assert _run_id(runs_dir, LOW) in curves and _run_id(runs_dir, HIGH) in curves
     typo = _run_id(runs_dir, LOW)[:-1] + "z"
-    unknown = run_cli("compare", typo, "--runs-dir", str(runs_dir))
+    unknown = run_main(capsys, "compare", typo, "--runs-dir", str(runs_dir))
     assert unknown.returncode != 0
     assert f"unknown run '{typo}'" in unknown.stderr
     assert _run_id(runs_dir, LOW) in unknown.stderr  # the close match is suggested

@@ -9,7 +9,7 @@ from backend.ml.bias_classifier import BiasClassifier
 from backend.ml.errors import DataError, UserError
 from backend.ml.fileio import read_jsonl
 from backend.ml.inference.commands import export_command, predict_command
-from support.cli import run_cli
+from support.cli import run_main
 from support.inference import LABELS, NEWS_SENTENCES, make_run_dir, make_tiny_model_dir
 
 ARTICLE = "The vote was delayed. Critics called the plan a radical power grab."
@@ -100,7 +100,7 @@ def test_export_onnx_checks_agreement_on_the_test_split(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path):
+def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path, capsys):
     """The real CLI on a run the real trainer wrote (calibrated at the end of training)."""
     results = json.loads((tiny_run_dir / "results.json").read_text())
     calibration = json.loads((tiny_run_dir / "final_model" / "calibration.json").read_text())
@@ -110,7 +110,7 @@ def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path):
     source = tmp_path / "news.txt"
     source.write_text(f"{NEWS_SENTENCES[0]}\n{ARTICLE}\n")
     out = tmp_path / "predictions.jsonl"
-    completed = run_cli("predict", str(tiny_run_dir), "--input", str(source), "--output",
+    completed = run_main(capsys, "predict", str(tiny_run_dir), "--input", str(source), "--output",
                         str(out))
     assert completed.returncode == 0, completed.stderr
     records = read_jsonl(out)
@@ -119,13 +119,13 @@ def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path):
 
     copy = tmp_path / "runs" / tiny_run_dir.name  # exports go into the run: leave the shared one be
     shutil.copytree(tiny_run_dir, copy, ignore=shutil.ignore_patterns("checkpoints"))
-    exported = run_cli("export", tiny_run_dir.name, "--format", "onnx",
+    exported = run_main(capsys, "export", tiny_run_dir.name, "--format", "onnx",
                        "--runs-dir", str(tmp_path / "runs"))
     assert exported.returncode == 0, exported.stderr
     report = json.loads((copy / "exports" / "export_report.json").read_text())
     assert report["exports"]["onnx"]["agreement"] == 1.0
 
-    missing = run_cli("predict", "no_such_run", "--input", str(source), "--output",
+    missing = run_main(capsys, "predict", "no_such_run", "--input", str(source), "--output",
                       str(tmp_path / "x.jsonl"), "--runs-dir", str(tmp_path))
     assert missing.returncode == 1 and "No run or model named" in missing.stderr
     assert "Traceback" not in missing.stderr

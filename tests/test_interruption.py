@@ -18,8 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from backend.ml.cli import main
 from backend.ml.run_directory import read_results
-from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.cli import REPO_ROOT, cli_environment
 from support.configs import tiny_config, write_config
 from support.runs import only_run_dir
 
@@ -68,7 +69,9 @@ def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path):
     config_path = write_config(tmp_path, CHAIN_CONFIG)
-    run_cli(str(config_path), "--output-dir", str(tmp_path / "reference"), check=True)
+    # The uninterrupted reference and the final resume run in this process; the chain of
+    # killed runs in processes of their own.
+    assert main([str(config_path), "--output-dir", str(tmp_path / "reference")]) == 0
     reference_dir = only_run_dir(tmp_path / "reference")
     reference = read_results(reference_dir)
 
@@ -102,7 +105,7 @@ def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path)
     assert any(record["step"] % STEPS_PER_EPOCH == 0 for record in logged_steps(run_dir)
                if record["step"] > step)
 
-    run_cli("resume", str(run_dir), check=True)
+    assert main(["resume", str(run_dir)]) == 0
     final = read_results(run_dir)
     assert final["status"] == "completed"
     assert final["eval"] == reference["eval"] and final["test"] == reference["test"]

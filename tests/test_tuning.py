@@ -270,7 +270,7 @@ def test_ctrl_c_and_a_killed_worker_leave_the_study_intact_and_uncounted(tmp_pat
 def test_nested_search_scores_each_folds_choice_on_its_untouched_test_fold(tmp_path):
     config = write_config(tmp_path, tiny_config(
         training={"epochs": 1}, data={"max_samples": 120, "cv_folds": 2},
-        logging={"save_steps": 0}, search={"trials": 2, "space": SPACE}))
+        logging={"save_steps": 0}, search={"trials": 1, "space": SPACE}))
     assert _tune(tmp_path, config, "--nested") == 0
     summary = _summary(tmp_path)
     assert summary["kind"] == "nested" and [fold["fold"] for fold in summary["folds"]] == [1, 2]

@@ -29,3 +29,17 @@ def run_cli(*args: str, cwd: Path = REPO_ROOT, check: bool = False,
         raise AssertionError(f"run_experiment.py {' '.join(args)} exited "
                              f"{completed.returncode}:\n{completed.stdout}\n{completed.stderr}")
     return completed
+
+
+def run_main(capsys, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """The CLI's ``main`` in this process, as ``run_cli`` reports it: exit status and what it
+    printed (through pytest's ``capsys``). No interpreter start-up, so no second import of
+    torch: for tests of what a command does rather than of the process around it."""
+    from backend.ml.cli import main
+
+    capsys.readouterr()
+    status = main(list(args))
+    out, err = capsys.readouterr()
+    if check and status != 0:
+        raise AssertionError(f"run_experiment.py {' '.join(args)} exited {status}:\n{out}\n{err}")
+    return subprocess.CompletedProcess(list(args), status, out, err)
