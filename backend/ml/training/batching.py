@@ -2,10 +2,13 @@
 
 Padding a batch costs compute for every pad token, and a random batch of 32 BABE sentences pads
 to the longest of 32 random lengths. Grouping sentences of similar length (transformers'
-``group_by_length``) removes most of that padding. This sampler groups the same way (mega-batches
-of ``mega_batch_factor`` batches, each sorted by length and cut into batches, the batch order
-then shuffled) but is a pure function of (seed, epoch), so a run resumed mid-epoch sees exactly
-the batches the interrupted run would have seen.
+``group_by_length``) removes most of that padding. This sampler groups like transformers'
+``LengthGroupedSampler`` (mega-batches of ``mega_batch_factor`` batches, each sorted by length and
+cut into batches) with two differences: its mega-batches are always 50 batches, where
+transformers uses min(n // (4 x batch), 50) (18 on 2,378 sentences at batch 32), so it groups
+over a wider window; and it shuffles the batch order, where
+transformers moves only the longest batch to the front. It is a pure function of (seed, epoch),
+so a run resumed mid-epoch sees exactly the batches the interrupted run would have seen.
 
 With several processes every batch here is a *global* batch of ``batch_size × world_size``
 sentences, split into one contiguous share per process, so N processes with ``batch_size`` B see
