@@ -77,7 +77,12 @@ def test_manager_reads_real_runs_and_compares_them(trained_runs):
     (significance,) = comparison["significance"]
     assert "error" not in significance, significance
     assert significance["n"] == manager.load_run(low).results["data"]["splits"]["test"]["size"]
-    assert 0 <= significance["bootstrap"]["p_value"] <= 1
+    # The paired test's observed difference is the difference of the two runs' test F1, and its
+    # verdict is its p-value against 0.05.
+    first, second = (manager.load_run(significance[key]).results["test"]["f1_macro"]
+                     for key in ("run_a", "run_b"))
+    assert significance["bootstrap"]["difference"] == pytest.approx(first - second, abs=1e-9)
+    assert significance["significant"] == (significance["bootstrap"]["p_value"] < 0.05)
 
 
 def test_cv_run_has_fold_runs_and_mean_std_and_competes_for_best(trained_runs):

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend.ml.cli import main
+from backend.ml.run_directory import read_results
 from backend.ml.serving.app import Limits, ServedModel, create_app
 from backend.ml.serving.batching import MicroBatcher
 from backend.ml.serving.logs import PredictionLog, read_predictions, read_sessions
@@ -117,12 +118,13 @@ def test_feedback_is_stored_and_checked(server):
     assert len((server.log_dir / "feedback.jsonl").read_text().splitlines()) == 1
 
 
-def test_health_model_and_openapi_docs(server):
+def test_health_model_and_openapi_docs(server, runs_dir):
     assert httpx.get(f"{server.url}/health").json()["versions"] == {"production": "tiny_serve"}
     model = httpx.get(f"{server.url}/model").json()["versions"]["production"]
     assert model["label_names"] == ["Non-biased", "Biased", "No agreement"]
     assert model["calibration"]["method"] == "temperature_scaling"
-    assert 0 <= model["metrics"]["test"]["f1_macro"] <= 1
+    assert model["metrics"]["test"]["f1_macro"] == \
+        read_results(runs_dir / "tiny_serve")["test"]["f1_macro"]
     schema = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/predict", "/feedback", "/health", "/model"} <= set(schema["paths"])
     assert httpx.get(f"{server.url}/docs").status_code == 200

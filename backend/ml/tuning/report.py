@@ -14,7 +14,9 @@ from pathlib import Path
 from ..experiments.report import figure_svg, report_figure
 from ..fileio import atomic_write_text
 from ..run_directory import RunLayout
-from .study import TEST_METRICS
+
+# The test metrics a study reports for its confirmation or outer folds.
+TEST_METRICS = ("f1_macro", "f1_weighted", "accuracy", "f1_biased")
 
 
 def _link(page: Path, runs_dir: Path, run_id: str | None) -> str:

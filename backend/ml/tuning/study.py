@@ -35,6 +35,7 @@ from ..fileio import atomic_write_json
 from ..run import run_experiment
 from ..run_directory import RunLayout, read_results_or_empty
 from ..training.interruption import RunPruned
+from .report import TEST_METRICS, write_study_page
 from .space import (
     build_pruner,
     build_sampler,
@@ -43,8 +44,6 @@ from .space import (
     suggest,
     with_params,
 )
-
-TEST_METRICS = ("f1_macro", "f1_weighted", "accuracy", "f1_biased")
 
 
 class StudyFull(Exception):
@@ -406,8 +405,6 @@ def tune_nested(plan: StudyPlan, workers: int = 1) -> dict:
 
 
 def _write_summary(plan: StudyPlan, summary: dict) -> dict:
-    from .report import write_study_page
-
     summary["storage"] = _redacted(plan.storage)
     summary["written"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     path = plan.studies_dir / f"{plan.name}.json"
