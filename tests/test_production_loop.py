@@ -136,8 +136,9 @@ def test_train_promote_serve_feedback_monitor_retrain(workspace, capsys):
     assert comparison["production_run"] == "tiny_a" and comparison["n"] == len(test_texts)
     assert comparison["bootstrap"]["difference"] == pytest.approx(
         comparison["candidate"]["f1_macro"] - comparison["production"]["f1_macro"], abs=1e-9)
-    assert comparison["candidate_better"] == (comparison["bootstrap"]["difference"] > 0 and
-                                              comparison["bootstrap"]["p_value"] < comparison["alpha"])
+    bootstrap = comparison["bootstrap"]
+    assert comparison["candidate_better"] == (bootstrap["difference"] > 0 and
+                                              bootstrap["p_value"] < comparison["alpha"])
     assert [entry["run_id"] for entry in ModelRegistry(registry_dir).history()] == [
         "tiny_a", "tiny_b", "tiny_a_retrain"]
     assert cli(workspace, "retrain", "--log-dir", str(log_dir), "--run-id", "tiny_a_retrain") == 1

@@ -45,11 +45,8 @@ EPILOG = """examples:
   python run_experiment.py tune experiments/configs/babe_minilm_tune.yaml --workers 2
 """
 
-# The first word that names a subcommand; anything else is CONFIG.yaml or a flag (cli_flags).
 # Test metrics every run reports, so any of them can rank runs and be tested pairwise.
 COMPARED_METRICS = ("f1_macro", "f1_weighted", "accuracy", "f1_biased")
-SUBCOMMANDS = ("train", "resume", "compare", "predict", "export", "help-config", "cloud",
-               "pretrain", "tune", "serve", "promote", "registry", "monitor", "retrain")
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -142,6 +139,16 @@ def _add_cloud_subcommands(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one parser, a subparser per job."""
+    return _parser_and_subcommands()[0]
+
+
+def subcommand_names() -> tuple[str, ...]:
+    """Every subcommand, as the parser registers them."""
+    return tuple(_parser_and_subcommands()[1].choices)
+
+
+def _parser_and_subcommands() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(prog="run_experiment.py", description=DESCRIPTION,
                                      epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -195,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_subcommand(sub)
     add_tune_subcommand(sub)
     add_production_subcommands(sub)
-    return parser
+    return parser, sub
 
 
 def config_reference() -> str:
@@ -336,8 +343,9 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+    parser, subcommands = _parser_and_subcommands()
+    # The first word that names a subcommand; anything else is CONFIG.yaml or a flag (cli_flags).
+    if not argv or argv[0] not in (*subcommands.choices, "-h", "--help"):
         argv = subcommand_argv(argv)
     args = parser.parse_args(argv)
     try:
