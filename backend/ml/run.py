@@ -37,8 +37,8 @@ from .tracking import TrackerSet, build_trackers
 from .training.checkpoints import latest_valid_checkpoint, load_checkpoint
 from .training.distributed import World, pick_device, start_world
 from .training.evaluation import evaluate
-from .training.interruption import RunPruned, TrainingInterrupted
 from .training.optimization import planned_steps
+from .training.outcome import failures_recorded
 from .training.precision import Precision, resolve_precision
 from .training.summary import format_model_info, format_run_summary
 from .training.trainer import (
@@ -131,7 +131,7 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
     trackers.log_config(config.to_dict(), {key: results[key] for key in
                                            ("experiment_id", "metadata", "model", "data")})
     try:
-        with _failures_recorded(world, run_dir, results):
+        with failures_recorded(run_dir, results, writes=world.is_main):
             trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, trackers,
                                         world, precision, resume_state, evaluation_hook)
             outcome = trainer.train()
@@ -193,37 +193,6 @@ def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results
     results["metadata"]["finished_at"] = utc_now()
     write_results(run_dir, results)
     trackers.log_summary(results, run_dir)
-
-
-@contextlib.contextmanager
-def _failures_recorded(world: World, run_dir: Path, results: dict):
-    """Whatever stops the block is written to results.json by the main process, then re-raised."""
-    try:
-        yield
-    except TrainingInterrupted as interruption:
-        if world.is_main:
-            _record_failure(run_dir, results, "interrupted", str(interruption),
-                            interrupted_at_step=interruption.step)
-        raise
-    except RunPruned as pruned:
-        if world.is_main:
-            _record_failure(run_dir, results, "pruned", str(pruned), pruned_at_step=pruned.step)
-        raise
-    except KeyboardInterrupt:
-        if world.is_main:
-            _record_failure(run_dir, results, "interrupted", "stopped by the user (Ctrl-C)")
-        raise
-    except Exception as error:
-        if world.is_main:
-            _record_failure(run_dir, results, "failed", f"{type(error).__name__}: {error}")
-        raise
-
-
-def _record_failure(run_dir: Path, results: dict, status: str, message: str,
-                    **details) -> None:
-    results.update(status=status, error=message, **details)
-    results["metadata"]["finished_at"] = utc_now()
-    write_results(run_dir, results)
 
 
 def _lock_on_main(world: World, run_dir: Path, action: str) -> contextlib.AbstractContextManager:
@@ -353,7 +322,7 @@ def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None
             config.save_yaml(RunLayout(parent).config)
             write_results(parent, results)
         fold_results = []
-        with _failures_recorded(world, parent, results):
+        with failures_recorded(parent, results, writes=world.is_main):
             for number, fold_splits in enumerate(folds, start=1):
                 _say(world, f"\n=== {config.experiment_name}: fold {number}/{len(folds)} ===")
                 fold_dir = run_experiment(config, RunLayout(parent).folds,

@@ -25,7 +25,7 @@ def _budget(configs) -> float:
 
 def fan_out_command(args, configs) -> int:
     """Plan every run, check the total against the budget, then run them in parallel."""
-    from .commands import _confirm, _launch, _print_dry_run, plan_run, resolve_project
+    from .commands import _confirm, _print_dry_run
 
     if getattr(args, "detach", False):
         raise UserError("--detach starts one run; launch several runs without it (they are "
@@ -35,14 +35,7 @@ def fan_out_command(args, configs) -> int:
         raise UserError(f"--max-parallel: at least 1 VM at a time, got {max_parallel}")
     max_parallel = max_parallel or DEFAULT_MAX_PARALLEL
     budget = _budget(configs)
-    plans = []
-    for path, config in configs:
-        project = resolve_project(config, allow_adc=not args.dry_run)
-        run_id = f"{config.experiment_name}_{uuid.uuid4().hex[:6]}"
-        run, estimate, remote_config, uploads = plan_run(config, path,
-                                                         project or "YOUR_PROJECT", run_id)
-        run.budget_usd = budget
-        plans.append((config, run, estimate, remote_config, uploads))
+    plans = _plan_all(args, configs, budget)
     total = sum(estimate.total[estimate.chosen] for _, _, estimate, _, _ in plans)
     print(f"{len(plans)} cloud runs, at most {max_parallel} VMs at once:")
     for _, run, estimate, _, _ in plans:
@@ -61,6 +54,30 @@ def fan_out_command(args, configs) -> int:
     if not args.yes and not _confirm(f"Start {len(plans)} runs at about ${total:.2f}?"):
         print("Nothing was started.")
         return 1
+    codes = _run_all(args, plans, budget, max_parallel)
+    _summary(args, plans, codes)
+    return 0 if all(code == 0 for code in codes) else (130 if 130 in codes else 1)
+
+
+def _plan_all(args, configs, budget: float) -> list[tuple]:
+    """(config, run, estimate, remote config, uploads) of each config, sharing ``budget``."""
+    from .commands import plan_run, resolve_project
+
+    plans = []
+    for path, config in configs:
+        project = resolve_project(config, allow_adc=not args.dry_run)
+        run_id = f"{config.experiment_name}_{uuid.uuid4().hex[:6]}"
+        run, estimate, remote_config, uploads = plan_run(config, path,
+                                                         project or "YOUR_PROJECT", run_id)
+        run.budget_usd = budget
+        plans.append((config, run, estimate, remote_config, uploads))
+    return plans
+
+
+def _run_all(args, plans: list[tuple], budget: float, max_parallel: int) -> list[int]:
+    """Launch and watch every planned run, ``max_parallel`` at a time; their exit codes."""
+    from .commands import _launch
+
     runs = [run for _, run, _, _, _ in plans]
     stop = threading.Event()
 
@@ -91,15 +108,13 @@ def fan_out_command(args, configs) -> int:
     with ThreadPoolExecutor(max_workers=max_parallel) as pool:
         futures = [pool.submit(one, plan) for plan in plans]
         try:
-            codes = [future.result() for future in futures]
+            return [future.result() for future in futures]
         except KeyboardInterrupt:
             stop.set()
             print("\nInterrupted: deleting the runs' VMs", file=sys.stderr)
             for future in futures:
                 future.cancel()
-            codes = [130]
-    _summary(args, plans, codes)
-    return 0 if all(code == 0 for code in codes) else (130 if 130 in codes else 1)
+            return [130]
 
 
 def _prefixed(run_id: str):

@@ -148,31 +148,15 @@ class ExperimentManager:
         (``{metric: run_id}``) and ``problems`` (why a statistic could not be computed for a run).
         """
         runs = [self.load_run(run_id) for run_id in run_ids]
-        ids = [run.run_id for run in runs]
-        names = set(metrics or [])
-        if not metrics:
-            for run in runs:
-                names |= set(run.scalar_metrics())
-        summary: dict[str, dict] = {}
-        for name in sorted(names):
-            values = {run.run_id: run.metric(name) for run in runs}
-            summary[name] = values
-            if name.startswith("test/"):
-                summary.setdefault(name[5:], values)
-        std = {name: {run.run_id: run.metric_std(name) for run in runs}
-               for name in sorted(names) if any(run.metric_std(name) is not None for run in runs)}
+        summary, std = _summary_and_std(runs, metrics)
         best = {}
         for name in summary:
-            qualified = name if "/" in name else f"test/{name}"
-            ranked = rank_runs(runs, qualified)
+            ranked = rank_runs(runs, name if "/" in name else f"test/{name}")
             if ranked:
                 best[name] = ranked[0].run_id
-        problems: dict[str, str | None] = {}
-        confidence_intervals: dict[str, dict] = {}
-        slices: dict[str, dict] = {}
-        significance: list[dict] = []
-        comparison = {
-            "runs": ids,
+        problems, confidence_intervals, slices = self._prediction_statistics(runs)
+        return {
+            "runs": [run.run_id for run in runs],
             "status": {run.run_id: run.status for run in runs},
             "reasons": {run.run_id: run.reason for run in runs if run.reason},
             "summary": summary, "std": std,
@@ -181,8 +165,18 @@ class ExperimentManager:
             "confusion_matrices": {run.run_id: _confusion(run) for run in runs},
             "label_names": {run.run_id: run.label_names for run in runs},
             "confidence_intervals": confidence_intervals, "slices": slices,
-            "significance": significance, "best": best, "problems": problems,
+            "significance": self._top_pairs_tested(runs, significance_metric,
+                                                   max_significance_pairs),
+            "best": best, "problems": problems,
         }
+
+    def _prediction_statistics(self, runs: list[RunInfo]
+                               ) -> tuple[dict[str, str | None], dict[str, dict], dict[str, dict]]:
+        """(why a run has none, bootstrap intervals, slice metrics) from completed runs'
+        test predictions."""
+        problems: dict[str, str | None] = {}
+        confidence_intervals: dict[str, dict] = {}
+        slices: dict[str, dict] = {}
         for run in runs:
             if run.status != "completed":
                 continue  # leftover predictions of a failed run would look like results
@@ -196,16 +190,17 @@ class ExperimentManager:
                  or "Biased" in predictions.label_names],
                 num_resamples=self.num_resamples, seed=self.seed)
             slices[run.run_id] = slice_metrics(predictions)
-        ranked = (rank_runs(runs, f"eval/{significance_metric}")
-                  or rank_runs(runs, f"test/{significance_metric}"))
+        return problems, confidence_intervals, slices
+
+    def _top_pairs_tested(self, runs: list[RunInfo], metric: str, max_pairs: int) -> list[dict]:
+        """Paired tests on ``metric`` between every pair of the four best runs, best first."""
+        ranked = rank_runs(runs, f"eval/{metric}") or rank_runs(runs, f"test/{metric}")
         ranked_ids = [run.run_id for run in ranked]
         # Every pair among the top runs, best first: the best run may be a CV run whose test
         # sentences differ from the single-split runs, which must still be compared together.
         pairs = list(itertools.combinations(ranked_ids[:4], 2))
-        for first, second in pairs[:max_significance_pairs]:
-            significance.append(
-                self._significance_entry(first, second, significance_metric))
-        return comparison
+        return [self._significance_entry(first, second, metric)
+                for first, second in pairs[:max_pairs]]
 
     def predictions(self, run: RunInfo):
         """(Predictions, None) or (None, reason), cached per run directory."""
@@ -255,6 +250,25 @@ class ExperimentManager:
 def _test_section(run: RunInfo) -> dict:
     section = run.results.get("test")
     return section if isinstance(section, dict) else {}
+
+
+def _summary_and_std(runs: list[RunInfo], metrics: list[str] | None
+                     ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """``{metric: {run_id: value}}`` (bare names are test metrics too) and the fold std of the
+    metrics that have one."""
+    names = set(metrics or [])
+    if not metrics:
+        for run in runs:
+            names |= set(run.scalar_metrics())
+    summary: dict[str, dict] = {}
+    for name in sorted(names):
+        values = {run.run_id: run.metric(name) for run in runs}
+        summary[name] = values
+        if name.startswith("test/"):
+            summary.setdefault(name[5:], values)
+    std = {name: {run.run_id: run.metric_std(name) for run in runs}
+           for name in sorted(names) if any(run.metric_std(name) is not None for run in runs)}
+    return summary, std
 
 
 def _per_class(run: RunInfo) -> dict:

@@ -193,26 +193,9 @@ def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
     ...                Path("experiments/runs"))  # doctest: +SKIP
     0
     """
-    from .export import (
-        FORMATS,
-        MAX_F1_DROP_POINTS,
-        compare_predictions,
-        copy_bundle,
-        export_onnx,
-        quantize_int8,
-        timed_probabilities,
-    )
+    from .export import FORMATS, MAX_F1_DROP_POINTS, copy_bundle, export_onnx, quantize_int8
 
-    requested = list(dict.fromkeys(format_.lower() for format_ in formats or ["onnx", "int8"]))
-    unknown = [format_ for format_ in requested if format_ not in FORMATS]
-    if unknown:
-        raise UserError(f"unknown export format(s) {', '.join(unknown)}; choose from "
-                        f"{', '.join(FORMATS)}.")
-    try:
-        import onnx  # noqa: F401  (the exporter needs it)
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise UserError("export needs onnx and onnxruntime: pip install onnx onnxruntime") from None
+    requested = _export_formats(formats)
     model_path = resolve_model_path(model_ref, runs_dir)
     if not has_torch_weights(model_path):
         raise UserError(f"{model_path} is already an export; pass the run or its final_model/.")
@@ -229,25 +212,49 @@ def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
         name: {"path": str(files[name]), "size_mb": round(files[name].stat().st_size / 2**20, 2)}
         for name in requested}
     report = {"model": str(model_path), "max_f1_drop_points": MAX_F1_DROP_POINTS,
-              "exports": exports}
+              "exports": exports,
+              "check": _check_exports(reference, files, exports, run_dir)}
+    atomic_write_json(export_dir / "export_report.json", report)
+    return _print_export_report(report, export_dir)
+
+
+def _export_formats(formats: list[str]) -> list[str]:
+    """The requested formats, known and once each; a clear error when onnx is not installed."""
+    from .export import FORMATS
+
+    requested = list(dict.fromkeys(format_.lower() for format_ in formats or ["onnx", "int8"]))
+    unknown = [format_ for format_ in requested if format_ not in FORMATS]
+    if unknown:
+        raise UserError(f"unknown export format(s) {', '.join(unknown)}; choose from "
+                        f"{', '.join(FORMATS)}.")
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UserError("export needs onnx and onnxruntime: pip install onnx onnxruntime") from None
+    return requested
+
+
+def _check_exports(reference, files: dict[str, Path], exports: dict[str, dict],
+                   run_dir: Path | None) -> dict:
+    """Each export's agreement with PyTorch and speed on the run's test split (updating
+    ``exports``); what was checked, or why nothing was."""
+    from .export import compare_predictions, timed_probabilities
 
     split = _test_split(run_dir, reference.label_names)
     if isinstance(split, str):
-        report["check"] = {"checked": False, "reason": split}
         print(f"warning: exports not checked against PyTorch: {split}.", file=sys.stderr)
-    else:
-        texts, labels = split
-        expected, speed = timed_probabilities(reference, texts)
-        report["check"] = {"checked": True, "split": "test", "num_samples": len(texts),
-                           "pytorch_sentences_per_second": round(speed, 1)}
-        for name in requested:
-            exported = BiasClassifier().load_model(files[name])
-            probabilities, speed = timed_probabilities(exported, texts)
-            exports[name].update(compare_predictions(expected, probabilities, labels,
-                                                     reference.label_names),
-                                 sentences_per_second=round(speed, 1))
-    atomic_write_json(export_dir / "export_report.json", report)
-    return _print_export_report(report, export_dir)
+        return {"checked": False, "reason": split}
+    texts, labels = split
+    expected, speed = timed_probabilities(reference, texts)
+    for name in exports:
+        exported = BiasClassifier().load_model(files[name])
+        probabilities, speed_of_export = timed_probabilities(exported, texts)
+        exports[name].update(compare_predictions(expected, probabilities, labels,
+                                                 reference.label_names),
+                             sentences_per_second=round(speed_of_export, 1))
+    return {"checked": True, "split": "test", "num_samples": len(texts),
+            "pytorch_sentences_per_second": round(speed, 1)}
 
 
 def _print_export_report(report: dict, export_dir: Path) -> int:

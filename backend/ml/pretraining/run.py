@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from transformers import set_seed
 
@@ -21,12 +22,11 @@ from ..run_directory import (
     RunLayout,
     create_run_directory,
     run_metadata,
-    utc_now,
     write_results,
 )
 from ..tracking import build_trackers
 from ..training.distributed import pick_device
-from ..training.interruption import TrainingInterrupted
+from ..training.outcome import failures_recorded, record_outcome
 from ..training.precision import resolve_attention, resolve_precision
 from .corpus import collect_corpus
 from .model import ENCODER_DIR, build_masked_lm, save_encoder
@@ -44,10 +44,22 @@ def _model_section(config: ExperimentConfig, built) -> dict:
             **describe_model(built.model)}
 
 
-def _finish(run_dir: Path, results: dict, status: str, error: str | None = None) -> None:
-    results.update(status=status, error=error)
-    results["metadata"]["finished_at"] = utc_now()
-    write_results(run_dir, results)
+def _finished_sections(config: ExperimentConfig, trainer: MaskedLanguageModelTrainer, state,
+                       before: dict, after: dict, started: float) -> dict:
+    """What a completed pre-training run adds to results.json."""
+    return {
+        "pretraining": {"mlm_probability": config.pretraining.mlm_probability,
+                        "total_steps": state.global_step, "planned_steps": trainer.total_steps,
+                        "epochs_completed": round(state.epoch, 4),
+                        "final_train_loss": state.last_train_loss,
+                        "mixed_precision": trainer.precision.mode},
+        "heldout": {"before": before, "after": after},
+        "timing": {"total_seconds": time.perf_counter() - started,
+                   "train_seconds": state.train_seconds, "eval_seconds": state.eval_seconds,
+                   "train_samples_per_second": state.sentences_seen / max(
+                       state.train_seconds, 1e-9)},
+        "encoder": ENCODER_DIR,
+    }
 
 
 def format_pretraining_summary(results: dict, run_dir: Path) -> str:
@@ -77,11 +89,12 @@ def run_pretraining(config: ExperimentConfig, output_dir: str | Path | None = No
         logger.warning("training.compile is not used by pretrain; the model runs uncompiled")
     run_dir = create_run_directory(output_dir or config.output_dir, config.experiment_name,
                                    run_id)
-    results = {"schema_version": SCHEMA_VERSION, "stage": STAGE, "experiment_id": run_dir.name,
-               "experiment_name": config.experiment_name, "description": config.description,
-               "tags": list(config.tags), "status": "running", "error": None,
-               "metadata": run_metadata(str(device)), "model": _model_section(config, built),
-               "data": corpus.summary()}
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "stage": STAGE, "experiment_id": run_dir.name,
+        "experiment_name": config.experiment_name, "description": config.description,
+        "tags": list(config.tags), "status": "running", "error": None,
+        "metadata": run_metadata(str(device)), "model": _model_section(config, built),
+        "data": corpus.summary()}
     config.save_yaml(RunLayout(run_dir).config)
     write_results(run_dir, results)
     precision = resolve_precision(config.training.mixed_precision, device)
@@ -91,44 +104,20 @@ def run_pretraining(config: ExperimentConfig, output_dir: str | Path | None = No
     trackers = build_trackers(config, run_dir)
     trackers.log_config(config.to_dict(), {key: results[key] for key in
                                            ("experiment_id", "metadata", "model", "data")})
-    status = "failed"
     try:
-        trainer = MaskedLanguageModelTrainer(built.model, built.tokenizer, corpus.train,
-                                             corpus.holdout, config, trackers, device, precision)
-        before = trainer.evaluate()
-        trackers.log_metrics({"eval/loss": before["mlm_loss"],
-                              "eval/perplexity": before["perplexity"]}, 0)
-        state = trainer.train()
-        after = trainer.evaluate()
-        save_encoder(built, run_dir)
-        results.update({
-            "pretraining": {"mlm_probability": config.pretraining.mlm_probability,
-                            "total_steps": state.global_step, "planned_steps": trainer.total_steps,
-                            "epochs_completed": round(state.epoch, 4),
-                            "final_train_loss": state.last_train_loss,
-                            "mixed_precision": precision.mode},
-            "heldout": {"before": before, "after": after},
-            "timing": {"total_seconds": time.perf_counter() - started,
-                       "train_seconds": state.train_seconds, "eval_seconds": state.eval_seconds,
-                       "train_samples_per_second": state.sentences_seen / max(
-                           state.train_seconds, 1e-9)},
-            "encoder": ENCODER_DIR,
-        })
-        _finish(run_dir, results, "completed")
-        trackers.log_summary(results, run_dir)
-        status = "completed"
-    except TrainingInterrupted as interruption:
-        status = "interrupted"
-        results["interrupted_at_step"] = interruption.step
-        _finish(run_dir, results, status, str(interruption))
-        raise
-    except KeyboardInterrupt:  # before or after the loop, where no stop handler is installed
-        status = "interrupted"
-        _finish(run_dir, results, status, "stopped by the user (Ctrl-C)")
-        raise
-    except Exception as error:
-        _finish(run_dir, results, "failed", f"{type(error).__name__}: {error}")
-        raise
+        with failures_recorded(run_dir, results):
+            trainer = MaskedLanguageModelTrainer(built.model, built.tokenizer, corpus.train,
+                                                 corpus.holdout, config, trackers, device,
+                                                 precision)
+            before = trainer.evaluate()
+            trackers.log_metrics({"eval/loss": before["mlm_loss"],
+                                  "eval/perplexity": before["perplexity"]}, 0)
+            state = trainer.train()
+            after = trainer.evaluate()
+            save_encoder(built, run_dir)
+            results.update(_finished_sections(config, trainer, state, before, after, started))
+            record_outcome(run_dir, results, "completed")
+            trackers.log_summary(results, run_dir)
     finally:
-        trackers.close(status)
+        trackers.close(results["status"] if results["status"] != "running" else "failed")
     return run_dir

@@ -26,6 +26,20 @@ def _common(parser: argparse.ArgumentParser, log_dir: bool = False) -> None:
 
 def add_production_subcommands(sub) -> None:
     """Add serve, promote, registry, monitor and retrain to ``sub`` (``add_subparsers()``'s)."""
+    _add_serve(sub)
+    _add_promote(sub)
+    registry = sub.add_parser("registry", help="current stages and promotion history")
+    registry.set_defaults(handler=_registry)
+    _common(registry)
+    monitor = sub.add_parser("monitor", help="HTML report of served predictions and feedback")
+    monitor.set_defaults(handler=_monitor)
+    monitor.add_argument("--output", type=Path, metavar="FILE",
+                         help="where the report goes (default: <log dir>/monitor.html)")
+    _common(monitor, log_dir=True)
+    _add_retrain(sub)
+
+
+def _add_serve(sub) -> None:
     serve = sub.add_parser("serve", help="HTTP API for a model (and an A/B candidate)")
     serve.set_defaults(handler=_serve)
     serve.add_argument("model", metavar="RUN_OR_MODEL",
@@ -49,6 +63,8 @@ def add_production_subcommands(sub) -> None:
                        "only what arrived while the previous forward pass ran)")
     _common(serve, log_dir=True)
 
+
+def _add_promote(sub) -> None:
     promote = sub.add_parser("promote", help="make a run the production or candidate model")
     promote.set_defaults(handler=_promote)
     promote.add_argument("run", metavar="RUN", help="run id or run directory")
@@ -62,16 +78,8 @@ def add_production_subcommands(sub) -> None:
     promote.add_argument("--alpha", type=float, default=0.05)
     _common(promote)
 
-    registry = sub.add_parser("registry", help="current stages and promotion history")
-    registry.set_defaults(handler=_registry)
-    _common(registry)
 
-    monitor = sub.add_parser("monitor", help="HTML report of served predictions and feedback")
-    monitor.set_defaults(handler=_monitor)
-    monitor.add_argument("--output", type=Path, metavar="FILE",
-                         help="where the report goes (default: <log dir>/monitor.html)")
-    _common(monitor, log_dir=True)
-
+def _add_retrain(sub) -> None:
     retrain = sub.add_parser("retrain", help="new run from a run's config plus feedback; "
                              "registered as candidate")
     retrain.set_defaults(handler=_retrain)
