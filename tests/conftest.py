@@ -89,10 +89,11 @@ class _NetworkGuard:
                 raise OSError(f"test blocked a connection to {address}")
 
 
-@pytest.fixture
-def no_network():
-    """Refuse anything but loopback; yields the refused attempts, and fails a test that made
-    one even when the code under test swallowed the error."""
+@pytest.fixture(autouse=True)
+def _guarded_network():
+    """Every test: refuse anything but loopback, and fail a test that reached for the network
+    even when the code under test swallowed the error. (Child processes are not covered: an
+    audit hook lives in one interpreter; they run offline through ``cli_environment``.)"""
     if not _NetworkGuard.installed:
         sys.addaudithook(_NetworkGuard.audit)
         _NetworkGuard.installed = True
@@ -103,6 +104,12 @@ def no_network():
     finally:
         _NetworkGuard.attempts = None
     assert attempts == [], f"the test reached for the network: {attempts}"
+
+
+@pytest.fixture
+def no_network(_guarded_network):
+    """The refused attempts of this test so far (every test is guarded)."""
+    return _guarded_network
 
 
 # ---- Google Cloud on loopback ----------------------------------------------------------------

@@ -34,8 +34,10 @@ def test_every_shipped_config_loads_and_validates(path):
     config = ExperimentConfig.from_yaml(path)
     assert config.validate() == []
     first_line = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first_line.removeprefix("# python run_experiment.py ").removeprefix(
-        "pretrain ").startswith(f"experiments/configs/{path.name}")
+    command = first_line.removeprefix("# python run_experiment.py ")
+    for subcommand in ("pretrain ", "tune "):
+        command = command.removeprefix(subcommand)
+    assert command.startswith(f"experiments/configs/{path.name}")
 
 
 def test_shipped_configs_include_the_documented_ones():

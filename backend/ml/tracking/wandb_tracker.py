@@ -201,6 +201,9 @@ class WandbTracker:
         self.closed = True
         if self.run is None:
             return
+        # Commit the last step's row before finishing rather than leaving it to finish()'s own
+        # flush, which under load has dropped it from the offline run's history.
+        self.run.log({}, commit=True)
         self.run.finish(exit_code=0 if status == "completed" else 1)
         if self.offline:
             logger.info("W&B offline run saved; upload it with: wandb sync %s", self.sync_path)
