@@ -109,7 +109,9 @@ def run_ours(config_data: dict, overrides: dict) -> dict:
             "f1_macro": results["eval"]["f1_macro"], "f1_weighted": results["eval"]["f1_weighted"],
             "parameters": results["model"]["total_parameters"], "device": str(device),
             "tokens_per_sample": padded_tokens_per_sample(config),
-            "precision": results["training"]["mixed_precision"]}
+            # training.mixed_precision "no" is full precision
+            "precision": {"no": "fp32"}.get(results["training"]["mixed_precision"],
+                                            results["training"]["mixed_precision"])}
 
 
 def padded_tokens_per_sample(config) -> float:
@@ -291,17 +293,27 @@ def main() -> None:
               f"{format_number(result['f1_weighted'], '.4f'):>8}"
               f"{model_flops_utilization(result):>7}", flush=True)
 
-    ours, peer = results.get("this trainer (defaults)"), results.get(PEER)
-    if ours and peer:
-        print(f"\nthis trainer (defaults, {ours.get('precision')}) "
-              f"vs Trainer with group_by_length: "
-              f"{ours['samples_per_second'] / peer['samples_per_second']:.2f}x samples/s, "
-              f"{peer['wall_seconds'] / ours['wall_seconds']:.2f}x faster to a trained model, "
-              f"F1 macro {ours['f1_macro'] - peer['f1_macro']:+.4f}")
+    ours = results.get("this trainer (defaults)")
+    # Like for like first: Trainer in the precision the defaults resolved to, where it ran.
+    same_precision = (results.get("Trainer, group_by_length, bf16")
+                      if ours and ours.get("precision") == "bf16" else results.get(PEER))
+    if ours and same_precision:
+        print(f"\nlike for like ({ours.get('precision')} on both sides): "
+              f"{_versus(ours, same_precision)}")
+    peer = results.get(PEER)
+    if ours and peer and peer is not same_precision:
+        print(f"this trainer (defaults, {ours.get('precision')}) vs Trainer with "
+              f"group_by_length (fp32, its default): {_versus(ours, peer)}")
     padded = results.get("pad to max length")
     if ours and padded:
         print(f"this trainer (defaults) vs padding to {args.pad_length}: "
               f"{ours['samples_per_second'] / padded['samples_per_second']:.2f}x samples/s")
+
+
+def _versus(ours: dict, peer: dict) -> str:
+    return (f"{ours['samples_per_second'] / peer['samples_per_second']:.2f}x samples/s, "
+            f"{peer['wall_seconds'] / ours['wall_seconds']:.2f}x faster to a trained model, "
+            f"F1 macro {ours['f1_macro'] - peer['f1_macro']:+.4f}")
 
 
 if __name__ == "__main__":
