@@ -2,9 +2,15 @@
 
 
 class UserError(Exception):
-    """A mistake the user can fix (bad config, bad data file, unknown run)."""
+    """A mistake the user can fix (bad config, bad data file, unknown run), or a stop the user
+    asked for; ``exit_code`` is the status the CLI exits with."""
 
     exit_code = 1
+
+    def __init__(self, *args, exit_code: int | None = None):
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class ConfigError(UserError):

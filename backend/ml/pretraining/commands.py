@@ -20,10 +20,6 @@ class PretrainingStopped(UserError):
     """A signal stopped pre-training: there is no checkpoint to resume from, so the CLI says so
     and exits with the signal's status (128 + its number), as an interrupted fine-tuning does."""
 
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 def add_pretrain_subcommand(sub) -> None:
     """Add ``pretrain`` to ``sub`` (``add_subparsers()``'s)."""
@@ -82,7 +78,8 @@ def _describe_plan(config) -> str:
 def _stopped(how: str, exit_code: int) -> PretrainingStopped:
     return PretrainingStopped(f"pre-training {how}; its run directory is marked 'interrupted' "
                               f"and has no encoder/. Pre-training keeps no checkpoints: start "
-                              f"it again (a shorter run: --set training.max_steps=N)", exit_code)
+                              f"it again (a shorter run: --set training.max_steps=N)",
+                              exit_code=exit_code)
 
 
 def pretrain(args) -> int:

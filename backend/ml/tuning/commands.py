@@ -21,10 +21,6 @@ Run the same command again to continue a stopped study. See docs/tuning.md."""
 class TuningStopped(UserError):
     """A signal stopped a trial; the study is intact and the same command continues it."""
 
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 def add_tune_subcommand(sub) -> None:
     """Add ``tune`` to ``sub`` (``add_subparsers()``'s)."""
@@ -155,6 +151,6 @@ def tune_command(args) -> int:
     except TrainingInterrupted as interruption:
         raise TuningStopped(f"tune {interruption}; that trial is marked failed and will not "
                             f"count. The study is intact: run the same command to continue it.",
-                            interruption.exit_code) from None
+                            exit_code=interruption.exit_code) from None
     _print_result(summary)
     return 0
