@@ -217,6 +217,9 @@ def test_two_local_workers_share_one_study(tmp_path):
     assert set(states.values()) <= {"COMPLETE", "FAIL"}  # a surplus ask is failed, not run
     runs = sorted(path.name for path in (tmp_path / "runs").glob("tiny_trial-*"))
     assert len(runs) == 3
+    rates = [read_results(tmp_path / "runs" / run)["tuning"]["params"]["training.learning_rate"]
+             for run in runs]
+    assert len(set(rates)) == 3  # the two workers do not draw the same points
 
 
 def _start_tune(tmp_path: Path, config: Path, kill_at: str | None = None) -> subprocess.Popen:
@@ -263,6 +266,8 @@ def test_ctrl_c_and_a_killed_worker_leave_the_study_intact_and_uncounted(tmp_pat
     trials = {trial["number"]: trial for trial in _summary(tmp_path)["study"]["trials"]}
     assert any(number > 1 and trial["state"] == "complete"
                and trial["params"] == trials[1]["params"] for number, trial in trials.items())
+    # Each re-run draws new parameters: a sampler seeded as before would replay trial 0's.
+    assert trials[1]["params"] != trials[0]["params"]
 
 
 # ---- nested cross-validation --------------------------------------------------------------------

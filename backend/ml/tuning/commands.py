@@ -55,6 +55,7 @@ def add_tune_subcommand(sub) -> None:
                         help="validate the config and the search space; train nothing")
     # One worker process of --workers N: runs trials of one study and exits.
     parser.add_argument("--worker-fold", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def _checked_config(path: str, overrides: list[str], nested: bool):
@@ -77,11 +78,11 @@ def _checked_config(path: str, overrides: list[str], nested: bool):
 
 
 def _worker_command(args, plan):
-    def command(fold: int, _workers: int) -> list[str]:
+    def command(fold: int, index: int) -> list[str]:
         overrides = [item for value in args.set for item in ("--set", value)]
         return [sys.executable, "-m", "backend.ml.cli", "tune", args.config, *overrides,
                 "--output-dir", str(plan.runs_dir), "--study", plan.name, "--storage",
-                plan.storage, "--worker-fold", str(fold)]
+                plan.storage, "--worker-fold", str(fold), "--worker-index", str(index)]
     return command
 
 
@@ -144,7 +145,8 @@ def tune_command(args) -> int:
     logging.getLogger("backend.ml").setLevel(logging.WARNING)
     try:
         if args.worker_fold is not None:
-            run_worker(plan, args.worker_fold, search_splits(config, args.worker_fold))
+            run_worker(plan, args.worker_fold, search_splits(config, args.worker_fold),
+                       args.worker_index)
             return 0
         summary = (tune_nested(plan, args.workers) if args.nested
                    else tune(plan, args.workers, args.confirm_seeds))

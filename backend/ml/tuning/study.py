@@ -60,7 +60,7 @@ class StudyPlan:
     storage_url: str | None = None
     """Any Optuna RDB URL; None: an SQLite file in ``studies_dir``."""
     launch_worker: Callable[[int, int], list[str]] | None = None
-    """(fold, workers) -> the command line of one more worker process (the CLI's own)."""
+    """(fold, worker index) -> the command line of one worker process (the CLI's own)."""
     say: Callable[[str], None] = print
 
     @property
@@ -82,8 +82,21 @@ class StudyPlan:
 
 # ---- the study and its storage -----------------------------------------------------------------
 
-def open_study(plan: StudyPlan, fold: int = 0):
-    """The study of ``fold`` (0: the only one), created or loaded from the plan's storage."""
+def _sampler_seed(seed: int, fold: int, worker: int, storage, study_name: str) -> int:
+    """A seed per (fold, worker, trials already in the study): a resumed study or a second
+    worker must not replay the draws of the first (equal seeds draw equal parameters)."""
+    import numpy as np
+
+    try:
+        existing = len(storage.get_all_trials(storage.get_study_id_from_name(study_name)))
+    except KeyError:  # a new study
+        existing = 0
+    return int(np.random.SeedSequence([seed, fold, worker, existing]).generate_state(1)[0])
+
+
+def open_study(plan: StudyPlan, fold: int = 0, worker: int = 0):
+    """The study of ``fold`` (0: the only one), created or loaded from the plan's storage, with
+    a sampler seeded for this ``worker`` and the trials the study already has."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -107,8 +120,10 @@ def open_study(plan: StudyPlan, fold: int = 0):
                         f"({type(error).__name__}: {error}); give e.g. sqlite:///study.db or "
                         f"postgresql://user:password@host/database") from None
     seed = search.seed if search.seed is not None else plan.config.seed
-    return optuna.create_study(study_name=plan.study_name(fold), storage=storage,
-                               sampler=build_sampler(search, seed + fold),
+    name = plan.study_name(fold)
+    return optuna.create_study(study_name=name, storage=storage,
+                               sampler=build_sampler(search, _sampler_seed(seed, fold, worker,
+                                                                           storage, name)),
                                pruner=build_pruner(search),
                                direction=search_direction(plan.config),  # type: ignore[arg-type]
                                load_if_exists=True)
@@ -228,9 +243,9 @@ def _stop_when_enough(plan: StudyPlan):
     return callback
 
 
-def run_worker(plan: StudyPlan, fold: int, search_splits: DataSplits) -> None:
+def run_worker(plan: StudyPlan, fold: int, search_splits: DataSplits, worker: int = 0) -> None:
     """Run trials of ``fold``'s study in this process until it has ``search.trials``."""
-    study = open_study(plan, fold)
+    study = open_study(plan, fold, worker)
     if len(finished_trials(study)) >= plan.config.search.trials:
         return
     timeout = plan.config.search.timeout_minutes
@@ -252,8 +267,8 @@ def _search(plan: StudyPlan, fold: int, search_splits: DataSplits, workers: int)
     else:
         environment = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1)
                                                                 // workers)))
-        processes = [subprocess.Popen(plan.launch_worker(fold, workers), env=environment)
-                     for _ in range(workers)]
+        processes = [subprocess.Popen(plan.launch_worker(fold, index), env=environment)
+                     for index in range(workers)]
         try:
             codes = [process.wait() for process in processes]
         except KeyboardInterrupt:  # the workers got the same Ctrl-C; let them stop cleanly
