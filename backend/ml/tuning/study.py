@@ -135,11 +135,15 @@ def finished_trials(study) -> list:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
-def _trials_ahead(study, number: int) -> int:
+def _finished_or_running(study) -> list:
+    """Trials that count, or will once they end: what decides whether another is needed."""
     from optuna.trial import TrialState
-    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return sum(1 for trial in study.get_trials(deepcopy=False, states=counted)
-               if trial.number < number)
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                    TrialState.RUNNING))
+
+
+def _trials_ahead(study, number: int) -> int:
+    return sum(1 for trial in _finished_or_running(study) if trial.number < number)
 
 
 # ---- one trial -------------------------------------------------------------------------------
@@ -234,11 +238,8 @@ def _progress_line(plan: StudyPlan, metric: str):
 def _stop_when_enough(plan: StudyPlan):
     """Stop this worker once the finished trials, with those other workers are running, make
     the study's number: it asks for no trial that could only be surplus."""
-    from optuna.trial import TrialState
-
     def callback(study, _trial) -> None:
-        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        if len(study.get_trials(deepcopy=False, states=counted)) >= plan.config.search.trials:
+        if len(_finished_or_running(study)) >= plan.config.search.trials:
             study.stop()
     return callback
 
