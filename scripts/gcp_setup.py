@@ -6,7 +6,8 @@
 
 Enables the Compute Engine, Cloud Storage, IAM and Resource Manager APIs, creates the results
 bucket (uniform access, public access prevented), creates the VM's service account
-(media-bias-trainer) and grants it its roles, checks your own permissions (testIamPermissions),
+(media-bias-trainer) and grants it its roles (and the bucket when it belongs to another project),
+checks your own permissions (testIamPermissions),
 the GPU quota of the region and of the project (GPUS_ALL_REGIONS) and the boot image family,
 printing what is missing.
 Without --setup-only it also creates a labelled GPU VM that deletes itself after
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="APIs, bucket and quota check only; create no VM")
     parser.add_argument("--skip-enable", action="store_true",
                         help="do not call the Service Usage API (the APIs are already on)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="runs will log to W&B: enable Secret Manager, let the VM's account "
+                             "read the key and check that the secret exists")
     vm = parser.add_argument_group("training VM (without --setup-only)")
     vm.add_argument("--zone", help="zone (default: the first of the region offering the GPU)")
     vm.add_argument("--machine-type", default="n1-standard-4")
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = setup_project(args.project, args.region, bucket, args.gpu_type,
                                 args.gpu_count, args.machine_type, spot=not args.on_demand,
                                 enable=not args.skip_enable, image_family=args.image_family,
-                                image_project=args.image_project)
+                                image_project=args.image_project, wandb=args.wandb)
         if missing:
             print("\nMissing before a GPU run can start:")
             for item in missing:

@@ -5,9 +5,11 @@
 
 Trains a tiny randomly initialised model on the shipped demo data on one NVIDIA T4 spot VM,
 forces a preemption once a checkpoint is in the bucket (instances.simulateMaintenanceEvent),
-continues the run on a replacement VM (cloud sync RUN_ID --continue) and then asserts:
+continues the run on a replacement VM (cloud sync RUN_ID --continue), waits for the run's
+completion marker and then asserts:
 
-  * CUDA was used (the VM's log shows torch seeing the GPU; the run's config says cuda),
+  * CUDA kernels ran: the marker's GPU check holds a matmul on the T4 (compute capability 7.5)
+    that matches the CPU's, with the CUDA build chosen for it; the run's config says cuda,
   * the replacement resumed from a checkpoint (metadata.resumed_from_step > 0),
   * the bucket is intact (every object of the completion marker's manifest is there, same CRC32C),
   * no VM of the run remains,
@@ -57,7 +59,43 @@ def build_parser() -> argparse.ArgumentParser:
                         help="budget of the run and the bound the check asserts (default 1)")
     parser.add_argument("--checkpoint-timeout", type=float, default=1800,
                         help="seconds to wait for the first checkpoint in the bucket")
+    parser.add_argument("--marker-timeout", type=float, default=600,
+                        help="seconds to wait for the completion marker after the run")
     return parser
+
+
+def _wait_for_marker(client, run_url: str, timeout: float) -> dict | None:
+    """The run's completion marker (``cloud/DONE.json``), once the VM has written it."""
+    from backend.ml.cloud import storage
+
+    deadline = time.monotonic() + timeout
+    while (marker := storage.read_json(client, f"{run_url}/cloud/DONE.json")) is None:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(15)
+    return marker
+
+
+def _check_gpu_report(marker: dict, failures: list[str]) -> None:
+    """The marker's GPU check: a matmul ran on the T4 with the build chosen for it."""
+    from backend.ml.cloud.agent import MATMUL_TOLERANCE
+    from backend.ml.cloud.cuda_builds import choose_build, pinned_torch
+    from backend.ml.config import CloudConfig
+
+    expected = choose_build("nvidia-tesla-t4", CloudConfig().image_family, pinned_torch()).build
+    report = marker.get("gpu") or {}
+    devices = report.get("devices") or [{}]
+    _check(bool(report.get("ok")), f"the VM's GPU check passed ({report.get('reason') or 'ok'})",
+           failures)
+    _check(devices[0].get("capability") == "7.5", f"the GPU check ran on a T4 ({devices})",
+           failures)
+    error = devices[0].get("matmul_max_error")
+    _check(error is not None and error <= MATMUL_TOLERANCE,
+           f"a CUDA matmul matched the CPU's (max error {error})", failures)
+    _check(report.get("cuda") == expected.cuda and
+           str(report.get("torch", "")).endswith(f"+{expected.name}"),
+           f"torch {report.get('torch')} (CUDA {report.get('cuda')}) is the {expected.name} "
+           f"build chosen for the T4", failures)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -126,12 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             trained = yaml.safe_load(saved.read_text()) if saved.is_file() else {}
             _check((trained or {}).get("training", {}).get("device") == "cuda",
                    "the run's config.yaml: training.device is cuda", failures)
-            logs = "".join(storage.read_text(client, f"{run_url}/cloud/{vm['instance']}.log")
-                           or "" for vm in run.vms)
-            _check("sees 1 GPU(s)" in logs, "torch saw the GPU on the VM", failures)
             _check((results.get("metadata", {}).get("resumed_from_step") or 0) > 0,
                    "the replacement resumed from a checkpoint", failures)
-            marker = storage.read_json(client, f"{run_url}/cloud/DONE.json") or {}
+            marker = _wait_for_marker(client, run_url, args.marker_timeout) or {}
+            _check(marker.get("status") == "completed",
+                   f"the completion marker says completed ({marker.get('status')})", failures)
+            _check_gpu_report(marker, failures)
             remote = {name: blob.crc32c for name, blob in
                       storage.remote_files(client, f"{run_url}/run").items()}
             _check(bool(marker.get("manifest")) and all(

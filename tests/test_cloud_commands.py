@@ -41,7 +41,8 @@ def _args(tmp_path, bucket, **extra):
     return argparse.Namespace(**values)
 
 
-def test_cloud_logs_follows_every_vm_of_the_run_until_it_ends(gcs, tmp_path, capsys):
+def test_cloud_logs_follows_every_vm_of_the_run_until_it_ends(gcs, fake_compute, tmp_path,
+                                                             capsys):
     client, bucket = gcs
     run = _launched(client, bucket, [
         {"instance": "mb-logs-abc123-0", "zone": ZONE, "created_at": _ago(hours=2),
@@ -157,7 +158,7 @@ def test_continuing_a_stopped_run_respects_the_budget_of_every_earlier_vm(gcs, f
 
     client, bucket = gcs
     run = CloudRun(run_id="cont_abc123", project=PROJECT, region="us-central1", bucket=bucket,
-                   zones=[ZONE], budget_usd=4.0,
+                   zones=[ZONE], budget_usd=3.1,
                    spec={"project": PROJECT, "run_id": "cont_abc123", "bucket": bucket,
                          "machine_type": "n1-standard-4", "gpu_type": "nvidia-tesla-t4",
                          "gpu_count": 1, "preemptible": True, "boot_disk_gb": 50,
@@ -166,8 +167,8 @@ def test_continuing_a_stopped_run_respects_the_budget_of_every_earlier_vm(gcs, f
                          "service_account": service_account_email(PROJECT)},
                    estimate={"hourly": {"spot": 1.0, "on_demand": 3.0}, "chosen": "spot",
                              "total": {"spot": 1.5, "on_demand": 4.5}, "hours": 1.5},
-                   # Two VMs ran 2.5 h and 0.5 h at $1/h: $3 spent; one more run (about
-                   # $1.50) would pass the $4 budget.
+                   # Two VMs ran 2.5 h and 0.5 h at $1/h: $3 spent; the $0.10 left buys
+                   # 6 minutes, too little for a VM to start and train.
                    vms=[{"instance": "mb-cont-abc123-0", "zone": ZONE,
                          "created_at": _ago(hours=3, minutes=30), "ended_at": _ago(hours=1)},
                         {"instance": "mb-cont-abc123-1", "zone": ZONE,
@@ -176,8 +177,8 @@ def test_continuing_a_stopped_run_respects_the_budget_of_every_earlier_vm(gcs, f
     args = argparse.Namespace(sync="cont_abc123", configs=[], output_dir=tmp_path / "runs",
                               cloud=True, set=[f"cloud.project={PROJECT}",
                                                f"cloud.bucket={bucket}"])
-    with pytest.raises(CloudError, match=r"has cost about \$3\.00 so far .*would pass "
-                                         r"cloud.max_cost_usd = \$4\.00"):
+    with pytest.raises(CloudError, match=r"has cost about \$3\.00 so far .*left of "
+                                         r"cloud.max_cost_usd = \$3\.10"):
         sync_command(args)
     assert fake_compute.inserts == []
     fake_compute.on_insert = lambda *_: storage.write_json(

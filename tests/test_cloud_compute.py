@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 
 import pytest
@@ -54,7 +55,7 @@ def test_instance_request_body(gcs, fake_compute, monkeypatch):
     body = insert["body"]
     assert insert["path"] == f"/compute/v1/projects/{PROJECT}/zones/us-central1-a/instances"
     assert record == {"instance": body["name"], "zone": "us-central1-a",
-                      "created_at": record["created_at"], "ended_at": None}
+                      "created_at": record["created_at"], "ended_at": None, "max_hours": 2.5}
     assert body["name"] == "mb-tiny-0a1b2c-0"
     assert body["machineType"].endswith("zones/us-central1-a/machineTypes/n1-standard-8")
     assert body["guestAccelerators"] == [{
@@ -117,9 +118,23 @@ def test_every_zone_out_of_capacity_stops_with_a_clear_message(gcs, fake_compute
 def test_regional_quota_stops_at_once(gcs, fake_compute):
     _, bucket = gcs
     fake_compute.fail_next_insert("us-central1-a", "regional_quota")
-    with pytest.raises(CapacityError, match="GPU quota exceeded in the region"):
+    with pytest.raises(CapacityError, match="quota PREEMPTIBLE_NVIDIA_T4_GPUS exceeded in the "
+                                            "region"):
         start_vm(Compute(), _run(bucket), log=lambda *_: None)
     assert len(fake_compute.inserts) == 1 and fake_compute.live() == []
+
+
+@pytest.mark.parametrize("kind, metric, where", [
+    ("global_quota", "CPUS_ALL_REGIONS", "project-wide quota CPUS_ALL_REGIONS"),
+    ("regional_quota", "CPUS", "quota CPUS exceeded in the region")])
+def test_a_cpu_quota_refusal_names_the_cpu_metric_not_the_gpu_one(gcs, fake_compute, kind,
+                                                                   metric, where):
+    _, bucket = gcs
+    fake_compute.fail_next_insert("us-central1-a", kind, metric=metric)
+    with pytest.raises(CapacityError, match=where) as raised:
+        start_vm(Compute(), _run(bucket), log=lambda *_: None)
+    assert "GPUS_ALL_REGIONS" not in str(raised.value) and "GPU quota" not in str(raised.value)
+    assert f"metric {metric}" in str(raised.value) and fake_compute.live() == []
 
 
 def test_completed_run_returns_the_marker_and_deletes_the_vm(gcs, fake_compute):
@@ -252,7 +267,7 @@ def test_cloud_run_command_end_to_end_with_a_simulated_vm(gcs, fake_compute, tmp
     # Provenance: the local commit the code came from, although the VM had no git checkout.
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
-    assert results["cloud"]["source"]["commit"] == head
+    assert results["cloud"]["source"]["git_commit"] == head
     assert results["cloud"]["vm_hours"] >= 0 and "cost_usd" in results["cloud"]
     assert fake_compute.live() == []
     assert "credentials" not in json.dumps(storage.read_json(client, f"{url}/cloud/launch.json"))
@@ -262,16 +277,17 @@ def test_detach_leaves_the_self_deleting_vm_and_status_teardown_sync_find_it(
         gcs, fake_compute, tmp_path, capsys):
     client, bucket = gcs
     config_path = _cloud_config(tmp_path, bucket)
-    assert cloud_run_command(_args(tmp_path, config_path, detach=True, run_id="tiny_d00d00")) == 0
-    assert "cloud sync tiny_d00d00" in capsys.readouterr().out
+    assert cloud_run_command(_args(tmp_path, config_path, detach=True, run_id="Tiny_D00d00")) == 0
+    assert "cloud sync Tiny_D00d00" in capsys.readouterr().out
     assert fake_compute.live() == ["mb-tiny-d00d00-0"]
 
     status_args = _args(tmp_path, config_path, cloud=False, cloud_status=True)
     assert cloud_status_command(status_args) == 0
     out = capsys.readouterr().out
-    assert "mb-tiny-d00d00-0" in out and "tiny_d00d00" in out and "no completion marker" in out
+    # The VM's label holds the run id lowercased (label values allow no capitals).
+    assert re.search(r"Tiny_D00d00 +no completion marker; running on mb-tiny-d00d00-0", out), out
 
-    sync_args = _args(tmp_path, None, cloud=False, sync="tiny_d00d00")  # found via the pointer
+    sync_args = _args(tmp_path, None, cloud=False, sync="Tiny_D00d00")  # found via the pointer
     assert sync_command(sync_args) == 0
     assert "still training on mb-tiny-d00d00-0" in capsys.readouterr().out
 
@@ -281,16 +297,16 @@ def test_detach_leaves_the_self_deleting_vm_and_status_teardown_sync_find_it(
     # Its VM gone without a completion marker: crashed, never shown as running.
     assert cloud_status_command(status_args) == 0
     out = capsys.readouterr().out
-    assert "tiny_d00d00" in out and "crashed: no completion marker and no VM" in out
+    assert "Tiny_D00d00" in out and "crashed: no completion marker and no VM" in out
     assert "running on" not in out
 
     # preempted while detached: cloud sync reports it; --continue replaces the VM and waits
     assert sync_command(sync_args) == 1
-    assert "cloud sync tiny_d00d00 --continue" in capsys.readouterr().out
-    run = CloudRun.from_dict(storage.read_json(client, f"gs://{bucket}/runs/tiny_d00d00/cloud/"
+    assert "cloud sync Tiny_D00d00 --continue" in capsys.readouterr().out
+    run = CloudRun.from_dict(storage.read_json(client, f"gs://{bucket}/runs/Tiny_D00d00/cloud/"
                                                         f"launch.json"))
     fake_compute.on_insert = lambda *_: _finish(client, run)
-    assert sync_command(_args(tmp_path, None, cloud=True, sync="tiny_d00d00")) == 0
+    assert sync_command(_args(tmp_path, None, cloud=True, sync="Tiny_D00d00")) == 0
     assert fake_compute.inserts[-1]["body"]["name"] == "mb-tiny-d00d00-1"
     assert fake_compute.live() == []
 
@@ -326,3 +342,70 @@ def test_zones_are_checked_against_the_compute_api_before_launch(gcs, fake_compu
     with pytest.raises(CapacityError, match="no zone of us-central1 offers nvidia-tesla-t4"):
         cloud_run_command(_args(tmp_path, config_path, run_id="tiny_abcde0"))
     assert len(fake_compute.inserts) == 1
+
+
+# ---- what Compute Engine refuses -----------------------------------------------------------------
+
+def _body(run: CloudRun, zone: str = "us-central1-a") -> dict:
+    from backend.ml.cloud.orchestrate import body_for
+    return body_for(run, zone, 0)
+
+
+def _live_migrating(body: dict) -> dict:
+    body["scheduling"]["onHostMaintenance"] = "MIGRATE"
+    return body
+
+
+def _g2_live_migrating(body: dict) -> dict:
+    body.pop("guestAccelerators")
+    body["machineType"] = "zones/us-central1-a/machineTypes/g2-standard-8"
+    return _live_migrating(body)
+
+
+def _spot_restarting(body: dict) -> dict:
+    body["scheduling"]["automaticRestart"] = True
+    return body
+
+
+def _no_termination_action(body: dict) -> dict:
+    del body["scheduling"]["instanceTerminationAction"]
+    return body
+
+
+def _missing_family(body: dict) -> dict:
+    body["disks"][0]["initializeParams"]["sourceImage"] = (
+        "projects/deeplearning-platform-release/global/images/family/pytorch-latest-gpu")
+    return body
+
+
+@pytest.mark.parametrize("change, refusal, message", [
+    (_live_migrating, "BadRequest", "Instances with guest accelerators do not support live "
+                                    "migration"),
+    (_g2_live_migrating, "BadRequest", "Instances with guest accelerators do not support live "
+                                       "migration"),
+    (_spot_restarting, "BadRequest", "'resource.scheduling.automaticRestart': 'true'. Spot VMs "
+                                     "cannot be automatically restarted"),
+    (_no_termination_action, "BadRequest", "instanceTerminationAction must be set when "
+                                           "maxRunDuration is"),
+    (_missing_family, "NotFound", "global/images/family/pytorch-latest-gpu' was not found"),
+])
+def test_compute_engine_refuses_what_the_real_api_refuses(gcs, fake_compute, change, refusal,
+                                                          message):
+    from google.api_core import exceptions
+
+    _, bucket = gcs
+    body = change(_body(_run(bucket)))
+    with pytest.raises(getattr(exceptions, refusal), match=message):
+        Compute().insert(PROJECT, "us-central1-a", body)
+    assert fake_compute.live() == []
+
+
+@pytest.mark.parametrize("preemptible", [True, False])
+def test_the_projects_own_request_bodies_are_accepted(gcs, fake_compute, preemptible):
+    _, bucket = gcs
+    for run_id, machine, gpu, count in [("n1_0a1b2c", "n1-standard-8", "nvidia-tesla-t4", 2),
+                                        ("g2_0a1b2c", "g2-standard-8", "nvidia-l4", 1)]:
+        run = _run(bucket, preemptible=preemptible, run_id=run_id)
+        run.spec.update(machine_type=machine, gpu_type=gpu, gpu_count=count)
+        Compute().insert(PROJECT, "us-central1-a", _body(run))
+    assert fake_compute.live() == ["mb-g2-0a1b2c-0", "mb-n1-0a1b2c-0"]

@@ -32,10 +32,10 @@ def _config(**cloud):
 
 def test_estimate_matches_the_hand_computed_figures_of_the_shipped_prices():
     estimate = estimate_cost(_config(), train_size=2000, validation_size=250, test_size=250)
-    # prices.yaml, us-central1: n1-standard-4 0.189999 / 0.04, V100 2.48 / 1.0885,
+    # prices.yaml, us-central1: n1-standard-4 0.19 / 0.06382, V100 2.48 / 1.2338,
     # pd-balanced 0.10 $/GB-month over 730 h, external IP 0.005 / 0.0025 per hour.
     disk = 100 * 0.10 / 730
-    on_demand, spot = 0.189999 + 2.48 + disk + 0.005, 0.04 + 1.0885 + disk + 0.0025
+    on_demand, spot = 0.19 + 2.48 + disk + 0.005, 0.06382 + 1.2338 + disk + 0.0025
     assert estimate.hourly["on_demand"] == pytest.approx(on_demand)
     assert estimate.hourly["spot"] == pytest.approx(spot)
     # 3 epochs x 2000 sentences at 350/s (V100, base); 3 evaluations of 250 + a final
@@ -43,17 +43,67 @@ def test_estimate_matches_the_hand_computed_figures_of_the_shipped_prices():
     assert estimate.train_sentences == 6000 and estimate.eval_sentences == 1250
     hours = 12 / 60 + 6000 / 350 / 3600 + 1250 / 1050 / 3600
     assert estimate.hours == pytest.approx(hours)
-    assert estimate.total["spot"] == pytest.approx(1.1446986 * 0.2050926, rel=1e-5)
-    assert estimate.total["on_demand"] == pytest.approx(2.6886976 * 0.2050926, rel=1e-5)
+    # The bucket: 3 epoch-end checkpoints of a base model (1.3 GB), all kept (save_total_limit 2
+    # plus the best), and the final model (a third of one): 4.33 GB, stored at 0.020 $/GB-month
+    # while the run lasts and downloaded once by `cloud sync` at 0.12 $/GB.
+    run_gb = 3 * 1.3 + 1.3 / 3
+    bucket = run_gb * 0.020 * hours / 730 + run_gb * 0.12
+    assert estimate.total["spot"] == pytest.approx(spot * hours + bucket)
+    assert estimate.total["on_demand"] == pytest.approx(on_demand * hours + bucket)
     assert estimate.chosen == "spot"
-    assert estimate.cap_total == pytest.approx(6.0 * spot)
+    assert estimate.cap_total == pytest.approx(6.0 * spot)  # $20 buys 15 h: max_run_hours caps
     # Worst case: the run preempted just before its end, five times over, then a sixth VM.
-    assert estimate.worst_case == pytest.approx(6 * spot * hours)
+    assert estimate.worst_case == pytest.approx(6 * spot * hours + bucket)
     text = format_estimate(estimate)
-    assert "2.6887" in text and "1.1447" in text and "0.55" in text and "0.23" in text
+    assert "2.6887" in text and "1.3138" in text and "1.07" in text and "0.79" in text
     assert "external IP address" in text and "worst case with 5 preemptions" in text
-    # prices.yaml: retrieved "2026-11-24", the date its figures were checked against the pages.
-    assert "retrieved 2026-11-24" in text and "cloud.google.com/compute/gpus-pricing" in text
+    assert "one VM deletes itself after 6 h 00 min" in text
+    # prices.yaml: retrieved "2026-12-02", the date its figures were read from the catalogue.
+    assert "retrieved 2026-12-02" in text and "skypilot-org/skypilot-catalog" in text
+
+
+# Rows of catalogs/v9/gcp/vms.csv in skypilot-org/skypilot-catalog at commit
+# 2c3d7ea7d76bf84cf80d382e946c1609571485fd, read by hand (columns Price, SpotPrice):
+#   n1-standard-8,8.0,30.0,,,,us-central1,us-central1-a,0.38,0.12765
+#   n1-standard-4,4.0,15.0,,,,europe-west4,europe-west4-a,0.20917,0.11052
+#   a2-highgpu-1g,12.0,85.0,,,,europe-west4,europe-west4-a,0.81406,0.36774
+#   ,,,V100,1,{...},us-central1,us-central1-a,2.48,1.2338
+#   ,,,T4,1,{...},europe-west4,europe-west4-a,0.3675,0.1805
+#   ,,,L4,1,{...},us-central1,us-central1-a,0.56004,0.2862
+#   ,,,A100,2,{...},europe-west4,europe-west4-a,3.2273,2.6502  (per GPU: 1.61365 / 1.3251;
+#      the on-demand figure is half its neighbours', see prices.yaml: 3.2273 per GPU is used)
+@pytest.mark.parametrize("region, table, name, on_demand, spot", [
+    ("us-central1", "machines", "n1-standard-8", 0.38, 0.12765),
+    ("europe-west4", "machines", "n1-standard-4", 0.20917, 0.11052),
+    ("europe-west4", "machines", "a2-highgpu-1g", 0.81406, 0.36774),
+    ("us-central1", "gpus", "nvidia-tesla-v100", 2.48, 1.2338),
+    ("europe-west4", "gpus", "nvidia-tesla-t4", 0.3675, 0.1805),
+    ("us-central1", "gpus", "nvidia-l4", 0.56004, 0.2862),
+    ("europe-west4", "gpus", "nvidia-tesla-a100", 3.2273, 2.6502 / 2),
+])
+def test_shipped_prices_are_the_catalogue_rows_checked_by_hand(region, table, name, on_demand,
+                                                               spot):
+    entry = load_prices()["regions"][region][table][name]
+    assert entry == {"on_demand": pytest.approx(on_demand), "spot": pytest.approx(spot)}
+
+
+def test_the_bucket_and_the_download_are_in_the_estimate_with_soft_deleted_checkpoints():
+    config = _config()
+    config.logging.save_steps, config.logging.save_minutes = 100, 0
+    estimate = estimate_cost(config, train_size=2000, validation_size=250, test_size=250)
+    # 375 optimiser steps of 16: 3 checkpoints every 100 steps and 3 at the epoch ends; the
+    # bucket keeps 3 (save_total_limit 2 plus the best), so 3 are rotated out and soft delete
+    # bills each 1.3 GB of them for 7 more days at 0.020 $/GB-month.
+    bucket = estimate.bucket
+    assert (bucket.checkpoints_written, bucket.checkpoints_kept) == (6, 3)
+    assert bucket.soft_delete_usd == pytest.approx(3 * 1.3 * 0.020 * 7 * 24 / 730)
+    assert bucket.download_usd == pytest.approx((3 * 1.3 + 1.3 / 3) * 0.12)
+    assert estimate.total["spot"] == pytest.approx(estimate.hourly["spot"] * estimate.hours
+                                                   + bucket.total)
+    text = format_estimate(estimate)
+    assert "3 rotated checkpoints, 7 days soft-deleted" in text
+    assert "download by cloud sync (4.3 GB)" in text and "0.5200" in text
+    assert "keeping the finished run in the bucket costs $0.09 a month" in text
 
 
 def test_measured_throughput_mixed_precision_and_max_steps_change_the_duration():
@@ -107,9 +157,10 @@ def test_price_file_problems_are_clear(tmp_path):
 
 def test_budget_refusal_names_the_limit_and_the_cheaper_option():
     estimate = estimate_cost(_config(preemptible=False), 2000, 250, 250)
-    with pytest.raises(CostError, match=r"exceeds cloud.max_cost_usd = \$0.30.*Spot capacity"):
-        check_budget(estimate, 0.30)
-    check_budget(estimate, 1.0)
+    # about $1.07 on demand, $0.79 at spot, the $0.52 download of the run included
+    with pytest.raises(CostError, match=r"exceeds cloud.max_cost_usd = \$0.90.*Spot capacity"):
+        check_budget(estimate, 0.90)
+    check_budget(estimate, 1.10)
 
 
 @pytest.mark.parametrize("cloud, message", [
@@ -119,8 +170,9 @@ def test_budget_refusal_names_the_limit_and_the_cheaper_option():
     ({"gpu_type": "nvidia-l4", "machine_type": "g2-standard-24"},
      "g2-standard-24 comes with 2 NVIDIA L4 GPU(s); set gpu_count to 2"),
     ({"machine_type": "e2-standard-4"}, "attaches only to N1 machine types"),
-    ({"machine_type": "n1-standard-16"}, "has 16 vCPUs; with 1 NVIDIA V100 at most 12"),
-    ({"gpu_count": 3}, "NVIDIA V100 VMs take 1, 2, 4, 8 GPUs, got 3"),
+    ({"gpu_type": "nvidia-tesla-v100", "machine_type": "n1-standard-16"},
+     "has 16 vCPUs; with 1 NVIDIA V100 at most 12"),
+    ({"gpu_count": 3}, "NVIDIA T4 VMs take 1, 2, 4 GPUs, got 3"),
     ({"zones": ["europe-west4-a"]}, "zones[0]: zone 'europe-west4-a' is not in cloud.region"),
     ({"gpu_type": "nvidia-tesla-p100", "zones": ["us-central1-a"]},
      "zones[0]: us-central1-a does not offer nvidia-tesla-p100"),
@@ -139,6 +191,15 @@ def test_compatible_sections_pass_and_run_level_problems_are_listed_together():
     problems = cloud_problems(config)
     assert any(p.startswith("cloud.bucket:") for p in problems)
     assert any(p.startswith("training.device: 'cpu' would leave the GPU idle") for p in problems)
+
+
+def test_wandb_on_the_vm_needs_the_scope_that_reaches_secret_manager():
+    narrow = config_from_dict(tiny_config(training={"device": "auto"}, logging={"wandb": True}))
+    assert any(p.startswith("cloud.cloud_platform_scope: logging.wandb needs the W&B key")
+               for p in cloud_problems(narrow))
+    broad = config_from_dict(tiny_config(training={"device": "auto"}, logging={"wandb": True},
+                                         cloud={"cloud_platform_scope": True}))
+    assert cloud_problems(broad) == []
 
 
 def _dry_run_config(tmp_path, **cloud):
@@ -179,12 +240,18 @@ def test_over_budget_exits_1_before_anything_is_created(tmp_path, capsys):
     assert "exceeds cloud.max_cost_usd" in completed.stderr and "Traceback" not in completed.stderr
 
 
-def test_a_gpu_without_a_published_spot_price_is_priced_on_demand_only():
+def test_a_gpu_without_a_published_spot_price_is_priced_on_demand_only(tmp_path):
+    prices = load_prices()
+    prices["regions"]["us-central1"]["gpus"]["nvidia-l4"]["spot"] = None
+    del prices["_path"]
+    path = tmp_path / "prices.yaml"
+    path.write_text(yaml.safe_dump(prices))
     on_demand = estimate_cost(_config(gpu_type="nvidia-l4", machine_type="g2-standard-4",
-                                      preemptible=False), 2000, 250, 250)
+                                      preemptible=False, price_file=str(path)), 2000, 250, 250)
     assert on_demand.total["spot"] is None and on_demand.total["on_demand"] > 0
     assert "n/a" in format_estimate(on_demand)
     check_budget(on_demand, 100.0)  # the missing spot figure is no obstacle on demand
     with pytest.raises(CostError, match="no published spot price for g2-standard-4 with "
                                         "nvidia-l4 in us-central1.*cloud.preemptible: false"):
-        estimate_cost(_config(gpu_type="nvidia-l4", machine_type="g2-standard-4"), 2000, 250, 250)
+        estimate_cost(_config(gpu_type="nvidia-l4", machine_type="g2-standard-4",
+                              price_file=str(path)), 2000, 250, 250)

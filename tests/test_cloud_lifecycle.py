@@ -142,6 +142,22 @@ def test_a_vm_deleted_at_max_run_hours_is_not_mistaken_for_a_preemption(gcs, fak
     assert len(fake_compute.inserts) == 1  # no replacement that would run into the cap again
 
 
+def test_a_vm_deleted_at_the_duration_its_budget_bought_names_the_budget(gcs, fake_compute):
+    client, bucket = gcs
+    run = _run(bucket, budget_usd=1.0, estimate={"hourly": {"spot": 2.0}, "chosen": "spot"})
+    # $1 at $2/h buys 0.5 h, well under the 2 h of cloud.max_run_hours.
+    compute = Compute()
+    start_vm(compute, run, log=_quiet)
+    bought = run.vms[0]["max_hours"]
+    assert bought == pytest.approx(0.5)
+    run.vms[0]["created_at"] = (datetime.now(timezone.utc) - timedelta(hours=bought)).isoformat()
+    fake_compute.expire(run.vms[0]["instance"])
+    with pytest.raises(CloudError, match=rf"maxRunDuration of {bought:.2f} h, what "
+                                         rf"cloud.max_cost_usd = \$1.00 left for it"):
+        watch_run(compute, client, run, poll_seconds=0, log=_quiet, sleep=_quiet)
+    assert len(fake_compute.inserts) == 1
+
+
 def test_a_vm_deleted_by_someone_else_is_not_replaced(gcs, fake_compute):
     client, bucket = gcs
     run = _run(bucket)
@@ -172,7 +188,7 @@ def test_replacements_stop_before_the_cumulative_cost_passes_the_budget(gcs, fak
                budget_usd=4.0)
     compute = Compute()
     start_vm(compute, run, log=_quiet)
-    # The first VM ran 2 h before its preemption: 2 + 1.5 <= 4, so one replacement starts.
+    # The first VM ran 2 h before its preemption: $2 left, so a replacement starts.
     run.vms[0]["created_at"] = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
     polls = iter(["preempt-first", "age-second", "preempt-second"])
 
@@ -180,13 +196,13 @@ def test_replacements_stop_before_the_cumulative_cost_passes_the_budget(gcs, fak
         step = next(polls)
         if step == "preempt-first":
             fake_compute.preempt(run.vms[0]["instance"])
-        elif step == "age-second":  # the replacement ran 1 h: 3 + 1.5 > 4, no third VM
+        elif step == "age-second":  # ran 1.9 h: $0.10 left buys 6 min, no third VM
             run.vms[1]["created_at"] = (datetime.now(timezone.utc)
-                                        - timedelta(hours=1)).isoformat()
+                                        - timedelta(hours=1.9)).isoformat()
         else:
             fake_compute.preempt(run.vms[1]["instance"])
 
-    with pytest.raises(CloudError, match=r"has cost about \$3\.0\d so far .*2 VM\(s\).*would pass "
+    with pytest.raises(CloudError, match=r"has cost about \$3\.9\d so far .*2 VM\(s\).*left of "
                                          r"cloud.max_cost_usd = \$4\.00"):
         watch_run(compute, client, run, poll_seconds=0, log=_quiet, sleep=sleep)
     assert len(fake_compute.inserts) == 2 and fake_compute.live() == []
@@ -197,7 +213,7 @@ def test_replacements_stop_before_the_cumulative_cost_passes_the_budget(gcs, fak
 def test_the_project_wide_gpu_quota_is_named_when_it_stops_the_insert(gcs, fake_compute):
     _, bucket = gcs
     fake_compute.project_quotas = [{"metric": "GPUS_ALL_REGIONS", "limit": 0.0, "usage": 0.0}]
-    with pytest.raises(CapacityError, match="project-wide GPU quota \\(GPUS_ALL_REGIONS\\)"):
+    with pytest.raises(CapacityError, match="project-wide quota GPUS_ALL_REGIONS is used up"):
         start_vm(Compute(), _run(bucket), log=_quiet)
     assert fake_compute.live() == []
 
@@ -225,8 +241,8 @@ def test_a_vm_still_being_created_is_deleted_once_it_exists(gcs, fake_compute, i
             compute.insert(PROJECT, ZONE, body)
     else:
         fake_compute.pending_polls = 5
-        with pytest.raises(OperationTimeout):
-            compute.insert(PROJECT, ZONE, body, timeout=0)
+        with pytest.raises(OperationTimeout):  # a deadline already past: no clock involved
+            compute.insert(PROJECT, ZONE, body, timeout=-1)
     # The VM came into existence after the interruption and was deleted then.
     assert NAME in fake_compute.deletes
     fake_compute.pending_polls = 0
@@ -280,3 +296,104 @@ def test_ctrl_c_before_the_insert_is_answered_still_finds_and_deletes_the_vm(gcs
     with ctrl_c_raises_keyboard_interrupt(), pytest.raises(KeyboardInterrupt):
         Compute().insert(PROJECT, ZONE, {"name": NAME, **_body(_run(bucket))})
     assert NAME in fake_compute.deletes and fake_compute.live() == []
+
+
+# ---- a preempted VM saving the run -------------------------------------------------------------
+
+def test_a_preempted_vm_is_left_to_save_the_run_while_stopping_then_replaced(gcs, fake_compute):
+    client, bucket = gcs
+    run = _run(bucket)
+    compute = Compute()
+    start_vm(compute, run, log=_quiet)
+    first = run.vms[0]["instance"]
+    polls = iter(["preempt", "stopping", "stopping", "stopping", "replacement runs", "done"])
+    deleted_while_stopping = []
+
+    def sleep(_):
+        step = next(polls)
+        if step == "preempt":  # its shutdown script saves the run for 3 status polls
+            fake_compute.preempt(first, stopping_polls=3)
+        elif step == "stopping":
+            deleted_while_stopping.extend(fake_compute.deletes)
+        elif step == "done":
+            _finish(client, run)
+
+    lines = []
+    marker = watch_run(compute, client, run, poll_seconds=0, log=lines.append, sleep=sleep)
+    assert marker["status"] == "completed"
+    assert deleted_while_stopping == [] and first not in fake_compute.deletes
+    assert f"  {first}: STOPPING" in lines and any("waiting for" in line for line in lines)
+    assert [r["body"]["name"] for r in fake_compute.inserts] == [first, "mb-life-0a1b2c-1"]
+    assert run.vms[0]["ended_at"] and fake_compute.live() == []
+
+
+# ---- continuing after a failed VM ------------------------------------------------------------
+
+def _failed_run_in_bucket(client, run: CloudRun, tmp_path, with_checkpoint: bool) -> dict:
+    """What a replacement VM that failed leaves: its run directory and a failed marker."""
+    from backend.ml.checkpoint_files import write_manifest
+
+    run_dir = tmp_path / "vm_run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "results.json").write_text('{"status": "failed", "error": "RuntimeError: CUDA '
+                                          'out of memory"}')
+    if with_checkpoint:
+        checkpoint = run_dir / "checkpoints" / "step-000004"
+        (checkpoint / "model").mkdir(parents=True)
+        (checkpoint / "model" / "model.safetensors").write_bytes(b"weights")
+        (checkpoint / "training_state.pt").write_bytes(b"state")
+        write_manifest(checkpoint)
+    storage.upload_tree(client, run_dir, f"{run.url}/run")
+    now = datetime.now(timezone.utc)
+    run.vms = [{"instance": f"mb-life-0a1b2c-{index}", "zone": ZONE, "ended_at": now.isoformat(),
+                "created_at": (now - timedelta(minutes=30)).isoformat()} for index in (0, 1)]
+    storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
+    marker = {"status": "failed", "exit_code": 1, "reason": "RuntimeError: CUDA out of memory",
+              "failed_step": "train", "instance": "mb-life-0a1b2c-1", "zone": ZONE}
+    storage.write_json(client, f"{run.url}/cloud/DONE.json", marker)
+    return marker
+
+
+def _continue_args(tmp_path, bucket):
+    return argparse.Namespace(sync="life_0a1b2c", configs=[], output_dir=tmp_path / "runs",
+                              cloud=True, set=[f"cloud.project={PROJECT}",
+                                               f"cloud.bucket={bucket}"])
+
+
+def test_continue_after_a_failed_vm_resumes_from_the_newest_valid_checkpoint(
+        gcs, fake_compute, tmp_path, capsys):
+    from backend.ml.cloud.commands import sync_command
+
+    client, bucket = gcs
+    run = _run(bucket)
+    old_marker = _failed_run_in_bucket(client, run, tmp_path, with_checkpoint=True)
+    marker_at_start = []
+
+    def new_vm_runs(*_):  # the new VM starts, then finishes
+        marker_at_start.append(storage.read_json(client, f"{run.url}/cloud/DONE.json"))
+        storage.write_json(client, f"{run.url}/cloud/DONE.json", {"status": "completed"})
+
+    fake_compute.on_insert = new_vm_runs
+    assert sync_command(_continue_args(tmp_path, bucket)) == 0
+    out = capsys.readouterr().out
+    assert ("Run life_0a1b2c failed on VM mb-life-0a1b2c-1 (exit code 1, step train): "
+            "RuntimeError: CUDA out of memory") in out
+    assert "Continuing from its newest valid checkpoint, step-000004" in out
+    assert [r["body"]["name"] for r in fake_compute.inserts] == ["mb-life-0a1b2c-2"]
+    assert marker_at_start == [None]  # the new VM's watch cannot see the old marker
+    kept = storage.read_json(client, f"{run.url}/cloud/DONE-mb-life-0a1b2c-1.json")
+    assert kept == old_marker
+
+
+def test_continue_after_a_failed_vm_without_a_checkpoint_refuses_and_starts_nothing(
+        gcs, fake_compute, tmp_path):
+    from backend.ml.cloud.commands import sync_command
+
+    client, bucket = gcs
+    run = _run(bucket)
+    old_marker = _failed_run_in_bucket(client, run, tmp_path, with_checkpoint=False)
+    with pytest.raises(CloudError, match=r"failed on VM mb-life-0a1b2c-1 .*no valid checkpoint "
+                                         r"in gs://.*nothing was started.*--cloud"):
+        sync_command(_continue_args(tmp_path, bucket))
+    assert fake_compute.inserts == []
+    assert storage.read_json(client, f"{run.url}/cloud/DONE.json") == old_marker

@@ -6,6 +6,7 @@ import importlib.util
 import subprocess
 import sys
 
+from backend.ml.cloud import setup as cloud_setup
 from backend.ml.cloud.setup import LAUNCH_PERMISSIONS, TRAINER_ROLES
 from support.cli import REPO_ROOT
 from support.cloud import PROJECT
@@ -29,6 +30,12 @@ def _quotas(fake, t4: float, preemptible_t4: float = 0.0, cpus: float = 24.0,
 def _endpoints(monkeypatch, fake):
     monkeypatch.setenv("MEDIA_BIAS_SERVICEUSAGE_ENDPOINT", fake.url)
     monkeypatch.setenv("MEDIA_BIAS_IAM_ENDPOINT", fake.url)
+    # IAM's propagation delay is the fake's count of refusals, not seconds: no need to wait.
+    monkeypatch.setattr(cloud_setup, "IAM_RETRY_SECONDS", (0.0,) * 5)
+
+
+def _policy_writes(fake) -> list[dict]:
+    return [request for request in fake.requests if request["path"].endswith(":setIamPolicy")]
 
 
 def test_setup_only_enables_apis_creates_the_bucket_and_reports_missing_quota(
@@ -66,6 +73,8 @@ def test_setup_creates_the_service_account_grants_its_roles_and_checks_your_perm
     assert trainer in fake_compute.service_accounts and f"{trainer}: created" in out
     for role in TRAINER_ROLES:
         assert f"serviceAccount:{trainer}" in fake_compute.iam_bindings[role]
+    # IAM refused the new account twice ("does not exist") before it had propagated.
+    assert len(_policy_writes(fake_compute)) == fake_compute.iam_propagation_refusals + 1
     asked = [r for r in fake_compute.requests if r["path"].endswith(":testIamPermissions")]
     assert asked and set(asked[0]["body"]["permissions"]) == set(LAUNCH_PERMISSIONS)
     assert code == 1 and "your account lacks iam.serviceAccounts.actAs" in out
@@ -75,6 +84,70 @@ def test_setup_creates_the_service_account_grants_its_roles_and_checks_your_perm
                            "--skip-enable"]) == 0
     out = capsys.readouterr().out
     assert f"{trainer}: exists" in out and "already granted" in out
+
+
+def test_granting_roles_keeps_conditional_bindings_and_survives_a_concurrent_change(
+        gcs, fake_compute, monkeypatch, capsys):
+    _endpoints(monkeypatch, fake_compute)
+    _quotas(fake_compute, t4=1.0)
+    office_hours = {"role": "roles/compute.viewer", "members": {"user:ana@example.com"},
+                    "condition": {"title": "office hours",
+                                  "expression": "request.time.getHours('Europe/Zurich') < 18"}}
+    fake_compute.iam_conditional_bindings = [office_hours]
+    reads = []
+
+    def someone_else_writes_after_our_first_read(path):
+        reads.append(path)
+        if len(reads) == 1:
+            fake_compute.iam_etag += 1  # another administrator's change lands in between
+
+    fake_compute.on_iam_policy_read = someone_else_writes_after_our_first_read
+    assert gcp_setup.main(["--project", PROJECT, "--bucket", "setup-cond-bucket",
+                           "--setup-only", "--skip-enable"]) == 0, capsys.readouterr()
+    reads_asked = [r["body"] for r in fake_compute.requests if r["path"].endswith(":getIamPolicy")]
+    assert all(body["options"]["requestedPolicyVersion"] == 3 for body in reads_asked)
+    writes = _policy_writes(fake_compute)
+    assert len(writes) == 2 and all(w["body"]["policy"]["version"] == 3 for w in writes)
+    assert fake_compute.iam_conditional_bindings[0]["condition"] == office_hours["condition"]
+    trainer = f"serviceAccount:media-bias-trainer@{PROJECT}.iam.gserviceaccount.com"
+    assert all(trainer in fake_compute.iam_bindings[role] for role in TRAINER_ROLES)
+
+
+def test_a_bucket_of_another_project_gets_its_own_binding_for_the_vm_account(
+        gcs, fake_compute, monkeypatch, capsys):
+    client, _ = gcs
+    _endpoints(monkeypatch, fake_compute)
+    _quotas(fake_compute, t4=1.0)
+    trainer = f"serviceAccount:media-bias-trainer@{PROJECT}.iam.gserviceaccount.com"
+    assert gcp_setup.main(["--project", PROJECT, "--bucket", "setup-own-bucket",
+                           "--setup-only", "--skip-enable"]) == 0
+    assert "covered by the project role" in capsys.readouterr().out
+    fake_compute.project_number = "987654321"  # the emulator's buckets are another project's
+    assert gcp_setup.main(["--project", PROJECT, "--bucket", "setup-own-bucket",
+                           "--setup-only", "--skip-enable"]) == 0
+    assert "granted roles/storage.objectUser on the bucket" in capsys.readouterr().out
+    policy = client.get_bucket("setup-own-bucket").get_iam_policy(requested_policy_version=3)
+    assert any(binding["role"] == "roles/storage.objectUser" and trainer in binding["members"]
+               for binding in policy.bindings)
+    assert gcp_setup.main(["--project", PROJECT, "--bucket", "setup-own-bucket",
+                           "--setup-only", "--skip-enable"]) == 0
+    assert "gs://setup-own-bucket: granted on the bucket" in capsys.readouterr().out
+
+
+def test_wandb_enables_secret_manager_grants_the_accessor_and_checks_the_secret(
+        gcs, fake_compute, monkeypatch, capsys):
+    _endpoints(monkeypatch, fake_compute)
+    _quotas(fake_compute, t4=1.0)
+    args = ["--project", PROJECT, "--bucket", "setup-wandb-bucket", "--setup-only", "--wandb"]
+    assert gcp_setup.main(args) == 1
+    out = capsys.readouterr().out
+    assert "secretmanager.googleapis.com" in fake_compute.enabled_services
+    trainer = f"serviceAccount:media-bias-trainer@{PROJECT}.iam.gserviceaccount.com"
+    assert trainer in fake_compute.iam_bindings["roles/secretmanager.secretAccessor"]
+    assert "no secret 'wandb-api-key'" in out and "gcloud secrets create wandb-api-key" in out
+    fake_compute.secrets.add("wandb-api-key")
+    assert gcp_setup.main(args) == 0
+    assert "cloud.cloud_platform_scope: true" in capsys.readouterr().out
 
 
 def test_setup_reports_a_retired_image_family_with_its_replacement(gcs, fake_compute,

@@ -15,8 +15,9 @@ import pytest
 
 from backend.ml.cloud import storage
 from backend.ml.cloud.commands import sync_command
-from backend.ml.cloud.orchestrate import CloudRun, upload_inputs
+from backend.ml.cloud.orchestrate import CloudRun, project_files, upload_inputs
 from backend.ml.cloud.startup import StartupSettings, render_startup_script
+from backend.ml.run_directory import source_provenance
 from support.cli import REPO_ROOT
 from support.cloud import (
     PROJECT,
@@ -90,6 +91,9 @@ def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
     results = json.loads((local / "results.json").read_text())
     assert results["status"] == "completed" and results["experiment_id"] == RUN_ID
     assert results["cloud"]["bucket_url"] == run.url
+    # The VM's code has no .git: its results name the commit, branch and diff that were shipped.
+    shipped = source_provenance(REPO_ROOT, paths=project_files(REPO_ROOT))
+    assert {key: results["metadata"][key] for key in shipped} == shipped
     for name, blob in storage.remote_files(client, f"{run.url}/run").items():
         if name != "results.json":  # the local copy gains the "cloud" section
             assert storage.file_crc32c(local / name) == blob.crc32c, name

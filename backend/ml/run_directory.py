@@ -36,6 +36,11 @@ if TYPE_CHECKING:  # metrics imports scikit-learn, which the CLI's parser must n
 SCHEMA_VERSION = 1
 """Version of the results.json layout; bumped when a key changes meaning."""
 DEFAULT_RUNS_DIR = Path("experiments/runs")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Written into a cloud run's code archive: the VM's unpacked code has no .git to ask.
+SOURCE_PROVENANCE_FILE = "source_provenance.json"
+MAX_DIFF_CHARS = 200_000  # a results.json stays readable; the size of a larger diff is recorded
+MAX_UNTRACKED_NAMES = 200
 METADATA_COLUMNS = ("outlet", "topic", "type", "news_link", "source_row")
 
 
@@ -171,15 +176,43 @@ def create_run_directory(output_dir: str | Path, experiment_name: str,
                 continue
 
 
-def _git_commit() -> tuple[str | None, bool | None]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=5).stdout.strip())
-        return commit or None, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
+def source_provenance(root: Path = PROJECT_ROOT, paths: list[str] | None = None) -> dict:
+    """The code's git commit and branch, whether the tree differs from the commit (changed
+    tracked files or untracked ones git does not ignore), the patch of the tracked changes
+    (limited to ``paths`` when given) and the untracked files' names.
+
+    Without a checkout, as for the unpacked code on a cloud VM, it is what was recorded when the
+    code was packed (:data:`SOURCE_PROVENANCE_FILE` in ``root``); without either, Nones.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, check=True,
+                                  text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        packed = root / SOURCE_PROVENANCE_FILE
+        if packed.is_file():
+            return json.loads(packed.read_text(encoding="utf-8"))
+        return {"git_commit": None, "git_branch": None, "git_dirty": None, "git_diff": None,
+                "git_untracked": []}
+    untracked = (git("ls-files", "--others", "--exclude-standard") or "").splitlines()
+    if paths is None:
+        diff = git("diff", "HEAD", "--no-color") or ""
+    else:
+        diff = (git("diff", "HEAD", "--no-color", "--", *paths) or "") if paths else ""
+        shipped = set(paths)
+        untracked = [name for name in untracked if name in shipped]
+    branch = (git("rev-parse", "--abbrev-ref", "HEAD") or "").strip()
+    provenance: dict[str, object] = {
+        "git_commit": commit.strip(), "git_branch": branch or None,
+        "git_dirty": bool(diff or untracked), "git_diff": diff[:MAX_DIFF_CHARS] or None,
+        "git_untracked": untracked[:MAX_UNTRACKED_NAMES]}
+    if len(diff) > MAX_DIFF_CHARS:
+        provenance["git_diff_truncated_from_chars"] = len(diff)
+    return provenance
 
 
 def run_metadata(device: str) -> dict:
@@ -187,12 +220,10 @@ def run_metadata(device: str) -> dict:
     import torch
     import transformers
 
-    commit, dirty = _git_commit()
     return {
         "started_at": utc_now(),
         "finished_at": None,
-        "git_commit": commit,
-        "git_dirty": dirty,
+        **source_provenance(),
         "python_version": platform.python_version(),
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,

@@ -36,13 +36,14 @@ def startup_script(bucket: str, work_dir: Path, instance: str, compute_url: str,
                    "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline",
                    "TOKENIZERS_PARALLELISM": "false"}
     environment.update(settings_overrides.pop("environment", {}))
-    options: dict[str, Any] = dict(check_gpu=False, train_device="cpu", gpu_count=1)
+    options: dict[str, Any] = dict(check_gpu=False, train_device="cpu", gpu_count=1,
+                                   prepare_cmd="true", torch_install_cmd="true",
+                                   install_cmd="true")
     options.update(settings_overrides)
     settings = StartupSettings(
         run_id=RUN_ID, bucket=bucket, project=PROJECT, zone=ZONE, instance=instance,
-        work_dir=str(work_dir), python=sys.executable, prepare_cmd="true", install_cmd="true",
-        sync_interval=1, poweroff_cmd="echo poweroff-would-run", environment=environment,
-        **options)
+        work_dir=str(work_dir), python=sys.executable, sync_interval=1,
+        poweroff_cmd="echo poweroff-would-run", environment=environment, **options)
     path = work_dir.parent / f"{instance}.sh"
     path.write_text(render_startup_script(settings), encoding="utf-8")
     return path

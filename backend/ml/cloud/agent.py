@@ -8,6 +8,9 @@
                                             on a preemption notice interrupt PID and save
     finish LOCAL_DIR gs://B/P gs://B/DONE.json --status S
                                             final upload (retried), verify it, then the marker
+    gpu-check --expect N --report FILE     a matmul on every GPU against the CPU's result;
+                                            FILE (JSON) goes into the marker (finish
+                                            --gpu-report FILE)
     delete-self --project P --zone Z --instance I
     secret NAME --project P                 print a Secret Manager secret (for W&B on the VM)
 
@@ -22,6 +25,7 @@ metadata server); nothing here writes a credential anywhere.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -159,6 +163,78 @@ def finish(client, local_dir: str, url: str, marker_url: str, marker: dict,
     return True
 
 
+# float32 matmuls of 512 x 512 normal values differ from float64 by ~1e-4; garbage by far more.
+MATMUL_TOLERANCE = 1e-2
+
+
+def gpu_check(expected: int, size: int = 512) -> dict:
+    """Run a matmul on every visible GPU and compare it with the CPU's; returns the report.
+
+    ``torch.cuda.device_count()`` alone proves nothing: a torch build without kernels for the
+    GPU's architecture counts it, then fails at the first kernel ("no kernel image is
+    available for execution on the device").
+
+    >>> gpu_check(1)["reason"]  # on a machine without CUDA  # doctest: +SKIP
+    'no GPU: torch does not see the 1 GPU(s) of this VM'
+    """
+    import torch
+
+    report: dict = {"ok": False, "torch": torch.__version__, "cuda": torch.version.cuda,
+                    "expected_gpus": expected, "devices": [], "reason": None}
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < expected:
+        report["reason"] = f"no GPU: torch does not see the {expected} GPU(s) of this VM"
+        return report
+    torch.backends.cuda.matmul.allow_tf32 = False  # full float32, comparable with the CPU
+    generator = torch.Generator().manual_seed(0)
+    left, right = (torch.randn(size, size, generator=generator) for _ in range(2))
+    reference = left.double() @ right.double()
+    for index in range(found):
+        major, minor = torch.cuda.get_device_capability(index)
+        device = {"index": index, "name": torch.cuda.get_device_name(index),
+                  "capability": f"{major}.{minor}"}
+        report["devices"].append(device)
+        where = (f"GPU {index} ({device['name']}, compute capability {major}.{minor}) with "
+                 f"torch {torch.__version__} (CUDA {torch.version.cuda})")
+        try:
+            product = (left.to(f"cuda:{index}") @ right.to(f"cuda:{index}")).cpu()
+        except RuntimeError as error:
+            report["reason"] = (f"CUDA kernels do not run on {where}: "
+                                f"{str(error).strip().splitlines()[0]}")
+            return report
+        max_error = float((product.double() - reference).abs().max())
+        device["matmul_max_error"] = max_error
+        if not max_error <= MATMUL_TOLERANCE:  # NaN fails too
+            report["reason"] = (f"a matmul on {where} differs from the CPU's by "
+                                f"{max_error:.3g} (at most {MATMUL_TOLERANCE:g} allowed)")
+            return report
+    report["ok"] = True
+    return report
+
+
+def _gpu_check_command(expected: int, report_file: str) -> int:
+    report = gpu_check(expected)
+    with open(report_file, "w", encoding="utf-8") as stream:
+        json.dump(report, stream, indent=2)
+    for device in report["devices"]:
+        print(f"[gpu] GPU {device['index']}: {device['name']}, compute capability "
+              f"{device['capability']}, matmul max error "
+              f"{device.get('matmul_max_error', 'not computed')}")
+    if not report["ok"]:
+        print(report["reason"], flush=True)
+        return 1
+    print(f"[gpu] CUDA kernels ran on {len(report['devices'])} GPU(s) with torch "
+          f"{report['torch']} (CUDA {report['cuda']})", flush=True)
+    return 0
+
+
+def _read_report(path: str | None) -> dict | None:
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
+
+
 def delete_self(project: str, zone: str, instance: str) -> None:
     from .compute import Compute
 
@@ -217,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     done.add_argument("--status", required=True, choices=("completed", "failed"))
     done.add_argument("--exit-code", type=int, default=0)
     done.add_argument("--reason", default="")
+    done.add_argument("--step", default="", help="the startup script's step that failed")
+    done.add_argument("--gpu-report", metavar="FILE", help="gpu-check's report, if it ran")
     done.add_argument("--instance", default=socket.gethostname())
     done.add_argument("--zone", default="")
     done.add_argument("--mirror-after", metavar="FLAG")
@@ -224,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     done.add_argument("--retry-wait", type=float, default=10.0)
     done.add_argument("--log-file")
     done.add_argument("--log-url")
+    check = commands.add_parser("gpu-check")
+    check.add_argument("--expect", type=int, default=1, help="GPUs the VM has")
+    check.add_argument("--report", required=True, metavar="FILE", help="where the JSON goes")
     delete = commands.add_parser("delete-self")
     delete.add_argument("--zone", required=True)
     delete.add_argument("--instance", required=True)
@@ -239,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             delete_self(args.project, args.zone, args.instance)
             print(f"[agent] deletion of {args.instance} requested", flush=True)
             return 0
+        if args.command == "gpu-check":
+            return _gpu_check_command(args.expect, args.report)
         if args.command == "secret":
             sys.stdout.write(read_secret(args.name, args.project))
             return 0
@@ -256,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                   args.log_url, args.mirror_after, args.preemption_url, args.preempted_flag)
         elif args.command == "finish":
             marker = {"status": args.status, "exit_code": args.exit_code,
-                      "reason": args.reason or None, "instance": args.instance,
+                      "reason": args.reason or None,
+                      "failed_step": (args.step or None) if args.status == "failed" else None,
+                      "gpu": _read_report(args.gpu_report), "instance": args.instance,
                       "zone": args.zone, "finished_at": datetime.now(timezone.utc).isoformat(
                           timespec="seconds")}
             if not finish(client, args.local_dir, args.url, args.marker_url, marker,

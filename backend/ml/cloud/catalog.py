@@ -1,7 +1,9 @@
 """What Compute Engine offers: which GPU fits which machine type, and in which zones.
 
 The tables are a snapshot of https://cloud.google.com/compute/docs/gpus and
-https://cloud.google.com/compute/docs/gpus/gpu-regions-zones (January 2025). They let a config
+https://cloud.google.com/compute/docs/gpus/gpu-regions-zones (January 2025); the compute
+capabilities are NVIDIA's (https://developer.nvidia.com/cuda-gpus, checked December 2026) and
+choose the torch build the VM installs (:mod:`backend.ml.cloud.cuda_builds`). They let a config
 be checked and priced offline (``--dry-run``); a real launch asks the Compute API which zones
 offer the GPU (:func:`backend.ml.cloud.compute.zones_offering`).
 """
@@ -25,25 +27,30 @@ class GpuSpec:
     bundled: dict[str, int]            # A2 / G2: machine type -> GPUs it comes with
     max_vcpus: dict[int, int]          # N1: GPU count -> most vCPUs allowed with it
     zones: dict[str, tuple[str, ...]]  # region -> zones offering it
+    capability: tuple[int, int]        # CUDA compute capability: which torch builds have kernels
 
 
 GPUS: dict[str, GpuSpec] = {spec.name: spec for spec in (
     GpuSpec("nvidia-tesla-t4", "NVIDIA T4", 16, "n1", (1, 2, 4), {}, {1: 48, 2: 48, 4: 96},
             {"us-central1": ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"),
              "us-east1": ("us-east1-c", "us-east1-d"), "us-west1": ("us-west1-a", "us-west1-b"),
-             "europe-west4": ("europe-west4-a", "europe-west4-b", "europe-west4-c")}),
+             "europe-west4": ("europe-west4-a", "europe-west4-b", "europe-west4-c")},
+            capability=(7, 5)),
     GpuSpec("nvidia-tesla-p4", "NVIDIA P4", 8, "n1", (1, 2, 4), {}, {1: 24, 2: 48, 4: 96},
             {"us-central1": ("us-central1-a", "us-central1-c"),
-             "europe-west4": ("europe-west4-b", "europe-west4-c")}),
+             "europe-west4": ("europe-west4-b", "europe-west4-c")},
+            capability=(6, 1)),
     GpuSpec("nvidia-tesla-p100", "NVIDIA P100", 16, "n1", (1, 2, 4), {}, {1: 16, 2: 32, 4: 96},
             {"us-central1": ("us-central1-c", "us-central1-f"),
              "us-east1": ("us-east1-b", "us-east1-c"), "us-west1": ("us-west1-a", "us-west1-b"),
-             "europe-west4": ("europe-west4-a",)}),
+             "europe-west4": ("europe-west4-a",)},
+            capability=(6, 0)),
     GpuSpec("nvidia-tesla-v100", "NVIDIA V100", 16, "n1", (1, 2, 4, 8), {},
             {1: 12, 2: 24, 4: 48, 8: 96},
             {"us-central1": ("us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"),
              "us-west1": ("us-west1-a", "us-west1-b"),
-             "europe-west4": ("europe-west4-a", "europe-west4-b", "europe-west4-c")}),
+             "europe-west4": ("europe-west4-a", "europe-west4-b", "europe-west4-c")},
+            capability=(7, 0)),
     GpuSpec("nvidia-l4", "NVIDIA L4", 24, "g2", (1, 2, 4, 8),
             {"g2-standard-4": 1, "g2-standard-8": 1, "g2-standard-12": 1, "g2-standard-16": 1,
              "g2-standard-32": 1, "g2-standard-24": 2, "g2-standard-48": 4,
@@ -51,14 +58,16 @@ GPUS: dict[str, GpuSpec] = {spec.name: spec for spec in (
             {"us-central1": ("us-central1-a", "us-central1-b", "us-central1-c"),
              "us-east1": ("us-east1-b", "us-east1-c", "us-east1-d"),
              "us-west1": ("us-west1-a", "us-west1-b", "us-west1-c"),
-             "europe-west4": ("europe-west4-a", "europe-west4-b", "europe-west4-c")}),
+             "europe-west4": ("europe-west4-a", "europe-west4-b", "europe-west4-c")},
+            capability=(8, 9)),
     GpuSpec("nvidia-tesla-a100", "NVIDIA A100 40GB", 40, "a2", (1, 2, 4, 8, 16),
             {"a2-highgpu-1g": 1, "a2-highgpu-2g": 2, "a2-highgpu-4g": 4, "a2-highgpu-8g": 8,
              "a2-megagpu-16g": 16}, {},
             {"us-central1": ("us-central1-a", "us-central1-b", "us-central1-c",
                              "us-central1-f"),
              "us-east1": ("us-east1-b",), "us-west1": ("us-west1-b",),
-             "europe-west4": ("europe-west4-a", "europe-west4-b")}),
+             "europe-west4": ("europe-west4-a", "europe-west4-b")},
+            capability=(8, 0)),
 )}
 
 # N1 predefined types: vCPUs from the name (n1-standard-8 -> 8); the shared-core types take none.
@@ -130,7 +139,19 @@ def check_machine_and_gpu(cloud) -> list[str]:
                             f"{cloud.gpu_count} {spec.display} at most "
                             f"{spec.max_vcpus[cloud.gpu_count]} are allowed")
     problems.extend(_check_zones(cloud, spec))
+    problems.extend(_check_torch_build(cloud))
     return problems
+
+
+def _check_torch_build(cloud) -> list[str]:
+    """A GPU / image driver / pinned torch that no CUDA build of torch runs on."""
+    from .cuda_builds import build_problems, pinned_torch
+
+    # gcp_setup.py's interactive VM names no image family here: it installs no torch itself.
+    image_family = getattr(cloud, "image_family", None)
+    if image_family is None:
+        return []
+    return build_problems(cloud.gpu_type, image_family, pinned_torch())
 
 
 def _check_zones(cloud, spec: GpuSpec) -> list[str]:

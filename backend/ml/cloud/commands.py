@@ -23,9 +23,9 @@ from ..fileio import atomic_write_json
 from . import storage
 from .catalog import candidate_zones, check_machine_and_gpu
 from .pricing import check_budget, estimate_cost, format_estimate
+from .startup import WANDB_API_KEY_SECRET
 
 DEFAULT_RUNS_DIR = Path("experiments/runs")
-WANDB_SECRET = "wandb-api-key"  # Secret Manager secret read on the VM when logging.wandb is on
 # Published BABE sizes, for pricing without the files at hand (filter_no_agreement drops ~15%).
 BABE_SIZES = {"SG1": 3700, "SG2": 3673}
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
@@ -82,6 +82,11 @@ def cloud_problems(config) -> list[str]:
     if config.training.device in ("cpu", "mps"):
         problems.append(f"training.device: {config.training.device!r} would leave the GPU idle on "
                         f"the VM; use auto or cuda (--set training.device=auto)")
+    if config.logging.wandb and not cloud.cloud_platform_scope:
+        problems.append("cloud.cloud_platform_scope: logging.wandb needs the W&B key from Secret "
+                        "Manager, which the VM can read only with the cloud-platform scope; set "
+                        "cloud.cloud_platform_scope: true (docs/cloud.md, W&B on the VM) or "
+                        "logging.wandb: false")
     if config.data.cv_folds:
         problems.append("data.cv_folds: cross-validation runs are not supported in the cloud yet; "
                         "run the folds locally or set data.cv_folds to 0")
@@ -165,8 +170,9 @@ def plan_run(config, config_path: str, project: str, run_id: str):
 
     Returns ``(run, estimate, remote_config, uploads)``.
     """
+    from ..run_directory import source_provenance
     from .compute import service_account_email
-    from .orchestrate import CloudRun, source_state, vm_config
+    from .orchestrate import CloudRun, vm_config
 
     problems = cloud_problems(config)
     if problems:
@@ -180,12 +186,14 @@ def plan_run(config, config_path: str, project: str, run_id: str):
             "gpu_count": cloud.gpu_count, "preemptible": cloud.preemptible,
             "boot_disk_gb": cloud.boot_disk_gb, "image_family": cloud.image_family,
             "image_project": cloud.image_project, "max_run_hours": cloud.max_run_hours,
-            "wandb_secret": WANDB_SECRET if config.logging.wandb else None,
+            "wandb_secret": WANDB_API_KEY_SECRET if config.logging.wandb else None,
             "service_account": cloud.service_account or service_account_email(project),
             "cloud_platform_scope": cloud.cloud_platform_scope}
+    launch_source = {key: value for key, value in source_provenance().items()
+                     if key in ("git_commit", "git_branch", "git_dirty")}
     run = CloudRun(run_id=run_id, project=project, region=cloud.region, bucket=spec["bucket"],
                    zones=candidate_zones(cloud), spec=spec, estimate=estimate.to_dict(),
-                   budget_usd=cloud.max_cost_usd, source=source_state())
+                   budget_usd=cloud.max_cost_usd, source=launch_source)
     return run, estimate, remote_config, uploads
 
 
@@ -233,12 +241,15 @@ def cloud_run_command(args) -> int:
 
 
 def _print_dry_run(run, uploads, project) -> int:
-    from .orchestrate import body_for
+    from .orchestrate import body_for, torch_build_for
 
     zone = run.zones[0] if run.zones else f"{run.region}-a"
     print("\n" + (_check_image(run) if project else
                   f"image family {run.spec['image_project']}/{run.spec['image_family']}: not "
                   f"checked (no project)"))
+    choice = torch_build_for(run.spec)
+    print(f"torch {choice.torch_version} build: {choice.build.name} from "
+          f"{choice.build.index_url}, because {choice.reason}")
     print(f"\nInstance request (zone {zone}; on stockout then {', '.join(run.zones[1:]) or '-'})"
           f", POST compute/v1/projects/{run.project}/zones/{zone}/instances:")
     print(json.dumps(body_for(run, zone, 0), indent=2))
@@ -276,7 +287,7 @@ def _launch(args, config, run, remote_config, uploads, detach: bool | None = Non
                                                        "bucket": run.bucket})
     log("Creating the VM")
     try:
-        start_vm(compute, run, log=log)
+        start_vm(compute, run, log=log, spent_elsewhere=spent_elsewhere)
     finally:
         storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
     if args.detach if detach is None else detach:
@@ -319,10 +330,16 @@ def _watch_and_fetch(compute, client, run, run_dir: Path, watch_run, fetch_resul
                      sleep=None) -> int:
     import time
 
+    from .retrying import NetworkLost
+
     log(f"Waiting for {run.run_id} (Ctrl-C deletes the VM; the run stays in {run.url})")
+    network_lost = False
     try:
         marker = watch_run(compute, client, run, log=log, spent_elsewhere=spent_elsewhere,
                            sleep=sleep or time.sleep)
+    except NetworkLost:
+        network_lost = True  # nothing reaches the bucket now; launch.json lists the VM already
+        raise
     except KeyboardInterrupt:
         print(f"\nInterrupted: the VM was deleted. What was synced is in {run.url}/run; fetch "
               f"it with `cloud sync {run.run_id}`, continue it with `cloud sync {run.run_id} "
@@ -331,7 +348,8 @@ def _watch_and_fetch(compute, client, run, run_dir: Path, watch_run, fetch_resul
         fetch_results(client, run.url, run_dir, log=log)
         return 130
     finally:
-        storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
+        if not network_lost:
+            storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
     log(f"Run {run.run_id} {marker.get('status')} on the VM; fetching the results")
     fetch_results(client, run.url, run_dir, log=log, mirror=True)
     record_cloud_section(run_dir, run, marker)
@@ -370,6 +388,7 @@ def sync_command(args) -> int:
         fetch_results,
         load_launch,
         record_cloud_section,
+        set_aside_marker,
         start_vm,
         watch_run,
     )
@@ -383,7 +402,10 @@ def sync_command(args) -> int:
     run_dir = runs_dir / run_id
     print(f"Syncing {run.url}/run -> {run_dir}")
     fetch_results(client, run.url, run_dir, mirror=bool(marker))  # a finished run: mirror
-    if marker:
+    continuing = getattr(args, "cloud", False)
+    if marker and continuing and marker.get("status") != "completed":
+        _explain_failure_and_checkpoint(run, marker, run_dir)
+    elif marker:
         record_cloud_section(run_dir, run, marker)
         print(f"Run {run_id}: {marker.get('status')} (finished {marker.get('finished_at')}).")
         return 0 if marker.get("status") == "completed" else 1
@@ -396,7 +418,7 @@ def sync_command(args) -> int:
         print(f"Run {run_id} is still training on {vm['name']} ({vm['zone']}, {vm['status']}); "
               f"this is a partial copy. Sync again later.")
         return 0
-    if not getattr(args, "cloud", False):
+    if not continuing:
         print(f"Run {run_id} has no completion marker and no running VM: it was preempted or "
               f"stopped. Continue it from its last checkpoint with `cloud sync {run_id} "
               f"--continue`.")
@@ -408,6 +430,8 @@ def sync_command(args) -> int:
     if any(item.startswith("cloud.max_cost_usd=") for item in args.set or []):
         run.budget_usd = _settings_config(args).cloud.max_cost_usd  # continue past the budget
     check_replacement_budget(run)
+    if marker:
+        print(f"The failed VM's marker is kept as {set_aside_marker(client, run, marker)}")
     print(f"Starting a replacement VM for {run_id}; it resumes from the last checkpoint")
     start_vm(compute, run)
     storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
@@ -415,10 +439,32 @@ def sync_command(args) -> int:
                             record_cloud_section)
 
 
+def _explain_failure_and_checkpoint(run, marker: dict, run_dir: Path) -> None:
+    """What failed, and the checkpoint a replacement VM resumes from (``run_experiment.py
+    resume`` continues a failed run from its newest valid checkpoint); without one, refuse:
+    the VM would start the training over, which only a new launch should do."""
+    from ..checkpoint_files import latest_valid_checkpoint
+    from ..run_directory import RunLayout
+    from .compute import CloudError
+
+    vm = marker.get("instance") or (run.vms[-1]["instance"] if run.vms else "?")
+    failure = (f"Run {run.run_id} failed on VM {vm} (exit code {marker.get('exit_code')}, step "
+               f"{marker.get('failed_step') or '?'}): {marker.get('reason') or 'no reason given'}")
+    checkpoint = latest_valid_checkpoint(RunLayout(run_dir).checkpoints)
+    if checkpoint is None:
+        raise CloudError(f"{failure}. It has no valid checkpoint in {run.url}/run/checkpoints, "
+                         f"so there is nothing to continue from and nothing was started. To "
+                         f"train it from the start, launch its config again: `python "
+                         f"run_experiment.py CONFIG --cloud` (the config it ran is "
+                         f"{run.url}/inputs/config.yaml)")
+    print(f"{failure}.\nIts log: {run.url}/cloud/{vm}.log. Continuing from its newest valid "
+          f"checkpoint, {checkpoint.name}.")
+
+
 @plain_errors
 def cloud_status_command(args) -> int:
     """``cloud status``: the project's training VMs and the runs in its bucket."""
-    from .compute import Compute
+    from .compute import Compute, label_value
     from .orchestrate import runs_in_bucket
 
     project, bucket, _ = _location(args)
@@ -438,7 +484,8 @@ def cloud_status_command(args) -> int:
     for run_id in run_ids:
         marker = storage.read_json(client, storage.gs_url(bucket, "runs", run_id, "cloud",
                                                           "DONE.json"))
-        print(f"  {run_id:<40} {_cloud_run_state(run_id, marker, vm_of_run.get(run_id))}")
+        run_vm = vm_of_run.get(label_value(run_id))  # labels hold the run id normalised
+        print(f"  {run_id:<40} {_cloud_run_state(run_id, marker, run_vm)}")
     return 0
 
 
@@ -496,20 +543,26 @@ def _log_urls(run) -> list[tuple[str, str]]:
 
 @plain_errors
 def cloud_logs_command(args, sleep=None, poll_seconds: float = 15.0) -> int:
-    """``cloud logs RUN_ID [--follow]``: the VMs' startup and training log from the bucket.
+    """``cloud logs RUN_ID [--follow]``: the VMs' startup and training log from the bucket, and
+    the serial port output of each VM that still exists.
 
-    The VM uploads its log at every sync (``SYNC_INTERVAL``), so ``--follow`` shows new lines
-    with that delay, until the completion marker appears.
+    The VM uploads its log at every sync (``SYNC_INTERVAL``) once its agent is installed, so
+    the bucket shows nothing of the first ~15 minutes (install, driver wait); the serial port
+    (``instances.getSerialPortOutput``) does. ``--follow`` shows new lines of both, each part
+    once, until the completion marker appears.
     """
     import time
 
+    from .compute import Compute
     from .orchestrate import load_launch
 
     sleep = sleep or time.sleep
     run_id = args.cloud_logs
     project, bucket, _ = _location(args, run_id)
     client = storage.storage_client(project)
+    compute = Compute()
     shown: dict[str, int] = {}
+    serial = _SerialPorts(compute, project)
     while True:
         run = load_launch(client, bucket, run_id)  # a replacement VM adds a log
         for instance, url in _log_urls(run):
@@ -520,15 +573,45 @@ def cloud_logs_command(args, sleep=None, poll_seconds: float = 15.0) -> int:
                 sys.stdout.write(text[shown.get(instance, 0):])
                 sys.stdout.flush()
                 shown[instance] = len(text)
+        for vm in run.vms:
+            serial.show_new(vm)
         marker = storage.read_json(client, f"{run.url}/cloud/DONE.json")
         if not getattr(args, "follow", False) or marker:
-            if not shown:
+            if not shown and not serial.headed:
                 print(f"No log of {run_id} in {run.url}/cloud/ yet (the VM uploads it at its "
                       f"first sync).")
             if marker:
                 print(f"==> run {run_id}: {marker.get('status')} <==")
             return 0
         sleep(poll_seconds)
+
+
+class _SerialPorts:
+    """What ``cloud logs`` has shown of each VM's serial port: the next byte offset to ask for,
+    and no more questions once the VM is gone (Compute Engine answers 404)."""
+
+    def __init__(self, compute, project: str):
+        self.compute, self.project = compute, project
+        self.offsets: dict[str, int] = {}
+        self.gone: set[str] = set()
+        self.headed: set[str] = set()
+
+    def show_new(self, vm: dict) -> None:
+        name = vm["instance"]
+        if name in self.gone or vm.get("ended_at"):
+            return
+        output = self.compute.serial_output(self.project, vm["zone"], name,
+                                            self.offsets.get(name, 0))
+        if output is None:
+            self.gone.add(name)
+            return
+        text, self.offsets[name] = output
+        if text:
+            if name not in self.headed:
+                print(f"==> serial port 1 of {name} ({vm['zone']}) <==")
+                self.headed.add(name)
+            sys.stdout.write(text)
+            sys.stdout.flush()
 
 
 def _settle_end(vm: dict, client, run) -> None:

@@ -158,6 +158,12 @@ def _error_text(error) -> str:
     return " ".join(part for part in parts if part)
 
 
+def quota_metric(message: str) -> str | None:
+    """The quota metric a Compute Engine refusal names (``Quota 'CPUS_ALL_REGIONS' exceeded``)."""
+    match = re.search(r"Quota '([A-Z0-9_]+)' exceeded", message)
+    return match.group(1) if match else None
+
+
 def classify_insert_error(error) -> str:
     """stockout, zonal_quota, regional_quota, global_quota, unavailable (GPU or type not in
     zone), image, service_account or other."""
@@ -165,7 +171,7 @@ def classify_insert_error(error) -> str:
     lowered = text.lower()
     if any(code in text for code in STOCKOUT_CODES) or "does not have enough resources" in lowered:
         return "stockout"
-    if "GPUS_ALL_REGIONS" in text or ("quota" in lowered and "globally" in lowered):
+    if "_ALL_REGIONS" in text or ("quota" in lowered and "globally" in lowered):
         return "global_quota"
     if "/global/images/" in lowered:
         return "image"
@@ -311,6 +317,20 @@ class Compute:
             raise
         return True
 
+    def serial_output(self, project: str, zone: str, name: str, start: int = 0
+                      ) -> tuple[str, int] | None:
+        """The VM's serial port 1 output from byte ``start`` on, and the offset to ask for
+        next (``instances.getSerialPortOutput``); None once the VM is gone."""
+        from google.api_core import exceptions
+
+        request = self._v1.GetSerialPortOutputInstanceRequest(
+            project=project, zone=zone, instance=name, port=1, start=start)
+        try:
+            output = self.instances.get_serial_port_output(request=request)
+        except exceptions.NotFound:
+            return None
+        return output.contents, int(output.next_)
+
     def was_preempted(self, project: str, zone: str, name: str) -> bool:
         """Whether the zone's operations record a preemption of instance ``name``."""
         request = self._v1.ListZoneOperationsRequest(
@@ -408,11 +428,12 @@ def create_with_fallback(compute: Compute, project: str, zones: list[str], build
             # A refused insert can leave a stopped shell of the instance behind; never keep it.
             compute.delete(project, zone, body["name"])
             if kind == "global_quota":
+                metric = quota_metric(message) or "GPUS_ALL_REGIONS"
                 raise CapacityError(
-                    f"the project-wide GPU quota (GPUS_ALL_REGIONS) is used up: {message}\n"
-                    f"Request more (IAM & Admin > Quotas, metric GPUS_ALL_REGIONS); `python "
-                    f"scripts/gcp_setup.py --project {project} --setup-only` shows both GPU "
-                    f"quotas.") from None
+                    f"the project-wide quota {metric} is used up: {message}\n"
+                    f"Request more (IAM & Admin > Quotas, metric {metric}); `python "
+                    f"scripts/gcp_setup.py --project {project} --setup-only` shows the "
+                    f"quotas a run needs.") from None
             if kind == "image":
                 raise CloudError(f"the boot image was refused: {message}\nSet "
                                  f"cloud.image_family to a current Deep Learning VM family, "
@@ -422,11 +443,13 @@ def create_with_fallback(compute: Compute, project: str, zones: list[str], build
                                  f"and grant its roles with `python scripts/gcp_setup.py "
                                  f"--project {project} --setup-only`.") from None
             if kind == "regional_quota":
+                metric = quota_metric(message) or "the GPU quota"
                 raise CapacityError(
-                    f"GPU quota exceeded in the region while creating the VM in {zone}: "
-                    f"{message}\nRequest more quota (IAM & Admin > Quotas; `python "
+                    f"quota {metric} exceeded in the region while creating the VM in {zone}: "
+                    f"{message}\nRequest more (IAM & Admin > Quotas, metric {metric}; `python "
                     f"scripts/gcp_setup.py --project {project} --setup-only` shows what is "
-                    f"missing), or choose another cloud.region or cloud.gpu_type.") from None
+                    f"missing), or choose another cloud.region, cloud.machine_type or "
+                    f"cloud.gpu_type.") from None
             if kind == "other":
                 raise CloudError(f"creating the VM {body['name']} in {zone} failed: "
                                  f"{message}") from None

@@ -81,8 +81,8 @@ def _run_all(args, plans: list[tuple], budget: float, max_parallel: int) -> list
     runs = [run for _, run, _, _, _ in plans]
     stop = threading.Event()
 
-    def spent_elsewhere(run):
-        return lambda: sum(other.spent_usd() for other in runs if other is not run)
+    def spent_elsewhere(run):  # a VM still up counts with all its maxRunDuration
+        return lambda: sum(other.committed_usd() for other in runs if other is not run)
 
     def sleep(seconds):  # Ctrl-C in the main thread reaches every watcher through this
         if stop.wait(seconds):

@@ -2,9 +2,9 @@
 roles, your own permissions, GPU quota (regional and project-wide), the boot image family;
 optionally a training VM.
 
-Used by ``python scripts/gcp_setup.py``. Service Usage, IAM and Resource Manager are called over
-REST with Application Default Credentials (``MEDIA_BIAS_SERVICEUSAGE_ENDPOINT`` and
-``MEDIA_BIAS_IAM_ENDPOINT`` point them at an emulator).
+Used by ``python scripts/gcp_setup.py``. Service Usage, IAM, Resource Manager and Secret Manager
+are called over REST with Application Default Credentials (``MEDIA_BIAS_SERVICEUSAGE_ENDPOINT``
+points the first, ``MEDIA_BIAS_IAM_ENDPOINT`` the others at an emulator).
 """
 
 from __future__ import annotations
@@ -16,9 +16,18 @@ from ..errors import UserError
 from . import storage
 from .catalog import GPUS, n1_vcpus
 from .compute import SERVICE_ACCOUNT_ID, CloudError, service_account_email
+from .startup import WANDB_API_KEY_SECRET
 
 SERVICES = ("compute.googleapis.com", "storage.googleapis.com", "iam.googleapis.com",
             "cloudresourcemanager.googleapis.com")
+# With W&B on the VM (docs/cloud.md): the key lives in Secret Manager, read with the VM's account.
+WANDB_SERVICES = ("secretmanager.googleapis.com",)
+WANDB_ROLES = ("roles/secretmanager.secretAccessor",)
+# Bucket roles under which the VM's account can read the code and write results.
+BUCKET_OBJECT_ROLES = ("roles/storage.objectUser", "roles/storage.objectAdmin",
+                       "roles/storage.admin")
+# Waits between attempts to grant roles: IAM learns of a new service account within a minute.
+IAM_RETRY_SECONDS = (2.0, 4.0, 8.0, 16.0, 30.0)
 SERVICEUSAGE_VARIABLE = "MEDIA_BIAS_SERVICEUSAGE_ENDPOINT"
 IAM_VARIABLE = "MEDIA_BIAS_IAM_ENDPOINT"
 # What the training VM's service account needs: read the code and write results in the bucket,
@@ -81,26 +90,94 @@ def ensure_service_account(project: str, account_id: str = SERVICE_ACCOUNT_ID
 
 
 def grant_roles(project: str, email: str, roles=TRAINER_ROLES) -> list[str]:
-    """Add the roles the VM needs to the project's IAM policy; returns those newly granted."""
+    """Add the roles the VM needs to the project's IAM policy; returns those newly granted.
+
+    Reads and writes policy version 3, so conditional bindings others set survive the write. A
+    service account created seconds ago is not yet known to IAM ("does not exist"), and another
+    writer may change the policy between our read and write (409, stale etag): both are retried
+    from a fresh read with growing waits.
+    """
     session, base = _session(IAM_VARIABLE, "https://cloudresourcemanager.googleapis.com")
-    policy = _checked(session.post(f"{base}/v1/projects/{project}:getIamPolicy", json={},
-                                   timeout=60), "reading the project's IAM policy")
     member = f"serviceAccount:{email}"
+    waits: list[float | None] = [*IAM_RETRY_SECONDS, None]
+    for wait in waits:
+        policy = _checked(session.post(
+            f"{base}/v1/projects/{project}:getIamPolicy",
+            json={"options": {"requestedPolicyVersion": 3}}, timeout=60),
+            "reading the project's IAM policy")
+        added = _add_member(policy, member, roles)
+        if not added:
+            return []
+        policy["version"] = 3
+        response = session.post(f"{base}/v1/projects/{project}:setIamPolicy",
+                                json={"policy": policy}, timeout=60)
+        if response.status_code == 200:
+            return added
+        if wait is None or not _worth_retrying(response, email):
+            _checked(response, "granting the service account its roles")
+        else:
+            time.sleep(wait)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _add_member(policy: dict, member: str, roles) -> list[str]:
+    """Add ``member`` to the unconditional binding of each role; returns the roles it gained."""
     bindings = policy.setdefault("bindings", [])
     added = []
     for role in roles:
-        binding = next((item for item in bindings if item["role"] == role), None)
+        binding = next((item for item in bindings
+                        if item["role"] == role and not item.get("condition")), None)
         if binding is None:
             binding = {"role": role, "members": []}
             bindings.append(binding)
         if member not in binding["members"]:
             binding["members"].append(member)
             added.append(role)
-    if added:
-        _checked(session.post(f"{base}/v1/projects/{project}:setIamPolicy",
-                              json={"policy": policy}, timeout=60),
-                 "granting the service account its roles")
     return added
+
+
+def _worth_retrying(response, email: str) -> bool:
+    """A concurrent policy change, or a new service account IAM does not know yet."""
+    return response.status_code == 409 or (
+        response.status_code == 400 and email in response.text
+        and "does not exist" in response.text)
+
+
+def ensure_bucket_access(client, bucket_name: str, email: str, project_number: str) -> str:
+    """Make sure the VM's account can read and write objects in the bucket; returns what was
+    found or done. The project role covers buckets of the project; a bucket of another project
+    needs its own binding, added here (or reported when your account may not add it)."""
+    bucket = client.get_bucket(bucket_name)
+    if str(bucket.project_number) == str(project_number):
+        return "covered by the project role roles/storage.objectUser"
+    member = f"serviceAccount:{email}"
+    policy = bucket.get_iam_policy(requested_policy_version=3)
+    if any(binding["role"] in BUCKET_OBJECT_ROLES and member in binding["members"]
+           for binding in policy.bindings):
+        return "granted on the bucket"
+    policy.version = 3
+    policy.bindings.append({"role": "roles/storage.objectUser", "members": {member}})
+    bucket.set_iam_policy(policy)
+    return "granted roles/storage.objectUser on the bucket (it belongs to another project)"
+
+
+def project_number(project: str) -> str:
+    """The project's number (Resource Manager ``projects.get``)."""
+    session, base = _session(IAM_VARIABLE, "https://cloudresourcemanager.googleapis.com")
+    return str(_checked(session.get(f"{base}/v1/projects/{project}", timeout=60),
+                        f"reading project {project}")["projectNumber"])
+
+
+def wandb_secret_problem(project: str, secret: str) -> str | None:
+    """Why the VM could not read the W&B key from Secret Manager, or None when it can."""
+    session, base = _session(IAM_VARIABLE, "https://secretmanager.googleapis.com")
+    response = session.get(f"{base}/v1/projects/{project}/secrets/{secret}", timeout=60)
+    if response.status_code == 404:
+        return (f"Secret Manager has no secret {secret!r} in {project}: create it with `printf "
+                f"%s \"$WANDB_API_KEY\" | gcloud secrets create {secret} --data-file=- "
+                f"--project {project}` (docs/cloud.md, W&B on the VM)")
+    _checked(response, f"reading the secret {secret}")
+    return None
 
 
 def missing_permissions(project: str, permissions=LAUNCH_PERMISSIONS) -> list[str]:
@@ -166,15 +243,21 @@ def quota_report(quotas: dict, region: str, gpu_type: str, gpu_count: int, machi
 def setup_project(project: str, region: str, bucket: str, gpu_type: str, gpu_count: int,
                   machine_type: str, spot: bool, enable: bool = True, log=print,
                   image_family: str | None = None,
-                  image_project: str = "deeplearning-platform-release") -> list[str]:
-    """APIs, bucket, service account, permissions, quotas, image; returns what is missing."""
+                  image_project: str = "deeplearning-platform-release",
+                  wandb: bool = False) -> list[str]:
+    """APIs, bucket, service account, permissions, quotas, image; returns what is missing.
+
+    ``wandb``: also Secret Manager, the VM account's access to the W&B key, and the key itself.
+    """
     from .compute import Compute
 
     if gpu_type not in GPUS:
         raise UserError(f"--gpu-type: unknown GPU {gpu_type!r}; choose from {', '.join(GPUS)}")
+    services = SERVICES + (WANDB_SERVICES if wandb else ())
+    roles = TRAINER_ROLES + (WANDB_ROLES if wandb else ())
     if enable:
-        log(f"Enabling {', '.join(SERVICES)} in {project}")
-        enable_apis(project)
+        log(f"Enabling {', '.join(services)} in {project}")
+        enable_apis(project, services)
     client = storage.storage_client(project)
     created_bucket, created = storage.ensure_bucket(client, bucket, region)
     log(f"Bucket gs://{bucket}: " + ("created (uniform access, public access prevented)"
@@ -183,13 +266,25 @@ def setup_project(project: str, region: str, bucket: str, gpu_type: str, gpu_cou
         log(f"  warning: {warning}")
     email, created = ensure_service_account(project)
     log(f"Service account {email}: " + ("created" if created else "exists"))
-    added = grant_roles(project, email)
-    log(f"  roles {', '.join(TRAINER_ROLES)}: " + (f"granted {', '.join(added)}" if added
-                                                   else "already granted"))
+    added = grant_roles(project, email, roles)
+    log(f"  roles {', '.join(roles)}: " + (f"granted {', '.join(added)}" if added
+                                           else "already granted"))
+    log(f"  bucket gs://{bucket}: "
+        + ensure_bucket_access(client, bucket, email, project_number(project)))
+    missing = []
+    if wandb:
+        problem = wandb_secret_problem(project, WANDB_API_KEY_SECRET)
+        if problem:
+            missing.append(problem)
+        else:
+            log(f"W&B key: secret {WANDB_API_KEY_SECRET} found; set cloud.cloud_platform_scope: "
+                f"true next to logging.wandb: true, the only scope that reaches Secret Manager")
     compute = Compute()
     lacking = missing_permissions(project)
-    lines, missing = quota_report(compute.region_quotas(project, region), region, gpu_type,
-                                  gpu_count, machine_type, spot, compute.project_quotas(project))
+    lines, quota_missing = quota_report(compute.region_quotas(project, region), region,
+                                        gpu_type, gpu_count, machine_type, spot,
+                                        compute.project_quotas(project))
+    missing += quota_missing
     if lacking:
         missing.append(f"your account lacks {', '.join(lacking)} on {project} (ask for "
                        f"roles/compute.instanceAdmin.v1, roles/iam.serviceAccountUser and "

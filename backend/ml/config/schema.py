@@ -228,7 +228,9 @@ class CloudConfig:
     zones: list[str] = option(help="Zones to try in order; empty: every zone of the region that "
                               "offers the GPU.", default_factory=list)
     machine_type: str = option("n1-standard-4", "Compute Engine machine type.")
-    gpu_type: str = option("nvidia-tesla-v100", "Accelerator type attached to the VM.")
+    gpu_type: str = option("nvidia-tesla-t4", "Accelerator type attached to the VM. The "
+                           "default T4 (Turing) is the cheapest GPU that the CUDA 13 builds of "
+                           "torch still support; V100, P100 and P4 lose torch after 2.14.")
     gpu_count: int = option(1, "Number of GPUs.", minimum=1, maximum=16)
     preemptible: bool = option(True, "Use spot (preemptible) capacity; preempted VMs are "
                                "replaced and resume from the last checkpoint.")
@@ -248,8 +250,8 @@ class CloudConfig:
         "key from Secret Manager (logging.wandb).")
     max_run_hours: float = option(6.0, "The VM deletes itself after this long, whatever happens.",
                                   above=0.0, maximum=168.0)
-    max_cost_usd: float = option(20.0, "Refuse to start when the estimate exceeds this.",
-                                 above=0.0)
+    max_cost_usd: float = option(20.0, "Refuse to start when the estimate exceeds this; each "
+                                 "VM is deleted once what is left of it is spent.", above=0.0)
     price_file: str | None = option(None, "Price table (YAML) overriding the shipped one.")
     throughput_samples_per_second: float | None = option(
         None, "Measured training throughput on the chosen GPU (sentences/s, e.g. "

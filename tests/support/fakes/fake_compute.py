@@ -9,6 +9,10 @@ insert operation is DONE; a deleted instance is STOPPING until its deletion ends
 again then is refused (400 resourceNotReady); an insert needs an existing, non-deprecated image
 family and an existing service account; GPUs count against GPUS_ALL_REGIONS; a preemption is
 recorded as a ``compute.instances.preempted`` zone operation, a maxRunDuration deletion is not.
+It refuses the scheduling Compute Engine refuses (a GPU that would live-migrate, an automatically
+restarting spot VM, a maxRunDuration with no termination action), and a test can make chosen
+calls fail as a flaky network or a busy front end does (:meth:`FakeCompute.inject_faults`).
+It also answers ``getSerialPortOutput`` with the text a test gave :meth:`FakeCompute.write_serial`.
 
 >>> fake = FakeCompute().start()
 >>> fake.fail_next_insert("us-central1-a", "stockout")
@@ -21,7 +25,10 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
 import threading
+from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +44,10 @@ DEFAULT_ACCELERATORS = {
                         "europe-west4-a"],
     "nvidia-tesla-v100": ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"],
 }
+# Machine families whose GPUs come with the machine type (no guestAccelerators in the body).
+GPU_MACHINE_PREFIXES = ("a2-", "a3-", "a4-", "g2-")
+FAULTS = ("500", "502", "503", "429", "drop")
+RETRY_AFTER_SECONDS = 7  # what a 429 answer asks the client to wait
 
 
 class FakeCompute:
@@ -47,13 +58,16 @@ class FakeCompute:
         self.instances: dict[tuple[str, str], dict] = {}    # (zone, name) -> instance JSON
         self.operations: dict[str, dict] = {}
         self.requests: list[dict] = []                      # {"method", "path", "query", "body"}
-        self.failures: dict[str, list[str]] = {}            # zone -> kinds for the next inserts
+        self.failures: dict[str, list[tuple[str, str]]] = {}  # zone -> (kind, quota metric)
         self.accelerators = {gpu: list(zones) for gpu, zones in DEFAULT_ACCELERATORS.items()}
         self.quotas: dict[str, list[dict]] = {}             # region -> quota entries
         self.on_insert = None                               # callback(project, zone, body)
         self.on_operation_poll = None                       # callback(operation name)
         self.enabled_services: list[str] = []               # Service Usage batchEnable
         self.pending_polls = 0                               # operations RUNNING for N polls
+        # A preempted VM runs its shutdown script (~30 s) while STOPPING: N GETs of it.
+        self.preemption_stopping_polls = 0
+        self.faults: list[tuple[str, re.Pattern, deque[str]]] = []  # see inject_faults
         self.images = {                                      # (project, family) -> image
             (IMAGE_PROJECT, CURRENT_FAMILY): {"name": "common-cu129-v20260901",
                                               "family": CURRENT_FAMILY, "status": "READY"},
@@ -63,7 +77,18 @@ class FakeCompute:
                                f"https://compute.googleapis.com{PREFIX}{IMAGE_PROJECT}/global/"
                                f"images/common-cu129-v20260901"}}}
         self.service_accounts: dict[str, dict] = {}         # email -> account
-        self.iam_bindings: dict[str, set[str]] = {}          # role -> members
+        # Resource Manager's number of every project: the storage emulator's, so that the
+        # emulator's buckets belong to the project unless a test says otherwise.
+        self.project_number = "1234"
+        self.secrets: set[str] = set()                       # Secret Manager secret names
+        self.on_iam_policy_read: Callable[[str], object] | None = None  # a test's hook
+        self.iam_bindings: dict[str, set[str]] = {}          # role -> members, unconditional
+        self.iam_conditional_bindings: list[dict] = []       # {"role", "members", "condition"}
+        self.iam_etag = 1                                     # changes with every set
+        # A new service account reaches IAM seconds after its creation: until then
+        # setIamPolicy refuses bindings naming it. email -> refusals left.
+        self.iam_propagation_refusals = 2
+        self.not_yet_in_iam: dict[str, int] = {}
         self.caller_permissions: set[str] | None = None      # None: the caller may do anything
         self.project_quotas: list[dict] = []                 # projects.get quotas
         self._ids = itertools.count(1)
@@ -90,9 +115,11 @@ class FakeCompute:
         assert self._server is not None, "start() the fake first"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def fail_next_insert(self, zone: str, kind: str) -> None:
-        """kind: stockout, zonal_quota, regional_quota or invalid."""
-        self.failures.setdefault(zone, []).append(kind)
+    def fail_next_insert(self, zone: str, kind: str,
+                         metric: str = "PREEMPTIBLE_NVIDIA_T4_GPUS") -> None:
+        """kind: stockout, zonal_quota, regional_quota, global_quota or invalid; a quota kind
+        names ``metric`` in its message, as Compute Engine does."""
+        self.failures.setdefault(zone, []).append((kind, metric))
 
     def _find(self, name: str):
         return next(((key, instance) for key, instance in self.instances.items()
@@ -104,13 +131,34 @@ class FakeCompute:
         self.operation(project, zone, kind, f"{PREFIX}{project}/zones/{zone}/instances/{name}",
                        pending=False)
 
-    def preempt(self, name: str) -> None:
-        """Spot preemption with instanceTerminationAction DELETE: recorded, then deleted."""
+    def inject_faults(self, path_pattern: str, *faults: str, method: str = "GET") -> None:
+        """The next ``method`` calls whose URL path matches ``path_pattern`` (a regex) fail, one
+        fault each, in order: "500", "502" (the front end's HTML page) or "503" as Google answers
+        them, "429" with ``Retry-After``, "drop" (the connection closes without an answer).
+        A failed call is recorded and does nothing."""
+        assert all(fault in FAULTS for fault in faults), f"faults are {FAULTS}"
         with self.lock:
-            key, _ = self._find(name)
+            self.faults.append((method, re.compile(path_pattern), deque(faults)))
+
+    def _next_fault(self, method: str, path: str) -> str | None:
+        for wanted, pattern, faults in self.faults:
+            if faults and wanted == method and pattern.search(path):
+                return faults.popleft()
+        return None
+
+    def preempt(self, name: str, stopping_polls: int | None = None) -> None:
+        """Spot preemption with instanceTerminationAction DELETE: recorded at once; the VM is
+        STOPPING for ``stopping_polls`` GETs of it (default ``preemption_stopping_polls``),
+        then deleted."""
+        polls = self.preemption_stopping_polls if stopping_polls is None else stopping_polls
+        with self.lock:
+            key, instance = self._find(name)
             if key:
                 self._record_operation(key, "compute.instances.preempted")
-                del self.instances[key]
+                if polls:
+                    instance.update(status="STOPPING", _stopping_polls=polls)
+                else:
+                    del self.instances[key]
 
     def expire(self, name: str) -> None:
         """maxRunDuration reached (action DELETE): deleted, with no preemption on record."""
@@ -138,6 +186,12 @@ class FakeCompute:
         with self.lock:
             for key in [key for key, value in self.instances.items() if value.get("_deleting")]:
                 del self.instances[key]
+
+    def write_serial(self, name: str, text: str) -> None:
+        """The VM prints ``text`` on its serial console (port 1)."""
+        with self.lock:
+            _, instance = self._find(name)
+            instance["_serial"] = instance.get("_serial", "") + text
 
     def set_status(self, name: str, status: str) -> None:
         with self.lock:
@@ -196,17 +250,14 @@ class FakeCompute:
 
     def insert(self, project: str, zone: str, body: dict):
         failures = self.failures.get(zone) or []
-        kind = failures.pop(0) if failures else None
+        kind, metric = failures.pop(0) if failures else (None, "")
         name = body.get("name", "")
         target = f"{PREFIX}{project}/zones/{zone}/instances/{name}"
-        if kind == "regional_quota":
-            region = zone.rsplit("-", 1)[0]
-            return 403, {"error": {"code": 403, "message":
-                                   f"Quota 'PREEMPTIBLE_NVIDIA_T4_GPUS' exceeded. Limit: 0.0 in "
-                                   f"region {region}.", "errors": [{
-                                       "message": f"Quota 'PREEMPTIBLE_NVIDIA_T4_GPUS' exceeded. "
-                                                  f"Limit: 0.0 in region {region}.",
-                                       "domain": "usageLimits", "reason": "quotaExceeded"}]}}
+        if kind in ("regional_quota", "global_quota"):
+            where = "globally" if kind == "global_quota" else f"in region {zone.rsplit('-', 1)[0]}"
+            message = f"Quota '{metric}' exceeded.  Limit: 0.0 {where}."
+            return 403, {"error": {"code": 403, "message": message, "errors": [{
+                "message": message, "domain": "usageLimits", "reason": "quotaExceeded"}]}}
         if kind == "invalid":
             return 400, {"error": {"code": 400, "message": "Invalid value for field "
                                    "'resource.machineType': 'n1-bogus'.", "errors": [{
@@ -219,8 +270,7 @@ class FakeCompute:
                 f"available to fulfill the request. Try a different zone, or try again later."))
         if kind == "zonal_quota":
             return 200, self.operation(project, zone, "insert", target, (
-                403, "QUOTA_EXCEEDED", f"Quota 'PREEMPTIBLE_NVIDIA_T4_GPUS' exceeded. Limit: "
-                f"0.0 in zone {zone}."))
+                403, "QUOTA_EXCEEDED", f"Quota '{metric}' exceeded. Limit: 0.0 in zone {zone}."))
         refusal = self._refusal(project, body)
         if refusal:
             return refusal
@@ -242,6 +292,9 @@ class FakeCompute:
         image = self.images.get((match.group(1), match.group(2))) if match else None
         if image is None or image.get("deprecated", {}).get("state") in ("OBSOLETE", "DELETED"):
             return _not_found(source)
+        scheduling = _scheduling_refusal(body)
+        if scheduling:
+            return scheduling
         for account in body.get("serviceAccounts", []):
             email = account.get("email")
             if email != "default" and email not in self.service_accounts:
@@ -273,6 +326,8 @@ _ROUTES = [
     ("GET", re.compile(r"^(?P<p>[^/]+)/zones/(?P<z>[^/]+)/operations$"), "list_operations"),
     ("POST", re.compile(r"^(?P<p>[^/]+)/zones/(?P<z>[^/]+)/instances/(?P<n>[^/]+)/"
                         r"simulateMaintenanceEvent$"), "maintenance"),
+    ("GET", re.compile(r"^(?P<p>[^/]+)/zones/(?P<z>[^/]+)/instances/(?P<n>[^/]+)/serialPort$"),
+     "serial_port"),
     ("GET", re.compile(r"^(?P<p>[^/]+)/global/images/family/(?P<f>[^/]+)$"), "family"),
     ("GET", re.compile(r"^(?P<p>[^/]+)$"), "project"),
 ]
@@ -283,6 +338,8 @@ _IAM_ROUTES = [
     ("POST", re.compile(r"^/v1/projects/(?P<p>[^/:]+):getIamPolicy$"), "get_policy"),
     ("POST", re.compile(r"^/v1/projects/(?P<p>[^/:]+):setIamPolicy$"), "set_policy"),
     ("POST", re.compile(r"^/v1/projects/(?P<p>[^/:]+):testIamPermissions$"), "test_permissions"),
+    ("GET", re.compile(r"^/v1/projects/(?P<p>[^/:]+)$"), "get_project"),
+    ("GET", re.compile(r"^/v1/projects/(?P<p>[^/]+)/secrets/(?P<s>[^/:]+)$"), "get_secret"),
 ]
 
 
@@ -293,6 +350,44 @@ def _public(payload):
     if isinstance(payload, list):
         return [_public(value) for value in payload]
     return payload
+
+
+def _bad_request(message: str, reason: str = "invalid"):
+    return 400, {"error": {"code": 400, "message": message, "errors": [{
+        "message": message, "domain": "global", "reason": reason}]}}
+
+
+def _scheduling_refusal(body: dict):
+    """Compute Engine's 400 for scheduling it does not allow, or None."""
+    scheduling = body.get("scheduling", {})
+    machine_type = body.get("machineType", "").rsplit("/", 1)[-1]
+    has_gpu = bool(body.get("guestAccelerators")) or machine_type.startswith(GPU_MACHINE_PREFIXES)
+    if has_gpu and scheduling.get("onHostMaintenance") != "TERMINATE":
+        return _bad_request("Invalid resource usage: 'Instances with guest accelerators do not "
+                            "support live migration.'.", "invalidResourceUsage")
+    if scheduling.get("provisioningModel") == "SPOT" and scheduling.get("automaticRestart"):
+        return _bad_request("Invalid value for field 'resource.scheduling.automaticRestart': "
+                            "'true'. Spot VMs cannot be automatically restarted.")
+    if scheduling.get("maxRunDuration") and not scheduling.get("instanceTerminationAction"):
+        return _bad_request("Invalid value for field 'resource.scheduling.maxRunDuration': "
+                            "instanceTerminationAction must be set when maxRunDuration is.")
+    return None
+
+
+_FAULT_ANSWERS = {
+    "500": (500, "Internal error. Please try again or contact Google Support.", "backendError"),
+    "503": (503, "The service is currently unavailable.", "backendError"),
+    "429": (429, "Rate Limit Exceeded", "rateLimitExceeded"),
+}
+# What Google's front end answers when the backend is unreachable: HTML, not JSON.
+_BAD_GATEWAY_PAGE = (b"<!DOCTYPE html><html lang=en><title>Error 502 (Server Error)!!1</title>"
+                     b"<p><b>502.</b> <ins>That's an error.</ins><p>The server encountered a "
+                     b"temporary error and could not complete your request.<p>Please try again "
+                     b"in 30 seconds.</html>")
+
+
+def _iam_error(code: int, status: str, message: str):
+    return code, {"error": {"code": code, "message": message, "status": status}}
 
 
 def _not_found(what: str):
@@ -318,6 +413,10 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.lock:
             fake.requests.append({"method": method, "path": parsed.path,
                                   "query": parse_qs(parsed.query), "body": body})
+            fault = fake._next_fault(method, parsed.path)
+            if fault:
+                self._answer_fault(fault)
+                return
             if parsed.path.startswith("/v1/projects/") and parsed.path.endswith(
                     "/services:batchEnable"):
                 fake.enabled_services += (body or {}).get("serviceIds", [])
@@ -345,6 +444,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _answer_fault(self, fault: str) -> None:
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault == "502":
+            status, data, kind = 502, _BAD_GATEWAY_PAGE, "text/html; charset=UTF-8"
+        else:
+            status, message, reason = _FAULT_ANSWERS[fault]
+            data = json.dumps({"error": {"code": status, "message": message, "errors": [{
+                "message": message, "domain": "global", "reason": reason}]}}).encode()
+            kind = "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        if fault == "429":
+            self.send_header("Retry-After", str(RETRY_AFTER_SECONDS))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self):
         self._handle("GET")
 
@@ -364,6 +483,11 @@ class _Handler(BaseHTTPRequestHandler):
         instance = fake.instances.get((z, n))
         if not instance:
             return _not_found(f"projects/{p}/zones/{z}/instances/{n}")
+        if "_stopping_polls" in instance:  # a preempted VM's shutdown script runs
+            if not instance["_stopping_polls"]:
+                del fake.instances[(z, n)]
+                return _not_found(f"projects/{p}/zones/{z}/instances/{n}")
+            instance["_stopping_polls"] -= 1
         if instance["status"] in BOOT_STATES[:-1]:
             instance["status"] = BOOT_STATES[BOOT_STATES.index(instance["status"]) + 1]
         return 200, instance
@@ -395,6 +519,18 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, op
 
     @staticmethod
+    def _serial_port(fake, p, z, n, body, query):
+        """Port 1 from byte ``start`` on (the instance's ``_serial`` text), and ``next``."""
+        instance = fake.instances.get((z, n))
+        if instance is None:
+            return _not_found(f"projects/{p}/zones/{z}/instances/{n}")
+        text = instance.get("_serial", "")
+        start = int((query.get("start") or ["0"])[0])
+        return 200, {"kind": "compute#serialPortOutput", "contents": text[start:],
+                     "start": str(start), "next": str(len(text)),
+                     "selfLink": f"{PREFIX}{p}/zones/{z}/instances/{n}/serialPort"}
+
+    @staticmethod
     def _list_operations(fake, p, z, body, query):
         wanted = re.search(r'operationType\s*=\s*"?([\w.]+)"?', (query.get("filter") or [""])[0])
         items = [op for op in fake.operations.values() if op["zone"].endswith(f"/zones/{z}")
@@ -420,19 +556,67 @@ class _Handler(BaseHTTPRequestHandler):
     @staticmethod
     def _create_sa(fake, p, body, query):
         email = fake.add_service_account(p, body["accountId"])
+        fake.not_yet_in_iam[email] = fake.iam_propagation_refusals
         return 200, fake.service_accounts[email]
 
     @staticmethod
     def _get_policy(fake, p, body, query):
-        return 200, {"version": 1, "etag": "BwX", "bindings": [
-            {"role": role, "members": sorted(members)}
-            for role, members in sorted(fake.iam_bindings.items())]}
+        """As IAM: conditional bindings only at requestedPolicyVersion 3; below, their role
+        names carry ``_withcond_`` and the condition is left out. ``on_iam_policy_read`` runs
+        once the answer is made, as a change landing right after the read would."""
+        version = ((body or {}).get("options") or {}).get("requestedPolicyVersion", 1)
+        bindings = [{"role": role, "members": sorted(members)}
+                    for role, members in sorted(fake.iam_bindings.items())]
+        for index, binding in enumerate(fake.iam_conditional_bindings):
+            if version >= 3:
+                bindings.append(dict(binding, members=sorted(binding["members"])))
+            else:
+                bindings.append({"role": f"{binding['role']}_withcond_{index:04x}",
+                                 "members": sorted(binding["members"])})
+        policy_version = 3 if fake.iam_conditional_bindings and version >= 3 else 1
+        answer = {"version": policy_version, "etag": f"BwX{fake.iam_etag}", "bindings": bindings}
+        if fake.on_iam_policy_read:
+            fake.on_iam_policy_read(p)
+        return 200, answer
 
     @staticmethod
     def _set_policy(fake, p, body, query):
+        policy = body["policy"]
+        bindings = policy.get("bindings", [])
+        if policy.get("etag") not in (None, f"BwX{fake.iam_etag}"):
+            return _iam_error(409, "ABORTED", "There were concurrent policy changes. Please "
+                              "retry the whole read-modify-write with exponential backoff.")
+        conditional = [binding for binding in bindings if binding.get("condition")]
+        if (conditional or fake.iam_conditional_bindings) and policy.get("version") != 3:
+            return _iam_error(400, "INVALID_ARGUMENT", "Policy has conditional role bindings: "
+                              "setIamPolicy needs policy version 3.")
+        if any("_withcond_" in binding["role"] for binding in bindings):
+            return _iam_error(400, "INVALID_ARGUMENT", "Role names with _withcond_ come from a "
+                              "policy read below version 3 and cannot be set.")
+        for member in {member for binding in bindings for member in binding["members"]}:
+            email = member.removeprefix("serviceAccount:")
+            if fake.not_yet_in_iam.get(email):
+                fake.not_yet_in_iam[email] -= 1
+                return _iam_error(400, "INVALID_ARGUMENT",
+                                  f"Service account {email} does not exist.")
         fake.iam_bindings = {binding["role"]: set(binding["members"])
-                             for binding in body["policy"]["bindings"]}
-        return _Handler._get_policy(fake, p, None, query)
+                             for binding in bindings if not binding.get("condition")}
+        fake.iam_conditional_bindings = [dict(binding, members=set(binding["members"]))
+                                         for binding in conditional]
+        fake.iam_etag += 1
+        return _Handler._get_policy(fake, p, {"options": {"requestedPolicyVersion": 3}}, query)
+
+    @staticmethod
+    def _get_project(fake, p, body, query):
+        return 200, {"projectId": p, "projectNumber": fake.project_number,
+                     "lifecycleState": "ACTIVE"}
+
+    @staticmethod
+    def _get_secret(fake, p, s, body, query):
+        if s not in fake.secrets:
+            return _not_found(f"projects/{p}/secrets/{s}")
+        return 200, {"name": f"projects/{fake.project_number}/secrets/{s}",
+                     "replication": {"automatic": {}}}
 
     @staticmethod
     def _test_permissions(fake, p, body, query):

@@ -1,5 +1,7 @@
 """A fake GCE metadata server on 127.0.0.1: ``instance/preempted`` answers FALSE until
-:meth:`FakeMetadata.announce_preemption`, then TRUE, like the ~30 s notice of a spot VM.
+:meth:`FakeMetadata.announce_preemption`, then TRUE, like the ~30 s notice of a spot VM;
+``instance/service-accounts/default/token`` hands out :attr:`FakeMetadata.token` as the real
+server hands out the VM's access token.
 
 >>> metadata = FakeMetadata().start()
 >>> metadata.host            # for GCE_METADATA_HOST  # doctest: +SKIP
@@ -8,14 +10,21 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
+PREEMPTED_PATH = "/computeMetadata/v1/instance/preempted"
 
 
 class FakeMetadata:
     def __init__(self):
         self.preempted = False
         self.requests = 0
+        self.token = f"ya29.fake-{secrets.token_hex(16)}"  # unique: a test can look for leaks
+        self.token_requests = 0
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> FakeMetadata:
@@ -31,11 +40,17 @@ class FakeMetadata:
                     self.send_response(403)  # the real server refuses requests without it
                     self.end_headers()
                     return
-                if self.path.split("?")[0] != "/computeMetadata/v1/instance/preempted":
+                path = self.path.split("?")[0]
+                if path == TOKEN_PATH:
+                    fake.token_requests += 1
+                    data = json.dumps({"access_token": fake.token, "expires_in": 3599,
+                                       "token_type": "Bearer"}).encode()
+                elif path == PREEMPTED_PATH:
+                    data = b"TRUE" if fake.preempted else b"FALSE"
+                else:
                     self.send_response(404)
                     self.end_headers()
                     return
-                data = b"TRUE" if fake.preempted else b"FALSE"
                 self.send_response(200)
                 self.send_header("Metadata-Flavor", "Google")
                 self.send_header("Content-Length", str(len(data)))
