@@ -9,8 +9,8 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 # Keys a run has only in some situations, each explained under the example.
 CONDITIONAL = {"interrupted_at_step", "cross_validation", "cloud", "data.fold", "data.num_folds"}
-# Sections whose inner keys depend on the data (label names, what loading skipped).
-OPEN_SECTIONS = {"data.counts", "data.splits", "eval.per_class", "test"}
+# Sections whose inner keys depend on the data (label names, what loading skipped, languages).
+OPEN_SECTIONS = {"data.counts", "data.splits", "data.languages.shares", "eval.per_class", "test"}
 
 
 def documented_results() -> dict:

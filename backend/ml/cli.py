@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .cli_flags import subcommand_argv
 from .errors import ConfigError, UserError
+from .languages import add_language_policy_argument
 from .pretraining.commands import add_pretrain_subcommand
 from .run_directory import DEFAULT_RUNS_DIR
 from .serving.commands import add_production_subcommands
@@ -185,6 +186,7 @@ def _parser_and_subcommands() -> tuple[argparse.ArgumentParser, argparse._SubPar
                          "(a text column) or .jsonl (objects with text)")
     predict.add_argument("--output", type=Path, metavar="OUT.jsonl", required=True,
                          help="where predictions are written")
+    add_language_policy_argument(predict)
     _add_runs_dir(predict)
 
     export = sub.add_parser("export", help="export a run's final model for fast CPU inference")
@@ -308,7 +310,8 @@ def _compare(args) -> int:
 
 def _predict(args) -> int:
     from .inference.commands import predict_command
-    return predict_command(args.run, args.input, args.output, args.runs_dir)
+    return predict_command(args.run, args.input, args.output, args.runs_dir,
+                           args.language_policy)
 
 
 def _export(args) -> int:

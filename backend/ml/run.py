@@ -20,6 +20,7 @@ from .config import ExperimentConfig, config_to_yaml, load_yaml_config
 from .data import DataSplits, prepare_cv_folds, prepare_splits
 from .errors import UserError
 from .fileio import atomic_write_text, read_jsonl
+from .languages import training_languages, write_training_languages
 from .model_factory import ModelFactory
 from .models import describe_model, load_saved_model
 from .run_directory import (
@@ -60,6 +61,11 @@ def _new_results(config: ExperimentConfig, run_dir: Path, world: World) -> dict:
         "error": None,
         "metadata": {**run_metadata(str(world.device)), "world_size": world.size},
     }
+
+
+def _data_section(splits: DataSplits) -> dict:
+    """results.json's ``data``: the splits' sizes and the training sentences' languages."""
+    return {**splits.summary(), "languages": training_languages(splits.train.texts)}
 
 
 def _training_section(outcome: TrainingOutcome, config: ExperimentConfig, world: World,
@@ -165,6 +171,8 @@ def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results
     if best_eval is None:  # the trainer evaluates at least once, at the end of training
         raise RuntimeError("training finished without a validation evaluation")
     final_model = _publish_final_model(run_dir)
+    # Inference checks each input's language against these (inference reads no results.json).
+    write_training_languages(final_model, results["data"]["languages"])
     write_predictions(RunLayout(run_dir).eval_predictions, best_eval)
     # Inference speed is measured on test, or on validation where a run has no test split.
     scored, scored_eval = ((splits.test, test_eval) if test_eval is not None
@@ -238,7 +246,7 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = Non
     run_dir = _create_run_directory_on_main(world, output_dir or config.output_dir,
                                             config.experiment_name, run_id)
     results = _new_results(config, run_dir, world)
-    results.update(model=built.info, data=splits.summary(), **(results_extra or {}))
+    results.update(model=built.info, data=_data_section(splits), **(results_extra or {}))
     with _lock_on_main(world, run_dir, "train"):  # held until results.json is final
         if world.is_main:
             print(f"Run directory: {run_dir}")
@@ -291,7 +299,7 @@ def resume_run(run_dir: str | Path) -> Path:
             built = ModelFactory.create(config.model, splits.label_names,
                                         training_texts=splits.train.texts)
             model, tokenizer, state, model_info = built.model, built.tokenizer, None, built.info
-        results.update(model=model_info, data=splits.summary())
+        results.update(model=model_info, data=_data_section(splits))
         results["metadata"]["resumed_from_step"] = state["global_step"] if state else 0
         if world.is_main:
             if state:

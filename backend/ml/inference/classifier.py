@@ -13,8 +13,10 @@ under ``torch.inference_mode`` (or in ONNX Runtime for an exported model).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,17 @@ import numpy as np
 from backend.ml.errors import UserError
 from backend.ml.metrics import BIASED, softmax
 
-from ..run_directory import DEFAULT_RUNS_DIR
+from ..languages import (
+    DEFAULT_LANGUAGE_POLICY,
+    UNDETERMINED,
+    Detection,
+    check_language_policy,
+    detect_language,
+    is_supported,
+    language_shares,
+    read_training_languages,
+)
+from ..run_directory import DEFAULT_RUNS_DIR, RunLayout
 from .calibration import load_calibration
 from .loading import (
     LoadedModel,
@@ -34,10 +46,14 @@ from .loading import (
     cross_validation_models,
     load_for_inference,
     resolve_model_path,
+    run_dir_of,
 )
 from .sentences import sentence_spans
 
+logger = logging.getLogger(__name__)
+
 NO_PREDICTION = "no_prediction"
+ABSTAINED = "abstained"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -45,6 +61,26 @@ def no_prediction(identifier, error: str) -> dict:
     """The entry of an input that cannot be classified: same keys as a prediction, all None."""
     return {"id": identifier, "status": NO_PREDICTION, "error": error, "label": None,
             "confidence": None, "probabilities": None}
+
+
+def abstained(identifier, detection: Detection, languages: list[str]) -> dict:
+    """The entry of an input the model was not trained to read: no label, and why."""
+    return {"id": identifier, "status": ABSTAINED,
+            "reason": f"the input is in a language the model was not trained on "
+                      f"({detection.code}, detector confidence {detection.confidence:.2f}; "
+                      f"trained on {', '.join(languages)})",
+            "label": None, "confidence": None, "probabilities": None, **detection.fields(),
+            "supported_language": False}
+
+
+def _member_languages(path: Path) -> dict | None:
+    """The training languages a model directory (or, for an export, its run) records."""
+    model_dir = path.parent if path.is_file() else path
+    record = read_training_languages(model_dir)
+    run_dir = run_dir_of(path)
+    if record is None and run_dir is not None and model_dir != RunLayout(run_dir).final_model:
+        record = read_training_languages(RunLayout(run_dir).final_model)
+    return record
 
 
 class InputError(UserError):
@@ -84,6 +120,7 @@ class _Segment:
     start: int | None
     end: int | None
     part: str  # "title" or "text"
+    language: Detection | None = None  # detected for inputs of more than one sentence
 
 
 class BiasClassifier:
@@ -92,13 +129,18 @@ class BiasClassifier:
     ``batch_size`` counts token windows per forward pass; ``max_length`` caps the tokens per window
     (default: what the model takes); ``num_threads`` overrides the CPU thread choice (see
     :func:`~backend.ml.inference.loading.configure_threads`); ``top_k`` is how many of the most
-    biased sentences an article summary lists.
+    biased sentences an article summary lists; ``language_policy`` (``warn``, ``abstain`` or
+    ``off``, see :data:`~backend.ml.languages.LANGUAGE_POLICIES`) what happens to an input in a
+    language the model was not trained on.
     """
 
     def __init__(self, batch_size: int = 32, max_length: int | None = None,
-                 num_threads: int | None = None, top_k: int = 3, trust_remote_code: bool = False):
+                 num_threads: int | None = None, top_k: int = 3, trust_remote_code: bool = False,
+                 language_policy: str = DEFAULT_LANGUAGE_POLICY):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self.language_policy = check_language_policy(language_policy)
+        self.language_record: dict | None = None
         self.batch_size = batch_size
         self.requested_max_length = max_length
         self.num_threads = num_threads
@@ -147,6 +189,11 @@ class BiasClassifier:
                                  f"({', '.join(differing)} differ from {members[0].loaded.path}); "
                                  "an ensemble needs the same classes in every model.")
         self._members = members
+        # Fold models train on folds of one data set: the first one's record speaks for all.
+        self.language_record = _member_languages(paths[0])
+        if self.language_record is None and self.language_policy != "off":
+            logger.warning("%s records no training languages (trained before runs recorded "
+                           "them): inputs are not checked against them", model_path)
         if len(members) == 1:
             self.calibration = members[0].calibration
             self.temperature = members[0].temperature
@@ -162,6 +209,11 @@ class BiasClassifier:
                             for member in members]}
             self.temperature = None
         return self
+
+    @property
+    def training_languages(self) -> list[str] | None:
+        """The languages the model was trained on; None when its run did not record them."""
+        return None if self.language_record is None else list(self.language_record["languages"])
 
     @property
     def is_calibrated(self) -> bool:
@@ -231,18 +283,37 @@ class BiasClassifier:
         probability. Input that cannot be classified (None, empty, not text) gets
         ``status: "no_prediction"`` and an ``error``, never an exception that would lose the rest
         of the batch; undecodable characters (lone surrogates) are read as U+FFFD.
+
+        Every classified input carries its ``language`` and ``language_confidence`` (each
+        sentence of an article too, and the article its ``languages`` when they are mixed) and,
+        unless the policy is ``off``, ``supported_language``: false for a language the model
+        was not trained on (then ``abstain`` gives ``status: "abstained"`` and a ``reason``
+        instead of a label), None when the language or the model's languages are unknown.
         """
         single = isinstance(articles, (str, dict, bytes)) or not isinstance(articles, Iterable)
         items = [articles] if single else list(articles)
-        results, segments = [], []
+        results, segments, languages = [], [], {}
+        unsupported: Counter[str] = Counter()
         for index, item in enumerate(items):
             parsed = self._parse(item, index)
             if isinstance(parsed, dict):  # a no-prediction entry
                 results.append(parsed)
                 continue
             identifier, item_segments = parsed
+            detection = detect_language(" ".join(segment.text for segment in item_segments))
+            languages[index] = self._language_fields(detection)
+            if languages[index].get("supported_language") is False:
+                unsupported[detection.code] += 1
+                if self.language_policy == "abstain":
+                    results.append(abstained(identifier, detection, self.training_languages or []))
+                    continue
+            if len(item_segments) > 1:
+                for segment in item_segments:
+                    segment.language = detect_language(segment.text)
             results.append({"id": identifier})
             segments.extend(item_segments)
+        if unsupported:
+            self._log_unsupported(unsupported, len(items))
         probabilities, windows = self._segment_probabilities([s.text for s in segments],
                                                              show_progress)
         per_item: dict[int, list[int]] = {}
@@ -251,7 +322,22 @@ class BiasClassifier:
         for item, positions in per_item.items():
             results[item].update(self._item_result(
                 [segments[p] for p in positions], probabilities[positions], windows[positions]))
+            results[item].update(languages[item])
         return results[0] if single else results
+
+    def _language_fields(self, detection: Detection) -> dict:
+        fields = detection.fields()
+        if self.language_policy != "off":
+            fields["supported_language"] = is_supported(detection, self.training_languages)
+        return fields
+
+    def _log_unsupported(self, unsupported: Counter[str], total: int) -> None:
+        consequence = ("they get no label" if self.language_policy == "abstain"
+                       else "their labels are unreliable")
+        logger.warning("%d of %d input(s) are in a language the model was not trained on (%s; "
+                       "trained on %s): %s", sum(unsupported.values()), total,
+                       ", ".join(f"{code} {count}" for code, count in unsupported.most_common()),
+                       ", ".join(self.training_languages or []), consequence)
 
     # ------------------------------------------------------------------ input handling
 
@@ -388,6 +474,8 @@ class BiasClassifier:
         for index, (segment, row, count) in enumerate(zip(segments, probabilities, windows)):
             entry = {"index": index, "part": segment.part, "text": segment.text,
                      "start": segment.start, "end": segment.end, **self._scores(row)}
+            if segment.language is not None:
+                entry.update(self._language_fields(segment.language))
             if biased is not None:
                 entry["biased_score"] = float(row[biased])
             if count > 1:
@@ -395,6 +483,10 @@ class BiasClassifier:
             sentences.append(entry)
         result["sentences"] = sentences
         result["summary"] = self._summary(sentences, biased)
+        mix = language_shares(segment.language.code for segment in segments
+                              if segment.language and segment.language.code != UNDETERMINED)
+        if len(mix) > 1:
+            result["languages"] = mix
         return result
 
     def _summary(self, sentences: list[dict], biased: int | None) -> dict:

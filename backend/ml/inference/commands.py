@@ -16,9 +16,10 @@ import numpy as np
 
 from backend.ml.errors import DataError, UserError
 from backend.ml.fileio import atomic_path, atomic_write_json
+from backend.ml.languages import DEFAULT_LANGUAGE_POLICY
 from backend.ml.run_directory import RunLayout
 
-from .classifier import NO_PREDICTION, BiasClassifier, no_prediction
+from .classifier import ABSTAINED, NO_PREDICTION, BiasClassifier, no_prediction
 from .loading import (
     cross_validation_models,
     has_torch_weights,
@@ -105,8 +106,11 @@ def _classify_chunk(classifier: BiasClassifier, chunk: list) -> list[dict]:
             else next(results) for item in chunk]
 
 
-def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_dir: Path) -> int:
+def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_dir: Path,
+                    language_policy: str = DEFAULT_LANGUAGE_POLICY) -> int:
     """Classify every input of ``input_path`` and write one JSON line per input to ``output_path``.
+
+    ``language_policy`` says what becomes of inputs in languages the model was not trained on.
 
     >>> predict_command("quickstart_minilm_3f9a1c", Path("news.txt"), Path("out.jsonl"),
     ...                 Path("experiments/runs"))  # doctest: +SKIP
@@ -118,7 +122,7 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
     model_path = fold_models[0].parents[2] if fold_models else resolve_model_path(model_ref,
                                                                                    runs_dir)
     inputs = read_inputs(input_path)  # fails on a bad path before the model is loaded
-    classifier = BiasClassifier().load_model(model_path)
+    classifier = BiasClassifier(language_policy=language_policy).load_model(model_path)
     if classifier.ensemble_size > 1:
         calibration = "each calibrated" if classifier.is_calibrated else "not all calibrated"
         described = (f"ensemble of {classifier.ensemble_size} fold models, mean probability, "
@@ -127,7 +131,10 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
         described = f"temperature {classifier.temperature:.3g}"
     else:
         described = "not calibrated"
-    print(f"Model: {model_path} ({classifier.runtime}, {described})", file=sys.stderr)
+    trained_on = (", ".join(classifier.training_languages) if classifier.training_languages
+                  is not None else "not recorded")
+    print(f"Model: {model_path} ({classifier.runtime}, {described}; trained on languages: "
+          f"{trained_on}, language policy {language_policy})", file=sys.stderr)
     counts: dict[str, int] = {}
     total = _count_lines(Path(input_path)) if Path(input_path).suffix.lower() != ".csv" else None
     with atomic_path(output_path) as temporary, open(temporary, "w", encoding="utf-8") as out, \
@@ -155,7 +162,8 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
 
 def _write(stream, results: list[dict], counts: dict[str, int]) -> None:
     for result in results:
-        label = result["label"] if result["status"] != NO_PREDICTION else NO_PREDICTION
+        label = (result["status"] if result["status"] in (NO_PREDICTION, ABSTAINED)
+                 else result["label"])
         counts[label] = counts.get(label, 0) + 1
         stream.write(json.dumps(result, ensure_ascii=False) + "\n")
 

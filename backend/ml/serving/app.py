@@ -41,8 +41,9 @@ class ServedModel:
 
     version: str  # production or candidate
     run_id: str
-    # A loaded BiasClassifier, or anything with its label_names, calibration and
-    # predict_with_confidence (an ONNX export, a test double).
+    # A loaded BiasClassifier, or anything with its label_names, calibration,
+    # predict_with_confidence and, optionally, language_policy and language_record (an ONNX
+    # export, a test double).
     classifier: Any
     runtime: str = "pytorch"
     metrics: dict = field(default_factory=dict)  # {"eval": {...}, "test": {...}} scalars
@@ -51,11 +52,20 @@ class ServedModel:
     def describe(self) -> dict:
         described = {"version": self.version, "run_id": self.run_id, "runtime": self.runtime,
                      "label_names": self.classifier.label_names,
-                     "calibration": self.classifier.calibration, "metrics": self.metrics}
+                     "calibration": self.classifier.calibration, "metrics": self.metrics,
+                     "languages": self.languages()}
         if self.registry_entry:
             described["promotion"] = {key: self.registry_entry.get(key) for key in
                                       ("promoted_at", "promoted_by", "reason")}
         return described
+
+    def languages(self) -> dict:
+        """The languages the model was trained on (None: not recorded) and the policy for
+        inputs in others."""
+        record = getattr(self.classifier, "language_record", None)
+        return {"trained_on": record["languages"] if record else None,
+                "training_shares": record["shares"] if record else None,
+                "policy": getattr(self.classifier, "language_policy", "off")}
 
 
 @dataclass(frozen=True)
@@ -244,6 +254,7 @@ class ServingApp:
         """Run id, metrics, label names and calibration of each version; the traffic split."""
         return {"candidate_share": self.split.candidate_share if self.has_candidate else 0.0,
                 "shadow": self.shadow,
+                "language_policy": self.models[PRODUCTION].languages()["policy"],
                 "versions": {name: model.describe() for name, model in self.models.items()}}
 
     async def predict(self, body: PredictRequest):
@@ -326,7 +337,10 @@ def _log_record(result: dict, key: str, item, latency_ms: float, served: bool,
               "label": result.get("label"), "confidence": result.get("confidence"),
               "probabilities": result.get("probabilities"),
               "num_sentences": result.get("num_sentences"),
-              "num_words": len(text.split()), "latency_ms": round(latency_ms, 3)}
+              "num_words": len(text.split()), "language": result.get("language"),
+              "language_confidence": result.get("language_confidence"),
+              "supported_language": result.get("supported_language"),
+              "latency_ms": round(latency_ms, 3)}
     if log_text:
         record["text"] = text
     return record

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..languages import add_language_policy_argument
 from ..registry import DEFAULT_REGISTRY_DIR
 from ..run_directory import DEFAULT_RUNS_DIR
 from .logs import DEFAULT_LOG_DIR
@@ -61,6 +62,7 @@ def _add_serve(sub) -> None:
     serve.add_argument("--batch-wait-ms", type=float, default=0.0,
                        help="hold a batch open this long for more requests (default 0: batch "
                        "only what arrived while the previous forward pass ran)")
+    add_language_policy_argument(serve)
     _common(serve, log_dir=True)
 
 

@@ -19,6 +19,7 @@ from ..inference.loading import (
     resolve_model_path,
     run_dir_of,
 )
+from ..languages import DEFAULT_LANGUAGE_POLICY
 from ..metrics import numeric_items
 from ..registry import STAGES, ModelRegistry
 from ..run_directory import RunLayout, read_results
@@ -39,10 +40,12 @@ def _scalar_metrics(run_dir: Path | None) -> dict:
 
 
 def load_served_model(reference: str, version: str, runs_dir: Path, registry_dir: Path,
-                      runtime: str = "pytorch", batch_size: int = 32) -> ServedModel:
+                      runtime: str = "pytorch", batch_size: int = 32,
+                      language_policy: str = DEFAULT_LANGUAGE_POLICY) -> ServedModel:
     """Load ``reference`` (a stage, run id, run or model directory) as ``version``.
 
-    ``runtime`` onnx / int8 serves the run's ``export`` files instead of the PyTorch weights.
+    ``runtime`` onnx / int8 serves the run's ``export`` files instead of the PyTorch weights;
+    ``language_policy`` is what happens to inputs in languages the model was not trained on.
     """
     from ..inference import BiasClassifier
 
@@ -63,7 +66,8 @@ def load_served_model(reference: str, version: str, runs_dir: Path, registry_dir
             raise UserError(f"{export} does not exist: export the model first with "
                             f"python run_experiment.py export {run_dir or model_path}")
         model_path = export
-    classifier = BiasClassifier(batch_size=batch_size).load_model(model_path)
+    classifier = BiasClassifier(batch_size=batch_size,
+                                language_policy=language_policy).load_model(model_path)
     return ServedModel(version=version, run_id=(run_dir or model_path).name,
                        classifier=classifier, runtime=runtime,
                        metrics=_scalar_metrics(run_dir), registry_entry=entry)
@@ -88,9 +92,11 @@ def serve_command(args, runs_dir: Path) -> int:
     _check_port(args.host, args.port)  # before minutes of model loading, not after
     references = {PRODUCTION: args.model, **({CANDIDATE: args.candidate} if args.candidate else {})}
     models = {version: load_served_model(reference, version, runs_dir, args.registry_dir,
-                                         args.runtime) for version, reference in references.items()}
+                                         args.runtime, language_policy=args.language_policy)
+              for version, reference in references.items()}
     record_session(args.log_dir, {
         "candidate_share": share if args.candidate else 0.0, "runtime": args.runtime,
+        "language_policy": args.language_policy,
         "versions": {version: {"run_id": model.run_id,
                                "run_dir": run_dir_for(model, references[version], runs_dir,
                                                       args.registry_dir)}
@@ -101,8 +107,9 @@ def serve_command(args, runs_dir: Path) -> int:
     split = (f" and {models[CANDIDATE].run_id} (candidate, {share:.0%} of traffic)"
              if args.candidate else "")
     logger.info("Serving %s (production)%s on http://%s:%s  (API docs: /docs; predictions "
-                "logged to %s)", models[PRODUCTION].run_id, split, args.host, args.port,
-                args.log_dir)
+                "logged to %s; language policy %s, trained on %s)", models[PRODUCTION].run_id,
+                split, args.host, args.port, args.log_dir, args.language_policy,
+                ", ".join(models[PRODUCTION].languages()["trained_on"] or ["not recorded"]))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
