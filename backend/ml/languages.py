@@ -43,6 +43,11 @@ LANGUAGE_POLICIES = {
     "off": "report the language, never flag or abstain",
 }
 DEFAULT_LANGUAGE_POLICY = "warn"
+# Name parts of encoders pretrained on many languages (XLM-RoBERTa, multilingual BERT and
+# MiniLM, mDeBERTa, LaBSE); English ones (MiniLM-L6, BERT, RoBERTa) read German as noise.
+MULTILINGUAL_NAME_PARTS = ("xlm-roberta", "multilingual", "mdeberta", "labse")
+# A vocabulary this large covers many languages; English ones hold 30-50k tokens.
+MULTILINGUAL_MIN_VOCABULARY = 100_000
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,25 @@ def parse_language_codes(value: str, field: str) -> list[str]:
                         f"{'is not a language code' if unknown else 'names no language'}; give "
                         "ISO 639-1 codes separated by commas, e.g. de,fr,it")
     return sorted(set(codes))
+
+
+def is_multilingual_encoder(model_name: str) -> bool:
+    """Whether ``model_name`` (a hub id or a local model directory) was pretrained on many
+    languages, so that a model fine-tuned from it can learn from non-English sentences.
+
+    >>> is_multilingual_encoder("xlm-roberta-base"), is_multilingual_encoder("minilm")
+    (True, False)
+    """
+    if any(part in model_name.lower() for part in MULTILINGUAL_NAME_PARTS):
+        return True
+    config_file = Path(model_name) / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and (
+        config.get("model_type") == "xlm-roberta"
+        or int(config.get("vocab_size") or 0) >= MULTILINGUAL_MIN_VOCABULARY)
 
 
 def add_language_policy_argument(parser) -> None:

@@ -97,6 +97,10 @@ def _add_retrain(sub) -> None:
     retrain.add_argument("--no-register", action="store_true",
                          help="do not register the new run as the candidate")
     retrain.add_argument("--metric", default="f1_macro")
+    retrain.add_argument("--include-languages", metavar="CODES", default="",
+                         help="learn from feedback in these languages too (ISO 639-1, e.g. "
+                         "de,fr); needs a multilingual encoder in the run's config. Without it, "
+                         "rows in languages production was not trained on are left out")
     _common(retrain, log_dir=True)
 
 
@@ -124,11 +128,18 @@ def _monitor(args) -> int:
 
 
 def _retrain(args) -> int:
+    from ..languages import parse_language_codes
     from ..registry import describe_comparison
-    from .retrain import retrain
+    from .retrain import describe_left_out, retrain
+    include = (parse_language_codes(args.include_languages, "--include-languages")
+               if args.include_languages else [])
     retrained = retrain(args.base, args.runs_dir, args.registry_dir, args.log_dir, args.data,
                         args.feedback, args.output_dir, args.run_id,
-                        register=not args.no_register, metric=args.metric)
+                        register=not args.no_register, metric=args.metric,
+                        include_languages=include)
+    left_out = describe_left_out(retrained["languages"])
+    if left_out:
+        print(left_out)
     print(describe_comparison(retrained["comparison"]))
     if not args.no_register:
         name = retrained["run_dir"].name

@@ -6,6 +6,10 @@ sentence of the production run's held-out test split is kept out of that data, s
 can then be compared honestly on exactly those sentences; the new run is registered as the
 candidate with that comparison.
 
+New rows (files and feedback) in a language the production model was not trained on are left
+out and reported, unless ``include_languages`` names it, which needs a multilingual encoder:
+an English model would otherwise learn German as noise without anyone being told.
+
 The combined data is written as a BABE-format CSV (``text, label_bias, outlet, topic, type,
 news_link, origin``, ";"-separated like BABE) under ``<registry>/training_data/`` and the new
 run's config points ``data.path`` at it, so ``config.yaml`` alone reproduces the run.
@@ -21,11 +25,19 @@ import csv
 import io
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError, UserError
 from ..fileio import atomic_write_json, atomic_write_text
+from ..languages import (
+    UNDETERMINED,
+    detect_language,
+    is_multilingual_encoder,
+    read_training_languages,
+    training_languages,
+)
 from ..registry import ModelRegistry, compare_with_production
 from ..registry.commands import resolve_run_dir
 from ..registry.comparison import production_test_set
@@ -96,33 +108,89 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def _in_languages(rows: list[dict], languages: set[str]) -> tuple[list[dict], dict]:
+    """(rows in ``languages`` or undetermined, rows left out per origin and language)."""
+    kept: list[dict] = []
+    left_out: dict[str, Counter[str]] = {}
+    for row in rows:
+        code = detect_language(row["text"]).code
+        if code in languages or code == UNDETERMINED:
+            kept.append(row)
+        else:
+            left_out.setdefault(row["origin"].split(":")[0], Counter())[code] += 1
+    return kept, {origin: dict(counts.most_common()) for origin, counts in left_out.items()}
+
+
 def build_training_rows(config, feedback: list[dict], new_files: list[Path],
-                        held_out_texts: set[str]) -> tuple[list[dict], dict]:
+                        held_out_texts: set[str], model_languages: list[str] | None = None,
+                        include_languages: Sequence[str] = ()) -> tuple[list[dict], dict, dict]:
     """Previous data, then new files, then feedback (a later label of a text replaces earlier
-    ones), minus the held-out test sentences; with counts of where every row came from."""
+    ones), minus the held-out test sentences and minus new rows in languages that are neither
+    ``model_languages`` (None: those of the previous training data) nor ``include_languages``.
+
+    Returns the rows, counts of where every row came from, and the languages report:
+    ``{"model_languages", "included", "left_out": {origin: {language: rows}}}``.
+    """
     preprocessing = config.data.preprocessing
+    previous = _previous_rows(config)
+    if model_languages is None:
+        model_languages = training_languages(
+            [row["text"] for row in previous if row["origin"] == "previous_train"])["languages"]
     feedback_rows, without_text = _feedback_rows(feedback, preprocessing)
+    new_rows, left_out = _in_languages([*_file_rows(new_files, preprocessing), *feedback_rows],
+                                       {*model_languages, *include_languages})
     by_text: dict[str, dict] = {}
-    for row in [*_previous_rows(config), *_file_rows(new_files, preprocessing), *feedback_rows]:
+    for row in [*previous, *new_rows]:
         by_text.pop(row["text"], None)  # keep the newest label, in its newest position
         by_text[row["text"]] = row
     kept = [row for row in by_text.values() if row["text"] not in held_out_texts]
     counts = {"feedback_without_text": without_text,
-              "held_out_test_sentences_removed": len(by_text) - len(kept)}
+              "held_out_test_sentences_removed": len(by_text) - len(kept),
+              "other_language_left_out": sum(sum(codes.values()) for codes in left_out.values())}
     for row in kept:
         origin = row["origin"].split(":")[0]
         counts[origin] = counts.get(origin, 0) + 1
-    return kept, counts
+    report = {"model_languages": sorted(model_languages),
+              "included": sorted(include_languages), "left_out": left_out}
+    return kept, counts, report
+
+
+def describe_left_out(report: dict) -> str | None:
+    """What a user reads about the rows left out for their language; None when none were."""
+    per_language: Counter[str] = Counter()
+    for codes in report["left_out"].values():
+        per_language.update(codes)
+    if not per_language:
+        return None
+    listing = ", ".join(f"{code} {count}" for code, count in per_language.most_common())
+    return (f"Left out {sum(per_language.values())} new labelled row(s) in languages the "
+            f"production model was not trained on ({listing}; it reads "
+            f"{', '.join(report['model_languages']) or 'no recorded language'}). To learn from "
+            f"them, retrain a multilingual model with --include-languages "
+            f"{','.join(sorted(per_language))}.")
+
+
+def _check_include_languages(config, include_languages: Sequence[str], base: str) -> None:
+    if include_languages and not is_multilingual_encoder(config.model.model_name):
+        raise UserError(
+            f"--include-languages {','.join(include_languages)}: {base} fine-tunes "
+            f"{config.model.model_name!r}, an encoder pretrained on English, which would learn "
+            "these sentences as noise. Retrain from a run of a multilingual encoder (e.g. "
+            "experiments/configs/xlmr_multilingual.yaml, model.model_name: xlm-roberta-base).")
 
 
 def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
             new_files: Sequence[Path] = (), feedback_file: Path | None = None,
             output_dir: Path | None = None, run_id: str | None = None, register: bool = True,
-            metric: str = "f1_macro", alpha: float = 0.05) -> dict:
+            metric: str = "f1_macro", alpha: float = 0.05,
+            include_languages: Sequence[str] = ()) -> dict:
     """Train a new run from ``base``'s config plus feedback and ``new_files``; compare it with
     production on production's test split and register it as the candidate.
 
-    Returns ``{"run_dir", "counts", "comparison"}``.
+    Feedback and file rows in languages production was not trained on are left out (and
+    reported) unless ``include_languages`` names them; that needs a multilingual encoder.
+
+    Returns ``{"run_dir", "counts", "languages", "comparison"}``.
     """
     from ..config import load_yaml_config
     from ..run import run_experiment
@@ -135,9 +203,16 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
     if config.data.cv_folds:
         raise UserError(f"{base_dir.name} is a cross-validation run; retrain from one fold's "
                         "run directory or from a single-split run")
+    _check_include_languages(config, include_languages, base_dir.name)
     test_texts, _, _ = production_test_set(production_dir)
     feedback = read_feedback(feedback_file or log_dir)
-    rows, counts = build_training_rows(config, feedback, list(new_files), set(test_texts))
+    production_languages = read_training_languages(RunLayout(production_dir).final_model)
+    rows, counts, languages = build_training_rows(
+        config, feedback, list(new_files), set(test_texts),
+        production_languages["languages"] if production_languages else None, include_languages)
+    left_out = describe_left_out(languages)
+    if left_out:
+        logger.warning("%s", left_out)
     if not counts.get("feedback") and not new_files:
         logger.warning("no feedback with text and no new files: the new run learns nothing new")
 
@@ -157,10 +232,12 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
 
     record = {"base_run": base_dir.name, "held_out_test_of": production_dir.name,
               "held_out_test_sentences": len(test_texts), "training_data": str(data_file),
-              "new_files": [str(path) for path in new_files], "counts": counts}
+              "new_files": [str(path) for path in new_files], "counts": counts,
+              "languages": languages}
     atomic_write_json(RunLayout(run_dir).retrain_record, record)
     comparison = compare_with_production(run_dir, production_dir, metric, alpha)
     if register:
         registry.promote(run_dir, "candidate", comparison=comparison,
                          reason=f"retrained from {base_dir.name} on feedback")
-    return {"run_dir": run_dir, "counts": counts, "comparison": comparison}
+    return {"run_dir": run_dir, "counts": counts, "languages": languages,
+            "comparison": comparison}
