@@ -17,6 +17,7 @@ from backend.ml.monitoring import (
 )
 from backend.ml.serving.logs import PredictionLog, record_session
 from support.browser import CHROMIUM, open_in_chromium
+from support.multilingual_news import NEWS_BY_LANGUAGE
 from support.runs import train_tiny
 
 LABELS = ["Non-biased", "Biased", "No agreement"]
@@ -40,13 +41,18 @@ def test_vocabulary_shift_counts_unseen_words():
     assert vocabulary_shift(["a b"], ["a b"])["js_distance"] == pytest.approx(0.0, abs=1e-7)
 
 
-def record(run_id, version, key, label, served=True, words=12, confidence=0.8, time="10:00:00"):
+def record(run_id, version, key, label, served=True, words=12, confidence=0.8, time="10:00:00",
+           language=None):
     probabilities = {name: (confidence if name == label else (1 - confidence) / 2)
                      for name in LABELS}
-    return {"time": f"2026-11-25T{time}.000+00:00", "version": version, "run_id": run_id,
-            "served": served, "key": key, "status": "ok", "label": label,
-            "confidence": confidence, "probabilities": probabilities, "num_words": words,
-            "latency_ms": 5.0}
+    logged = {"time": f"2026-11-25T{time}.000+00:00", "version": version, "run_id": run_id,
+              "served": served, "key": key, "status": "ok", "label": label,
+              "confidence": confidence, "probabilities": probabilities, "num_words": words,
+              "latency_ms": 5.0}
+    if language:
+        logged.update(language=language, language_confidence=0.97,
+                      supported_language=language == "en")
+    return logged
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +118,60 @@ def test_monitor_page_opens_in_chromium_and_shows_the_log(served_run, tmp_path):
 def test_monitor_without_predictions_says_what_to_do(tmp_path, capsys):
     assert main(["monitor", "--log-dir", str(tmp_path)]) == 1
     assert "no predictions logged in" in capsys.readouterr().err
+
+
+def write_multilingual_log(log_dir: Path, run_dir: Path) -> None:
+    """An hour of English traffic, then an hour in which German and French arrive; feedback in
+    German and English."""
+    record_session(log_dir, {"versions": {"production": {"run_id": "tiny_m",
+                                                         "run_dir": str(run_dir)}}})
+    log = PredictionLog(log_dir)
+    log.write([record("tiny_m", "production", f"id:en{n}", "Biased", language="en")
+               for n in range(10)])
+    later = [("de", 6), ("fr", 2), ("en", 2)]
+    log.write([record("tiny_m", "production", f"id:{code}{n}", "Biased", time="11:30:00",
+                      language=code) for code, count in later for n in range(count)])
+    log.write([{**record("tiny_m", "production", "id:de-abstained", "Biased", time="11:31:00",
+                         language="de"), "status": "abstained", "label": None,
+                "probabilities": None, "confidence": None}])
+    for key, text in (("id:f1", NEWS_BY_LANGUAGE["de"][0]), ("id:f2", NEWS_BY_LANGUAGE["de"][1]),
+                      ("id:f3", NEWS_BY_LANGUAGE["en"][0]), ("id:f4", None)):
+        append_jsonl(log_dir / "feedback.jsonl", {"key": key, "text": text, "label": "Biased"})
+
+
+def test_language_panel_flags_traffic_moving_away_from_the_training_languages(served_run,
+                                                                              tmp_path):
+    write_multilingual_log(tmp_path, served_run)
+    panel = build_monitor(tmp_path, tmp_path / "no-runs")["languages"]
+    assert panel["n"] == 21 and panel["abstained"] == 1
+    assert panel["served"] == {"en": round(12 / 21, 4), "de": round(7 / 21, 4),
+                               "fr": round(2 / 21, 4)}
+    (run,) = panel["runs"]
+    assert run["trained_on"] == ["en"]
+    assert run["unsupported_share"] == pytest.approx(9 / 21)
+    assert run["unsupported"] == {"de": 7, "fr": 2}
+    assert run["drift"] is True and run["reading"] == "major shift"
+    assert panel["feedback"] == {"n": 3, "without_text": 1,
+                                 "mix": {"de": round(2 / 3, 4), "en": round(1 / 3, 4)}}
+    english_only = tmp_path / "english"
+    record_session(english_only, {"versions": {"production": {"run_id": "tiny_m",
+                                                              "run_dir": str(served_run)}}})
+    PredictionLog(english_only).write([record("tiny_m", "production", f"id:{n}", "Biased",
+                                              language="en") for n in range(20)])
+    (steady,) = build_monitor(english_only, tmp_path)["languages"]["runs"]
+    assert steady["drift"] is False and steady["unsupported_share"] == 0
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed at "
+                                                  "/usr/bin/chromium (apt-get install chromium)")
+def test_language_panel_in_chromium(served_run, tmp_path):
+    write_multilingual_log(tmp_path / "log", served_run)
+    report = tmp_path / "monitor.html"
+    assert main(["monitor", "--log-dir", str(tmp_path / "log"), "--output", str(report)]) == 0
+    errors, _, shown = open_in_chromium(report, tmp_path / "shots" / "languages.png")
+    assert errors == []
+    (row,) = shown["language_rows"]
+    assert row[:3] == ["tiny_m", "yes", "42.9% (de 7, fr 2): language drift"]
+    assert row[3] == "rgb(187, 0, 0)"  # drawn as a warning
+    assert dict(shown["feedback_languages"]) == {"de": "66.7%", "en": "33.3%"}
+    assert shown["charts"] == 4  # 2 over time, 1 input length, 1 language mix

@@ -40,6 +40,13 @@ def open_in_chromium(report: Path, screenshot: Path | None = None
                 "charts": page.eval_on_selector_all("figure svg", "nodes => nodes.length"),
                 "agreement_rows": page.eval_on_selector_all("#agreement-table tbody tr",
                                                             "rows => rows.length"),
+                "language_rows": page.eval_on_selector_all(
+                    "#languages-table tbody tr", "rows => rows.map(r => [r.dataset.runId, "
+                    "r.dataset.drift, r.querySelector('.unsupported-share')?.textContent.trim(), "
+                    "getComputedStyle(r.querySelector('.unsupported-share') || r).color])"),
+                "feedback_languages": page.eval_on_selector_all(
+                    "#feedback-languages-table tbody tr", "rows => rows.map(r => "
+                    "[r.dataset.language, r.querySelector('.share').textContent])"),
             }
             if screenshot is not None:
                 screenshot.parent.mkdir(exist_ok=True)

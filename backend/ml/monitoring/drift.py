@@ -48,6 +48,17 @@ def categorical_psi(training: list[str], served: list[str], categories: list[str
     return _psi(expected, actual)
 
 
+def shares_psi(expected: dict[str, float], actual: dict[str, float]) -> float:
+    """PSI of two categorical distributions given as shares (or counts) per category.
+
+    >>> round(shares_psi({"en": 0.5, "de": 0.5}, {"en": 1, "de": 1}), 6)
+    0.0
+    """
+    categories = sorted(set(expected) | set(actual))
+    return _psi(np.array([expected.get(name, 0.0) for name in categories], dtype=float),
+                np.array([actual.get(name, 0.0) for name in categories], dtype=float))
+
+
 def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 

@@ -11,7 +11,6 @@ Charts are matplotlib SVG inlined into a jinja2 page (autoescaped); the page loa
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -23,15 +22,14 @@ from ..errors import UserError
 from ..experiments.statistics import bootstrap_confidence_intervals, compute_metrics
 from ..run_directory import RunLayout
 from ..serving.logs import read_feedback, read_predictions, read_sessions
+from .charts import bucket_size, figure, svg
 from .drift import (
     categorical_psi,
     population_stability_index,
     psi_reading,
     vocabulary_shift,
 )
-
-TIME_BUCKETS = ((60, "minute"), (3600, "hour"), (86400, "day"))
-MAX_POINTS = 40  # buckets on a time axis
+from .languages import language_panel
 
 
 def _training_data(run_dir: Path | None) -> tuple[list[str], list[str]] | str:
@@ -59,57 +57,25 @@ def _run_dirs(log_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _bucket_size(times: list[datetime]) -> tuple[int, str]:
-    span = (max(times) - min(times)).total_seconds() if times else 0
-    for seconds, name in TIME_BUCKETS:
-        if span / seconds <= MAX_POINTS:
-            return seconds, name
-    return TIME_BUCKETS[-1]
-
-
-def _svg(figure) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(figure)
-    svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG sits inside HTML
-
-
-def _figure(title: str, y_label: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "monitor"})
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 3.2))
-    axes.set_title(title)
-    axes.set_ylabel(y_label)
-    axes.grid(alpha=0.3)
-    return figure, axes
-
-
 def _over_time(served: list[dict], label_names: list[str]) -> dict:
     times = [datetime.fromisoformat(record["time"]) for record in served]
     if not times:
         return {"charts": [], "bucket": None}
-    seconds, name = _bucket_size(times)
+    seconds, name = bucket_size(times)
     start = min(times).timestamp()
     per_run: defaultdict[str, defaultdict[int, list[dict]]] = defaultdict(
         lambda: defaultdict(list))  # run -> time bucket -> records
     for record, moment in zip(served, times):
         per_run[record["run_id"]][int((moment.timestamp() - start) // seconds)].append(record)
     axis_label = f"{name}s since {min(times).isoformat(timespec='seconds')}"
-    confidence, axes = _figure(f"Mean confidence per {name}", "confidence")
+    confidence, axes = figure(f"Mean confidence per {name}", "confidence")
     for run_id, buckets in sorted(per_run.items()):
         keys = sorted(buckets)
         axes.plot(keys, [np.mean([r["confidence"] for r in buckets[key]]) for key in keys],
                   marker="o", label=run_id)
     axes.set_xlabel(axis_label)
     axes.legend(fontsize=8)
-    mix, axes = _figure(f"Prediction mix per {name}", "share of predictions")
+    mix, axes = figure(f"Prediction mix per {name}", "share of predictions")
     styles = ("-", "--", ":", "-.")
     for position, (run_id, buckets) in enumerate(sorted(per_run.items())):
         keys = sorted(buckets)
@@ -120,7 +86,7 @@ def _over_time(served: list[dict], label_names: list[str]) -> dict:
     axes.set_xlabel(axis_label)
     axes.set_ylim(-0.05, 1.05)
     axes.legend(fontsize=7, ncol=2)
-    charts = [_svg(confidence), _svg(mix)]
+    charts = [svg(confidence), svg(mix)]
     return {"charts": charts, "bucket": name}
 
 
@@ -148,14 +114,14 @@ def _drift(run_id: str, served: list[dict], run_dir: Path | None, label_names: l
     logged = [record["text"] for record in served if record.get("text")]
     entry["vocabulary"] = vocabulary_shift(texts, logged) if logged else None
     entry["readings"] = {"length": psi_reading(length_psi), "label": psi_reading(label_psi)}
-    figure, axes = _figure(f"Input length, {run_id}", "share of inputs")
+    lengths, axes = figure(f"Input length, {run_id}", "share of inputs")
     upper = max(max(training_lengths), max(served_lengths)) + 1
     bins = np.linspace(0, upper, min(30, upper) + 1)
     axes.hist(training_lengths, bins=bins, density=True, alpha=0.5, label="training split")
     axes.hist(served_lengths, bins=bins, density=True, alpha=0.5, label="served")
     axes.set_xlabel("words")
     axes.legend(fontsize=8)
-    entry["chart"] = _svg(figure)
+    entry["chart"] = svg(lengths)
     return entry
 
 
@@ -197,7 +163,8 @@ def _accuracy(predictions: list[dict], feedback: list[dict], label_names: list[s
 
 def build_monitor(log_dir: Path, runs_dir: Path) -> dict:
     """Everything the report shows, as plain data (tests read it; the template renders it)."""
-    predictions = [record for record in read_predictions(log_dir) if record.get("status") == "ok"]
+    logged = read_predictions(log_dir)
+    predictions = [record for record in logged if record.get("status") == "ok"]
     if not predictions:
         raise UserError(f"no predictions logged in {log_dir}: serve a model with `serve` and "
                         "send requests first")
@@ -232,6 +199,11 @@ def build_monitor(log_dir: Path, runs_dir: Path) -> dict:
         "agreement": _agreement(predictions),
         "feedback_count": len(feedback),
         "accuracy": _accuracy(predictions, feedback, label_names),
+        "languages": language_panel(
+            [record for record in logged if record.get("served", True)], feedback,
+            {run["run_id"]: run_dirs.get(run["run_id"]) or _default_run_dir(runs_dir,
+                                                                             run["run_id"])
+             for run in runs}),
     }
 
 
