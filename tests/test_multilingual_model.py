@@ -15,7 +15,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     XLMRobertaConfig,
     XLMRobertaModel,
-    XLMRobertaTokenizerFast,
+    XLMRobertaTokenizer,
 )
 
 from backend.ml.bias_classifier import BiasClassifier
@@ -35,7 +35,7 @@ def tiny_xlmr_encoder(directory: Path) -> Path:
     unigram = SentencePieceUnigramTokenizer()
     unigram.train_from_iterator(texts, vocab_size=400, unk_token="<unk>", show_progress=False,
                                 special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    tokenizer = XLMRobertaTokenizerFast(
+    tokenizer = XLMRobertaTokenizer(
         tokenizer_object=unigram._tokenizer, bos_token="<s>", eos_token="</s>",
         cls_token="<s>", sep_token="</s>", unk_token="<unk>", pad_token="<pad>",
         mask_token="<mask>", model_max_length=64)
