@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from backend.ml.cloud import storage
-    from backend.ml.cloud.commands import default_bucket
     from backend.ml.cloud.compute import Compute, label_value
+    from backend.ml.cloud.launch import default_bucket
     from backend.ml.cloud.orchestrate import load_launch
 
     args = build_parser().parse_args(argv)

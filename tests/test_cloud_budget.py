@@ -4,7 +4,6 @@ through the real Compute client against the strict fake."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 from datetime import datetime, timedelta, timezone
@@ -12,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from backend.ml.cloud import orchestrate, storage
-from backend.ml.cloud.commands import cloud_run_command
+from backend.ml.cloud.commands import CloudTarget, cloud_run_command
 from backend.ml.cloud.compute import CloudError, Compute
 from backend.ml.cloud.orchestrate import CloudRun, start_vm, watch_run
 from support.cli import run_main
@@ -124,11 +123,9 @@ def test_the_runs_of_a_fan_out_share_the_budget(gcs, fake_compute, tmp_path, mon
             storage.write_json(client, f"{url}/cloud/DONE.json", {"status": "completed"})
 
     fake_compute.on_insert = vm
-    args = argparse.Namespace(configs=[str(_sweep(tmp_path, bucket, max_cost_usd=0.5,
-                                                  max_run_hours=1.0))],
-                              set=[], output_dir=tmp_path / "runs", dry_run=False, yes=True,
-                              detach=False, run_id=None, max_parallel=2)
-    assert cloud_run_command(args) == 0 and second_insert.is_set()
+    target = CloudTarget(configs=[str(_sweep(tmp_path, bucket, max_cost_usd=0.5,
+                                             max_run_hours=1.0))], runs_dir=tmp_path / "runs")
+    assert cloud_run_command(target, yes=True, max_parallel=2) == 0 and second_insert.is_set()
     # The first VM may run cloud.max_run_hours (1 h, $0.27); the second what the $0.23 left of
     # the shared $0.50 buys, whichever run reached the budget first.
     seconds = sorted(_max_run_seconds(insert) for insert in fake_compute.inserts)

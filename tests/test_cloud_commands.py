@@ -3,14 +3,18 @@ storage emulator and the strict Compute fake."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from backend.ml.cloud import storage
-from backend.ml.cloud.commands import cloud_cost_command, cloud_logs_command, cloud_run_command
+from backend.ml.cloud.commands import (
+    CloudTarget,
+    cloud_cost_command,
+    cloud_logs_command,
+    cloud_run_command,
+)
 from backend.ml.cloud.orchestrate import CloudRun
 from backend.ml.cloud.pricing import CostError
 from support.cli import run_main
@@ -34,11 +38,9 @@ def _launched(client, bucket, vms) -> CloudRun:
     return run
 
 
-def _args(tmp_path, bucket, **extra):
-    values = dict(configs=[], set=[f"cloud.project={PROJECT}", f"cloud.bucket={bucket}"],
-                  output_dir=tmp_path / "runs", follow=False)
-    values.update(extra)
-    return argparse.Namespace(**values)
+def _target(tmp_path, bucket) -> CloudTarget:
+    return CloudTarget(overrides=[f"cloud.project={PROJECT}", f"cloud.bucket={bucket}"],
+                       runs_dir=tmp_path / "runs")
 
 
 def test_cloud_logs_follows_every_vm_of_the_run_until_it_ends(gcs, fake_compute, tmp_path,
@@ -62,8 +64,8 @@ def test_cloud_logs_follows_every_vm_of_the_run_until_it_ends(gcs, fake_compute,
             "[media-bias] resuming\nstep 8 loss 0.41\n")
         storage.write_json(client, f"{run.url}/cloud/DONE.json", {"status": "completed"})
 
-    args = _args(tmp_path, bucket, cloud_logs="logs_abc123", follow=True)
-    assert cloud_logs_command(args, sleep=sleep) == 0
+    assert cloud_logs_command(_target(tmp_path, bucket), "logs_abc123", follow=True,
+                              sleep=sleep) == 0
     out = capsys.readouterr().out
     assert polls == [1]
     assert out.index(f"==> {first} <==") < out.index("preempted") < out.index(f"==> {second}")
@@ -81,7 +83,7 @@ def test_cloud_cost_adds_up_the_hours_of_every_vm_next_to_the_estimate(gcs, fake
     fake_compute.instances[(ZONE, "mb-logs-abc123-1")] = {
         "name": "mb-logs-abc123-1", "status": "RUNNING",
         "labels": {"app": "media-bias", "media-bias-run": "logs_abc123"}}
-    assert cloud_cost_command(_args(tmp_path, bucket, cloud_cost="logs_abc123")) == 0
+    assert cloud_cost_command(_target(tmp_path, bucket), "logs_abc123") == 0
     out = capsys.readouterr().out
     assert "mb-logs-abc123-0" in out and "ended" in out and "running" in out
     total = next(line for line in out.splitlines() if line.strip().startswith("total"))
@@ -111,11 +113,9 @@ def _sweep_config(tmp_path, bucket, **cloud):
     return write_config(tmp_path, config)
 
 
-def _launch_args(tmp_path, config_path, **extra):
-    values = dict(configs=[str(config_path)], set=[], output_dir=tmp_path / "runs",
-                  dry_run=False, yes=True, detach=False, run_id=None, max_parallel=2)
-    values.update(extra)
-    return argparse.Namespace(**values)
+def _launch(tmp_path, config_path) -> int:
+    return cloud_run_command(CloudTarget(configs=[str(config_path)], runs_dir=tmp_path / "runs"),
+                             yes=True, max_parallel=2)
 
 
 def test_a_sweep_fans_out_to_parallel_vms_and_syncs_every_result(gcs, fake_compute, tmp_path,
@@ -130,7 +130,7 @@ def test_a_sweep_fans_out_to_parallel_vms_and_syncs_every_result(gcs, fake_compu
         storage.write_json(client, f"{url}/cloud/DONE.json", {"status": "completed"})
 
     fake_compute.on_insert = vm_runs
-    assert cloud_run_command(_launch_args(tmp_path, _sweep_config(tmp_path, bucket))) == 0
+    assert _launch(tmp_path, _sweep_config(tmp_path, bucket)) == 0
     out = capsys.readouterr().out
     assert "2 cloud runs, at most 2 VMs at once" in out
     names = [r["body"]["labels"]["media-bias-run"] for r in fake_compute.inserts]
@@ -146,8 +146,7 @@ def test_a_fan_out_over_the_total_budget_starts_nothing(gcs, fake_compute, tmp_p
     _, bucket = gcs
     with pytest.raises(CostError, match="runs together are estimated at .* more than "
                                         "cloud.max_cost_usd"):
-        cloud_run_command(_launch_args(tmp_path, _sweep_config(tmp_path, bucket,
-                                                               max_cost_usd=0.05)))
+        _launch(tmp_path, _sweep_config(tmp_path, bucket, max_cost_usd=0.05))
     assert fake_compute.requests == []
 
 
@@ -174,15 +173,13 @@ def test_continuing_a_stopped_run_respects_the_budget_of_every_earlier_vm(gcs, f
                         {"instance": "mb-cont-abc123-1", "zone": ZONE,
                          "created_at": _ago(hours=1), "ended_at": _ago(minutes=30)}])
     storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
-    args = argparse.Namespace(sync="cont_abc123", configs=[], output_dir=tmp_path / "runs",
-                              cloud=True, set=[f"cloud.project={PROJECT}",
-                                               f"cloud.bucket={bucket}"])
+    target = _target(tmp_path, bucket)
     with pytest.raises(CloudError, match=r"has cost about \$3\.00 so far .*left of "
                                          r"cloud.max_cost_usd = \$3\.10"):
-        sync_command(args)
+        sync_command(target, "cont_abc123", continue_run=True)
     assert fake_compute.inserts == []
     fake_compute.on_insert = lambda *_: storage.write_json(
         client, f"{run.url}/cloud/DONE.json", {"status": "completed"})
-    args.set.append("cloud.max_cost_usd=10")  # the user raises the budget to continue
-    assert sync_command(args) == 0
+    target.overrides.append("cloud.max_cost_usd=10")  # the user raises the budget to continue
+    assert sync_command(target, "cont_abc123", continue_run=True) == 0
     assert [r["body"]["name"] for r in fake_compute.inserts] == ["mb-cont-abc123-2"]

@@ -4,7 +4,6 @@ preemption and replacement, and deletion of the VM on every way out."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 
 from backend.ml.cloud import storage
 from backend.ml.cloud.commands import (
+    CloudTarget,
     cloud_run_command,
     cloud_status_command,
     cloud_teardown_command,
@@ -225,12 +225,9 @@ def test_a_failed_run_deletes_the_vm_and_reports_failure(gcs, fake_compute):
 
 # ---- the CLI commands --------------------------------------------------------------------------
 
-def _args(tmp_path, config_path=None, **extra) -> argparse.Namespace:
-    values = dict(configs=[str(config_path)] if config_path else [], set=[], output_dir=tmp_path /
-                  "runs", dry_run=False, yes=True, detach=False, run_id=None, sync=None,
-                  cloud_status=False, cloud_teardown=False, cloud=True)
-    values.update(extra)
-    return argparse.Namespace(**values)
+def _target(tmp_path, config_path=None) -> CloudTarget:
+    return CloudTarget(configs=[str(config_path)] if config_path else [],
+                       runs_dir=tmp_path / "runs")
 
 
 def _cloud_config(tmp_path, bucket, **cloud):
@@ -253,8 +250,7 @@ def test_cloud_run_command_end_to_end_with_a_simulated_vm(gcs, fake_compute, tmp
                                                               "exit_code": 0})
 
     fake_compute.on_insert = vm_runs
-    args = _args(tmp_path, config_path, run_id="tiny_c0ffee")
-    assert cloud_run_command(args) == 0
+    assert cloud_run_command(_target(tmp_path, config_path), run_id="tiny_c0ffee", yes=True) == 0
     out = capsys.readouterr().out
     assert "Cost estimate" in out and "us-central1-a: no capacity" in out
     url = f"gs://{bucket}/runs/tiny_c0ffee"
@@ -277,36 +273,35 @@ def test_detach_leaves_the_self_deleting_vm_and_status_teardown_sync_find_it(
         gcs, fake_compute, tmp_path, capsys):
     client, bucket = gcs
     config_path = _cloud_config(tmp_path, bucket)
-    assert cloud_run_command(_args(tmp_path, config_path, detach=True, run_id="Tiny_D00d00")) == 0
+    assert cloud_run_command(_target(tmp_path, config_path), run_id="Tiny_D00d00", yes=True,
+                             detach=True) == 0
     assert "cloud sync Tiny_D00d00" in capsys.readouterr().out
     assert fake_compute.live() == ["mb-tiny-d00d00-0"]
 
-    status_args = _args(tmp_path, config_path, cloud=False, cloud_status=True)
-    assert cloud_status_command(status_args) == 0
+    assert cloud_status_command(_target(tmp_path, config_path)) == 0
     out = capsys.readouterr().out
     # The VM's label holds the run id lowercased (label values allow no capitals).
     assert re.search(r"Tiny_D00d00 +no completion marker; running on mb-tiny-d00d00-0", out), out
 
-    sync_args = _args(tmp_path, None, cloud=False, sync="Tiny_D00d00")  # found via the pointer
-    assert sync_command(sync_args) == 0
+    # Without a config, sync finds the project and bucket through the launch's local pointer.
+    assert sync_command(_target(tmp_path), "Tiny_D00d00") == 0
     assert "still training on mb-tiny-d00d00-0" in capsys.readouterr().out
 
-    assert cloud_teardown_command(_args(tmp_path, config_path, cloud=False,
-                                        cloud_teardown=True)) == 0
+    assert cloud_teardown_command(_target(tmp_path, config_path), yes=True) == 0
     assert fake_compute.live() == [] and "mb-tiny-d00d00-0" in fake_compute.deletes
     # Its VM gone without a completion marker: crashed, never shown as running.
-    assert cloud_status_command(status_args) == 0
+    assert cloud_status_command(_target(tmp_path, config_path)) == 0
     out = capsys.readouterr().out
     assert "Tiny_D00d00" in out and "crashed: no completion marker and no VM" in out
     assert "running on" not in out
 
     # preempted while detached: cloud sync reports it; --continue replaces the VM and waits
-    assert sync_command(sync_args) == 1
+    assert sync_command(_target(tmp_path), "Tiny_D00d00") == 1
     assert "cloud sync Tiny_D00d00 --continue" in capsys.readouterr().out
     run = CloudRun.from_dict(storage.read_json(client, f"gs://{bucket}/runs/Tiny_D00d00/cloud/"
                                                         f"launch.json"))
     fake_compute.on_insert = lambda *_: _finish(client, run)
-    assert sync_command(_args(tmp_path, None, cloud=True, sync="Tiny_D00d00")) == 0
+    assert sync_command(_target(tmp_path), "Tiny_D00d00", continue_run=True) == 0
     assert fake_compute.inserts[-1]["body"]["name"] == "mb-tiny-d00d00-1"
     assert fake_compute.live() == []
 
@@ -315,14 +310,14 @@ def test_cloud_run_refuses_when_over_budget_and_creates_nothing(gcs, fake_comput
     _, bucket = gcs
     config_path = _cloud_config(tmp_path, bucket, max_cost_usd=0.01)
     with pytest.raises(Exception, match="exceeds cloud.max_cost_usd"):
-        cloud_run_command(_args(tmp_path, config_path))
+        cloud_run_command(_target(tmp_path, config_path), yes=True)
     assert fake_compute.requests == []
 
 
 def test_a_missing_bucket_is_reported_before_any_vm(gcs, fake_compute, tmp_path):
     config_path = _cloud_config(tmp_path, "no-such-bucket-anywhere")
     with pytest.raises(Exception, match="does not exist"):
-        cloud_run_command(_args(tmp_path, config_path))
+        cloud_run_command(_target(tmp_path, config_path), yes=True)
     assert fake_compute.requests == []
 
 
@@ -334,13 +329,13 @@ def test_zones_are_checked_against_the_compute_api_before_launch(gcs, fake_compu
         client, CloudRun(run_id="tiny_abcdef", project=PROJECT, region="us-central1",
                          bucket=bucket, zones=[], spec={}))
     config_path = _cloud_config(tmp_path, bucket)
-    assert cloud_run_command(_args(tmp_path, config_path, run_id="tiny_abcdef")) == 0
+    assert cloud_run_command(_target(tmp_path, config_path), run_id="tiny_abcdef", yes=True) == 0
     assert "skipping us-central1-a: it does not offer nvidia-tesla-t4" in capsys.readouterr().out
     assert [r["path"].split("/")[6] for r in fake_compute.inserts] == ["us-central1-b"]
 
     fake_compute.accelerators["nvidia-tesla-t4"] = []
     with pytest.raises(CapacityError, match="no zone of us-central1 offers nvidia-tesla-t4"):
-        cloud_run_command(_args(tmp_path, config_path, run_id="tiny_abcde0"))
+        cloud_run_command(_target(tmp_path, config_path), run_id="tiny_abcde0", yes=True)
     assert len(fake_compute.inserts) == 1
 
 

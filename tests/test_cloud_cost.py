@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from backend.ml.cloud.catalog import check_machine_and_gpu
-from backend.ml.cloud.commands import cloud_problems
+from backend.ml.cloud.launch import cloud_problems
 from backend.ml.cloud.pricing import (
     CostError,
     check_budget,

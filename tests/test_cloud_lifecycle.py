@@ -4,13 +4,12 @@ creation interrupted by Ctrl-C or a time-out, teardown of this project's VMs onl
 
 from __future__ import annotations
 
-import argparse
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from backend.ml.cloud import storage
-from backend.ml.cloud.commands import cloud_run_command, cloud_teardown_command
+from backend.ml.cloud.commands import CloudTarget, cloud_run_command, cloud_teardown_command
 from backend.ml.cloud.compute import CapacityError, CloudError, Compute, OperationTimeout
 from backend.ml.cloud.orchestrate import CloudRun, start_vm, watch_run
 from backend.ml.errors import UserError
@@ -44,11 +43,9 @@ def _finish(client, run: CloudRun) -> None:
 
 # ---- image families ---------------------------------------------------------------------------
 
-def _args(tmp_path, config_path, **extra):
-    values = dict(configs=[str(config_path)], set=[], output_dir=tmp_path / "runs",
-                  dry_run=True, yes=True, detach=False, run_id="life_d1d1d1", max_parallel=None)
-    values.update(extra)
-    return argparse.Namespace(**values)
+def _dry_run(tmp_path, config_path) -> int:
+    return cloud_run_command(CloudTarget(configs=[str(config_path)], runs_dir=tmp_path / "runs"),
+                             run_id="life_d1d1d1", dry_run=True)
 
 
 def _config(tmp_path, **cloud):
@@ -59,7 +56,7 @@ def _config(tmp_path, **cloud):
 
 def test_dry_run_resolves_the_image_family_through_the_compute_api(fake_compute, tmp_path,
                                                                   capsys):
-    assert cloud_run_command(_args(tmp_path, _config(tmp_path))) == 0
+    assert _dry_run(tmp_path, _config(tmp_path)) == 0
     out = capsys.readouterr().out
     assert (f"image family deeplearning-platform-release/{CURRENT_FAMILY}: "
             f"common-cu129-v20260901 (ACTIVE)") in out
@@ -76,7 +73,7 @@ def test_dry_run_resolves_the_image_family_through_the_compute_api(fake_compute,
 def test_a_missing_or_deprecated_family_is_reported_with_its_replacement(
         fake_compute, tmp_path, family, message):
     with pytest.raises(CloudError, match=message):
-        cloud_run_command(_args(tmp_path, _config(tmp_path, image_family=family)))
+        _dry_run(tmp_path, _config(tmp_path, image_family=family))
     assert fake_compute.inserts == []
 
 
@@ -259,11 +256,10 @@ def _body(run: CloudRun) -> dict:
 
 # ---- teardown ----------------------------------------------------------------------------------
 
-def _teardown_args(tmp_path, **extra):
-    values = dict(configs=[], set=[f"cloud.project={PROJECT}"], output_dir=tmp_path / "runs",
-                  run_id=None, yes=True)
-    values.update(extra)
-    return argparse.Namespace(**values)
+def _project_target(tmp_path, bucket: str | None = None) -> CloudTarget:
+    return CloudTarget(overrides=[f"cloud.project={PROJECT}"]
+                       + ([f"cloud.bucket={bucket}"] if bucket else []),
+                       runs_dir=tmp_path / "runs")
 
 
 def test_teardown_lists_then_deletes_only_this_projects_training_vms(gcs, fake_compute, tmp_path,
@@ -273,7 +269,7 @@ def test_teardown_lists_then_deletes_only_this_projects_training_vms(gcs, fake_c
     start_vm(compute, _run(bucket), log=_quiet)
     other = dict(_body(_run(bucket)), name="someone-elses-vm", labels={"app": "web"})
     compute.insert(PROJECT, "us-central1-b", other)
-    assert cloud_teardown_command(_teardown_args(tmp_path)) == 0
+    assert cloud_teardown_command(_project_target(tmp_path), yes=True) == 0
     out = capsys.readouterr().out
     listed, deleted = out.index("mb-life-0a1b2c-0"), out.index("deleted mb-life-0a1b2c-0")
     assert out.index("Training VMs to delete") < listed < deleted
@@ -285,7 +281,7 @@ def test_teardown_without_yes_needs_a_terminal_and_deletes_nothing(gcs, fake_com
     _, bucket = gcs
     start_vm(Compute(), _run(bucket), log=_quiet)
     with pytest.raises(UserError, match="add --yes"):
-        cloud_teardown_command(_teardown_args(tmp_path, yes=False))
+        cloud_teardown_command(_project_target(tmp_path), yes=False)
     assert fake_compute.deletes == [] and fake_compute.live() == ["mb-life-0a1b2c-0"]
 
 
@@ -354,12 +350,6 @@ def _failed_run_in_bucket(client, run: CloudRun, tmp_path, with_checkpoint: bool
     return marker
 
 
-def _continue_args(tmp_path, bucket):
-    return argparse.Namespace(sync="life_0a1b2c", configs=[], output_dir=tmp_path / "runs",
-                              cloud=True, set=[f"cloud.project={PROJECT}",
-                                               f"cloud.bucket={bucket}"])
-
-
 def test_continue_after_a_failed_vm_resumes_from_the_newest_valid_checkpoint(
         gcs, fake_compute, tmp_path, capsys):
     from backend.ml.cloud.commands import sync_command
@@ -374,7 +364,7 @@ def test_continue_after_a_failed_vm_resumes_from_the_newest_valid_checkpoint(
         storage.write_json(client, f"{run.url}/cloud/DONE.json", {"status": "completed"})
 
     fake_compute.on_insert = new_vm_runs
-    assert sync_command(_continue_args(tmp_path, bucket)) == 0
+    assert sync_command(_project_target(tmp_path, bucket), "life_0a1b2c", continue_run=True) == 0
     out = capsys.readouterr().out
     assert ("Run life_0a1b2c failed on VM mb-life-0a1b2c-1 (exit code 1, step train): "
             "RuntimeError: CUDA out of memory") in out
@@ -394,6 +384,6 @@ def test_continue_after_a_failed_vm_without_a_checkpoint_refuses_and_starts_noth
     old_marker = _failed_run_in_bucket(client, run, tmp_path, with_checkpoint=False)
     with pytest.raises(CloudError, match=r"failed on VM mb-life-0a1b2c-1 .*no valid checkpoint "
                                          r"in gs://.*nothing was started.*--cloud"):
-        sync_command(_continue_args(tmp_path, bucket))
+        sync_command(_project_target(tmp_path, bucket), "life_0a1b2c", continue_run=True)
     assert fake_compute.inserts == []
     assert storage.read_json(client, f"{run.url}/cloud/DONE.json") == old_marker

@@ -4,20 +4,21 @@ then a replacement VM resumes a preempted run from its last checkpoint in Cloud 
 
 from __future__ import annotations
 
-import argparse
+import io
 import json
 import subprocess
 import sys
+import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from backend.ml.cloud import storage
-from backend.ml.cloud.commands import sync_command
-from backend.ml.cloud.orchestrate import CloudRun, project_files, upload_inputs
+from backend.ml.cloud.commands import CloudTarget, sync_command
+from backend.ml.cloud.orchestrate import CloudRun, upload_inputs
 from backend.ml.cloud.startup import StartupSettings, render_startup_script
-from backend.ml.run_directory import source_provenance
+from backend.ml.run_directory import SOURCE_PROVENANCE_FILE
 from support.cli import REPO_ROOT
 from support.cloud import (
     PROJECT,
@@ -83,16 +84,21 @@ def test_startup_script_trains_syncs_marks_done_deletes_its_vm_and_resumes(
 
     # --sync brings the run directory home, verified file by file.
     runs_dir = tmp_path / "home" / "runs"
-    args = argparse.Namespace(sync=RUN_ID, configs=[], output_dir=runs_dir, cloud=False,
-                              set=[f"cloud.project={PROJECT}", f"cloud.bucket={bucket}"])
+    target = CloudTarget(overrides=[f"cloud.project={PROJECT}", f"cloud.bucket={bucket}"],
+                         runs_dir=runs_dir)
     storage.write_json(client, f"{run.url}/cloud/launch.json", run.to_dict())
-    assert sync_command(args) == 0
+    assert sync_command(target, RUN_ID) == 0
     local = runs_dir / RUN_ID
     results = json.loads((local / "results.json").read_text())
     assert results["status"] == "completed" and results["experiment_id"] == RUN_ID
     assert results["cloud"]["bucket_url"] == run.url
     # The VM's code has no .git: its results name the commit, branch and diff that were shipped.
-    shipped = source_provenance(REPO_ROOT, paths=project_files(REPO_ROOT))
+    archive = tarfile.open(fileobj=io.BytesIO(
+        client.bucket(bucket).blob(f"runs/{RUN_ID}/code.tar.gz").download_as_bytes()))
+    shipped = json.load(archive.extractfile(SOURCE_PROVENANCE_FILE))
+    assert shipped["git_commit"] == subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+        check=True).stdout.strip()
     assert {key: results["metadata"][key] for key in shipped} == shipped
     for name, blob in storage.remote_files(client, f"{run.url}/run").items():
         if name != "results.json":  # the local copy gains the "cloud" section

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from backend.ml.cloud import agent, cuda_builds
-from backend.ml.cloud.commands import cloud_problems, cloud_run_command
+from backend.ml.cloud.commands import CloudTarget, cloud_run_command
+from backend.ml.cloud.launch import cloud_problems
 from backend.ml.cloud.orchestrate import CloudRun, startup_for
 from backend.ml.config.loading import config_from_dict
 from support.cli import REPO_ROOT
@@ -78,15 +79,11 @@ def test_cloud_problems_refuses_an_image_whose_driver_no_build_runs_on():
 
 
 def test_dry_run_shows_which_build_is_installed_and_why(fake_compute, tmp_path, capsys):
-    import argparse
-
     config = write_config(tmp_path, tiny_config(
         training={"device": "auto"},
         cloud={"project": PROJECT, "gpu_type": "nvidia-tesla-v100", "zones": [ZONE]}))
-    args = argparse.Namespace(configs=[str(config)], set=[], output_dir=tmp_path / "runs",
-                              dry_run=True, yes=True, detach=False, run_id="build_d1d1d1",
-                              max_parallel=None)
-    assert cloud_run_command(args) == 0
+    target = CloudTarget(configs=[str(config)], runs_dir=tmp_path / "runs")
+    assert cloud_run_command(target, run_id="build_d1d1d1", dry_run=True) == 0
     out = capsys.readouterr().out
     assert "TORCH_INDEX=https://download.pytorch.org/whl/cu126" in out
     assert ("NVIDIA V100 has compute capability 7.0, the image carries NVIDIA driver 580; "

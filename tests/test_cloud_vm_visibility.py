@@ -5,12 +5,10 @@ marker naming the step and deletes itself, with curl and the metadata server's t
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 from backend.ml.cloud import storage
-from backend.ml.cloud.commands import cloud_logs_command
+from backend.ml.cloud.commands import CloudTarget, cloud_logs_command
 from backend.ml.cloud.orchestrate import CloudRun, upload_inputs
 from support.cloud import (
     PROJECT,
@@ -99,11 +97,9 @@ def test_cloud_logs_shows_the_serial_port_of_a_vm_that_is_still_installing(
             fake_compute.expire("mb-serial-abc123-0")
             storage.write_json(client, f"{run.url}/cloud/DONE.json", {"status": "failed"})
 
-    args = argparse.Namespace(configs=[], set=[f"cloud.project={PROJECT}",
-                                               f"cloud.bucket={bucket}"],
-                              output_dir=tmp_path / "runs", follow=True,
-                              cloud_logs="serial_abc123")
-    assert cloud_logs_command(args, sleep=sleep) == 0
+    target = CloudTarget(overrides=[f"cloud.project={PROJECT}", f"cloud.bucket={bucket}"],
+                         runs_dir=tmp_path / "runs")
+    assert cloud_logs_command(target, "serial_abc123", follow=True, sleep=sleep) == 0
     out = capsys.readouterr().out
     assert out.count(f"==> serial port 1 of mb-serial-abc123-0 ({ZONE}) <==") == 1
     assert out.count("installing torch") == 1 and out.count("nvidia-smi: GPU 0") == 1

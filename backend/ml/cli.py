@@ -98,7 +98,7 @@ def _add_cloud_subcommands(sub) -> None:
 
     launch = commands.add_parser("launch", help="train configs on GPU VMs (cost estimate first)",
                                  description="Same as `run_experiment.py CONFIG.yaml ... --cloud`.")
-    launch.set_defaults(handler=_cloud_command("cloud_run_command"))
+    launch.set_defaults(handler=_cloud_launch)
     _add_training_options(launch)
     launch.add_argument("--yes", action="store_true", help="do not ask to confirm the cost")
     launch.add_argument("--detach", action="store_true",
@@ -107,24 +107,24 @@ def _add_cloud_subcommands(sub) -> None:
                         help="with several configs or a sweep: VMs at once (default 4)")
 
     status = commands.add_parser("status", help="the project's training VMs and cloud runs")
-    status.set_defaults(handler=_cloud_command("cloud_status_command"))
+    status.set_defaults(handler=_cloud_status)
     _add_cloud_settings(status, runs_dir=False)
 
     logs = commands.add_parser("logs", help="a cloud run's VM log from the bucket")
-    logs.set_defaults(handler=_cloud_command("cloud_logs_command"))
+    logs.set_defaults(handler=_cloud_logs)
     logs.add_argument("cloud_logs", metavar="RUN_ID")
     logs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
     _add_cloud_settings(logs, runs_dir=True)
 
     cost = commands.add_parser("cost", help="a cloud run's VM-hours and cost so far, next to "
                                "the estimate")
-    cost.set_defaults(handler=_cloud_command("cloud_cost_command"))
+    cost.set_defaults(handler=_cloud_cost)
     cost.add_argument("cloud_cost", metavar="RUN_ID")
     _add_cloud_settings(cost, runs_dir=True)
 
     sync = commands.add_parser("sync", help="fetch a cloud run's results; --continue restarts a "
                                "stopped one")
-    sync.set_defaults(handler=_cloud_command("sync_command"))
+    sync.set_defaults(handler=_cloud_sync)
     sync.add_argument("sync", metavar="RUN_ID")
     sync.add_argument("--continue", dest="cloud", action="store_true",
                       help="a preempted or stopped run: continue it from its last checkpoint on "
@@ -133,7 +133,7 @@ def _add_cloud_subcommands(sub) -> None:
 
     teardown = commands.add_parser("teardown", help="delete the project's training VMs (or one "
                                    "run's)")
-    teardown.set_defaults(handler=_cloud_command("cloud_teardown_command"))
+    teardown.set_defaults(handler=_cloud_teardown)
     teardown.add_argument("--run-id", metavar="ID", help="only this run's VMs")
     teardown.add_argument("--yes", action="store_true", help="do not ask to confirm")
     _add_cloud_settings(teardown, runs_dir=False)
@@ -324,13 +324,43 @@ def _help_config(args) -> int:
     return 0
 
 
-def _cloud_command(name: str):
-    """The handler running ``backend.ml.cloud.commands.<name>``, imported only when it runs:
-    the google-cloud clients are optional and slow to import."""
-    def handler(args) -> int:
-        from .cloud import commands
-        return getattr(commands, name)(args)
-    return handler
+# The cloud handlers import backend.ml.cloud only when they run: the google-cloud clients are
+# optional and slow to import.
+def _cloud_target(args):
+    from .cloud.commands import CloudTarget
+    return CloudTarget(configs=list(args.configs or []), overrides=list(args.set or []),
+                       runs_dir=args.output_dir)
+
+
+def _cloud_launch(args) -> int:
+    from .cloud.commands import cloud_run_command
+    return cloud_run_command(_cloud_target(args), run_id=args.run_id, dry_run=args.dry_run,
+                             yes=args.yes, detach=args.detach, max_parallel=args.max_parallel)
+
+
+def _cloud_status(args) -> int:
+    from .cloud.commands import cloud_status_command
+    return cloud_status_command(_cloud_target(args))
+
+
+def _cloud_logs(args) -> int:
+    from .cloud.commands import cloud_logs_command
+    return cloud_logs_command(_cloud_target(args), args.cloud_logs, follow=args.follow)
+
+
+def _cloud_cost(args) -> int:
+    from .cloud.commands import cloud_cost_command
+    return cloud_cost_command(_cloud_target(args), args.cloud_cost)
+
+
+def _cloud_sync(args) -> int:
+    from .cloud.commands import sync_command
+    return sync_command(_cloud_target(args), args.sync, continue_run=args.cloud)
+
+
+def _cloud_teardown(args) -> int:
+    from .cloud.commands import cloud_teardown_command
+    return cloud_teardown_command(_cloud_target(args), run_id=args.run_id, yes=args.yes)
 
 
 def _quiet_libraries() -> None:

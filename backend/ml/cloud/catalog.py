@@ -139,19 +139,7 @@ def check_machine_and_gpu(cloud) -> list[str]:
                             f"{cloud.gpu_count} {spec.display} at most "
                             f"{spec.max_vcpus[cloud.gpu_count]} are allowed")
     problems.extend(_check_zones(cloud, spec))
-    problems.extend(_check_torch_build(cloud))
     return problems
-
-
-def _check_torch_build(cloud) -> list[str]:
-    """A GPU / image driver / pinned torch that no CUDA build of torch runs on."""
-    from .cuda_builds import build_problems, pinned_torch
-
-    # gcp_setup.py's interactive VM names no image family here: it installs no torch itself.
-    image_family = getattr(cloud, "image_family", None)
-    if image_family is None:
-        return []
-    return build_problems(cloud.gpu_type, image_family, pinned_torch())
 
 
 def _check_zones(cloud, spec: GpuSpec) -> list[str]:

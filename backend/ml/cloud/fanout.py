@@ -10,9 +10,11 @@ import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from ..errors import UserError
 from ..run_directory import RunLayout
+from .launch import confirm, launch_run, plan_run, print_dry_run, resolve_project, runs_dir_for
 from .pricing import CostError
 
 DEFAULT_MAX_PARALLEL = 4
@@ -23,19 +25,20 @@ def _budget(configs) -> float:
     return min(config.cloud.max_cost_usd for _, config in configs)
 
 
-def fan_out_command(args, configs) -> int:
-    """Plan every run, check the total against the budget, then run them in parallel."""
-    from .commands import _confirm, _print_dry_run
-
-    if getattr(args, "detach", False):
+def fan_out_command(configs, runs_dir: Path | None = None, dry_run: bool = False,
+                    yes: bool = False, detach: bool = False,
+                    max_parallel: int | None = None) -> int:
+    """Plan every run of ``configs`` (``(path, config)`` pairs), check the total against the
+    budget, then run them in parallel; their run directories go to ``runs_dir`` (None: each
+    config's output_dir)."""
+    if detach:
         raise UserError("--detach starts one run; launch several runs without it (they are "
                         "watched in parallel), or one config at a time with --detach")
-    max_parallel = getattr(args, "max_parallel", None)
     if max_parallel is not None and max_parallel < 1:
         raise UserError(f"--max-parallel: at least 1 VM at a time, got {max_parallel}")
     max_parallel = max_parallel or DEFAULT_MAX_PARALLEL
     budget = _budget(configs)
-    plans = _plan_all(args, configs, budget)
+    plans = _plan_all(configs, budget, dry_run)
     total = sum(estimate.total[estimate.chosen] for _, _, estimate, _, _ in plans)
     print(f"{len(plans)} cloud runs, at most {max_parallel} VMs at once:")
     for _, run, estimate, _, _ in plans:
@@ -43,29 +46,27 @@ def fan_out_command(args, configs) -> int:
               f"({estimate.hours:.2f} h, {run.spec['gpu_count']} x {run.spec['gpu_type']})")
     print(f"  {'total':<48} about ${total:.2f}; budget (smallest cloud.max_cost_usd) "
           f"${budget:.2f} for all runs and their replacements")
-    if args.dry_run:
+    if dry_run:
         for _, run, _, _, uploads in plans[:1]:
-            _print_dry_run(run, uploads, None if run.project == "YOUR_PROJECT" else run.project)
+            print_dry_run(run, uploads, None if run.project == "YOUR_PROJECT" else run.project)
         return 0
     if total > budget:
         raise CostError(f"the runs together are estimated at ${total:.2f}, more than "
                         f"cloud.max_cost_usd = ${budget:.2f}; nothing was started. Raise it "
                         f"(--set cloud.max_cost_usd=...) or launch fewer runs.")
-    if not args.yes and not _confirm(f"Start {len(plans)} runs at about ${total:.2f}?"):
+    if not yes and not confirm(f"Start {len(plans)} runs at about ${total:.2f}?"):
         print("Nothing was started.")
         return 1
-    codes = _run_all(args, plans, budget, max_parallel)
-    _summary(args, plans, codes)
+    codes = _run_all(plans, budget, max_parallel, runs_dir)
+    _summary(plans, codes, runs_dir)
     return 0 if all(code == 0 for code in codes) else (130 if 130 in codes else 1)
 
 
-def _plan_all(args, configs, budget: float) -> list[tuple]:
+def _plan_all(configs, budget: float, dry_run: bool) -> list[tuple]:
     """(config, run, estimate, remote config, uploads) of each config, sharing ``budget``."""
-    from .commands import plan_run, resolve_project
-
     plans = []
     for path, config in configs:
-        project = resolve_project(config, allow_adc=not args.dry_run)
+        project = resolve_project(config, allow_adc=not dry_run)
         run_id = f"{config.experiment_name}_{uuid.uuid4().hex[:6]}"
         run, estimate, remote_config, uploads = plan_run(config, path,
                                                          project or "YOUR_PROJECT", run_id)
@@ -74,10 +75,9 @@ def _plan_all(args, configs, budget: float) -> list[tuple]:
     return plans
 
 
-def _run_all(args, plans: list[tuple], budget: float, max_parallel: int) -> list[int]:
+def _run_all(plans: list[tuple], budget: float, max_parallel: int,
+             runs_dir: Path | None) -> list[int]:
     """Launch and watch every planned run, ``max_parallel`` at a time; their exit codes."""
-    from .commands import _launch
-
     runs = [run for _, run, _, _, _ in plans]
     stop = threading.Event()
 
@@ -99,8 +99,9 @@ def _run_all(args, plans: list[tuple], budget: float, max_parallel: int) -> list
         if stop.is_set():
             return 130
         try:
-            return _launch(args, config, run, remote_config, uploads, detach=False, log=log,
-                           spent_elsewhere=spent_elsewhere(run), sleep=sleep)
+            return launch_run(config, run, remote_config, uploads,
+                              runs_dir_for(config, runs_dir), log=log,
+                              spent_elsewhere=spent_elsewhere(run), sleep=sleep)
         except UserError as error:
             log(f"failed: {error}")
             return error.exit_code
@@ -127,12 +128,11 @@ def _prefixed(run_id: str):
     return log
 
 
-def _summary(args, plans, codes) -> None:
+def _summary(plans, codes, runs_dir: Path | None) -> None:
     from ..experiments import format_comparison_table
-    from .commands import _runs_dir
 
-    run_dirs = [_runs_dir(args, config) / run.run_id for config, run, _, _, _ in plans
-                if RunLayout(_runs_dir(args, config) / run.run_id).results.is_file()]
+    run_dirs = [runs_dir_for(config, runs_dir) / run.run_id for config, run, _, _, _ in plans
+                if RunLayout(runs_dir_for(config, runs_dir) / run.run_id).results.is_file()]
     spent = sum(run.spent_usd() for _, run, _, _, _ in plans)
     print(f"\nLaunch cost about ${spent:.2f} over "
           f"{sum(run.vm_hours() for _, run, _, _, _ in plans):.2f} VM-hours.")
