@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from backend.ml.config.model_catalog import MINILM_HUB_ID, packaged_minilm_path
 from backend.ml.config.schema import ModelConfig
@@ -41,9 +41,11 @@ TEXTS = [
     "The governor's shameless power grab must be stopped.",
     "Researchers published the study in a peer-reviewed journal.",
 ] * 3
-FAMILIES = ["bert", "distilbert", "roberta", "electra"]
-# (architecture, encoder_architecture): the four families, then the custom head on each.
+FAMILIES = ["bert", "distilbert", "roberta", "electra", "mpnet"]
+# (architecture, encoder_architecture): the five families, then the custom head on each.
 ARCHITECTURES = [(family, "bert") for family in FAMILIES] + [("custom", f) for f in FAMILIES]
+# Each family once, and the custom head once.
+EACH_KIND = ARCHITECTURES[:len(FAMILIES) + 1]
 
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -240,6 +242,43 @@ def test_custom_head_on_minilm_drops_the_unused_pooler():
     assert all(p.grad is not None for p in built.model.parameters() if p.requires_grad)
 
 
+# --- MPNet-base from the model cache (a tiny random MPNet stands in for the fetched one) -----
+
+
+@pytest.fixture
+def fetched_tiny_mpnet(tmp_path, monkeypatch):
+    """A tiny MPNet saved where `models fetch mpnet` puts the real one."""
+    from backend.ml.config.model_catalog import MPNET_DIRECTORY
+
+    monkeypatch.setenv("MEDIA_BIAS_MODEL_CACHE", str(tmp_path / "cache"))
+    built = build("mpnet")
+    directory = tmp_path / "cache" / MPNET_DIRECTORY
+    built.model.base_model.save_pretrained(directory)
+    built.tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("architecture", ["mpnet", "custom"])
+def test_mpnet_alias_loads_the_fetched_encoder(fetched_tiny_mpnet, architecture):
+    built = ModelFactory.create(ModelConfig(architecture=architecture, model_name="mpnet",
+                                            num_labels=3, head_hidden_size=16), LABELS)
+    assert built.info["source"] == str(fetched_tiny_mpnet) and built.info["pretrained"] is True
+    assert (built.info["num_layers"], built.info["hidden_size"]) == (2, 32)
+    encoder = built.model.encoder if architecture == "custom" else built.model.mpnet
+    fetched = AutoModel.from_pretrained(fetched_tiny_mpnet)
+    torch.testing.assert_close(encoder.embeddings.word_embeddings.weight,
+                               fetched.embeddings.word_embeddings.weight)
+
+
+def test_mpnet_before_it_is_fetched_says_how_to_fetch_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDIA_BIAS_MODEL_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(UserError) as raised:
+        ModelFactory.create(ModelConfig(architecture="custom", model_name="mpnet"), LABELS)
+    message = str(raised.value)
+    assert "model.model_name: 'mpnet' is not in the model cache" in message
+    assert "python run_experiment.py models fetch mpnet" in message and "1 GB" in message
+
+
 def test_uncached_hub_id_fails_fast_with_the_fixes():
     config = ModelConfig(architecture="bert", model_name="no-such-org/bias-model-never-cached")
     with pytest.raises(UserError) as raised:
@@ -266,7 +305,7 @@ def test_architecture_must_match_the_checkpoint():
 # --- dropout and freezing ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("architecture,encoder", ARCHITECTURES[:5])
+@pytest.mark.parametrize("architecture,encoder", EACH_KIND)
 def test_dropout_reaches_every_dropout_layer(architecture, encoder):
     model = build(architecture, encoder_architecture=encoder, dropout=0.37).model
     config = model.config.encoder_config if architecture == "custom" else model.config
@@ -287,7 +326,7 @@ def _frozen(module: nn.Module) -> set[bool]:
     return {parameter.requires_grad for parameter in module.parameters()}
 
 
-@pytest.mark.parametrize("architecture,encoder", ARCHITECTURES[:5])
+@pytest.mark.parametrize("architecture,encoder", EACH_KIND)
 def test_freeze_layers_freezes_embeddings_and_the_first_layers(architecture, encoder):
     built = build(architecture, encoder_architecture=encoder, num_hidden_layers=3,
                   freeze_layers=2)
@@ -353,7 +392,7 @@ def tiny_bag():
 
 def test_available_models_lists_built_ins_then_registered(tiny_bag):
     assert ModelFactory.available_models() == ["bert", "distilbert", "roberta", "electra",
-                                               "custom", "tiny_bag"]
+                                               "mpnet", "custom", "tiny_bag"]
 
 
 def test_registered_model_builds_trains_saves_and_reloads(tmp_path, tiny_bag):
@@ -413,7 +452,7 @@ def test_unknown_architecture_lists_the_choices():
         ModelFactory.create(ModelConfig(architecture="robrta"), LABELS)
     message = str(raised.value)
     assert "unknown architecture 'robrta' (did you mean 'roberta'?)" in message
-    assert "choose one of: bert, distilbert, roberta, electra, custom" in message
+    assert "choose one of: bert, distilbert, roberta, electra, mpnet, custom" in message
 
 
 def test_loading_a_model_whose_class_is_not_registered_says_so(tmp_path, tiny_bag):

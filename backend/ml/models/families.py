@@ -12,6 +12,7 @@ from transformers import (
     BertConfig,
     DistilBertConfig,
     ElectraConfig,
+    MPNetConfig,
     PreTrainedConfig,
     PreTrainedModel,
     RobertaConfig,
@@ -21,7 +22,7 @@ from ..config.schema import ModelConfig
 from ..errors import ConfigError
 from .tokenizer_training import MAX_LENGTH
 
-FAMILIES = ("bert", "distilbert", "roberta", "electra")
+FAMILIES = ("bert", "distilbert", "roberta", "electra", "mpnet")
 
 # Checkpoint model types each architecture name accepts (a RoBERTa-style architecture loads
 # XLM-R and CamemBERT checkpoints too).
@@ -30,6 +31,7 @@ FAMILY_MODEL_TYPES = {
     "distilbert": ("distilbert",),
     "roberta": ("roberta", "xlm-roberta", "camembert"),
     "electra": ("electra",),
+    "mpnet": ("mpnet",),
 }
 
 # Config attributes holding a dropout probability, across families: BERT/RoBERTa/ELECTRA
@@ -95,6 +97,11 @@ def random_config(family: str, model: ModelConfig, vocab_size: int, special_ids:
         sizes["max_position_embeddings"] = MAX_LENGTH + special_ids["pad"] + 1
         config = RobertaConfig(type_vocab_size=1, bos_token_id=special_ids["bos"],
                                eos_token_id=special_ids["eos"], **sizes)
+    elif family == "mpnet":
+        # MPNet numbers positions from its padding id (always 1) + 1, like RoBERTa.
+        sizes["max_position_embeddings"] = MAX_LENGTH + special_ids["pad"] + 1
+        config = MPNetConfig(bos_token_id=special_ids["bos"], eos_token_id=special_ids["eos"],
+                             **sizes)
     elif family == "distilbert":
         config = DistilBertConfig(vocab_size=vocab_size, dim=model.hidden_size,
                                   n_layers=model.num_hidden_layers,

