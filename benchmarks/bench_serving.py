@@ -9,6 +9,9 @@ would send them. The baseline calls ``predict_with_confidence([sentence])`` on t
 this process from as many threads. Both use the same CPU thread count, are warmed up first, and
 classify the same sentences; the ratio server / in-process is the cost (or, with micro-batching
 under concurrency, the gain) of going through HTTP.
+
+Then the cost of detecting each input's language: its time per sentence against the server's
+p50 latency for one client, and in-process requests/s (one client) with and without it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench_inference import benchmark_sentences, minilm_classifier_dir  # noqa: E402
 
 from backend.ml.bias_classifier import BiasClassifier  # noqa: E402
+from backend.ml.inference import classifier as classifier_module  # noqa: E402
 from backend.ml.inference.loading import configure_threads  # noqa: E402
+from backend.ml.languages import UNDETERMINED, Detection, detect_language  # noqa: E402
 from backend.ml.serving.server import free_port  # noqa: E402
 
 
@@ -79,6 +84,30 @@ async def _load(url: str, texts: list[str], concurrency: int) -> tuple[list[floa
 def time_server(url: str, texts: list[str], concurrency: int) -> dict:
     latencies, seconds = asyncio.run(_load(url, texts, concurrency))
     return summary(latencies, seconds)
+
+
+def detection_cost(classifier: BiasClassifier, texts: list[str], server_p50_ms: float) -> dict:
+    """Language detection's time per sentence, and in-process requests/s with and without it
+    (detection swapped for a constant, alternating three times to even out the machine's
+    noise; the best of each is kept)."""
+    started = time.perf_counter()
+    for text in texts:
+        detect_language(text)
+    per_sentence_ms = (time.perf_counter() - started) * 1000 / len(texts)
+    with_detection, without_detection = [], []
+    for _ in range(3):
+        with_detection.append(time_in_process(classifier, texts, 1)["requests_per_second"])
+        classifier_module.detect_language = lambda text: Detection(UNDETERMINED, 0.0)
+        try:
+            without_detection.append(
+                time_in_process(classifier, texts, 1)["requests_per_second"])
+        finally:
+            classifier_module.detect_language = detect_language
+    return {"ms_per_sentence": per_sentence_ms,
+            "share_of_server_p50": per_sentence_ms / server_p50_ms,
+            "in_process_rps_with": max(with_detection),
+            "in_process_rps_without": max(without_detection),
+            "in_process_slowdown": 1 - max(with_detection) / max(without_detection)}
 
 
 def start_server(model: Path, threads: int, log_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -142,6 +171,15 @@ def main(argv: list[str] | None = None) -> int:
                     shown = f"{ratio:>25.2f}x" if name == "server" else ""
                     print(f"{concurrency:>7}  {name:<11}{numbers['requests_per_second']:>9.1f}"
                           f"{numbers['p50_ms']:>9.1f}{numbers['p99_ms']:>9.1f}{shown}")
+            first = report["levels"][args.concurrency[0]]["server"]
+            cost = detection_cost(classifier, texts, first["p50_ms"])
+            report["language_detection"] = cost
+            print(f"\nlanguage detection: {cost['ms_per_sentence']:.3f} ms per sentence, "
+                  f"{cost['share_of_server_p50']:.1%} of the server's p50 at "
+                  f"{args.concurrency[0]} client(s); in process, one client: "
+                  f"{cost['in_process_rps_with']:.1f} req/s with it, "
+                  f"{cost['in_process_rps_without']:.1f} without "
+                  f"({cost['in_process_slowdown']:+.1%} slower)")
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)

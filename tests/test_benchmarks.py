@@ -1,4 +1,5 @@
-"""The training benchmark runs every path it names and reports them against Trainer."""
+"""The training benchmark runs every path it names and reports them against Trainer; the
+language-detection benchmark scores the project's detector."""
 
 from __future__ import annotations
 
@@ -41,3 +42,16 @@ def test_training_benchmark_reports_each_path_against_trainer():
                                                     "Trainer, group_by_length"))
     assert float(summary.group(1)) == pytest.approx(ours - peer, abs=2e-3)
     assert re.search(r"vs padding to 64: [\d.]+x samples/s", completed.stdout)
+
+
+def test_language_detection_benchmark_scores_the_project_detector():
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "bench_language_detection.py"),
+         "--only", "py3langid"], cwd=REPO_ROOT, env=cli_environment(), capture_output=True,
+        text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    row = re.search(r"^py3langid\s+(\d+)/(\d+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+-\s+-$",
+                    completed.stdout, flags=re.MULTILINE)
+    assert row, completed.stdout
+    assert row.group(1) == row.group(2) == "120"  # every test sentence in its language
+    assert float(row.group(3)) > 0 and int(row.group(5)) > 0

@@ -22,7 +22,8 @@ def test_serving_benchmark_reports_server_against_in_process(tmp_path):
          "--json", str(report)], cwd=REPO_ROOT, env=cli_environment(), capture_output=True,
         text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
-    levels = json.loads(report.read_text())["levels"]
+    numbers = json.loads(report.read_text())
+    levels = numbers["levels"]
     assert set(levels) == {"1", "4"}
     for level in levels.values():
         for path in ("in_process", "server"):
@@ -31,3 +32,10 @@ def test_serving_benchmark_reports_server_against_in_process(tmp_path):
         assert level["throughput_ratio"] == pytest.approx(
             level["server"]["requests_per_second"] / level["in_process"]["requests_per_second"])
     assert "server/in-process req/s" in completed.stdout
+    detection = numbers["language_detection"]
+    assert detection["ms_per_sentence"] > 0
+    assert detection["share_of_server_p50"] == pytest.approx(
+        detection["ms_per_sentence"] / levels["1"]["server"]["p50_ms"])
+    assert detection["in_process_slowdown"] == pytest.approx(
+        1 - detection["in_process_rps_with"] / detection["in_process_rps_without"])
+    assert "language detection: " in completed.stdout
