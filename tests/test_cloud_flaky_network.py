@@ -106,6 +106,28 @@ def test_a_laptop_that_slept_finds_its_stale_connection_dropped_and_watches_on(g
     assert fake_compute.deletes == [VM]  # deleted at the end, as after any finished run
 
 
+def test_a_call_that_never_answers_times_out_and_is_retried(gcs, fake_compute):
+    """A connection that died while the laptop slept never answers: without a time-out the
+    watch would wait on it for ever."""
+    client, bucket = gcs
+    run = _run(bucket)
+    start_vm(Compute(), run, log=lambda *_: None)
+    compute = Compute(call_timeout=0.5)  # the fake never answers the stalled call at all
+    fake_compute.inject_faults(VM_GET, "stall")
+    polls = iter(["stalled call made", "finished"])
+
+    def sleep(seconds):
+        if not seconds and next(polls) == "finished":  # a poll's wait, not a retry's
+            storage.write_json(client, f"{run.url}/cloud/DONE.json", {"status": "completed"})
+
+    lines = []
+    marker = watch_run(compute, client, run, poll_seconds=0, log=lines.append, sleep=sleep)
+    assert marker["status"] == "completed"
+    assert any("retrying in" in line and "Timeout" in line for line in lines), lines
+    assert _faults_left(fake_compute) == 0 and fake_compute.deletes == [VM]
+    assert fake_compute.stalls_outwaited == 0  # the client gave up on its own
+
+
 def test_ctrl_c_while_waiting_to_retry_still_deletes_the_vm(gcs, fake_compute):
     client, bucket = gcs
     compute, run = _started(bucket)

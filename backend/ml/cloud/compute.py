@@ -195,6 +195,11 @@ class _ClientArguments(TypedDict, total=False):
     credentials: Credentials
 
 
+# Seconds a status call may take before it counts as lost: Compute Engine answers in well under
+# one, and a dead connection never does.
+CALL_TIMEOUT_SECONDS = 60.0
+
+
 class Compute:
     """The few Compute Engine calls a cloud run needs, on the real REST clients.
 
@@ -202,9 +207,11 @@ class Compute:
     >>> compute.list_run_instances("my-project")  # doctest: +SKIP
     """
 
-    def __init__(self, credentials: Credentials | None = None, endpoint: str | None = None):
+    def __init__(self, credentials: Credentials | None = None, endpoint: str | None = None,
+                 call_timeout: float = CALL_TIMEOUT_SECONDS):
         from google.cloud import compute_v1
 
+        self.call_timeout = call_timeout
         endpoint = endpoint or os.environ.get(ENDPOINT_VARIABLE)
         options: _ClientArguments = {"transport": "rest"}
         if endpoint:
@@ -283,11 +290,16 @@ class Compute:
                                               errors=errors)
 
     def get(self, project: str, zone: str, name: str) -> dict | None:
-        """``{"name", "zone", "status", "labels", "creation"}`` of the instance, None if gone."""
+        """``{"name", "zone", "status", "labels", "creation"}`` of the instance, None if gone.
+
+        Gives up after ``call_timeout`` seconds: a connection that died while the laptop slept
+        never answers, and the watch retries a time-out like any network failure.
+        """
         from google.api_core import exceptions
 
         try:
-            instance = self.instances.get(project=project, zone=zone, instance=name)
+            instance = self.instances.get(project=project, zone=zone, instance=name,
+                                          timeout=self.call_timeout)
         except exceptions.NotFound:
             return None
         return self._describe(instance, zone)
@@ -337,7 +349,8 @@ class Compute:
             project=project, zone=zone, filter=f'operationType = "{PREEMPTED_OPERATION}"')
         return any(operation.operation_type == PREEMPTED_OPERATION
                    and operation.target_link.rsplit("/", 1)[-1] == name
-                   for operation in self.zone_operations.list(request=request))
+                   for operation in self.zone_operations.list(request=request,
+                                                               ))
 
     def image_from_family(self, image_project: str, family: str) -> dict:
         """``{"name", "state", "replacement"}`` of the family's current image.

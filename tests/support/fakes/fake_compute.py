@@ -46,8 +46,9 @@ DEFAULT_ACCELERATORS = {
 }
 # Machine families whose GPUs come with the machine type (no guestAccelerators in the body).
 GPU_MACHINE_PREFIXES = ("a2-", "a3-", "a4-", "g2-")
-FAULTS = ("500", "502", "503", "429", "drop")
+FAULTS = ("500", "502", "503", "429", "drop", "stall")
 RETRY_AFTER_SECONDS = 7  # what a 429 answer asks the client to wait
+STALL_SECONDS = 20  # a stalled call is dropped after this, so that a test without time-out ends
 
 
 class FakeCompute:
@@ -55,6 +56,8 @@ class FakeCompute:
 
     def __init__(self):
         self.lock = threading.RLock()  # hooks may call back in
+        self.released = threading.Event()  # stalled calls hang until stop()
+        self.stalls_outwaited = 0  # stalled calls whose client waited STALL_SECONDS for them
         self.instances: dict[tuple[str, str], dict] = {}    # (zone, name) -> instance JSON
         self.operations: dict[str, dict] = {}
         self.requests: list[dict] = []                      # {"method", "path", "query", "body"}
@@ -106,6 +109,7 @@ class FakeCompute:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -134,8 +138,9 @@ class FakeCompute:
     def inject_faults(self, path_pattern: str, *faults: str, method: str = "GET") -> None:
         """The next ``method`` calls whose URL path matches ``path_pattern`` (a regex) fail, one
         fault each, in order: "500", "502" (the front end's HTML page) or "503" as Google answers
-        them, "429" with ``Retry-After``, "drop" (the connection closes without an answer).
-        A failed call is recorded and does nothing."""
+        them, "429" with ``Retry-After``, "drop" (the connection closes without an answer),
+        "stall" (no answer until the fake stops or STALL_SECONDS pass, as a connection that
+        died while the laptop slept). A failed call is recorded and does nothing."""
         assert all(fault in FAULTS for fault in faults), f"faults are {FAULTS}"
         with self.lock:
             self.faults.append((method, re.compile(path_pattern), deque(faults)))
@@ -414,9 +419,15 @@ class _Handler(BaseHTTPRequestHandler):
             fake.requests.append({"method": method, "path": parsed.path,
                                   "query": parse_qs(parsed.query), "body": body})
             fault = fake._next_fault(method, parsed.path)
-            if fault:
+            if fault and fault != "stall":
                 self._answer_fault(fault)
                 return
+        if fault == "stall":  # outside the lock: the other calls go on meanwhile
+            if not fake.released.wait(STALL_SECONDS):
+                fake.stalls_outwaited += 1  # the client waited all this while: no time-out
+            self._answer_fault("drop")
+            return
+        with fake.lock:
             if parsed.path.startswith("/v1/projects/") and parsed.path.endswith(
                     "/services:batchEnable"):
                 fake.enabled_services += (body or {}).get("serviceIds", [])
