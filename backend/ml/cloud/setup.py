@@ -254,7 +254,6 @@ def setup_project(project: str, region: str, bucket: str, gpu_type: str, gpu_cou
     if gpu_type not in GPUS:
         raise UserError(f"--gpu-type: unknown GPU {gpu_type!r}; choose from {', '.join(GPUS)}")
     services = SERVICES + (WANDB_SERVICES if wandb else ())
-    roles = TRAINER_ROLES + (WANDB_ROLES if wandb else ())
     if enable:
         log(f"Enabling {', '.join(services)} in {project}")
         enable_apis(project, services)
@@ -264,6 +263,29 @@ def setup_project(project: str, region: str, bucket: str, gpu_type: str, gpu_cou
                                      if created else "exists"))
     for warning in storage.bucket_warnings(created_bucket):
         log(f"  warning: {warning}")
+    missing = _set_up_vm_account(project, client, bucket, wandb, log)
+    lacking = missing_permissions(project)
+    if lacking:
+        missing.append(f"your account lacks {', '.join(lacking)} on {project} (ask for "
+                       f"roles/compute.instanceAdmin.v1, roles/iam.serviceAccountUser and "
+                       f"roles/storage.objectAdmin)")
+    else:
+        log("Your permissions: every one a cloud run needs (testIamPermissions)")
+    compute = Compute()
+    if image_family:
+        try:
+            image = compute.image_from_family(image_project, image_family)
+            log(f"Image family {image_project}/{image_family}: {image['name']}")
+        except CloudError as error:
+            missing.append(str(error))
+    return missing + _check_gpu_capacity(compute, project, region, gpu_type, gpu_count,
+                                         machine_type, spot, log)
+
+
+def _set_up_vm_account(project: str, client, bucket: str, wandb: bool, log) -> list[str]:
+    """The VM's service account, its roles and bucket access (and the W&B key's secret);
+    returns what is missing."""
+    roles = TRAINER_ROLES + (WANDB_ROLES if wandb else ())
     email, created = ensure_service_account(project)
     log(f"Service account {email}: " + ("created" if created else "exists"))
     added = grant_roles(project, email, roles)
@@ -271,32 +293,22 @@ def setup_project(project: str, region: str, bucket: str, gpu_type: str, gpu_cou
                                            else "already granted"))
     log(f"  bucket gs://{bucket}: "
         + ensure_bucket_access(client, bucket, email, project_number(project)))
-    missing = []
-    if wandb:
-        problem = wandb_secret_problem(project, WANDB_API_KEY_SECRET)
-        if problem:
-            missing.append(problem)
-        else:
-            log(f"W&B key: secret {WANDB_API_KEY_SECRET} found; set cloud.cloud_platform_scope: "
-                f"true next to logging.wandb: true, the only scope that reaches Secret Manager")
-    compute = Compute()
-    lacking = missing_permissions(project)
-    lines, quota_missing = quota_report(compute.region_quotas(project, region), region,
-                                        gpu_type, gpu_count, machine_type, spot,
-                                        compute.project_quotas(project))
-    missing += quota_missing
-    if lacking:
-        missing.append(f"your account lacks {', '.join(lacking)} on {project} (ask for "
-                       f"roles/compute.instanceAdmin.v1, roles/iam.serviceAccountUser and "
-                       f"roles/storage.objectAdmin)")
-    else:
-        log("Your permissions: every one a cloud run needs (testIamPermissions)")
-    if image_family:
-        try:
-            image = compute.image_from_family(image_project, image_family)
-            log(f"Image family {image_project}/{image_family}: {image['name']}")
-        except CloudError as error:
-            missing.append(str(error))
+    if not wandb:
+        return []
+    problem = wandb_secret_problem(project, WANDB_API_KEY_SECRET)
+    if problem:
+        return [problem]
+    log(f"W&B key: secret {WANDB_API_KEY_SECRET} found; set cloud.cloud_platform_scope: true "
+        f"next to logging.wandb: true, the only scope that reaches Secret Manager")
+    return []
+
+
+def _check_gpu_capacity(compute, project: str, region: str, gpu_type: str, gpu_count: int,
+                        machine_type: str, spot: bool, log) -> list[str]:
+    """The region's and the project's GPU quota and the zones offering the GPU; returns what
+    is missing."""
+    lines, missing = quota_report(compute.region_quotas(project, region), region, gpu_type,
+                                  gpu_count, machine_type, spot, compute.project_quotas(project))
     log(f"GPU quota in {region}:")
     for line in lines:
         log(line)
