@@ -73,6 +73,35 @@ def test_require_better_refuses_a_model_no_better_than_production(runs_dir, tmp_
         (runs_dir / "tiny_a" / "results.json").read_text())["data"]["splits"]["test"]["size"]
 
 
+def _run_on_the_whole_demo(runs: Path, run_id: str, learning_rate: float, epochs: int) -> Path:
+    """A tiny run on all 400 demo sentences (80 test sentences: room for a real difference)."""
+    config = ExperimentConfig.from_dict(tiny_config(
+        data={"max_samples": 400}, training={"epochs": epochs, "learning_rate": learning_rate},
+        logging={"tensorboard": False, "log_steps": 50, "save_steps": 1000}))
+    return run_experiment(config, runs, run_id=run_id)
+
+
+def test_require_better_promotes_a_candidate_that_is_better_on_productions_test_split(
+        tmp_path, capsys):
+    runs = tmp_path / "runs"
+    weak = _run_on_the_whole_demo(runs, "barely_trained", learning_rate=1e-6, epochs=1)
+    strong = _run_on_the_whole_demo(runs, "trained", learning_rate=5e-3, epochs=6)
+    registry = tmp_path / "registry"
+    assert promote(runs, registry, weak.name, "--as", "production") == 0
+    capsys.readouterr()
+    assert promote(runs, registry, strong.name, "--as", "production", "--require-better") == 0
+    out = capsys.readouterr().out
+    assert "trained is now production" in out
+    entry = ModelRegistry(registry).stages()["production"]
+    assert entry["run_id"] == "trained" and entry["replaced_run_id"] == "barely_trained"
+    bootstrap = entry["comparison"]["bootstrap"]
+    test_f1 = {run.name: json.loads((run / "results.json").read_text())["test"]["f1_macro"]
+               for run in (weak, strong)}
+    assert bootstrap["difference"] == pytest.approx(test_f1["trained"] - test_f1["barely_trained"])
+    assert bootstrap["difference"] > 0.1 and bootstrap["p_value"] < 0.05
+    assert entry["comparison"]["n"] == 80
+
+
 def test_a_run_tested_on_other_sentences_cannot_be_compared(runs_dir, tmp_path, capsys):
     assert promote(runs_dir, tmp_path, "tiny_a", "--as", "production") == 0
     with pytest.raises(RegistryError, match="tested on other sentences than tiny_a"):
