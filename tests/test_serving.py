@@ -26,6 +26,7 @@ from backend.ml.serving.traffic import TrafficSplit, item_key
 from support.cli import REPO_ROOT, cli_environment
 from support.runs import train_tiny
 
+GERMAN = "Die Gespräche zwischen Gewerkschaften und Arbeitgebern sind gescheitert."
 ARTICLE = {"id": "a-1", "title": "Officials meet",
            "text": "Officials met on Tuesday. The reckless plan will ruin everyone."}
 
@@ -248,7 +249,8 @@ def test_serve_command_answers_over_http_and_stops_on_ctrl_c(runs_dir, tmp_path)
     process = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "run_experiment.py"), "serve", "tiny_serve",
          "--port", str(port), "--runs-dir", str(runs_dir), "--log-dir", str(log_dir),
-         "--log-text"], env=cli_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+         "--log-text", "--language-policy", "abstain"], env=cli_environment(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     try:
         deadline = time.monotonic() + 120
@@ -262,13 +264,19 @@ def test_serve_command_answers_over_http_and_stops_on_ctrl_c(runs_dir, tmp_path)
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.2)
         answer = httpx.post(f"http://127.0.0.1:{port}/predict", timeout=60,
-                            json={"texts": [ARTICLE]}).json()
+                            json={"texts": [ARTICLE, GERMAN]}).json()
         assert answer[0]["id"] == "a-1" and answer[0]["run_id"] == "tiny_serve"
+        assert answer[0]["language"] == "en" and answer[0]["label"] is not None
+        assert answer[1]["status"] == "abstained" and answer[1]["label"] is None
+        described = httpx.get(f"http://127.0.0.1:{port}/model").json()
+        assert described["language_policy"] == "abstain"
+        assert described["versions"]["production"]["languages"]["trained_on"] == ["en"]
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert "Serving tiny_serve (production) on http://127.0.0.1" in output
+    assert "language policy abstain, trained on en" in output
     assert read_predictions(log_dir)[0]["text"].startswith("Officials meet")
     session = read_sessions(log_dir)[0]
     assert session["versions"]["production"]["run_dir"] == str((runs_dir / "tiny_serve").resolve())

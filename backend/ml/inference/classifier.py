@@ -192,8 +192,9 @@ class BiasClassifier:
         # Fold models train on folds of one data set: the first one's record speaks for all.
         self.language_record = _member_languages(paths[0])
         if self.language_record is None and self.language_policy != "off":
-            logger.warning("%s records no training languages (trained before runs recorded "
-                           "them): inputs are not checked against them", model_path)
+            logger.warning("%s records no training languages (no languages.json: saved "
+                           "before runs recorded them, or not by a run): inputs are not checked "
+                           "against them", model_path)
         if len(members) == 1:
             self.calibration = members[0].calibration
             self.temperature = members[0].temperature
