@@ -43,6 +43,25 @@ def test_fixed_validation_and_test_files_are_used_whole_and_overlap_leaves_train
     assert splits.summary()["splits"]["validation"]["size"] == 50
 
 
+def test_a_test_sentence_in_training_with_other_quotes_case_or_spacing_still_leaves_training(
+        tmp_path):
+    frame = pd.read_csv(DEMO_FILE, sep=";", encoding="utf-8-sig")
+    originals = frame[frame["text"].str.contains("'")].iloc[:3]
+    variants = originals.copy()  # the same three sentences, as another outlet typed them
+    variants["text"] = [
+        "  " + originals["text"].iloc[0].upper(),
+        originals["text"].iloc[1].replace(" ", "\u00a0 \t", 2),
+        originals["text"].iloc[2].replace("'", "\u2019") + " ",
+    ]
+    rest = frame.drop(index=originals.index).iloc[:300]
+    train = write_babe_csv(pd.concat([rest, variants]), tmp_path / "train.csv")
+    test = write_babe_csv(originals, tmp_path / "test.csv")
+    splits = prepare_splits(DataConfig(dataset="babe", path=train, test_path=test,
+                                       validation_split=0.1), seed=1)
+    assert splits.counts["overlap_removed_from_train"] == 3
+    assert not set(splits.train.texts + splits.validation.texts) & set(variants["text"])
+
+
 def test_only_a_test_file_draws_validation_from_the_training_file(demo_files):
     splits = prepare_splits(DataConfig(dataset="babe", path=demo_files["train"],
                                        test_path=demo_files["test"], train_split=0.8,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 PREPROCESSING_MODES = ("none", "lowercase", "clean")
 
@@ -56,3 +57,16 @@ def preprocess_text(text: str, mode: str) -> str:
         return clean_text(text)
     raise ValueError(f"unknown preprocessing mode {mode!r}; use one of "
                      f"{', '.join(PREPROCESSING_MODES)}")
+
+
+def sentence_key(text: str) -> str:
+    """What makes two sentences the same sentence when one split must not hold another's:
+    compatibility forms folded (NFKC), curly quotes straightened, case folded, whitespace runs
+    collapsed. A test sentence that reappears in training data with other quotes, case or
+    spacing is still found.
+
+    >>> sentence_key("  The Senate’s  “plan”") == sentence_key("the senate's \"PLAN\"")
+    True
+    """
+    folded = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
+    return _WHITESPACE.sub(" ", folded).strip()

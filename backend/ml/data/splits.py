@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import DataError
 from .labels import NO_AGREEMENT, label_names_for
 from .loading import load_sentences
-from .preprocessing import preprocess_text
+from .preprocessing import preprocess_text, sentence_key
 
 logger = logging.getLogger(__name__)
 
@@ -235,19 +235,15 @@ def _fixed_split(data_config, path: str, seed: int) -> SplitData:
     return pool.subset(np.arange(len(pool.texts)))
 
 
-def _normalised(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def _splits_with_fixed_files(pool: _Pool, data_config, seed: int) -> DataSplits:
     """Validation and/or test from their own files (data.validation_path, data.test_path), the
     rest of the shares from data.path, after dropping its sentences found in a fixed file."""
     fixed = {name: _fixed_split(data_config, path, seed) for name, path in
              (("validation", data_config.validation_path), ("test", data_config.test_path))
              if path}
-    held_out = {_normalised(text) for split in fixed.values() for text in split.texts}
+    held_out = {sentence_key(text) for split in fixed.values() for text in split.texts}
     overlapping = [index for index, text in enumerate(pool.texts)
-                   if _normalised(text) in held_out]
+                   if sentence_key(text) in held_out]
     counts = dict(pool.counts)
     if overlapping:
         logger.warning("%d sentence(s) of %s also occur in the validation or test file and were "
@@ -266,8 +262,8 @@ def _splits_with_fixed_files(pool: _Pool, data_config, seed: int) -> DataSplits:
         taken, indices = stratified_take(indices, pool.labels,
                                          max(1, _share(len(indices), share)), rng)
         fixed["validation"] = pool.subset(taken)
-    shared = ({_normalised(text) for text in fixed["validation"].texts}
-              & {_normalised(text) for text in fixed["test"].texts})
+    shared = ({sentence_key(text) for text in fixed["validation"].texts}
+              & {sentence_key(text) for text in fixed["test"].texts})
     if shared:
         logger.warning("%d sentence(s) occur in both the validation and the test split; scores "
                        "on them are not independent", len(shared))
