@@ -39,6 +39,7 @@ def _probe(*args: str) -> dict:
 @pytest.mark.parametrize("args", [
     ["--help"], ["train", "--help"], ["pretrain", "--help"], ["serve", "--help"],
     ["cloud", "launch", "--help"], ["compare", "--help"], ["help-config"],
+    ["models", "fetch", "--help"],
 ])
 def test_help_imports_no_heavy_library(args):
     result = _probe(*args)

@@ -16,6 +16,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from .cli_flags import subcommand_argv
+from .downloads.commands import add_models_subcommand
 from .errors import ConfigError, UserError
 from .languages import add_language_policy_argument
 from .pretraining.commands import add_pretrain_subcommand
@@ -43,6 +44,7 @@ EPILOG = """examples:
   python run_experiment.py promote RUN_ID --as production  # then: serve, monitor, retrain
   python run_experiment.py serve production --port 8000
   python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml
+  python run_experiment.py models fetch mpnet              # once, for model.model_name: mpnet
   python run_experiment.py tune experiments/configs/babe_minilm_tune.yaml --workers 2
 """
 
@@ -202,6 +204,7 @@ def _parser_and_subcommands() -> tuple[argparse.ArgumentParser, argparse._SubPar
 
     _add_cloud_subcommands(sub)
     add_pretrain_subcommand(sub)
+    add_models_subcommand(sub)
     add_tune_subcommand(sub)
     add_production_subcommands(sub)
     return parser, sub
