@@ -297,8 +297,9 @@ def test_serving_the_int8_export_agrees_with_pytorch(runs_dir, production):
     sentences = ["The senator's reckless scheme will ruin us.", "Officials met on Tuesday."]
     with BackgroundServer(app) as running:
         answers = httpx.post(f"{running.url}/predict", json={"texts": sentences}).json()
-        assert httpx.get(f"{running.url}/model").json()["versions"]["production"][
-            "runtime"] == "onnx"
+        described = httpx.get(f"{running.url}/model").json()["versions"]["production"]
+    assert described["runtime"] == "onnx"
+    assert described["languages"]["trained_on"] == ["en"]  # languages.json travels along
     expected = production.classifier.predict_with_confidence(sentences)
     assert [a["label"] for a in answers] == [e["label"] for e in expected]
     assert [a["confidence"] for a in answers] == pytest.approx(

@@ -37,7 +37,7 @@ from ..languages import (
     language_shares,
     read_training_languages,
 )
-from ..run_directory import DEFAULT_RUNS_DIR, RunLayout
+from ..run_directory import DEFAULT_RUNS_DIR
 from .calibration import load_calibration
 from .loading import (
     LoadedModel,
@@ -46,7 +46,6 @@ from .loading import (
     cross_validation_models,
     load_for_inference,
     resolve_model_path,
-    run_dir_of,
 )
 from .sentences import sentence_spans
 
@@ -71,16 +70,6 @@ def abstained(identifier, detection: Detection, languages: list[str]) -> dict:
                       f"trained on {', '.join(languages)})",
             "label": None, "confidence": None, "probabilities": None, **detection.fields(),
             "supported_language": False}
-
-
-def _member_languages(path: Path) -> dict | None:
-    """The training languages a model directory (or, for an export, its run) records."""
-    model_dir = path.parent if path.is_file() else path
-    record = read_training_languages(model_dir)
-    run_dir = run_dir_of(path)
-    if record is None and run_dir is not None and model_dir != RunLayout(run_dir).final_model:
-        record = read_training_languages(RunLayout(run_dir).final_model)
-    return record
 
 
 class InputError(UserError):
@@ -190,7 +179,8 @@ class BiasClassifier:
                                  "an ensemble needs the same classes in every model.")
         self._members = members
         # Fold models train on folds of one data set: the first one's record speaks for all.
-        self.language_record = _member_languages(paths[0])
+        self.language_record = read_training_languages(
+            paths[0].parent if paths[0].is_file() else paths[0])
         if self.language_record is None and self.language_policy != "off":
             logger.warning("%s records no training languages (no languages.json: saved "
                            "before runs recorded them, or not by a run): inputs are not checked "

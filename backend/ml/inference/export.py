@@ -1,7 +1,7 @@
 """Export a trained model for fast CPU inference: ONNX (fp32) and ONNX int8 dynamic quantisation.
 
 An export directory (``RUN/exports/``) holds ``model.onnx``, ``model-int8.onnx``, the tokenizer,
-``config.json``, ``label_names.json`` and ``calibration.json``, so that
+``config.json``, ``label_names.json``, ``calibration.json`` and ``languages.json``, so that
 ``BiasClassifier().load_model("RUN/exports/model-int8.onnx")`` needs nothing else, and
 ``export_report.json``: how far each export agrees with the PyTorch model on the test split.
 """
@@ -16,14 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.ml.languages import LANGUAGES_FILE
 from backend.ml.metrics import classification_metrics
 
+from .calibration import CALIBRATION_FILE
 from .loading import ONNX_FILE, ONNX_INT8_FILE, LoadedModel
 
 FORMATS = {"onnx": ONNX_FILE, "int8": ONNX_INT8_FILE}
 MAX_F1_DROP_POINTS = 0.5  # an export may cost at most half a point of macro F1 on the test split
 # Files that make an export directory loadable without the PyTorch weights.
-_BUNDLE_FILES = ("config.json", "label_names.json", "calibration.json", "tokenizer.json",
+_BUNDLE_FILES = ("config.json", "label_names.json", CALIBRATION_FILE, LANGUAGES_FILE,
+                 "tokenizer.json",
                  "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                  "merges.txt", "added_tokens.json", "sentencepiece.bpe.model", "spiece.model")
 
@@ -84,7 +87,8 @@ def quantize_int8(onnx_path: Path, output_path: Path) -> Path:
 
 
 def copy_bundle(model_dir: Path, export_dir: Path) -> None:
-    """Copy config, tokenizer, label names and calibration next to the ONNX files."""
+    """Copy config, tokenizer, label names, calibration and training languages next to the
+    ONNX files."""
     export_dir.mkdir(parents=True, exist_ok=True)
     for name in _BUNDLE_FILES:
         if (model_dir / name).is_file():
