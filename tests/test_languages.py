@@ -125,7 +125,8 @@ def test_predict_command_flags_or_abstains_as_asked(english_model, tmp_path, cap
         assert english["status"] == "ok" and english["supported_language"] is True
         captured = capsys.readouterr()
         assert "trained on languages: en" in captured.err
-    assert "abstained: 1" in captured.out
+        assert "1 input(s) in languages the model was not trained on (de 1): " in captured.out
+    assert "abstained: 1" in captured.out and "de 1): left without a label." in captured.out
     with pytest.raises(SystemExit) as refused:
         main(["predict", str(english_model), "--input", str(inputs), "--output",
               str(tmp_path / "x.jsonl"), "--language-policy", "refuse"])

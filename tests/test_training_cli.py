@@ -204,6 +204,8 @@ def test_dry_run_prints_plan_and_trains_nothing(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "epochs: 3" in completed.stdout
     assert "train" in completed.stdout and "90 sentences" in completed.stdout
+    assert "languages: en 100.0% of the training sentences; a model of them reads en" in \
+        completed.stdout
     assert "nothing was trained" in completed.stdout
     assert not (tmp_path / "runs").exists()
 

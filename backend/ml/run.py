@@ -365,6 +365,11 @@ def describe_plan(config: ExperimentConfig) -> str:
         counts = ", ".join(f"{label} {count}" for label, count in
                            split.label_counts(sizes.label_names).items())
         lines.append(f"  {name:<10} {len(split):>6} sentences ({counts})")
+    languages = training_languages(sizes.train.texts)
+    lines.append("  languages: " + ", ".join(f"{code} {share:.1%}" for code, share in
+                                             languages["shares"].items())
+                 + f" of the training sentences; a model of them reads "
+                 f"{', '.join(languages['languages']) or 'no language'}")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     training = config.training
     steps = planned_steps(len(sizes.train), training, world_size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,6 +137,7 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
     print(f"Model: {model_path} ({classifier.runtime}, {described}; trained on languages: "
           f"{trained_on}, language policy {language_policy})", file=sys.stderr)
     counts: dict[str, int] = {}
+    unsupported: Counter[str] = Counter()  # inputs per language the model was not trained on
     total = _count_lines(Path(input_path)) if Path(input_path).suffix.lower() != ".csv" else None
     with atomic_path(output_path) as temporary, open(temporary, "w", encoding="utf-8") as out, \
             tqdm(total=total, desc="Predicting", unit="input", file=sys.stderr) as progress:
@@ -143,11 +145,11 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
         for item in inputs:
             chunk.append(item)
             if len(chunk) == CHUNK:
-                _write(out, _classify_chunk(classifier, chunk), counts)
+                _write(out, _classify_chunk(classifier, chunk), counts, unsupported)
                 progress.update(len(chunk))
                 chunk = []
         if chunk:
-            _write(out, _classify_chunk(classifier, chunk), counts)
+            _write(out, _classify_chunk(classifier, chunk), counts, unsupported)
             progress.update(len(chunk))
         out.flush()
         out.close()
@@ -157,14 +159,23 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
               file=sys.stderr)
     listing = ", ".join(f"{label}: {count}" for label, count in sorted(counts.items()))
     print(f"Wrote {written} predictions to {output_path} ({listing or 'none'}).")
+    if unsupported:
+        outcome = ("left without a label" if language_policy == "abstain"
+                   else "labelled, flagged supported_language: false")
+        print(f"{sum(unsupported.values())} input(s) in languages the model was not trained on "
+              f"({', '.join(f'{code} {n}' for code, n in unsupported.most_common())}): "
+              f"{outcome}.")
     return 0
 
 
-def _write(stream, results: list[dict], counts: dict[str, int]) -> None:
+def _write(stream, results: list[dict], counts: dict[str, int],
+           unsupported: Counter[str]) -> None:
     for result in results:
         label = (result["status"] if result["status"] in (NO_PREDICTION, ABSTAINED)
                  else result["label"])
         counts[label] = counts.get(label, 0) + 1
+        if result.get("supported_language") is False:
+            unsupported[result["language"]] += 1
         stream.write(json.dumps(result, ensure_ascii=False) + "\n")
 
 
