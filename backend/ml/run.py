@@ -18,6 +18,7 @@ from transformers import set_seed
 
 from .config import ExperimentConfig, config_to_yaml, load_yaml_config
 from .data import DataSplits, prepare_cv_folds, prepare_splits
+from .distillation import prepare_distillation
 from .errors import UserError
 from .fileio import atomic_write_text, read_jsonl
 from .languages import training_languages, write_training_languages
@@ -138,8 +139,12 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
                                            ("experiment_id", "metadata", "model", "data")})
     try:
         with failures_recorded(run_dir, results, writes=world.is_main):
+            distilled = prepare_distillation(config, splits, run_dir, world, precision)
+            if distilled is not None:
+                splits, results["distillation"] = distilled.splits, distilled.summary
             trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, trackers,
-                                        world, precision, resume_state, evaluation_hook)
+                                        world, precision, resume_state, evaluation_hook,
+                                        distilled.soft_targets if distilled else None)
             outcome = trainer.train()
             world.barrier()  # the main process has written checkpoints/best
             test_eval = _evaluate_test(config, splits, run_dir, world, precision)

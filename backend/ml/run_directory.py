@@ -115,6 +115,11 @@ class RunLayout:
     def retrain_record(self) -> Path:
         return self.root / "retrain.json"
 
+    @property
+    def teacher_logits(self) -> Path:
+        """A distilled run's teacher logits on its training sentences, computed once."""
+        return self.root / "teacher_logits.json"
+
     def fold(self, number: int) -> RunLayout:
         """Fold ``number`` (1-based) of a cross-validation run."""
         return RunLayout(self.folds / f"fold-{number}")

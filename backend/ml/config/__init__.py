@@ -15,6 +15,7 @@ from .loading import (
 from .schema import (
                      CloudConfig,
                      DataConfig,
+                     DistillationConfig,
                      LoggingConfig,
                      ModelConfig,
                      PretrainingConfig,
@@ -23,6 +24,6 @@ from .schema import (
 )
 from .sweep import expand_sweep
 
-__all__ = ["CloudConfig", "DataConfig", "ExperimentConfig", "LoggingConfig", "ModelConfig",
-           "PretrainingConfig", "SearchConfig", "TrainingConfig", "apply_overrides",
-           "config_to_yaml", "did_you_mean", "expand_sweep", "load_yaml_config"]
+__all__ = ["CloudConfig", "DataConfig", "DistillationConfig", "ExperimentConfig",
+           "LoggingConfig", "ModelConfig", "PretrainingConfig", "SearchConfig", "TrainingConfig",
+           "apply_overrides", "config_to_yaml", "did_you_mean", "expand_sweep", "load_yaml_config"]

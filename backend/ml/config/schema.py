@@ -74,6 +74,29 @@ class ModelConfig:
 
 
 @dataclass
+class DistillationConfig:
+    """Knowledge distillation: the student also learns the tempered probabilities of a teacher."""
+
+    teacher: str | None = option(
+        None, "The teacher (empty: no distillation): a run id or directory, a registry stage "
+        "(production, candidate), or a cross-validation run, whose fold models form an "
+        "ensemble. Under cross-validation every fold learns from the same fold of a "
+        "cross-validation teacher, which never saw that fold's test sentences.")
+    temperature: float = option(2.0, "Softmax temperature of teacher and student in the soft "
+                                "loss; above 1 shows more of the teacher's view of the "
+                                "non-chosen classes.", above=0.0)
+    soft_weight: float = option(
+        0.5, "Weight of the soft loss (KL divergence to the teacher's tempered probabilities, "
+        "times temperature squared) against the hard loss (cross-entropy with the labels), "
+        "which gets 1 - soft_weight.", minimum=0.0, maximum=1.0)
+    unlabelled_files: list[str] = option(
+        help="Sentences without labels (.txt one per line, .csv with a 'text' column, .jsonl "
+        "objects with 'text'), labelled by the teacher and added to training. Those that are "
+        "in the validation or test split, or already in training, are dropped and counted.",
+        default_factory=list)
+
+
+@dataclass
 class TrainingConfig:
     """Optimisation, evaluation schedule and early stopping."""
 
@@ -142,6 +165,9 @@ class TrainingConfig:
                               minimum=0)
     save_total_limit: int = option(2, "Step checkpoints kept on disk (the best one is always "
                                    "kept).", minimum=1)
+    distillation: DistillationConfig = field(
+        default_factory=DistillationConfig,
+        metadata={"help": "Knowledge distillation from a teacher model."})
 
 
 @dataclass

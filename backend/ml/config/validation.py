@@ -114,6 +114,23 @@ def _check_training(config: ExperimentSchema, problems: list[str]) -> None:
 
 
 PRETRAINING_SUFFIXES = (".txt", ".csv", ".xlsx")
+UNLABELLED_SUFFIXES = (".txt", ".csv", ".jsonl")
+
+
+def _check_distillation(config: ExperimentSchema, problems: list[str]) -> None:
+    distillation = config.training.distillation
+    if distillation.unlabelled_files and not distillation.teacher:
+        problems.append("training.distillation.unlabelled_files: only a teacher can label them; "
+                        "set training.distillation.teacher or remove the files")
+    for index, value in enumerate(distillation.unlabelled_files):
+        where = f"training.distillation.unlabelled_files[{index}]"
+        path = Path(value).expanduser()
+        if path.suffix.lower() not in UNLABELLED_SUFFIXES:
+            problems.append(f"{where}: {value} must be a .txt (one sentence per line), .csv (a "
+                            f"'text' column) or .jsonl file (objects with 'text')")
+        elif not path.is_file():
+            problems.append(f"{where}: {value} does not exist; check the path (relative paths "
+                            f"start from the directory you run in)")
 
 
 def _check_pretraining(config: ExperimentSchema, problems: list[str]) -> None:
@@ -260,6 +277,7 @@ def validate_config(config: ExperimentSchema) -> list[str]:
     _check_model(config, problems)
     _check_data(config, problems)
     _check_training(config, problems)
+    _check_distillation(config, problems)
     _check_pretraining(config, problems)
     _check_sweep(config, problems)
     _check_search(config, problems)

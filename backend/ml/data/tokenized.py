@@ -22,8 +22,13 @@ class TokenizedDataset(Dataset):
     """
 
     def __init__(self, split: SplitData, tokenizer, max_length: int,
-                 tag_biased_words: bool = False):
+                 tag_biased_words: bool = False,
+                 soft_targets: list[list[float]] | None = None):
         texts = list(split.texts)
+        if soft_targets is not None and len(soft_targets) != len(texts):
+            raise ValueError(f"{len(soft_targets)} soft targets for {len(texts)} sentences")
+        # A teacher's class probabilities per sentence, for distillation.
+        self.soft_targets = soft_targets
         self.token_labels: list[list[int]] | None = None
         if texts:
             encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False,
@@ -42,12 +47,14 @@ class TokenizedDataset(Dataset):
         return len(self.input_ids)
 
     def __getitem__(self, index: int) -> dict:
-        item: dict[str, list[int] | int] = {"input_ids": self.input_ids[index],
+        item: dict[str, list[int] | list[float] | int] = {"input_ids": self.input_ids[index],
                                             "attention_mask": self.attention_mask[index]}
         if self.labels is not None:
             item["labels"] = self.labels[index]
         if self.token_labels is not None:
             item["token_labels"] = self.token_labels[index]
+        if self.soft_targets is not None:
+            item["soft_targets"] = self.soft_targets[index]
         return item
 
 
@@ -80,15 +87,19 @@ _PUNCTUATION = "\"'“”‘’.,;:!?()[]{}"
 class PaddingCollator:
     """Pads a batch to its longest item with the tokenizer's own ``pad`` (as transformers'
     ``DataCollatorWithPadding`` does), and BABE's per-token ``token_labels`` alongside with -100;
-    a class so that DataLoader worker processes can pickle it."""
+    a teacher's ``soft_targets`` are stacked as they are. A class so that DataLoader worker
+    processes can pickle it."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        sentences = [{key: value for key, value in feature.items() if key != "token_labels"}
-                     for feature in features]
+        sentences = [{key: value for key, value in feature.items()
+                      if key not in ("token_labels", "soft_targets")} for feature in features]
         batch = dict(self.tokenizer.pad(sentences, padding="longest", return_tensors="pt"))
+        if "soft_targets" in features[0]:
+            batch["soft_targets"] = torch.tensor([feature["soft_targets"] for feature in features],
+                                                 dtype=torch.float32)
         if "token_labels" in features[0]:
             batch["token_labels"] = self._pad_token_labels(
                 [feature["token_labels"] for feature in features], batch["input_ids"].shape[1])

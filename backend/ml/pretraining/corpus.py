@@ -8,6 +8,7 @@ removed, so an encoder can be pre-trained without reading the sentences it will 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,8 +88,30 @@ def _read_xlsx_texts(path: Path) -> list[str]:
     return frame[_text_column(frame, path)].tolist()
 
 
+def _read_jsonl_texts(path: Path) -> list[str]:
+    texts = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; re-save it as UTF-8") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}, line {number}: not JSON ({error.msg}); write one object "
+                            f"with a 'text' field per line") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DataError(f"{path}, line {number}: expected an object with a 'text' string, "
+                            f"got {line.strip()[:60]!r}")
+        texts.append(record["text"])
+    return texts
+
+
 def read_text_file(path: str | Path) -> list[str]:
-    """The non-blank sentences of a .txt (one per line), .csv or .xlsx (a ``text`` column) file.
+    """The non-blank sentences of a .txt (one per line), .csv or .xlsx (a ``text`` column), or
+    .jsonl (objects with ``text``) file.
 
     >>> read_text_file("../shared/data/babe/silver_standard_data_set.xlsx")[:1]  # doctest: +SKIP
     ['For New Presidents, Contentious Cabinet Votes Are Nothing New']
@@ -106,9 +129,12 @@ def read_text_file(path: str | Path) -> list[str]:
         texts = _read_csv_texts(path)
     elif suffix == ".xlsx":
         texts = _read_xlsx_texts(path)
+    elif suffix == ".jsonl":
+        texts = _read_jsonl_texts(path)
     else:
         raise DataError(f"{path}: unsupported file type {suffix or '(no suffix)'!r}; use .txt "
-                        f"(one sentence per line), .csv or .xlsx (a 'text' column)")
+                        f"(one sentence per line), .csv or .xlsx (a 'text' column), or .jsonl "
+                        f"(objects with 'text')")
     return [text.strip() for text in texts if isinstance(text, str) and text.strip()]
 
 

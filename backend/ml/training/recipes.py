@@ -5,6 +5,8 @@
   (``training.biased_words_loss_weight``).
 - ``WeightAverage``: the average of the last evaluated weights
   (``training.average_last_checkpoints``).
+- ``distillation_losses``: the hard loss mixed with the KL divergence to a teacher's tempered
+  probabilities (``training.distillation``).
 
 Re-initialising top layers (``model.reinit_layers``) happens when the model is built
 (``models.reinitialize_top_layers``); label smoothing is the loss function's own option.
@@ -77,3 +79,19 @@ class WeightAverage:
         return {name: (torch.stack([snapshot[name] for snapshot in self.snapshots]).mean(0)
                        if value.is_floating_point() else value)
                 for name, value in last.items()}
+
+
+def distillation_losses(hard_losses: torch.Tensor, logits: torch.Tensor,
+                        soft_targets: torch.Tensor, temperature: float, soft_weight: float
+                        ) -> torch.Tensor:
+    """Per sentence: ``(1 - soft_weight) * hard + soft_weight * T² * KL(teacher_T || student_T)``
+    (Hinton et al., 2015); ``soft_targets`` are the teacher's probabilities at temperature T.
+    T² keeps the soft gradients as large as the hard ones whatever the temperature.
+
+    >>> distillation_losses(torch.zeros(1), torch.tensor([[0.0, 0.0]]),
+    ...                     torch.tensor([[0.5, 0.5]]), 2.0, 0.5)
+    tensor([0.])
+    """
+    log_student = torch.log_softmax(logits / temperature, dim=-1)
+    divergence = nn.functional.kl_div(log_student, soft_targets, reduction="none").sum(dim=-1)
+    return (1 - soft_weight) * hard_losses + soft_weight * temperature ** 2 * divergence

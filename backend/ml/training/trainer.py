@@ -43,7 +43,12 @@ from .optimization import (
     planned_steps,
 )
 from .precision import Precision, enable_tf32, resolve_attention
-from .recipes import SentenceAndTokenModel, WeightAverage, layerwise_lr_scales
+from .recipes import (
+    SentenceAndTokenModel,
+    WeightAverage,
+    distillation_losses,
+    layerwise_lr_scales,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +117,11 @@ class ClassifierTrainer:
     def __init__(self, model: torch.nn.Module, tokenizer, splits: DataSplits,
                  config: ExperimentConfig, run_dir: Path, trackers: TrackerSet, world: World,
                  precision: Precision, resume_state: dict | None = None,
-                 evaluation_hook: EvaluationHook | None = None):
+                 evaluation_hook: EvaluationHook | None = None,
+                 soft_targets: list[list[float]] | None = None):
         self.config, self.training = config, config.training
         self.evaluation_hook = evaluation_hook
+        self.soft_targets = soft_targets  # a teacher's probabilities per training sentence
         self.tokenizer, self.splits, self.trackers = tokenizer, splits, trackers
         self.world, self.precision = world, precision
         layout = RunLayout(Path(run_dir))
@@ -147,7 +154,8 @@ class ClassifierTrainer:
         training, world = self.training, self.world
         self.train_data = TokenizedDataset(self.splits.train, self.tokenizer,
                                            self.config.data.max_length,
-                                           tag_biased_words=self.tags_biased_words)
+                                           tag_biased_words=self.tags_biased_words,
+                                           soft_targets=self.soft_targets)
         self.sampler = LengthGroupedBatchSampler(
             self.train_data.lengths, training.batch_size, self.config.seed,
             training.group_by_length, world.size, world.rank)
@@ -277,7 +285,12 @@ class ClassifierTrainer:
                                                               batch["attention_mask"])
                 else:
                     logits = forward_logits(self.forward_model, batch)
-            losses = self.loss_function(logits.float(), batch["labels"])[:real_size]
+            losses = self.loss_function(logits.float(), batch["labels"])
+            if "soft_targets" in batch:
+                distillation = self.training.distillation
+                losses = distillation_losses(losses, logits.float(), batch["soft_targets"],
+                                             distillation.temperature, distillation.soft_weight)
+            losses = losses[:real_size]
             loss = losses.sum() * scale
             if self.tags_biased_words:
                 tagging_loss = torch.nn.functional.cross_entropy(

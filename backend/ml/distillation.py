@@ -1,0 +1,232 @@
+"""The teacher of a distilled run: which models teach it, what they say about its training
+sentences (computed once and cached in the run directory), and the unlabelled sentences they
+label for it.
+
+Under cross-validation, fold k's student learns from fold k of a cross-validation teacher and
+from nothing else: that model never saw fold k's test sentences, and the teacher's own test
+predictions are checked to prove it. Any other teacher could have trained on the student's test
+fold and would leak it into the student's score.
+
+>>> data = prepare_distillation(config, splits, run_dir, world, precision)  # doctest: +SKIP
+>>> len(data.soft_targets) == len(data.splits.train)  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ExperimentConfig
+from .data import DataSplits, SplitData, TokenizedDataset, make_collator
+from .data.preprocessing import preprocess_text, sentence_key
+from .errors import UserError
+from .fileio import atomic_write_text
+from .inference.loading import cross_validation_models, resolve_model_path, run_dir_of
+from .models import load_saved_model
+from .pretraining.corpus import read_text_file
+from .registry import DEFAULT_REGISTRY_DIR, STAGES, ModelRegistry
+from .run_directory import DEFAULT_RUNS_DIR, RunLayout
+from .training.distributed import World
+from .training.evaluation import forward_logits, move_to
+from .training.precision import Precision
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillationData:
+    """What a distilled run trains on."""
+
+    splits: DataSplits
+    """The run's splits, training extended by the unlabelled sentences the teacher labelled."""
+    soft_targets: list[list[float]]
+    """The teacher's probabilities at the distillation temperature, per training sentence."""
+    summary: dict
+    """results.json's ``distillation``: teacher, models, temperature, weight, sentence counts."""
+
+
+def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: Path,
+                         world: World, precision: Precision,
+                         runs_dir: Path = DEFAULT_RUNS_DIR) -> DistillationData | None:
+    """The teacher's targets for ``splits`` (None when the config distils nothing)."""
+    distillation = config.training.distillation
+    if not distillation.teacher:
+        return None
+    models = teacher_models(distillation.teacher, splits, runs_dir)
+    _check_labels(models, splits.label_names)
+    unlabelled, counts = unlabelled_sentences(distillation.unlabelled_files, splits,
+                                              config.data.preprocessing)
+    texts = list(splits.train.texts) + unlabelled
+    logits = _teacher_logits(RunLayout(run_dir).teacher_logits, models, texts, config, world,
+                             precision)
+    soft = _ensemble_probabilities(logits, distillation.temperature)
+    # Unlabelled sentences take the teacher's class (its plain probabilities) as hard label.
+    teacher_labels = _ensemble_probabilities(logits, 1.0)[len(splits.train):].argmax(axis=1)
+    train = splits.train
+    extended = SplitData(
+        texts, list(train.labels) + [int(label) for label in teacher_labels],
+        list(train.metadata) + [{} for _ in unlabelled] if train.metadata else [],
+        list(train.biased_words) + [[] for _ in unlabelled] if train.biased_words else [])
+    summary = {"teacher": distillation.teacher, "teacher_models": [str(path) for path in models],
+               "temperature": distillation.temperature, "soft_weight": distillation.soft_weight,
+               "unlabelled": counts}
+    logger.info("Distilling from %s (%d model%s) into %d labelled and %d teacher-labelled "
+                "sentences", distillation.teacher, len(models), "s" * (len(models) > 1),
+                len(train), len(unlabelled))
+    return DistillationData(dataclasses.replace(splits, train=extended), soft.tolist(), summary)
+
+
+def teacher_models(reference: str, splits: DataSplits, runs_dir: Path = DEFAULT_RUNS_DIR
+                   ) -> list[Path]:
+    """The model directories that teach ``splits``: one model, a CV run's folds as an ensemble,
+    or, for a fold of a cross-validation student, the teacher's model of that same fold."""
+    if reference in STAGES and not Path(reference).exists():
+        reference = str(ModelRegistry(DEFAULT_REGISTRY_DIR).run_dir(reference))
+    try:
+        folds = cross_validation_models(reference, runs_dir)
+        if splits.fold is None:
+            return folds or [resolve_model_path(reference, runs_dir)]
+    except UserError as error:
+        raise UserError(f"training.distillation.teacher: {error}") from error
+    if folds is None:
+        raise UserError(
+            f"training.distillation.teacher: {reference} is a single model, but this run "
+            f"cross-validates: a teacher that trained on fold {splits.fold}'s test sentences "
+            f"would leak them into its student. Use a cross-validation run with the same data, "
+            f"seed and data.cv_folds as the teacher: each fold then learns from the same fold")
+    if len(folds) != splits.num_folds:
+        raise UserError(f"training.distillation.teacher: {reference} has {len(folds)} folds, "
+                        f"this run {splits.num_folds}; the teacher's folds must be this run's")
+    model = folds[int(splits.fold) - 1]
+    _check_same_test_fold(model, splits)
+    return [model]
+
+
+def _check_same_test_fold(model: Path, splits: DataSplits) -> None:
+    run_dir = run_dir_of(model)
+    predictions = RunLayout(run_dir).test_predictions if run_dir else None
+    if predictions is None or not predictions.is_file():
+        raise UserError(f"training.distillation.teacher: {model.parent} has no test "
+                        f"predictions to show which sentences its fold held out")
+    with predictions.open(encoding="utf-8", newline="") as stream:
+        tested = {sentence_key(row["text"]) for row in csv.DictReader(stream)}
+    ours = {sentence_key(text) for text in splits.test.texts}
+    if tested != ours:
+        raise UserError(
+            f"training.distillation.teacher: fold {splits.fold} of the teacher "
+            f"({model.parent}) was tested on other sentences than this fold "
+            f"({len(ours - tested)} of {len(ours)} differ), so it may have trained on this "
+            f"fold's test sentences. Distil from a teacher cross-validated on the same data "
+            f"(data.path, filters, preprocessing), seed and data.cv_folds")
+
+
+def _check_labels(models: list[Path], label_names: list[str]) -> None:
+    for model in models:
+        labels_file = model / "label_names.json"
+        names = (json.loads(labels_file.read_text(encoding="utf-8"))
+                 if labels_file.is_file() else None)
+        if names != list(label_names):
+            raise UserError(f"training.distillation.teacher: {model} predicts {names}, this "
+                            f"run's data has {list(label_names)}; a teacher must name the same "
+                            f"classes in the same order")
+
+
+def unlabelled_sentences(files: list[str], splits: DataSplits, preprocessing: str
+                         ) -> tuple[list[str], dict]:
+    """The files' sentences that are new to every split, and how many of each kind were dropped.
+
+    Sentences of the validation or test split are dropped (a student must never be taught its
+    evaluation sentences), and so are those already in training (they have gold labels).
+    """
+    held_out = {sentence_key(text) for split in (splits.validation, splits.test)
+                for text in split.texts}
+    training = {sentence_key(text) for text in splits.train.texts}
+    counts = {"read": 0, "in_evaluation_dropped": 0, "in_training_dropped": 0,
+              "duplicates_dropped": 0, "added": 0}
+    kept: dict[str, str] = {}
+    for file in files:
+        for text in read_text_file(file):
+            counts["read"] += 1
+            text = preprocess_text(text, preprocessing)
+            key = sentence_key(text)
+            kind = ("in_evaluation_dropped" if key in held_out else
+                    "in_training_dropped" if key in training else
+                    "duplicates_dropped" if key in kept else None)
+            if kind:
+                counts[kind] += 1
+            else:
+                kept[key] = text
+    counts["added"] = len(kept)
+    if counts["in_evaluation_dropped"]:
+        logger.warning("%d unlabelled sentence(s) are in the validation or test split and were "
+                       "dropped", counts["in_evaluation_dropped"])
+    return list(kept.values()), counts
+
+
+def _teacher_logits(cache: Path, models: list[Path], texts: list[str],
+                    config: ExperimentConfig, world: World, precision: Precision) -> np.ndarray:
+    """Logits of every model on every text, ``(models, texts, classes)``: read from the run's
+    cache when it was computed for these models and texts, else computed once and cached."""
+    key = {"models": [str(path.resolve()) for path in models],
+           "texts_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
+           "max_length": config.data.max_length}
+    if world.is_main and _cached(cache, key) is None:
+        logits = [_model_logits(model, texts, config, world.device, precision)
+                  for model in models]
+        atomic_write_text(cache, json.dumps({**key, "logits": [part.tolist() for part in logits]})
+                          + "\n")
+    world.barrier()  # the main process has written the cache
+    cached = _cached(cache, key)
+    if cached is None:
+        raise RuntimeError(f"{cache} does not hold the teacher logits just written")
+    return cached
+
+
+def _cached(cache: Path, key: dict) -> np.ndarray | None:
+    if not cache.is_file():
+        return None
+    stored = json.loads(cache.read_text(encoding="utf-8"))
+    if any(stored.get(name) != value for name, value in key.items()):
+        logger.info("%s was computed for other teacher models or sentences; computing anew",
+                    cache)
+        return None
+    return np.asarray(stored["logits"], dtype=np.float32)
+
+
+@torch.inference_mode()
+def _model_logits(model_dir: Path, texts: list[str], config: ExperimentConfig,
+                  device: torch.device, precision: Precision) -> np.ndarray:
+    model, tokenizer = load_saved_model(model_dir)
+    model.to(device)
+    dataset = TokenizedDataset(SplitData(texts, []), tokenizer, config.data.max_length)
+    collate = make_collator(tokenizer)
+    # Length-sorted batches pad least; the logits are put back in the texts' order.
+    order = np.argsort(np.asarray(dataset.lengths), kind="stable")
+    batch_size = config.training.eval_batch_size
+    parts = []
+    for start in range(0, len(order), batch_size):
+        batch = move_to(collate([dataset[int(row)] for row in order[start:start + batch_size]]),
+                        device)
+        with precision.autocast():
+            parts.append(forward_logits(model, batch).float().cpu().numpy())
+    logits = np.empty_like(np.concatenate(parts))
+    logits[order] = np.concatenate(parts)
+    return logits
+
+
+def _ensemble_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """The mean over models of each model's softmax at ``temperature``, ``(texts, classes)``."""
+    scaled = logits / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    probabilities = np.exp(scaled)
+    probabilities /= probabilities.sum(axis=-1, keepdims=True)
+    return probabilities.mean(axis=0)

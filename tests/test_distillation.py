@@ -1,0 +1,184 @@
+"""Knowledge distillation on tiny models: the student learns the teacher's probabilities, each
+cross-validation fold learns from the teacher's same fold only, and unlabelled sentences that
+are evaluation sentences never reach training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.ml import distillation
+from backend.ml.config import ExperimentConfig
+from backend.ml.data import DataSplits, SplitData, prepare_splits
+from backend.ml.errors import UserError
+from backend.ml.inference.loading import cross_validation_models
+from backend.ml.models import load_saved_model
+from backend.ml.run import run_cross_validation, run_experiment
+from backend.ml.run_directory import RunLayout, read_results
+from backend.ml.training.distributed import World
+from backend.ml.training.precision import resolve_precision
+from support.configs import tiny_config
+
+pytestmark = pytest.mark.usefixtures("no_network")
+
+QUIET = {"tensorboard": False, "log_steps": 50, "save_steps": 0, "save_minutes": 0}
+CV_DATA = {"cv_folds": 2, "max_samples": 60}  # two folds of a few optimiser steps each
+
+
+def _config(**sections) -> ExperimentConfig:
+    return ExperimentConfig.from_dict(tiny_config(logging=QUIET, **sections))
+
+
+def _distilled(teacher: Path | str, **distillation_fields) -> dict:
+    return {"distillation": {"teacher": str(teacher), **distillation_fields}}
+
+
+def _probabilities(model_dir: Path, texts: list[str]) -> np.ndarray:
+    model, tokenizer = load_saved_model(model_dir)
+    with torch.no_grad():
+        logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    return torch.softmax(logits, dim=-1).numpy()
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory) -> Path:
+    """A teacher with an opinion no label gives: "No agreement" at 0.9 for every sentence (its
+    classifier ignores the sentence), saved in a run directory as training saves one."""
+    from backend.ml.models import ModelFactory, save_model
+
+    config = _config()
+    splits = prepare_splits(config.data, config.seed)
+    torch.manual_seed(0)
+    built = ModelFactory.create(config.model, splits.label_names, splits.train.texts)
+    classifier = built.model.classifier
+    assert isinstance(classifier, torch.nn.Linear)
+    with torch.no_grad():
+        classifier.weight.zero_()
+        classifier.bias.copy_(torch.log(torch.tensor([0.05, 0.05, 0.9])))
+    run_dir = tmp_path_factory.mktemp("teacher") / "teacher"
+    save_model(built.model, built.tokenizer, RunLayout(run_dir).final_model, splits.label_names)
+    return run_dir
+
+
+def test_a_distilled_student_learns_the_teachers_probabilities(teacher_run, tmp_path):
+    splits = prepare_splits(_config().data, 7)
+    new = ["The reckless mayor wrecked the budget again.", "Rain is expected on Tuesday."]
+    (tmp_path / "unlabelled.txt").write_text("\n".join([*new, splits.test.texts[0]]) + "\n")
+    run_dir = run_experiment(_config(training={
+        "epochs": 2, "learning_rate": 1e-2, "lr_schedule": "constant", "warmup_steps": 0,
+        **_distilled(
+        teacher_run, soft_weight=1.0, temperature=1.0,
+        unlabelled_files=[str(tmp_path / "unlabelled.txt")])}), tmp_path, run_id="student")
+
+    # The gold labels hold about 1 in 6 "No agreement"; the student follows the teacher's 0.9.
+    student = _probabilities(RunLayout(run_dir).final_model, splits.test.texts)
+    np.testing.assert_allclose(student.mean(axis=0), [0.05, 0.05, 0.9], atol=0.05)
+    results = read_results(run_dir)
+    assert results["distillation"]["teacher_models"] == [str(RunLayout(teacher_run).final_model)]
+    assert results["distillation"]["unlabelled"]["added"] == 2
+    assert results["distillation"]["unlabelled"]["in_evaluation_dropped"] == 1
+    # The teacher labelled the new sentences once; the test sentence never reached training.
+    cache = json.loads(RunLayout(run_dir).teacher_logits.read_text())
+    assert np.array(cache["logits"]).shape == (1, len(splits.train) + 2, 3)
+    assert results["training"]["planned_steps"] == 2 * -(-(len(splits.train) + 2) // 16)
+
+
+def test_teacher_logits_are_computed_once_and_read_back_from_the_run(teacher_run, tmp_path,
+                                                                    monkeypatch):
+    config = _config(training=_distilled(teacher_run))
+    splits = prepare_splits(config.data, config.seed)
+    world = World(rank=0, size=1, device=torch.device("cpu"))
+    precision = resolve_precision("no", world.device)
+    first = distillation.prepare_distillation(config, splits, tmp_path, world, precision)
+
+    def no_second_teacher_pass(*args, **kwargs):
+        raise AssertionError("the teacher ran again instead of the cache being read")
+
+    monkeypatch.setattr(distillation, "_model_logits", no_second_teacher_pass)
+    again = distillation.prepare_distillation(config, splits, tmp_path, world, precision)
+    assert first is not None and again is not None
+    np.testing.assert_allclose(again.soft_targets, first.soft_targets)
+
+
+def test_unlabelled_sentences_in_the_evaluation_splits_are_dropped_and_counted(tmp_path):
+    splits = DataSplits(SplitData(["Train one."], [0]), SplitData(["Valid one."], [1]),
+                        SplitData(["Test one.", "Test two."], [0, 1]), ["a", "b"], "memory",
+                        "demo")
+    (tmp_path / "news.txt").write_text("Test one.\nA new sentence.\n\n  test  ONE.\n")
+    (tmp_path / "news.jsonl").write_text(
+        '{"text": "Valid one."}\n{"text": "Train one."}\n{"text": "A new sentence."}\n'
+        '{"text": "Another new one."}\n')
+    (tmp_path / "news.csv").write_text("id,text\n1,Test two.\n2,A third new one.\n")
+    files = [str(tmp_path / name) for name in ("news.txt", "news.jsonl", "news.csv")]
+    kept, counts = distillation.unlabelled_sentences(files, splits, "none")
+    assert kept == ["A new sentence.", "Another new one.", "A third new one."]
+    assert counts == {"read": 9, "in_evaluation_dropped": 4, "in_training_dropped": 1,
+                      "duplicates_dropped": 1, "added": 3}
+
+
+@pytest.fixture(scope="module")
+def cv_teacher(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("cv_teacher")
+    return run_cross_validation(_config(data=CV_DATA, training={"epochs": 1}), runs,
+                                run_id="cv_teacher")
+
+
+def test_each_cross_validation_fold_learns_from_the_same_fold_of_the_teacher(cv_teacher,
+                                                                            tmp_path):
+    student = run_cross_validation(
+        _config(data=CV_DATA, training={"epochs": 1, **_distilled(cv_teacher)}),
+        tmp_path, run_id="cv_student")
+    teachers = cross_validation_models(cv_teacher)
+    assert teachers is not None
+    for number, teacher in enumerate(teachers, start=1):
+        fold = read_results(RunLayout(student).fold(number).root)
+        assert fold["distillation"]["teacher_models"] == [str(teacher)]
+
+
+def test_a_cross_validation_student_refuses_a_teacher_that_may_have_seen_its_test_fold(
+        cv_teacher, teacher_run, tmp_path):
+    with pytest.raises(UserError, match="is a single model, but this run cross-validates"):
+        run_cross_validation(_config(data=CV_DATA,
+                                     training={"epochs": 1, **_distilled(teacher_run)}),
+                             tmp_path, run_id="single_teacher")
+    # Another seed draws other folds: the teacher's fold 1 trained on this fold 1's test part.
+    with pytest.raises(UserError, match="fold 1 of the teacher .* was tested on other sentences"):
+        run_cross_validation(_config(seed=8, data=CV_DATA,
+                                     training={"epochs": 1, **_distilled(cv_teacher)}),
+                             tmp_path, run_id="other_folds")
+
+
+def test_a_non_cv_student_of_a_cv_teacher_learns_from_the_fold_ensemble(cv_teacher, tmp_path):
+    config = _config(training=_distilled(cv_teacher, temperature=1.0))
+    splits = prepare_splits(config.data, config.seed)
+    world = World(rank=0, size=1, device=torch.device("cpu"))
+    data = distillation.prepare_distillation(config, splits, tmp_path, world,
+                                             resolve_precision("no", world.device))
+    members = cross_validation_models(cv_teacher)
+    assert data is not None and members is not None
+    assert data.summary["teacher_models"] == [str(path) for path in members]
+    expected = np.mean([_probabilities(path, splits.train.texts[:4]) for path in members], axis=0)
+    np.testing.assert_allclose(data.soft_targets[:4], expected, atol=1e-4)
+
+
+def test_distillation_settings_are_validated_with_their_fixes(tmp_path):
+    from backend.ml.errors import ConfigError
+
+    (tmp_path / "news.xlsx").write_text("")
+    with pytest.raises(ConfigError) as raised:
+        _config(training={"distillation": {
+            "unlabelled_files": [str(tmp_path / "news.xlsx"), str(tmp_path / "missing.txt")],
+            "temperature": 0, "soft_weight": 1.5}})
+    assert raised.value.problems == [
+        "training.distillation.temperature: must be > 0, got 0",
+        "training.distillation.soft_weight: must be <= 1, got 1.5",
+        "training.distillation.unlabelled_files: only a teacher can label them; set "
+        "training.distillation.teacher or remove the files",
+        f"training.distillation.unlabelled_files[0]: {tmp_path / 'news.xlsx'} must be a .txt "
+        f"(one sentence per line), .csv (a 'text' column) or .jsonl file (objects with 'text')",
+        f"training.distillation.unlabelled_files[1]: {tmp_path / 'missing.txt'} does not exist; "
+        f"check the path (relative paths start from the directory you run in)"]
