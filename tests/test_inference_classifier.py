@@ -225,3 +225,33 @@ def test_threads_respect_omp_num_threads(monkeypatch):
         assert configure_threads() == 3 and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("architecture", ["mpnet", "custom"])
+def test_an_mpnet_classifier_predicts_and_exports_to_onnx_alike(tmp_path, architecture):
+    pytest.importorskip("onnxruntime")
+    from backend.ml.config.schema import ModelConfig
+    from backend.ml.inference.export import copy_bundle, export_onnx
+    from backend.ml.inference.loading import load_torch_model
+    from backend.ml.models import ModelFactory, save_model
+
+    torch.manual_seed(0)
+    built = ModelFactory.create(ModelConfig(
+        architecture=architecture, encoder_architecture="mpnet", pretrained=False,
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        vocab_size=300, head_hidden_size=16), LABELS, NEWS_SENTENCES * 4)
+    save_model(built.model.eval(), built.tokenizer, tmp_path / "final_model", LABELS)
+    classifier = BiasClassifier(batch_size=3).load_model(tmp_path / "final_model")
+    texts = NEWS_SENTENCES + [ARTICLE]  # several batch shapes and sequence lengths
+    with torch.inference_mode():
+        expected = np.concatenate([
+            softmax(built.model(**built.tokenizer(text, return_tensors="pt")).logits.numpy())
+            for text in texts])
+    assert classifier.predict_proba(texts) == pytest.approx(expected, abs=1e-5)
+
+    copy_bundle(tmp_path / "final_model", tmp_path / "exports")
+    onnx_path = export_onnx(load_torch_model(tmp_path / "final_model"),
+                            tmp_path / "exports" / "model.onnx")
+    exported = BiasClassifier(batch_size=3).load_model(onnx_path)
+    assert exported.runtime == "onnx"
+    assert exported.predict_proba(texts) == pytest.approx(expected, abs=1e-5)

@@ -218,9 +218,9 @@ def read_max_length(config: dict, tokenizer) -> int:
     for section in (config, config.get("encoder_config") or {}):
         positions = section.get("max_position_embeddings") if isinstance(section, dict) else None
         if isinstance(positions, int) and positions > 0:
-            # RoBERTa-style models reserve padding_idx + 1 positions.
+            # RoBERTa-style models and MPNet reserve padding_idx + 1 positions.
             offset = (section.get("pad_token_id") or 0) + 1 if section.get("model_type") in (
-                "roberta", "xlm-roberta", "camembert") else 0
+                "roberta", "xlm-roberta", "camembert", "mpnet") else 0
             limits.append(positions - offset)
     return min(limits) if limits else 512
 
