@@ -168,17 +168,18 @@ def test_a_non_cv_student_of_a_cv_teacher_learns_from_the_fold_ensemble(cv_teach
 def test_distillation_settings_are_validated_with_their_fixes(tmp_path):
     from backend.ml.errors import ConfigError
 
-    (tmp_path / "news.xlsx").write_text("")
+    (tmp_path / "news.json").write_text("")
     with pytest.raises(ConfigError) as raised:
         _config(training={"distillation": {
-            "unlabelled_files": [str(tmp_path / "news.xlsx"), str(tmp_path / "missing.txt")],
+            "unlabelled_files": [str(tmp_path / "news.json"), str(tmp_path / "missing.txt")],
             "temperature": 0, "soft_weight": 1.5}})
     assert raised.value.problems == [
         "training.distillation.temperature: must be > 0, got 0",
         "training.distillation.soft_weight: must be <= 1, got 1.5",
         "training.distillation.unlabelled_files: only a teacher can label them; set "
         "training.distillation.teacher or remove the files",
-        f"training.distillation.unlabelled_files[0]: {tmp_path / 'news.xlsx'} must be a .txt "
-        f"(one sentence per line), .csv (a 'text' column) or .jsonl file (objects with 'text')",
+        f"training.distillation.unlabelled_files[0]: {tmp_path / 'news.json'} must be a .txt "
+        f"(one sentence per line), .csv or .xlsx (a 'text' column) or .jsonl file (objects "
+        f"with 'text')",
         f"training.distillation.unlabelled_files[1]: {tmp_path / 'missing.txt'} does not exist; "
         f"check the path (relative paths start from the directory you run in)"]

@@ -90,9 +90,9 @@ class DistillationConfig:
         "times temperature squared) against the hard loss (cross-entropy with the labels), "
         "which gets 1 - soft_weight.", minimum=0.0, maximum=1.0)
     unlabelled_files: list[str] = option(
-        help="Sentences without labels (.txt one per line, .csv with a 'text' column, .jsonl "
-        "objects with 'text'), labelled by the teacher and added to training. Those that are "
-        "in the validation or test split, or already in training, are dropped and counted.",
+        help="Sentences without labels (.txt one per line, .csv or .xlsx with a 'text' column, "
+        ".jsonl objects with 'text'), labelled by the teacher and added to training. Those that "
+        "are in the validation or test split, or already in training, are dropped and counted.",
         default_factory=list)
 
 

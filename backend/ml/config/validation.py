@@ -114,7 +114,7 @@ def _check_training(config: ExperimentSchema, problems: list[str]) -> None:
 
 
 PRETRAINING_SUFFIXES = (".txt", ".csv", ".xlsx")
-UNLABELLED_SUFFIXES = (".txt", ".csv", ".jsonl")
+UNLABELLED_SUFFIXES = (".txt", ".csv", ".xlsx", ".jsonl")
 
 
 def _check_distillation(config: ExperimentSchema, problems: list[str]) -> None:
@@ -126,8 +126,8 @@ def _check_distillation(config: ExperimentSchema, problems: list[str]) -> None:
         where = f"training.distillation.unlabelled_files[{index}]"
         path = Path(value).expanduser()
         if path.suffix.lower() not in UNLABELLED_SUFFIXES:
-            problems.append(f"{where}: {value} must be a .txt (one sentence per line), .csv (a "
-                            f"'text' column) or .jsonl file (objects with 'text')")
+            problems.append(f"{where}: {value} must be a .txt (one sentence per line), .csv or "
+                            f".xlsx (a 'text' column) or .jsonl file (objects with 'text')")
         elif not path.is_file():
             problems.append(f"{where}: {value} does not exist; check the path (relative paths "
                             f"start from the directory you run in)")
