@@ -102,6 +102,25 @@ def test_an_article_carries_its_language_and_each_sentence_its_own(english_model
     assert result["languages"] == {"en": 0.6, "de": 0.4}
 
 
+def test_abstain_leaves_the_foreign_sentences_of_an_article_out_of_its_label(english_model):
+    article = {"id": "a-2", "title": NEWS_BY_LANGUAGE["en"][4],
+               "text": " ".join([NEWS_BY_LANGUAGE["en"][5], NEWS_BY_LANGUAGE["de"][0],
+                                 NEWS_BY_LANGUAGE["en"][6], NEWS_BY_LANGUAGE["de"][1]])}
+    result = BiasClassifier(language_policy="abstain").load_model(
+        english_model).predict_with_confidence(article)
+    assert result["status"] == "ok" and result["language"] == "en"
+    assert result["num_sentences"] == 5 and result["abstained_sentences"] == 2
+    german = [sentence for sentence in result["sentences"] if sentence["language"] == "de"]
+    assert [sentence["index"] for sentence in german] == [2, 4]
+    assert all(sentence["status"] == "abstained" and sentence["label"] is None
+               and sentence["probabilities"] is None for sentence in german)
+    english = [sentence for sentence in result["sentences"] if sentence["language"] == "en"]
+    assert len(english) == 3 and result["summary"]["num_sentences"] == 3
+    for label, probability in result["probabilities"].items():
+        assert probability == pytest.approx(
+            sum(sentence["probabilities"][label] for sentence in english) / 3)
+
+
 def test_a_model_without_recorded_languages_flags_nothing(tmp_path, caplog):
     model_dir = make_tiny_model_dir(tmp_path / "older_model")
     classifier = BiasClassifier(language_policy="abstain").load_model(model_dir)

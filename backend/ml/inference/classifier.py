@@ -110,6 +110,7 @@ class _Segment:
     end: int | None
     part: str  # "title" or "text"
     language: Detection | None = None  # detected for inputs of more than one sentence
+    row: int | None = None  # its row among the classified texts; None when it abstained
 
 
 class BiasClassifier:
@@ -279,11 +280,15 @@ class BiasClassifier:
         sentence of an article too, and the article its ``languages`` when they are mixed) and,
         unless the policy is ``off``, ``supported_language``: false for a language the model
         was not trained on (then ``abstain`` gives ``status: "abstained"`` and a ``reason``
-        instead of a label), None when the language or the model's languages are unknown.
+        instead of a label; in an article, such a sentence gets no label and does not count
+        in the article's), None when the language or the model's languages are unknown.
         """
         single = isinstance(articles, (str, dict, bytes)) or not isinstance(articles, Iterable)
         items = [articles] if single else list(articles)
-        results, segments, languages = [], [], {}
+        results: list[dict] = []
+        segments: list[_Segment] = []  # the sentences to classify, of every input
+        languages: dict[int, dict] = {}  # item -> its language fields
+        classified: dict[int, list[_Segment]] = {}  # item -> all its segments
         unsupported: Counter[str] = Counter()
         for index, item in enumerate(items):
             parsed = self._parse(item, index)
@@ -295,26 +300,42 @@ class BiasClassifier:
             languages[index] = self._language_fields(detection)
             if languages[index].get("supported_language") is False:
                 unsupported[detection.code] += 1
-                if self.language_policy == "abstain":
-                    results.append(abstained(identifier, detection, self.training_languages or []))
-                    continue
-            if len(item_segments) > 1:
-                for segment in item_segments:
-                    segment.language = detect_language(segment.text)
+            to_classify = self._to_classify(item_segments, detection)
+            if not to_classify:
+                surest = max(item_segments, key=lambda segment: (segment.language or detection
+                                                                  ).confidence)
+                results.append({**abstained(identifier, surest.language or detection,
+                                            self.training_languages or []), **languages[index]})
+                continue
+            for segment in to_classify:
+                segment.row = len(segments)
+                segments.append(segment)
             results.append({"id": identifier})
-            segments.extend(item_segments)
+            classified[index] = item_segments
         if unsupported:
             self._log_unsupported(unsupported, len(items))
         probabilities, windows = self._segment_probabilities([s.text for s in segments],
                                                              show_progress)
-        per_item: dict[int, list[int]] = {}
-        for position, segment in enumerate(segments):
-            per_item.setdefault(segment.item, []).append(position)
-        for item, positions in per_item.items():
-            results[item].update(self._item_result(
-                [segments[p] for p in positions], probabilities[positions], windows[positions]))
+        for item, item_segments in classified.items():
+            results[item].update(self._item_result(item_segments, probabilities, windows))
             results[item].update(languages[item])
         return results[0] if single else results
+
+    def _to_classify(self, segments: list[_Segment], detection: Detection) -> list[_Segment]:
+        """The segments the model reads: under ``abstain`` none of an input in a language it
+        was not trained on, nor such sentences of an article. Detects each sentence's language
+        when there are several."""
+        if self._abstains(detection):
+            return []
+        if len(segments) > 1:
+            for segment in segments:
+                segment.language = detect_language(segment.text)
+        return [segment for segment in segments
+                if segment.language is None or not self._abstains(segment.language)]
+
+    def _abstains(self, detection: Detection) -> bool:
+        return (self.language_policy == "abstain"
+                and is_supported(detection, self.training_languages) is False)
 
     def _language_fields(self, detection: Detection) -> dict:
         fields = detection.fields()
@@ -451,34 +472,48 @@ class BiasClassifier:
 
     def _item_result(self, segments: list[_Segment], probabilities: np.ndarray,
                      windows: np.ndarray) -> dict:
-        mean = probabilities.mean(axis=0)
-        result = {"status": "ok", **self._scores(mean), "calibrated": self.is_calibrated,
-                  "num_sentences": len(segments)}
+        """One input's result from its segments; those with a row were classified, and the
+        input's probabilities are their mean."""
+        rows = [segment.row for segment in segments if segment.row is not None]
+        result = {"status": "ok", **self._scores(probabilities[rows].mean(axis=0)),
+                  "calibrated": self.is_calibrated, "num_sentences": len(segments)}
         if self.ensemble_size > 1:
             result["ensemble_size"] = self.ensemble_size
         if len(segments) == 1:
-            if windows[0] > 1:
-                result["windows"] = int(windows[0])
+            if windows[rows[0]] > 1:
+                result["windows"] = int(windows[rows[0]])
             return result
+        if len(rows) < len(segments):
+            result["abstained_sentences"] = len(segments) - len(rows)
         biased = self._biased_index()
-        sentences = []
-        for index, (segment, row, count) in enumerate(zip(segments, probabilities, windows)):
-            entry = {"index": index, "part": segment.part, "text": segment.text,
-                     "start": segment.start, "end": segment.end, **self._scores(row)}
-            if segment.language is not None:
-                entry.update(self._language_fields(segment.language))
-            if biased is not None:
-                entry["biased_score"] = float(row[biased])
-            if count > 1:
-                entry["windows"] = int(count)
-            sentences.append(entry)
+        sentences = [self._sentence_entry(index, segment, probabilities, windows, biased)
+                     for index, segment in enumerate(segments)]
         result["sentences"] = sentences
-        result["summary"] = self._summary(sentences, biased)
+        result["summary"] = self._summary([entry for entry in sentences
+                                           if entry["label"] is not None], biased)
         mix = language_shares(segment.language.code for segment in segments
                               if segment.language and segment.language.code != UNDETERMINED)
         if len(mix) > 1:
             result["languages"] = mix
         return result
+
+    def _sentence_entry(self, index: int, segment: _Segment, probabilities: np.ndarray,
+                        windows: np.ndarray, biased: int | None) -> dict:
+        entry: dict[str, Any] = {"index": index, "part": segment.part, "text": segment.text,
+                                 "start": segment.start, "end": segment.end}
+        if segment.row is None:
+            entry.update({"status": ABSTAINED, "label": None, "confidence": None,
+                          "probabilities": None})
+        else:
+            row = probabilities[segment.row]
+            entry.update(self._scores(row))
+            if biased is not None:
+                entry["biased_score"] = float(row[biased])
+            if windows[segment.row] > 1:
+                entry["windows"] = int(windows[segment.row])
+        if segment.language is not None:
+            entry.update(self._language_fields(segment.language))
+        return entry
 
     def _summary(self, sentences: list[dict], biased: int | None) -> dict:
         counts = {name: 0 for name in self._model.label_names}
