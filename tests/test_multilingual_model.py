@@ -22,10 +22,19 @@ from backend.ml.bias_classifier import BiasClassifier
 from backend.ml.config import ExperimentConfig
 from backend.ml.languages import is_multilingual_encoder
 from backend.ml.run import run_experiment
+from backend.ml.serving.retrain import retrain
 from support.configs import tiny_config
 from support.multilingual_news import NEWS_BY_LANGUAGE
 
 SPANISH = "El gobierno aprobó el nuevo presupuesto el martes por la tarde."
+SPANISH_FEEDBACK = [
+    "La policía detuvo a dos hombres tras el robo en Basilea.",
+    "Las negociaciones entre los sindicatos y los empresarios fracasaron.",
+    "El aeropuerto espera un número récord de pasajeros este verano.",
+    "Los precios de la electricidad volverán a subir el próximo año.",
+    "Un deslizamiento de tierra dejó aislado al pueblo.",
+    "El tribunal anuló la prohibición por ser contraria a la constitución.",
+]
 
 
 def tiny_xlmr_encoder(directory: Path) -> Path:
@@ -86,3 +95,21 @@ def test_a_tiny_xlm_roberta_trains_saves_and_reads_its_languages(multilingual_ru
     assert german["status"] == "ok" and german["supported_language"] is True
     assert german["label"] in ("Biased", "Non-biased") and german["calibrated"] is True
     assert spanish["language"] == "es" and spanish["status"] == "abstained"
+
+
+@pytest.mark.slow
+def test_retrain_with_include_languages_teaches_the_multilingual_model_a_new_language(
+        multilingual_run, tmp_path):
+    feedback = tmp_path / "feedback.jsonl"
+    feedback.write_text("".join(json.dumps({"key": f"id:es-{number}", "text": text,
+                                            "label": "Biased" if number % 2 else "Non-biased"})
+                                + "\n" for number, text in enumerate(SPANISH_FEEDBACK)),
+                        encoding="utf-8")
+    retrained = retrain(str(multilingual_run), runs_dir=multilingual_run.parent,
+                        registry_dir=tmp_path / "registry", log_dir=tmp_path,
+                        feedback_file=feedback, output_dir=tmp_path / "runs",
+                        run_id="tiny_xlmr_es", register=False, include_languages=["es"])
+    assert retrained["counts"]["feedback"] == 6 and retrained["languages"]["left_out"] == {}
+    classifier = BiasClassifier(language_policy="abstain").load_model(retrained["run_dir"])
+    assert "es" in classifier.training_languages
+    assert classifier.predict_with_confidence(SPANISH)["status"] == "ok"
