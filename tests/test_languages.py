@@ -162,6 +162,8 @@ def test_the_server_applies_the_policy_and_says_it_in_model(english_model, tmp_p
         described = httpx.get(f"{server.url}/model").json()
         answers = httpx.post(f"{server.url}/predict", json={"texts": [GERMAN, ENGLISH]},
                              timeout=60).json()
+        stored = httpx.post(f"{server.url}/feedback",
+                            json={"text": GERMAN, "label": "Biased"}).json()
     assert described["language_policy"] == policy
     assert described["versions"]["production"]["languages"]["trained_on"] == ["en"]
     german, english = answers
@@ -169,6 +171,8 @@ def test_the_server_applies_the_policy_and_says_it_in_model(english_model, tmp_p
     assert (german["status"], german["label"] is None) == (
         ("abstained", True) if policy == "abstain" else ("ok", False))
     assert english["supported_language"] is True and english["label"] is not None
+    assert stored["status"] == "stored" and stored["language"] == "de"
+    assert stored["supported_language"] is False  # retrain will leave it out unless asked
     logged = {record["language"]: record for record in read_predictions(tmp_path / "log")}
     assert logged["de"]["supported_language"] is False
     assert logged["de"]["status"] == german["status"]

@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..data.labels import canonical_label
+from ..languages import detect_language, is_supported
 from .batching import MicroBatcher
 from .logs import FeedbackStore, PredictionLog, log_time
 from .traffic import CANDIDATE, PRODUCTION, TrafficSplit, item_key
@@ -293,7 +294,11 @@ class ServingApp:
         return results
 
     async def feedback(self, body: FeedbackRequest):
-        """Store a label for a sentence or an article; ``retrain`` learns from those with text."""
+        """Store a label for a sentence or an article; ``retrain`` learns from those with text.
+
+        With a text, the answer also says its language and whether production was trained on
+        it: ``retrain`` leaves a label in another language out unless asked.
+        """
         label = canonical_label(body.label)
         if label not in self.label_names:
             return _error(422, f"label: {body.label!r} is not one of "
@@ -303,7 +308,13 @@ class ServingApp:
         stored = self.feedback_store.add({"key": item_key(body.id, body.text), "id": body.id,
                                           "text": body.text, "label": label,
                                           "source": body.source, "comment": body.comment})
-        return {"status": "stored", "key": stored["key"], "received_at": stored["received_at"]}
+        answer = {"status": "stored", "key": stored["key"], "received_at": stored["received_at"]}
+        if (body.text or "").strip():
+            detection = detect_language(body.text or "")
+            trained_on = self.models[PRODUCTION].languages()["trained_on"]
+            answer.update(detection.fields(),
+                          supported_language=is_supported(detection, trained_on))
+        return answer
 
 
 def create_app(production: ServedModel, candidate: ServedModel | None = None,
