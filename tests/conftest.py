@@ -89,14 +89,10 @@ class _NetworkGuard:
                 raise OSError(f"test blocked a connection to {address}")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_network():
-    """Refuse anything but loopback; yields the refused attempts, and fails a test that made
-    one even when the code under test swallowed the error.
-
-    Not on every test yet: after a W&B online start fails for want of a network, W&B keeps
-    looking up its API host from a background thread of this process, and the guard would
-    blame whichever test runs then."""
+    """Every test: refuse anything but loopback; yields the refused attempts, and fails a test
+    that made one even when the code under test swallowed the error."""
     if not _NetworkGuard.installed:
         sys.addaudithook(_NetworkGuard.audit)
         _NetworkGuard.installed = True

@@ -343,6 +343,10 @@ def test_wandb_offline_run_holds_the_logged_metrics(wandb_env, caplog):
     assert list(run.tags) == ["test", "tracking"]
     assert run.notes == "trackers read back"
     assert run.display_name == run_dir.name
+    # The whole process is offline, not only the run: W&B's background usage analytics read
+    # the process-wide settings and would otherwise keep reaching for its servers.
+    import wandb
+    assert wandb.setup().settings.mode == "offline"
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["training"]["learning_rate"] == pytest.approx(2e-5)
     assert config["run_info"]["command"] == "run_experiment.py test.yaml"

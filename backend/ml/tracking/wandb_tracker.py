@@ -91,6 +91,10 @@ class WandbTracker:
         # console off: W&B does not wrap stdout/stderr (the CLI's own output stays as is).
         # A short init timeout: without a network the run falls back to offline quickly.
         settings = wandb.Settings(console="off", silent=True, init_timeout=30)
+        if mode == "offline":
+            # The process-wide settings too: W&B's own usage analytics read those, not the
+            # run's, and would otherwise keep trying to reach its servers in the background.
+            wandb.setup(settings=wandb.Settings(mode="offline"))
         return wandb.init(project=self.project, entity=self.entity, name=self.name,
                           tags=self.tags, notes=self.description or None, config=self.config,
                           dir=str(self.run_dir), mode=mode, settings=settings)
