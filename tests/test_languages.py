@@ -13,6 +13,7 @@ from backend.ml.bias_classifier import BiasClassifier
 from backend.ml.cli import main
 from backend.ml.languages import (
     LANGUAGES_FILE,
+    _identifier,
     detect_language,
     training_languages,
     write_training_languages,
@@ -158,7 +159,9 @@ def test_the_server_applies_the_policy_and_says_it_in_model(english_model, tmp_p
     classifier = BiasClassifier(language_policy=policy).load_model(english_model)
     app = create_app(ServedModel("production", "english_run", classifier),
                      log_dir=tmp_path / "log")
+    _identifier.cache_clear()
     with BackgroundServer(app) as server:
+        assert _identifier.cache_info().currsize == 1  # loaded at start-up, not by a request
         described = httpx.get(f"{server.url}/model").json()
         answers = httpx.post(f"{server.url}/predict", json={"texts": [GERMAN, ENGLISH]},
                              timeout=60).json()

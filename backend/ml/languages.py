@@ -72,6 +72,12 @@ def _identifier():
     return langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
 
 
+def load_detector() -> None:
+    """Load the detector now (about 0.8 s) rather than at the first text, e.g. before a server
+    answers its first request."""
+    _identifier()
+
+
 def detector_name() -> str:
     return f"py3langid {metadata.version('py3langid')}"
 

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..data.labels import canonical_label
-from ..languages import detect_language, is_supported
+from ..languages import detect_language, is_supported, load_detector
 from .batching import MicroBatcher
 from .logs import FeedbackStore, PredictionLog, log_time
 from .traffic import CANDIDATE, PRODUCTION, TrafficSplit, item_key
@@ -230,7 +230,8 @@ class ServingApp:
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
-        """Start one batcher per version for the app's life."""
+        """Load the language detector, then start one batcher per version for the app's life."""
+        await asyncio.to_thread(load_detector)  # else the first request would wait for it
         for name, model in self.models.items():
             self.batchers[name] = MicroBatcher(model.classifier.predict_with_confidence,
                                                self.max_batch, self.max_wait_ms)
