@@ -104,7 +104,7 @@ def test_help_lists_every_subcommand_with_a_line_each(capsys):
     listing = capsys.readouterr().out
     assert subcommand_names() == (
         "train", "resume", "compare", "predict", "export", "help-config", "cloud", "pretrain",
-        "models", "tune", "serve", "promote", "registry", "monitor", "retrain")
+        "models", "tune", "serve", "promote", "registry", "retrain", "monitor")
     for name in subcommand_names():
         assert f"\n    {name} " in listing or f"\n    {name}\n" in listing, name
 

@@ -19,6 +19,7 @@ from .cli_flags import subcommand_argv
 from .downloads.commands import add_models_subcommand
 from .errors import ConfigError, UserError
 from .languages import add_language_policy_argument
+from .monitoring.commands import add_monitor_subcommand
 from .pretraining.commands import add_pretrain_subcommand
 from .run_directory import DEFAULT_RUNS_DIR
 from .serving.commands import add_production_subcommands
@@ -207,6 +208,7 @@ def _parser_and_subcommands() -> tuple[argparse.ArgumentParser, argparse._SubPar
     add_models_subcommand(sub)
     add_tune_subcommand(sub)
     add_production_subcommands(sub)
+    add_monitor_subcommand(sub)
     return parser, sub
 
 

@@ -1,8 +1,12 @@
 """Monitoring served models: the ``monitor`` HTML report and drift statistics."""
 
-from .commands import monitor_command
-from .drift import categorical_psi, population_stability_index, vocabulary_shift
-from .report import build_monitor, render_monitor
+from ..lazy_exports import lazy_exports
 
-__all__ = ["build_monitor", "categorical_psi", "monitor_command", "population_stability_index",
-           "render_monitor", "vocabulary_shift"]
+__all__ = ["add_monitor_subcommand", "build_monitor", "categorical_psi", "monitor_command",
+           "population_stability_index", "render_monitor", "vocabulary_shift"]
+# Imported on first use: the CLI's parser needs only add_monitor_subcommand, and the report
+# draws with matplotlib.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "add_monitor_subcommand": ".commands", "monitor_command": ".commands",
+    "build_monitor": ".report", "render_monitor": ".report", "categorical_psi": ".drift",
+    "population_stability_index": ".drift", "vocabulary_shift": ".drift"})

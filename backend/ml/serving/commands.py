@@ -1,4 +1,5 @@
-"""The production subcommands: ``serve``, ``promote``, ``registry``, ``monitor``, ``retrain``.
+"""The production subcommands: ``serve``, ``promote``, ``registry``, ``retrain`` (``monitor``,
+which reads what serving logs, is :mod:`backend.ml.monitoring`'s).
 
 ``python run_experiment.py serve production --candidate candidate --candidate-share 0.5`` etc.;
 ``add_production_subcommands`` adds them to the CLI's parser, each with its handler.
@@ -26,17 +27,12 @@ def _common(parser: argparse.ArgumentParser, log_dir: bool = False) -> None:
 
 
 def add_production_subcommands(sub) -> None:
-    """Add serve, promote, registry, monitor and retrain to ``sub`` (``add_subparsers()``'s)."""
+    """Add serve, promote, registry and retrain to ``sub`` (``add_subparsers()``'s)."""
     _add_serve(sub)
     _add_promote(sub)
     registry = sub.add_parser("registry", help="current stages and promotion history")
     registry.set_defaults(handler=_registry)
     _common(registry)
-    monitor = sub.add_parser("monitor", help="HTML report of served predictions and feedback")
-    monitor.set_defaults(handler=_monitor)
-    monitor.add_argument("--output", type=Path, metavar="FILE",
-                         help="where the report goes (default: <log dir>/monitor.html)")
-    _common(monitor, log_dir=True)
     _add_retrain(sub)
 
 
@@ -120,11 +116,6 @@ def _promote(args) -> int:
 def _registry(args) -> int:
     from ..registry.commands import registry_command
     return registry_command(args.registry_dir)
-
-
-def _monitor(args) -> int:
-    from ..monitoring import monitor_command
-    return monitor_command(args.log_dir, args.output, args.runs_dir)
 
 
 def _retrain(args) -> int:
