@@ -159,7 +159,7 @@ class BiasClassifier:
         result carries ``ensemble_size``.
         """
         if str(model_path) in ("production", "candidate") and not Path(model_path).exists():
-            from backend.ml.registry import DEFAULT_REGISTRY_DIR, ModelRegistry
+            from ..model_registry import DEFAULT_REGISTRY_DIR, ModelRegistry
 
             registry = ModelRegistry(registry_dir or DEFAULT_REGISTRY_DIR)
             model_path = registry.run_dir(str(model_path))

@@ -1,7 +1,8 @@
 """The model registry: production and candidate stages over run directories, with history.
 
-Reads run directories only (like ``experiments`` and ``inference``); the CLI's ``promote`` and
-``registry`` subcommands live in :mod:`backend.ml.registry.commands`.
+The stages file itself is :mod:`backend.ml.model_registry`'s (inference reads a stage through
+it); this package adds the comparison on production's test split and the CLI's ``promote`` and
+``registry`` subcommands (:mod:`backend.ml.registry.commands`).
 """
 
 from ..lazy_exports import lazy_exports
@@ -12,5 +13,6 @@ __all__ = ["DEFAULT_REGISTRY_DIR", "STAGES", "ModelRegistry", "RegistryError",
 # DEFAULT_REGISTRY_DIR.
 __getattr__, __dir__ = lazy_exports(__name__, {
     "compare_with_production": ".comparison", "describe_comparison": ".comparison",
-    "production_test_set": ".comparison", "DEFAULT_REGISTRY_DIR": ".store", "STAGES": ".store",
-    "ModelRegistry": ".store", "RegistryError": ".store"})
+    "production_test_set": ".comparison", "DEFAULT_REGISTRY_DIR": "..model_registry",
+    "STAGES": "..model_registry", "ModelRegistry": "..model_registry",
+    "RegistryError": "..model_registry"})

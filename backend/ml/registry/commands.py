@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..model_registry import ModelRegistry, RegistryError
 from .comparison import compare_with_production, describe_comparison
-from .store import ModelRegistry, RegistryError
 
 
 def resolve_run_dir(reference: str, runs_dir: Path, registry_dir: Path) -> Path:

@@ -22,8 +22,8 @@ import numpy as np
 from ..experiments.predictions import load_predictions
 from ..experiments.rundir import RunInfo
 from ..experiments.statistics import compute_metrics, mcnemar_test, paired_bootstrap
+from ..model_registry import RegistryError
 from ..run_directory import RunLayout
-from .store import RegistryError
 
 
 def production_test_set(production_dir: Path) -> tuple[list[str], np.ndarray, list[str]]:

@@ -4,6 +4,10 @@
 (who, when, why, the metrics a run was promoted on, the comparison with production when one was
 made). It reads run directories only; a stage points at a run directory, never copies it.
 
+This module owns that file, as ``run_directory`` owns a run's: it sits below everything that
+reads a stage (``BiasClassifier().load_model("production")``, serving, retrain), while the
+``registry`` package adds the comparison gate and the ``promote`` / ``registry`` commands.
+
 >>> registry = ModelRegistry("experiments/registry")  # doctest: +SKIP
 >>> registry.promote("experiments/runs/tiny_3f9a1c", "production",
 ...                  reason="first model")  # doctest: +SKIP
@@ -21,9 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import UserError
-from ..fileio import atomic_write_json
-from ..run_directory import RunLayout, read_results, utc_now
+from .errors import UserError
+from .fileio import atomic_write_json
+from .run_directory import RunLayout, read_results, utc_now
 
 DEFAULT_REGISTRY_DIR = Path("experiments/registry")
 REGISTRY_FILE = "registry.json"
