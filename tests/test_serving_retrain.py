@@ -10,6 +10,7 @@ import pytest
 
 from backend.ml.cli import main
 from backend.ml.config import ExperimentConfig
+from backend.ml.data.preprocessing import sentence_key
 from backend.ml.data.splits import prepare_splits
 from backend.ml.errors import DataError
 from backend.ml.serving.retrain import build_training_rows
@@ -45,6 +46,24 @@ def test_training_rows_hold_out_the_test_split_and_let_feedback_relabel(config, 
                       "other_language_left_out": 0,
                       "previous_train": len(splits.train) - 1,
                       "previous_validation": len(splits.validation), "file": 1, "feedback": 2}
+
+
+def test_a_test_sentence_retyped_in_feedback_is_still_held_out_and_a_retyped_relabel_replaces(
+        tmp_path):
+    config = ExperimentConfig.from_dict(tiny_config())  # preprocessing none: text as typed
+    splits = prepare_splits(config.data, config.seed)
+    tested, trained = splits.test.texts[0], splits.train.texts[0]
+    new_label = "Biased" if splits.label_names[splits.train.labels[0]] != "Biased" else "Non-biased"
+    feedback = [
+        {"key": "id:b-1", "text": "  " + tested.upper().replace("'", "\u2019").replace(" ", "  "),
+         "label": "Biased"},
+        {"key": "id:b-2", "text": trained.replace("'", "\u2019").lower() + " ", "label": new_label}]
+    rows, counts, _ = build_training_rows(config, feedback, [], set(splits.test.texts))
+    keys = [sentence_key(row["text"]) for row in rows]
+    assert sentence_key(tested) not in keys and len(keys) == len(set(keys))
+    assert counts["held_out_test_sentences_removed"] == 1 and counts["feedback"] == 1
+    relabel = [row for row in rows if sentence_key(row["text"]) == sentence_key(trained)]
+    assert [(row["label_bias"], row["origin"]) for row in relabel] == [(new_label, "feedback")]
 
 
 def test_retrain_mistakes_are_plain_errors(config, tmp_path, capsys):

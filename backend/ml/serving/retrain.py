@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..data.preprocessing import sentence_key
 from ..errors import DataError, UserError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..languages import (
@@ -139,13 +140,17 @@ def build_training_rows(config, feedback: list[dict], new_files: list[Path],
     feedback_rows, without_text = _feedback_rows(feedback, preprocessing)
     new_rows, left_out = _in_languages([*_file_rows(new_files, preprocessing), *feedback_rows],
                                        {*model_languages, *include_languages})
-    by_text: dict[str, dict] = {}
+    # One sentence, however it was typed (quotes, case, spacing), is one row and is held out
+    # whenever the test split holds it.
+    by_key: dict[str, dict] = {}
     for row in [*previous, *new_rows]:
-        by_text.pop(row["text"], None)  # keep the newest label, in its newest position
-        by_text[row["text"]] = row
-    kept = [row for row in by_text.values() if row["text"] not in held_out_texts]
+        key = sentence_key(row["text"])
+        by_key.pop(key, None)  # keep the newest label, in its newest position
+        by_key[key] = row
+    held_out = {sentence_key(text) for text in held_out_texts}
+    kept = [row for key, row in by_key.items() if key not in held_out]
     counts = {"feedback_without_text": without_text,
-              "held_out_test_sentences_removed": len(by_text) - len(kept),
+              "held_out_test_sentences_removed": len(by_key) - len(kept),
               "other_language_left_out": sum(sum(codes.values()) for codes in left_out.values())}
     for row in kept:
         origin = row["origin"].split(":")[0]
@@ -153,6 +158,15 @@ def build_training_rows(config, feedback: list[dict], new_files: list[Path],
     report = {"model_languages": sorted(model_languages),
               "included": sorted(include_languages), "left_out": left_out}
     return kept, counts, report
+
+
+def _name_as_retrained(config, base: str, feedback_labels: int, new_files: int) -> None:
+    """The retrained run's name, description and tags say where it came from."""
+    name = config.experiment_name
+    config.experiment_name = name if name.endswith(f"_{RETRAIN_TAG}") else f"{name}_{RETRAIN_TAG}"
+    config.description = (f"{base} retrained with {feedback_labels} feedback label(s) and "
+                          f"{new_files} new file(s)")
+    config.tags = list(dict.fromkeys([*config.tags, RETRAIN_TAG]))
 
 
 def describe_left_out(report: dict) -> str | None:
@@ -216,11 +230,7 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
     if not counts.get("feedback") and not new_files:
         logger.warning("no feedback with text and no new files: the new run learns nothing new")
 
-    name = config.experiment_name
-    config.experiment_name = name if name.endswith(f"_{RETRAIN_TAG}") else f"{name}_{RETRAIN_TAG}"
-    config.description = (f"{base_dir.name} retrained with {counts.get('feedback', 0)} feedback "
-                          f"label(s) and {len(new_files)} new file(s)")
-    config.tags = list(dict.fromkeys([*config.tags, RETRAIN_TAG]))
+    _name_as_retrained(config, base_dir.name, counts.get("feedback", 0), len(new_files))
     run_id = run_id or f"{config.experiment_name}_{uuid.uuid4().hex[:6]}"
     if (Path(output_dir or runs_dir) / run_id).exists():
         raise UserError(f"{Path(output_dir or runs_dir) / run_id} already exists; runs are never "
