@@ -39,18 +39,11 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = 17) -> Path:
     """
     import torch
 
+    from ..models.outputs import LogitsOnly
+
     if loaded.model is None:
         raise ValueError("export_onnx needs a model loaded with PyTorch")
     names = list(loaded.input_names)
-
-    class LogitsOnly(torch.nn.Module):
-        # ONNX graphs take positional tensors and return tensors, not ModelOutput objects.
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *tensors):
-            return self.model(**dict(zip(names, tensors))).logits
 
     sample = loaded.tokenizer(["A short sentence.", "A second, somewhat longer sample sentence."],
                               padding=True, return_tensors="pt")
@@ -61,9 +54,9 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = 17) -> Path:
     temporary = path.with_name(f".{path.name}.partial")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow in HF code
-        torch.onnx.export(LogitsOnly(loaded.model).eval(), args, str(temporary), dynamo=False,
-                          input_names=names, output_names=["logits"], dynamic_axes=axes,
-                          opset_version=opset, do_constant_folding=True)
+        torch.onnx.export(LogitsOnly(loaded.model, names).eval(), args, str(temporary),
+                          dynamo=False, input_names=names, output_names=["logits"],
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
     temporary.replace(path)
     return path
 

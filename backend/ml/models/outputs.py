@@ -1,4 +1,6 @@
-"""Reading a classifier's forward output, whatever shape its family returns it in."""
+"""Reading a classifier's forward output, whatever shape its family returns it in, and the
+tensors-in, logits-out view of a classifier that tracing needs (ONNX export, TensorBoard's
+model graph)."""
 
 from __future__ import annotations
 
@@ -18,3 +20,19 @@ def model_logits(output) -> torch.Tensor:
     if hasattr(output, "logits"):
         return output.logits
     return output[0]
+
+
+class LogitsOnly(torch.nn.Module):
+    """``model`` called with positional tensors named ``input_names``, returning the logits
+    tensor: tracers take positional tensors and return tensors, not ModelOutput objects.
+
+    >>> traced_view = LogitsOnly(model, ["input_ids", "attention_mask"])  # doctest: +SKIP
+    """
+
+    def __init__(self, model: torch.nn.Module, input_names) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return model_logits(self.model(**dict(zip(self.input_names, tensors))))

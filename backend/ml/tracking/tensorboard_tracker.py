@@ -54,23 +54,6 @@ def _yaml_block(data: dict) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
 
-def _logits_only(model):
-    """``model`` wrapped so tracing sees tensors in and the logits tensor out."""
-    import torch
-
-    from ..models.outputs import model_logits
-
-    class LogitsOnly(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.model = inner
-
-        def forward(self, input_ids, attention_mask):
-            return model_logits(self.model(input_ids=input_ids, attention_mask=attention_mask))
-
-    return LogitsOnly(model)
-
-
 class TensorBoardTracker:
     """Event files in ``log_dir``; one writer, so every tag of a run lines up in one run.
 
@@ -122,13 +105,17 @@ class TensorBoardTracker:
 
     def log_model_graph(self, model: Any, example_batch: dict) -> None:
         import torch
-        inputs = (example_batch["input_ids"], example_batch["attention_mask"])
+
+        from ..models.outputs import LogitsOnly
+
+        names = ("input_ids", "attention_mask")
+        inputs = tuple(example_batch[name] for name in names)
         was_training = getattr(model, "training", False)
         model.eval()  # dropout off: the trace is deterministic and the tracer stays quiet
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
-                self.writer.add_graph(_logits_only(model), inputs, use_strict_trace=False)
+                self.writer.add_graph(LogitsOnly(model, names), inputs, use_strict_trace=False)
         except Exception as error:  # noqa: BLE001 - some models cannot be traced
             logger.warning("TensorBoard model graph skipped: tracing %s failed (%s: %s).",
                            type(model).__name__, type(error).__name__, error)
