@@ -33,21 +33,8 @@ import time
 from datetime import datetime, timezone
 
 from ..errors import UserError
+from ..run_lock import process_exists
 from . import storage
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not alive
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _mirror(flag: str | None) -> bool:
@@ -78,9 +65,9 @@ def watch(client, local_dir: str, url: str, pid: int, interval: float,
     training (SIGINT, as Ctrl-C) so it stops cleanly, and upload what it left, all within the
     notice period.
     """
-    while _pid_alive(pid):
+    while process_exists(pid):
         deadline = time.monotonic() + interval
-        while time.monotonic() < deadline and _pid_alive(pid):
+        while time.monotonic() < deadline and process_exists(pid):
             if preemption_announced(preemption_url):
                 _save_on_preemption(client, local_dir, url, pid, log_file, log_url,
                                     mirror_after, preempted_flag)
@@ -103,7 +90,7 @@ def _save_on_preemption(client, local_dir, url, pid, log_file, log_url, mirror_a
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + grace
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while process_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     sync_once(client, local_dir, url, log_file, log_url, mirror_after)
 
