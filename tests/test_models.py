@@ -24,7 +24,7 @@ from backend.ml.config.model_catalog import MINILM_HUB_ID, packaged_minilm_path
 from backend.ml.config.schema import ModelConfig
 from backend.ml.errors import ConfigError, UserError
 from backend.ml.model_factory import BaseBiasClassifier, BuiltModel, ModelFactory
-from backend.ml.models import describe_model, load_saved_model, save_model
+from backend.ml.models import describe_model, load_saved_model, save_model, set_attention
 from backend.ml.models.families import encoder_parts
 from backend.ml.models.tokenizer_training import train_tokenizer
 
@@ -240,6 +240,14 @@ def test_custom_head_on_minilm_drops_the_unused_pooler():
                        labels=torch.tensor([1, 0])).loss
     loss.backward()
     assert all(p.grad is not None for p in built.model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("encoder, expected", [("bert", "sdpa"), ("mpnet", "eager")])
+def test_the_custom_head_switches_its_encoders_attention(encoder, expected):
+    built = build("custom", encoder_architecture=encoder)
+    set_attention(built.model, "sdpa")  # MPNet has only its eager attention and keeps it
+    assert built.model.encoder.config._attn_implementation == expected
+    assert logits_of(built.model, built.tokenizer).shape == (4, 3)
 
 
 # --- MPNet-base from the model cache (a tiny random MPNet stands in for the fetched one) -----

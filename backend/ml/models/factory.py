@@ -198,8 +198,11 @@ def embeddings_and_layers(model: nn.Module) -> tuple[list[nn.Module], list[nn.Mo
 
 def set_attention(model: nn.Module, implementation: str) -> None:
     """Switch the first transformers model inside ``model`` (itself, or the encoder under a
-    custom head) to ``implementation`` (sdpa or eager); other modules are left as they are."""
-    for module in model.modules():
+    custom head) to ``implementation`` (sdpa or eager); other modules are left as they are.
+    An encoder with a single implementation (MPNet's is eager) keeps it."""
+    # The custom head has no attention of its own: its encoder is what switches.
+    target = model.encoder if isinstance(model, BiasHeadModel) else model
+    for module in target.modules():
         if isinstance(module, PreTrainedModel):
             module.set_attn_implementation(implementation)
             return
