@@ -39,9 +39,9 @@ from .tracking import TrackerSet, build_trackers
 from .training.checkpoints import latest_valid_checkpoint, load_checkpoint
 from .training.distributed import World, pick_device, start_world
 from .training.evaluation import evaluate
-from .training.optimization import planned_steps
 from .training.outcome import failures_recorded
 from .training.precision import Precision, resolve_precision
+from .training.steps import global_batch_size, planned_steps
 from .training.summary import format_model_info, format_run_summary
 from .training.trainer import (
     ClassifierTrainer,
@@ -84,8 +84,7 @@ def _training_section(outcome: TrainingOutcome, config: ExperimentConfig, world:
         "best_value": best.metrics[metric] if best else None,
         "final_train_loss": outcome.final_train_loss,
         "world_size": world.size,
-        "global_batch_size": (training.batch_size * world.size
-                              * training.gradient_accumulation_steps),
+        "global_batch_size": global_batch_size(training, world.size),
         "mixed_precision": precision.mode,
         "group_by_length": training.group_by_length,
         "compile": training.compile,
@@ -133,7 +132,7 @@ def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Pat
     precision = resolve_precision(config.training.mixed_precision, world.device)
     _say(world, f"Training on {world.size} x {world.device.type}, mixed precision "
                 f"{precision.mode} ({precision.reason}), global batch "
-                f"{config.training.batch_size * world.size}.")
+                f"{global_batch_size(config.training, world.size)}.")
     trackers = build_trackers(config, run_dir) if world.is_main else TrackerSet([])
     trackers.log_config(config.to_dict(), {key: results[key] for key in
                                            ("experiment_id", "metadata", "model", "data")})
@@ -382,7 +381,7 @@ def describe_plan(config: ExperimentConfig) -> str:
                  f"{'' if config.model.pretrained else ', randomly initialised'})")
     lines.append(f"  training: {steps} optimiser steps over {training.epochs} epoch(s) on "
                  f"{world_size} x {pick_device(training.device)}, global batch "
-                 f"{training.batch_size * world_size * training.gradient_accumulation_steps}, "
+                 f"{global_batch_size(training, world_size)}, "
                  f"{training.lr_schedule} schedule, mixed precision {training.mixed_precision}")
     lines.append(f"  output: {Path(config.output_dir) / (config.experiment_name + '_<id>')}")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UserError
+from ..training.steps import global_batch_size, optimizer_steps_per_epoch, planned_steps
 
 SHIPPED_PRICES = Path(__file__).with_name("prices.yaml")
 HOURS_PER_MONTH = 730  # Compute Engine and Cloud Storage bill per GB-month of 730 hours
@@ -175,14 +176,11 @@ def training_throughput(config, prices: dict) -> tuple[float, str]:
 def training_sentences(config, train_size: int, validation_size: int, test_size: int
                        ) -> tuple[int, int]:
     """Sentences passed forward+backward in training, and forward-only in evaluation."""
-    training = config.training
-    per_step = training.batch_size * training.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(math.ceil(train_size / training.batch_size)
-                                / training.gradient_accumulation_steps)
-    steps = steps_per_epoch * training.epochs
-    if training.max_steps:
-        steps = min(steps, training.max_steps)
-    trained = min(train_size * training.epochs, steps * per_step)
+    training, gpus = config.training, config.cloud.gpu_count  # one process per GPU
+    steps_per_epoch = optimizer_steps_per_epoch(train_size, training.batch_size, gpus,
+                                                training.gradient_accumulation_steps)
+    steps = planned_steps(train_size, training, gpus)
+    trained = min(train_size * training.epochs, steps * global_batch_size(training, gpus))
     evaluations = math.ceil(steps / steps_per_epoch) if steps_per_epoch else 0
     if training.eval_steps:
         evaluations += steps // training.eval_steps
@@ -233,7 +231,7 @@ def checkpoints_written(config, trained_sentences: int, training_hours: float) -
     optimiser steps and every ``logging.save_minutes``."""
     training, logging = config.training, config.logging
     steps = math.ceil(trained_sentences
-                      / (training.batch_size * training.gradient_accumulation_steps))
+                      / global_batch_size(training, config.cloud.gpu_count))
     written = training.epochs
     if logging.save_steps:
         written += steps // logging.save_steps

@@ -58,7 +58,7 @@ def _checked_config(path: str, overrides: list[str]):
 
 def _describe_plan(config) -> str:
     from ..config import config_to_yaml
-    from ..training.optimization import planned_steps
+    from ..training.steps import planned_steps
     from .corpus import collect_corpus
 
     corpus = collect_corpus(config)

@@ -23,8 +23,9 @@ from transformers import DataCollatorForLanguageModeling
 
 from ..training.batching import LengthGroupedBatchSampler
 from ..training.interruption import StopRequests, TrainingInterrupted
-from ..training.optimization import build_optimizer, build_scheduler, planned_steps
+from ..training.optimization import build_optimizer, build_scheduler
 from ..training.precision import Precision
+from ..training.steps import planned_steps
 
 IGNORED = -100  # label of the tokens the loss does not score (unmasked ones)
 

@@ -1,7 +1,4 @@
-"""The optimiser, the learning-rate schedule and the step arithmetic they share.
-
-Steps per epoch are computed here once; the trainer, the run plan and results.json all ask.
-"""
+"""The optimiser and the learning-rate schedule (the step arithmetic is :mod:`.steps`')."""
 
 from __future__ import annotations
 
@@ -14,25 +11,6 @@ from transformers import get_scheduler
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("linear", "cosine", "constant")
-
-
-def optimizer_steps_per_epoch(train_size: int, batch_size: int, world_size: int,
-                              gradient_accumulation_steps: int) -> int:
-    """Optimiser steps in one pass over ``train_size`` sentences; a last short batch and a last
-    short accumulation window each still make a step.
-
-    >>> optimizer_steps_per_epoch(100, batch_size=16, world_size=1, gradient_accumulation_steps=2)
-    4
-    """
-    batches = -(-train_size // (batch_size * world_size))
-    return -(-batches // gradient_accumulation_steps)
-
-
-def planned_steps(train_size: int, training, world_size: int = 1) -> int:
-    """Optimiser steps a run of ``training`` (the TrainingConfig) will take."""
-    total = training.epochs * optimizer_steps_per_epoch(
-        train_size, training.batch_size, world_size, training.gradient_accumulation_steps)
-    return min(total, training.max_steps) if training.max_steps else total
 
 
 def warmup_steps(training, total_steps: int) -> int:

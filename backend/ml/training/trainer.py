@@ -35,13 +35,7 @@ from .checkpoints import restore_rng_state, rng_state, save_checkpoint
 from .distributed import World
 from .evaluation import evaluate, forward_logits, move_to
 from .interruption import StopRequests, TrainingInterrupted
-from .optimization import (
-    build_optimizer,
-    build_scheduler,
-    class_weights,
-    optimizer_steps_per_epoch,
-    planned_steps,
-)
+from .optimization import build_optimizer, build_scheduler, class_weights
 from .precision import Precision, enable_tf32, resolve_attention
 from .recipes import (
     SentenceAndTokenModel,
@@ -49,6 +43,7 @@ from .recipes import (
     distillation_losses,
     layerwise_lr_scales,
 )
+from .steps import optimizer_steps_per_epoch, planned_steps
 
 logger = logging.getLogger(__name__)
 
