@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import io
 import json
 import os
 from pathlib import Path
 
 from ..fileio import atomic_write_text
 from ..metrics import is_number
+from ..report_kit import figure_svg, report_figure, template_environment
 from .comparison import format_value, rank_runs
 from .published import (
     is_binary_babe,
@@ -91,13 +91,7 @@ def render_report(runs: list[RunInfo], comparison: dict | None, report_dir: Path
 
 @functools.cache
 def _environment():
-    from jinja2 import Environment, PackageLoader, StrictUndefined
-
-    # autoescape=True for every template, the CSS and JS included into the page too: their
-    # text is template data (never escaped); only {{ values }} are, and those come from runs.
-    return Environment(loader=PackageLoader("backend.ml.experiments", "templates"),
-                       autoescape=True, undefined=StrictUndefined, trim_blocks=True,
-                       lstrip_blocks=True)
+    return template_environment("backend.ml.experiments")
 
 
 # ---- runs table ------------------------------------------------------------------------
@@ -339,28 +333,6 @@ def _studies(runs_dir: Path, report_dir: Path) -> list[dict]:
 
 
 # ---- small helpers ---------------------------------------------------------------------
-
-def report_figure(width: float, height: float):
-    from matplotlib.figure import Figure
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def figure_svg(figure, name: str):
-    """The figure as an inline ``<svg>`` element, marked safe for the template.
-
-    Safe because matplotlib writes it and XML-escapes every text it draws (run ids, labels);
-    nothing from a run reaches the page through this function unescaped.
-    """
-    import matplotlib
-    from markupsafe import Markup
-
-    buffer = io.StringIO()
-    # text stays text (searchable, small); a salt per chart keeps ids unique on the page
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"report-{name}"}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
-    svg = buffer.getvalue()
-    return Markup(svg[svg.index("<svg"):])  # drop the XML prolog: the SVG sits inside HTML
-
 
 def _bar(value, title: str) -> dict:
     if value is None:

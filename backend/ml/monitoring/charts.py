@@ -1,10 +1,12 @@
-"""The monitor's charts: matplotlib figures rendered as inline SVG, on time buckets that keep a
-time axis to at most :data:`MAX_POINTS` points."""
+"""The monitor's charts: figures of the report kit (inline SVG through
+:func:`backend.ml.report_kit.figure_svg`), on time buckets that keep a time axis to at most
+:data:`MAX_POINTS` points."""
 
 from __future__ import annotations
 
-import io
 from datetime import datetime
+
+from ..report_kit import report_figure
 
 TIME_BUCKETS = ((60, "minute"), (3600, "hour"), (86400, "day"))
 MAX_POINTS = 40  # buckets on a time axis
@@ -19,24 +21,10 @@ def bucket_size(times: list[datetime]) -> tuple[int, str]:
     return TIME_BUCKETS[-1]
 
 
-def svg(figure) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(figure)
-    text = buffer.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog: the SVG sits inside HTML
-
-
 def figure(title: str, y_label: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "monitor"})
-    import matplotlib.pyplot as plt
-
-    new_figure, axes = plt.subplots(figsize=(7, 3.2))
+    """A monitor chart's figure and axes: titled, gridded, the report's size."""
+    new_figure = report_figure(7, 3.2)
+    axes = new_figure.subplots()
     axes.set_title(title)
     axes.set_ylabel(y_label)
     axes.grid(alpha=0.3)

@@ -24,6 +24,9 @@ def add_monitor_subcommand(sub) -> None:
                          help="prediction log and feedback (default: experiments/serving)")
     monitor.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR,
                          help="where the served runs are looked up (default: experiments/runs)")
+    # Taken like every production command's, so one set of flags serves serve, retrain and
+    # monitor in a script; the log names each prediction's run, so no stage is looked up.
+    monitor.add_argument("--registry-dir", type=Path, help=argparse.SUPPRESS)
 
 
 def _monitor(args: argparse.Namespace) -> int:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..languages import UNDETERMINED, detect_language, language_shares, read_training_languages
+from ..report_kit import figure_svg
 from ..run_directory import RunLayout
-from .charts import bucket_size, figure, svg
+from .charts import bucket_size, figure
 from .drift import psi_reading, shares_psi
 
 UNSUPPORTED_ALERT = 0.05  # share of a run's traffic outside its training languages
@@ -45,13 +46,14 @@ def _mix_over_time(records: list[dict]) -> str | None:
     axes.set_xlabel(f"{name}s since {min(times).isoformat(timespec='seconds')}")
     axes.set_ylim(-0.05, 1.05)
     axes.legend(fontsize=8, ncol=2)
-    return svg(chart)
+    return figure_svg(chart, f"languages-{name}")
 
 
 def _run_languages(run_id: str, records: list[dict], run_dir: Path | None) -> dict:
     """One run's served language mix against its training languages."""
     served = language_shares(record["language"] for record in records)
-    entry: dict = {"run_id": run_id, "n": len(records), "served": served}
+    entry: dict = {"run_id": run_id, "n": len(records), "served": served, "unavailable": None,
+                   "drift": False}
     record = read_training_languages(RunLayout(run_dir).final_model) if run_dir else None
     if record is None:
         entry["unavailable"] = ("training languages not recorded (a run trained before runs "

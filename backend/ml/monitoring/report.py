@@ -20,9 +20,10 @@ import numpy as np
 
 from ..errors import UserError
 from ..experiments.statistics import bootstrap_confidence_intervals, compute_metrics
+from ..report_kit import figure_svg, template_environment
 from ..run_directory import RunLayout
 from ..serving.logs import read_feedback, read_predictions, read_sessions
-from .charts import bucket_size, figure, svg
+from .charts import bucket_size, figure
 from .drift import (
     categorical_psi,
     population_stability_index,
@@ -86,7 +87,7 @@ def _over_time(served: list[dict], label_names: list[str]) -> dict:
     axes.set_xlabel(axis_label)
     axes.set_ylim(-0.05, 1.05)
     axes.legend(fontsize=7, ncol=2)
-    charts = [svg(confidence), svg(mix)]
+    charts = [figure_svg(confidence, f"confidence-{name}"), figure_svg(mix, f"mix-{name}")]
     return {"charts": charts, "bucket": name}
 
 
@@ -98,7 +99,8 @@ def _latency(records: list[dict]) -> tuple[float | None, float | None]:
 
 
 def _drift(run_id: str, served: list[dict], run_dir: Path | None, label_names: list[str]) -> dict:
-    entry: dict[str, object] = {"run_id": run_id, "n": len(served)}
+    entry: dict[str, object] = {"run_id": run_id, "n": len(served), "unavailable": None,
+                                "chart": None}
     training = _training_data(run_dir)
     if isinstance(training, str):
         entry["unavailable"] = training
@@ -121,7 +123,7 @@ def _drift(run_id: str, served: list[dict], run_dir: Path | None, label_names: l
     axes.hist(served_lengths, bins=bins, density=True, alpha=0.5, label="served")
     axes.set_xlabel("words")
     axes.legend(fontsize=8)
-    entry["chart"] = svg(lengths)
+    entry["chart"] = figure_svg(lengths, f"lengths-{run_id}")
     return entry
 
 
@@ -213,11 +215,7 @@ def _default_run_dir(runs_dir: Path, run_id: str) -> Path | None:
 
 
 def render_monitor(data: dict) -> str:
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    environment = Environment(loader=PackageLoader("backend.ml.monitoring", "templates"),
-                              autoescape=select_autoescape(["html"]))
-    environment.filters["pct"] = lambda value: "–" if value is None else f"{value:.1%}"
-    environment.filters["num"] = lambda value, digits=3: ("–" if value is None
-                                                          else f"{value:.{digits}f}")
+    environment = template_environment("backend.ml.monitoring", filters={
+        "pct": lambda value: "–" if value is None else f"{value:.1%}",
+        "num": lambda value, digits=3: "–" if value is None else f"{value:.{digits}f}"})
     return environment.get_template("monitor.html").render(**data)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..experiments.report import figure_svg, report_figure
 from ..fileio import atomic_write_text
+from ..report_kit import figure_svg, report_figure, template_environment
 from ..run_directory import RunLayout
 
 # The test metrics a study reports for its confirmation or outer folds.
@@ -88,8 +88,6 @@ def _study_view(study: dict, title: str, page: Path, runs_dir: Path) -> dict:
 
 def write_study_page(summary: dict, page: Path, runs_dir: Path) -> Path:
     """Render ``summary`` (what ``tune`` writes as JSON) to ``page``; returns its path."""
-    from jinja2 import Environment, PackageLoader, StrictUndefined
-
     context: dict = {"name": page.stem, "kind": summary["kind"], "storage": summary["storage"],
                      "written": summary["written"], "config_name": summary["config_name"],
                      "test_metrics": TEST_METRICS}
@@ -112,7 +110,6 @@ def write_study_page(summary: dict, page: Path, runs_dir: Path) -> Path:
             for fold in summary["folds"]], studies=[
             _study_view(fold["study"], f"outer fold {fold['fold']}", page, runs_dir)
             for fold in summary["folds"]])
-    environment = Environment(loader=PackageLoader("backend.ml.tuning", "templates"),
-                              autoescape=True, undefined=StrictUndefined)
+    environment = template_environment("backend.ml.tuning")
     atomic_write_text(page, environment.get_template("study.html.j2").render(**context))
     return page
