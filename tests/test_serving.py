@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -193,21 +194,27 @@ def test_concurrent_requests_share_forward_calls_and_errors_reach_every_waiter()
 
 def test_requests_arriving_during_a_forward_pass_join_the_next_one_without_waiting():
     calls = []
+    first_pass_running, first_pass_may_end = threading.Event(), threading.Event()
 
     def slow_predict(items):
         calls.append(len(items))
-        time.sleep(0.2)
+        if len(calls) == 1:  # the first forward pass lasts until the nine others are queued
+            first_pass_running.set()
+            first_pass_may_end.wait(timeout=60)
         return list(items)
 
     async def scenario():
         batcher = MicroBatcher(slow_predict, max_batch=64)  # max_wait_ms 0: never holds a batch
         await batcher.start()
         first = asyncio.create_task(batcher.submit(["alone"]))
-        await asyncio.sleep(0.05)  # the first forward pass is running
-        later = await asyncio.gather(*(batcher.submit([n]) for n in range(9)))
+        await asyncio.to_thread(first_pass_running.wait, 60)
+        later = [asyncio.create_task(batcher.submit([n])) for n in range(9)]
+        await asyncio.sleep(0)  # each submission runs up to its queued request
+        first_pass_may_end.set()
+        answers = await asyncio.gather(*later)
         await first
         await batcher.stop()
-        return later
+        return answers
 
     assert asyncio.run(scenario()) == [[n] for n in range(9)]
     assert calls == [1, 9]
