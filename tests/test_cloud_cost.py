@@ -9,6 +9,7 @@ import yaml
 
 from backend.ml.cloud.catalog import check_machine_and_gpu
 from backend.ml.cloud.launch import cloud_problems
+from backend.ml.cloud.orchestrate import vm_config
 from backend.ml.cloud.pricing import (
     CostError,
     check_budget,
@@ -191,6 +192,26 @@ def test_compatible_sections_pass_and_run_level_problems_are_listed_together():
     problems = cloud_problems(config)
     assert any(p.startswith("cloud.bucket:") for p in problems)
     assert any(p.startswith("training.device: 'cpu' would leave the GPU idle") for p in problems)
+
+
+def test_mpnet_travels_from_the_model_cache_and_is_refused_before_it_is_fetched(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDIA_BIAS_MODEL_CACHE", str(tmp_path / "cache"))
+    config = config_from_dict(tiny_config(
+        training={"device": "auto"},
+        model={"architecture": "mpnet", "model_name": "mpnet", "pretrained": True}),
+        validate=False)
+    assert any(problem.startswith("model.model_name: 'mpnet' travels to the VM") and
+               "models fetch mpnet" in problem for problem in cloud_problems(config))
+    fetched = tmp_path / "cache" / "all-mpnet-base-v2"
+    fetched.mkdir(parents=True)
+    (fetched / "config.json").write_text("{}")
+    (fetched / "model.safetensors").write_bytes(b"weights")
+    assert not any(p.startswith("model.model_name") for p in cloud_problems(config))
+    remote, uploads = vm_config(config)
+    assert remote.model.model_name == "cloud_inputs/model/all-mpnet-base-v2"
+    assert {name for _, name in uploads} == {"model/all-mpnet-base-v2/config.json",
+                                             "model/all-mpnet-base-v2/model.safetensors"}
 
 
 def test_wandb_on_the_vm_needs_the_scope_that_reaches_secret_manager():

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal, overload
 
+from ..config.model_catalog import MPNET_ALIASES, fetched_mpnet_path
 from ..errors import ConfigError, UserError
 from ..fileio import atomic_write_json
 from . import storage
@@ -48,6 +49,11 @@ def cloud_problems(config) -> list[str]:
                         "Manager, which the VM can read only with the cloud-platform scope; set "
                         "cloud.cloud_platform_scope: true (docs/cloud.md, W&B on the VM) or "
                         "logging.wandb: false")
+    if config.model.model_name.strip().lower() in MPNET_ALIASES and fetched_mpnet_path() is None:
+        problems.append(f"model.model_name: {config.model.model_name!r} travels to the VM from "
+                        f"this machine's model cache, where it is not yet; fetch it once with "
+                        f"`python run_experiment.py models fetch mpnet` (about 440 MB, uploaded "
+                        f"with the run)")
     if config.data.cv_folds:
         problems.append("data.cv_folds: cross-validation runs are not supported in the cloud yet; "
                         "run the folds locally or set data.cv_folds to 0")

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..config.model_catalog import MPNET_ALIASES, fetched_mpnet_path
 from ..errors import UserError
 from ..fileio import atomic_write_json
 from ..run_directory import SOURCE_PROVENANCE_FILE, RunLayout, source_provenance, utc_now
@@ -197,8 +198,9 @@ def _local_data(config) -> Path | None:
 def vm_config(config) -> tuple[object, list[tuple[Path, str]]]:
     """The config as the VM runs it, and the local files to upload under inputs/.
 
-    Local data (``data.path`` or ``BABE_DATA_DIR``) and a local model directory travel with the
-    run; their paths are rewritten to where the VM unpacks them.
+    Local data (``data.path`` or ``BABE_DATA_DIR``) and a local model directory (also the
+    fetched MPNet-base that ``model_name: mpnet`` names) travel with the run; their paths are
+    rewritten to where the VM unpacks them.
     """
     remote = copy.deepcopy(config)
     uploads: list[tuple[Path, str]] = []
@@ -206,7 +208,10 @@ def vm_config(config) -> tuple[object, list[tuple[Path, str]]]:
     if data_path is not None:
         uploads += _files_under(data_path, f"data/{data_path.name}")
         remote.data.path = f"cloud_inputs/data/{data_path.name}"
-    model_dir = Path(config.model.model_name).expanduser()
+    model_name = config.model.model_name
+    if model_name.strip().lower() in MPNET_ALIASES:  # fetched into this machine's cache only
+        model_name = str(fetched_mpnet_path() or model_name)
+    model_dir = Path(model_name).expanduser()
     if config.model.pretrained and model_dir.is_dir():
         uploads += _files_under(model_dir, f"model/{model_dir.name}")
         remote.model.model_name = f"cloud_inputs/model/{model_dir.name}"
