@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from backend.ml.run_directory import read_results
-from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.cli import REPO_ROOT, cli_environment, run_cli, run_main
 from support.configs import tiny_config, write_config
 from support.runs import only_run_dir
 
@@ -113,3 +113,35 @@ def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path)
     assert all(torch.equal(reference_weights[name], final_weights[name])
                for name in reference_weights)
     assert not list(run_dir.rglob("*.partial"))  # the killed write was redone and replaced
+
+
+@pytest.mark.slow
+def test_a_killed_cross_validation_run_resumes_keeping_its_finished_folds(tmp_path, capsys):
+    config_path = write_config(tmp_path, tiny_config(
+        training={"epochs": 1},
+        data={"cv_folds": 3, "max_samples": 90},
+        logging={"tensorboard": False, "save_steps": 1, "save_minutes": 0}))
+    # Each fold evaluates once (its epoch's end): the second evaluation is fold 2's.
+    process = start(str(config_path), "--output-dir", str(tmp_path / "runs"),
+                    kill_at="evaluation@2")
+    process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    parent = only_run_dir(tmp_path / "runs")
+    first_fold = parent / "folds" / "fold-1" / "results.json"
+    finished_fold = first_fold.read_bytes()
+    assert read_results(parent / "folds" / "fold-2")["status"] == "running"
+    assert not (parent / "folds" / "fold-3").exists()
+
+    refused = run_main(capsys, "resume", str(parent / "folds" / "fold-2"))
+    assert refused.returncode != 0 and f"resume {parent}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    resumed = run_main(capsys, "resume", str(parent), check=True)
+    assert "fold 1/3 completed earlier, kept" in resumed.stdout
+    assert first_fold.read_bytes() == finished_fold  # not trained again
+    second = read_results(parent / "folds" / "fold-2")
+    assert second["status"] == "completed" and second["metadata"]["resumed_from_step"] > 0
+    assert read_results(parent / "folds" / "fold-3")["status"] == "completed"
+    summary = read_results(parent)
+    assert summary["status"] == "completed"
+    assert summary["cross_validation"]["num_folds"] == 3

@@ -274,19 +274,35 @@ def resume_run(run_dir: str | Path) -> Path:
     """Continue an interrupted run from its newest step checkpoint, in the same directory.
 
     Without any checkpoint the run starts over in that directory. A run trained by N processes
-    resumes under the same launcher with N processes.
+    resumes under the same launcher with N processes. A cross-validation run keeps its completed
+    folds, resumes the interrupted one and trains the folds it had not reached.
     """
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
-    config_file = layout.config
-    if not config_file.is_file():
+    if not layout.config.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); give the path of a "
                         f"run under experiments/runs/")
-    config = load_yaml_config(config_file)
+    config = load_yaml_config(layout.config)
+    if _is_cross_validation_parent(run_dir):
+        return _resume_cross_validation(config, run_dir)
+    if run_dir.parent.name == "folds" and _is_cross_validation_parent(run_dir.parent.parent):
+        raise UserError(f"{run_dir} is one fold of the cross-validation run "
+                        f"{run_dir.parent.parent}; resume the whole run: python run_experiment.py "
+                        f"resume {run_dir.parent.parent}")
+    return _resume_single_run(config, run_dir)
+
+
+def _is_cross_validation_parent(run_dir: Path) -> bool:
+    return bool(read_results_or_empty(run_dir).get("data", {}).get("cv_folds"))
+
+
+def _resume_single_run(config: ExperimentConfig, run_dir: Path,
+                       splits: DataSplits | None = None) -> Path:
+    layout = RunLayout(run_dir)
     world = start_world(config.training.device)
     with _lock_on_main(world, run_dir, "resume"):  # refused while the run's process lives
         set_seed(config.seed)
-        splits = prepare_splits(config.data, config.seed)
+        splits = splits or prepare_splits(config.data, config.seed)
         results = _new_results(config, run_dir, world)
         checkpoint = latest_valid_checkpoint(layout.checkpoints)  # warns about damaged ones
         if checkpoint:
@@ -320,26 +336,47 @@ def resume_run(run_dir: str | Path) -> Path:
 def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None = None,
                          run_id: str | None = None) -> Path:
     """Stratified k-fold CV: each fold is a full run under ``<parent>/folds/fold-k``."""
-    from .experiments import aggregate_cross_validation
-
     world = start_world(config.training.device)
-    folds = prepare_cv_folds(config.data, config.seed)
     parent = _create_run_directory_on_main(world, output_dir or config.output_dir,
                                            config.experiment_name, run_id)
+    return _train_folds(config, parent, world, action="train")
+
+
+def _resume_cross_validation(config: ExperimentConfig, parent: Path) -> Path:
+    return _train_folds(config, parent, start_world(config.training.device), action="resume")
+
+
+def _train_folds(config: ExperimentConfig, parent: Path, world: World, action: str) -> Path:
+    """Every fold of ``parent`` in turn; a completed fold is kept, a started one resumed."""
+    from .experiments import aggregate_cross_validation
+
+    folds = prepare_cv_folds(config.data, config.seed)
     results = _new_results(config, parent, world)
+    if action == "resume":
+        results["metadata"] = read_results_or_empty(parent).get("metadata", results["metadata"])
     results["data"] = {"cv_folds": len(folds), "label_names": folds[0].label_names,
                        "source": folds[0].source, "dataset": folds[0].dataset}
-    with _lock_on_main(world, parent, "train"):  # the folds lock their own directories
+    layout = RunLayout(parent)
+    with _lock_on_main(world, parent, action):  # the folds lock their own directories
         if world.is_main:
-            config.save_yaml(RunLayout(parent).config)
+            config.save_yaml(layout.config)
             write_results(parent, results)
         fold_results = []
         with failures_recorded(parent, results, writes=world.is_main):
             for number, fold_splits in enumerate(folds, start=1):
-                _say(world, f"\n=== {config.experiment_name}: fold {number}/{len(folds)} ===")
-                fold_dir = run_experiment(config, RunLayout(parent).folds,
-                                          run_id=RunLayout(parent).fold(number).root.name,
-                                          splits=fold_splits)
+                fold_dir = layout.fold(number).root
+                earlier = read_results_or_empty(fold_dir)
+                if earlier.get("status") == "completed":
+                    _say(world, f"\n=== {config.experiment_name}: fold {number}/{len(folds)} "
+                                f"completed earlier, kept ===")
+                elif fold_dir.is_dir():
+                    _say(world, f"\n=== {config.experiment_name}: fold {number}/{len(folds)}, "
+                                f"resumed ===")
+                    _resume_single_run(config, fold_dir, fold_splits)
+                else:
+                    _say(world, f"\n=== {config.experiment_name}: fold {number}/{len(folds)} ===")
+                    run_experiment(config, layout.folds, run_id=fold_dir.name,
+                                   splits=fold_splits)
                 fold_results.append(read_results_or_empty(fold_dir))
         summary = aggregate_cross_validation(fold_results)
         results.update(status="completed", cross_validation=summary,

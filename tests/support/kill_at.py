@@ -1,8 +1,8 @@
 """Run the CLI in this process and SIGKILL it at a named point of the training code.
 
-``python tests/support/kill_at.py POINT run_experiment.py ARGS...``: the process is killed by a
-real SIGKILL, exactly where POINT says, so a test of what a crash leaves behind needs no race
-against the clock (polling the run directory for the right moment).
+``python tests/support/kill_at.py POINT[@N] run_experiment.py ARGS...``: the process is killed by
+a real SIGKILL at POINT's Nth call (its first without ``@N``), so a test of what a crash leaves
+behind needs no race against the clock (polling the run directory for the right moment).
 """
 
 from __future__ import annotations
@@ -23,20 +23,30 @@ KILL_POINTS = {
 }
 
 
-def _die(*_args, **_kwargs):
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+def _die_at_call(number: int, original):
+    calls = 0
+
+    def maybe_die(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == number:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+
+    return maybe_die
 
 
 def main() -> None:
     point, script, *args = sys.argv[1:]
+    point, _, number = point.partition("@")
     module_name, attribute = KILL_POINTS[point]
     owner = importlib.import_module(module_name)
     *path, name = attribute.split(".")
     for part in path:
         owner = getattr(owner, part)
-    setattr(owner, name, _die)
+    setattr(owner, name, _die_at_call(int(number or 1), getattr(owner, name)))
     sys.argv = [script, *args]
     runpy.run_path(script, run_name="__main__")
 
