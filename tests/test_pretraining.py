@@ -16,7 +16,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 from backend.ml.cli import main
 from backend.ml.config import ExperimentConfig
 from backend.ml.errors import ConfigError, DataError
-from backend.ml.pretraining import collect_corpus, read_text_file, run_pretraining
+from backend.ml.pretraining import collect_corpus, run_pretraining
 from backend.ml.run import run_experiment
 from support.cli import REPO_ROOT, cli_environment, run_cli
 from support.configs import tiny_config, write_config
@@ -115,23 +115,6 @@ def test_fine_tuning_config_starts_from_the_encoder(pretrained_run, tmp_path):
 
 
 # ---- the corpus ----------------------------------------------------------------------------
-
-def test_text_files_of_every_format_are_read(tmp_path):
-    (tmp_path / "news.txt").write_text(f"{NEWS[0]}\n\n  {NEWS[1]}  \n", encoding="utf-8")
-    (tmp_path / "news.csv").write_text(f"id,text\n1,\"{NEWS[2]}\"\n", encoding="utf-8")
-    pd.DataFrame({"text": NEWS, "outlet": ["a", "b", "c"]}).to_excel(tmp_path / "news.xlsx",
-                                                                     index=False)
-    assert read_text_file(tmp_path / "news.txt") == NEWS[:2]
-    assert read_text_file(tmp_path / "news.csv") == NEWS[2:]
-    assert read_text_file(tmp_path / "news.xlsx") == NEWS
-    assert len(read_text_file(DEMO_FILE)) == 400  # BABE's ';'-separated format
-
-
-def test_file_without_text_column_is_named(tmp_path):
-    (tmp_path / "bad.csv").write_text("sentence,label\nHello there.,1\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad.csv: no 'text' column \(columns: sentence, label\)"):
-        read_text_file(tmp_path / "bad.csv")
-
 
 def test_corpus_drops_duplicates_and_excluded_sentences(tmp_path):
     extra = tmp_path / "extra.txt"

@@ -32,9 +32,9 @@ from .errors import UserError
 from .fileio import atomic_write_text
 from .inference.loading import cross_validation_models, resolve_model_path, run_dir_of
 from .models import load_saved_model
-from .pretraining.corpus import read_text_file
 from .registry import DEFAULT_REGISTRY_DIR, STAGES, ModelRegistry
 from .run_directory import DEFAULT_RUNS_DIR, RunLayout
+from .text_files import read_texts
 from .training.distributed import World
 from .training.evaluation import forward_logits, move_to
 from .training.precision import Precision
@@ -154,7 +154,7 @@ def unlabelled_sentences(files: list[str], splits: DataSplits, preprocessing: st
               "duplicates_dropped": 0, "added": 0}
     kept: dict[str, str] = {}
     for file in files:
-        for text in read_text_file(file):
+        for text in read_texts(file):
             counts["read"] += 1
             text = preprocess_text(text, preprocessing)
             key = sentence_key(text)

@@ -10,9 +10,9 @@ are imported on first use, so that the CLI's parser can import ``.commands`` wit
 
 from ..lazy_exports import lazy_exports
 
-__all__ = ["ENCODER_DIR", "Corpus", "build_masked_lm", "collect_corpus", "read_text_file",
-           "run_pretraining", "save_encoder"]
+__all__ = ["ENCODER_DIR", "Corpus", "build_masked_lm", "collect_corpus", "run_pretraining",
+           "save_encoder"]
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "Corpus": ".corpus", "collect_corpus": ".corpus", "read_text_file": ".corpus",
+    "Corpus": ".corpus", "collect_corpus": ".corpus",
     "ENCODER_DIR": ".model", "build_masked_lm": ".model", "save_encoder": ".model",
     "run_pretraining": ".run"})
