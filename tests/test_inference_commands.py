@@ -64,8 +64,8 @@ def test_predict_csv_and_jsonl_keep_ids_and_mark_bad_rows(tmp_path, runs_dir):
 
 @pytest.mark.parametrize("name, content, message", [
     ("news.csv", "headline,body\nx,y\n", "no 'text' column \\(columns: headline, body\\)"),
-    ("news.xml", "<a/>", "unsupported input format '.xml'"),
-    ("missing.txt", None, "no such input file"),
+    ("news.xml", "<a/>", "unsupported file type '.xml'; use .txt"),
+    ("missing.txt", None, "missing.txt: file not found"),
 ])
 def test_predict_input_mistakes(tmp_path, runs_dir, name, content, message):
     path = tmp_path / name

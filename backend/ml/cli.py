@@ -15,13 +15,14 @@ import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
-from .cli_flags import subcommand_argv
+from .cli_flags import add_training_options, subcommand_argv
+from .cloud.commands import add_cloud_subcommand
 from .downloads.commands import add_models_subcommand
 from .errors import ConfigError, UserError
-from .languages import add_language_policy_argument
+from .experiments.commands import add_compare_subcommand
+from .inference.commands import add_inference_subcommands
 from .monitoring.commands import add_monitor_subcommand
 from .pretraining.commands import add_pretrain_subcommand
-from .run_directory import DEFAULT_RUNS_DIR
 from .serving.commands import add_production_subcommands
 from .training.interruption import TrainingInterrupted
 from .tuning.commands import add_tune_subcommand
@@ -49,97 +50,31 @@ EPILOG = """examples:
   python run_experiment.py tune experiments/configs/babe_minilm_tune.yaml --workers 2
 """
 
-# Test metrics every run reports, so any of them can rank runs and be tested pairwise.
-COMPARED_METRICS = ("f1_macro", "f1_weighted", "accuracy", "f1_biased")
+def _add_run_subcommands(sub) -> None:
+    """`train` and `resume`: the commands of this module's own job."""
+    train = sub.add_parser("train", help="train and evaluate from configs (also: "
+                           "run_experiment.py CONFIG.yaml)")
+    train.set_defaults(handler=_train)
+    add_training_options(train)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run (or cross-validation "
+                            "run) from its newest checkpoint")
+    resume.set_defaults(handler=_resume)
+    resume.add_argument("run_dir", type=Path, metavar="RUN_DIR")
 
 
-def _add_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("configs", nargs="+", metavar="CONFIG.yaml",
-                        help="experiment configs; several run in turn and end with a comparison")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override a config field, e.g. --set training.epochs=1 (repeatable)")
-    parser.add_argument("--output-dir", type=Path, metavar="DIR",
-                        help="where run directories go (default: the config's output_dir, "
-                        "experiments/runs)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate and print the resolved config and the plan; train nothing")
-    parser.add_argument("--run-id", metavar="ID",
-                        help="use exactly this run directory name instead of <name>_<random id>")
+def _add_help_config_subcommand(sub) -> None:
+    help_config = sub.add_parser("help-config", help="list every config field with its default "
+                                 "and help text")
+    help_config.set_defaults(handler=_help_config)
 
 
-def _add_runs_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, metavar="DIR",
-                        help="where run ids are looked up (default: experiments/runs)")
-
-
-def _one_config(path: str) -> list[str]:
-    # The cloud commands read the config list that CONFIG.yaml positionals used to fill.
-    return [path]
-
-
-def _add_cloud_settings(parser: argparse.ArgumentParser, runs_dir: bool) -> None:
-    parser.add_argument("--config", dest="configs", type=_one_config, default=[],
-                        metavar="CONFIG.yaml",
-                        help="take cloud.project and cloud.bucket from this config")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override a config field, e.g. --set cloud.project=ID")
-    if runs_dir:
-        parser.add_argument("--runs-dir", dest="output_dir", type=Path, metavar="DIR",
-                            help="the local runs directory (default: the config's output_dir, "
-                            "experiments/runs)")
-    else:
-        # The cloud commands' shared project lookup reads it; these commands write no run.
-        parser.set_defaults(output_dir=None)
-
-
-def _add_cloud_subcommands(sub) -> None:
-    cloud = sub.add_parser("cloud", help="train on GCP GPU VMs and look after those runs "
-                           "(see docs/cloud.md)", description="Cloud runs on GCP Compute Engine; "
-                           "see docs/cloud.md.")
-    commands = cloud.add_subparsers(dest="cloud_command", required=True,
-                                    metavar="{launch,status,logs,cost,sync,teardown}")
-
-    launch = commands.add_parser("launch", help="train configs on GPU VMs (cost estimate first)",
-                                 description="Same as `run_experiment.py CONFIG.yaml ... --cloud`.")
-    launch.set_defaults(handler=_cloud_launch)
-    _add_training_options(launch)
-    launch.add_argument("--yes", action="store_true", help="do not ask to confirm the cost")
-    launch.add_argument("--detach", action="store_true",
-                        help="return once the VM runs; fetch results later with `cloud sync`")
-    launch.add_argument("--max-parallel", type=int, metavar="N",
-                        help="with several configs or a sweep: VMs at once (default 4)")
-
-    status = commands.add_parser("status", help="the project's training VMs and cloud runs")
-    status.set_defaults(handler=_cloud_status)
-    _add_cloud_settings(status, runs_dir=False)
-
-    logs = commands.add_parser("logs", help="a cloud run's VM log from the bucket")
-    logs.set_defaults(handler=_cloud_logs)
-    logs.add_argument("cloud_logs", metavar="RUN_ID")
-    logs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
-    _add_cloud_settings(logs, runs_dir=True)
-
-    cost = commands.add_parser("cost", help="a cloud run's VM-hours and cost so far, next to "
-                               "the estimate")
-    cost.set_defaults(handler=_cloud_cost)
-    cost.add_argument("cloud_cost", metavar="RUN_ID")
-    _add_cloud_settings(cost, runs_dir=True)
-
-    sync = commands.add_parser("sync", help="fetch a cloud run's results; --continue restarts a "
-                               "stopped one")
-    sync.set_defaults(handler=_cloud_sync)
-    sync.add_argument("sync", metavar="RUN_ID")
-    sync.add_argument("--continue", dest="cloud", action="store_true",
-                      help="a preempted or stopped run: continue it from its last checkpoint on "
-                      "a replacement VM")
-    _add_cloud_settings(sync, runs_dir=True)
-
-    teardown = commands.add_parser("teardown", help="delete the project's training VMs (or one "
-                                   "run's)")
-    teardown.set_defaults(handler=_cloud_teardown)
-    teardown.add_argument("--run-id", metavar="ID", help="only this run's VMs")
-    teardown.add_argument("--yes", action="store_true", help="do not ask to confirm")
-    _add_cloud_settings(teardown, runs_dir=False)
+# Every subcommand is added by one of these, in the order `--help` lists them; each package's
+# `commands` module registers its own and imports its heavy code only when the command runs.
+SUBCOMMAND_GROUPS = (_add_run_subcommands, add_compare_subcommand, add_inference_subcommands,
+                     _add_help_config_subcommand, add_cloud_subcommand, add_pretrain_subcommand,
+                     add_models_subcommand, add_tune_subcommand, add_production_subcommands,
+                     add_monitor_subcommand)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,58 +92,8 @@ def _parser_and_subcommands() -> tuple[argparse.ArgumentParser, argparse._SubPar
                                      epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    train = sub.add_parser("train", help="train and evaluate from configs (also: "
-                           "run_experiment.py CONFIG.yaml)")
-    train.set_defaults(handler=_train)
-    _add_training_options(train)
-
-    resume = sub.add_parser("resume", help="continue an interrupted run from its newest "
-                            "checkpoint")
-    resume.set_defaults(handler=_resume)
-    resume.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-
-    compare = sub.add_parser("compare", help="comparison table and HTML report of runs")
-    compare.set_defaults(handler=_compare)
-    compare.add_argument("runs", nargs="*", metavar="RUN", help="run ids or directories (default: "
-                         "every run)")
-    compare.add_argument("--report", type=Path, metavar="FILE",
-                         help="where the HTML report goes (default: comparison.html next to the "
-                         "runs directory)")
-    compare.add_argument("--metric", default="f1_macro", choices=COMPARED_METRICS,
-                         help="the test metric that picks the best run (by its validation "
-                              "value) and that the paired tests compare (default f1_macro; "
-                              "the BABE paper protocol reports f1_weighted)")
-    _add_runs_dir(compare)
-
-    predict = sub.add_parser("predict", help="predict with a run's final model")
-    predict.set_defaults(handler=_predict)
-    predict.add_argument("run", metavar="RUN_ID_OR_PATH", help="run id, run dir or model dir")
-    predict.add_argument("--input", type=Path, metavar="FILE", required=True,
-                         help="sentences or articles to predict: .txt (one per line), .csv "
-                         "(a text column) or .jsonl (objects with text)")
-    predict.add_argument("--output", type=Path, metavar="OUT.jsonl", required=True,
-                         help="where predictions are written")
-    add_language_policy_argument(predict)
-    _add_runs_dir(predict)
-
-    export = sub.add_parser("export", help="export a run's final model for fast CPU inference")
-    export.set_defaults(handler=_export)
-    export.add_argument("run", metavar="RUN_ID_OR_PATH", help="run id, run dir or model dir")
-    export.add_argument("--format", dest="export_format", nargs="+", default=["onnx", "int8"],
-                        choices=("onnx", "int8"), help="export formats (default: onnx int8)")
-    _add_runs_dir(export)
-
-    help_config = sub.add_parser("help-config", help="list every config field with its default "
-                                 "and help text")
-    help_config.set_defaults(handler=_help_config)
-
-    _add_cloud_subcommands(sub)
-    add_pretrain_subcommand(sub)
-    add_models_subcommand(sub)
-    add_tune_subcommand(sub)
-    add_production_subcommands(sub)
-    add_monitor_subcommand(sub)
+    for add_subcommands in SUBCOMMAND_GROUPS:
+        add_subcommands(sub)
     return parser, sub
 
 
@@ -308,64 +193,9 @@ def _resume(args) -> int:
     return 0
 
 
-def _compare(args) -> int:
-    from .experiments import compare_command
-    return compare_command(args.runs, args.runs_dir, args.report, args.metric)
-
-
-def _predict(args) -> int:
-    from .inference.commands import predict_command
-    return predict_command(args.run, args.input, args.output, args.runs_dir,
-                           args.language_policy)
-
-
-def _export(args) -> int:
-    from .inference.commands import export_command
-    return export_command(args.run, args.export_format, args.runs_dir)
-
-
 def _help_config(args) -> int:
     print(config_reference())
     return 0
-
-
-# The cloud handlers import backend.ml.cloud only when they run: the google-cloud clients are
-# optional and slow to import.
-def _cloud_target(args):
-    from .cloud.commands import CloudTarget
-    return CloudTarget(configs=list(args.configs or []), overrides=list(args.set or []),
-                       runs_dir=args.output_dir)
-
-
-def _cloud_launch(args) -> int:
-    from .cloud.commands import cloud_run_command
-    return cloud_run_command(_cloud_target(args), run_id=args.run_id, dry_run=args.dry_run,
-                             yes=args.yes, detach=args.detach, max_parallel=args.max_parallel)
-
-
-def _cloud_status(args) -> int:
-    from .cloud.commands import cloud_status_command
-    return cloud_status_command(_cloud_target(args))
-
-
-def _cloud_logs(args) -> int:
-    from .cloud.commands import cloud_logs_command
-    return cloud_logs_command(_cloud_target(args), args.cloud_logs, follow=args.follow)
-
-
-def _cloud_cost(args) -> int:
-    from .cloud.commands import cloud_cost_command
-    return cloud_cost_command(_cloud_target(args), args.cloud_cost)
-
-
-def _cloud_sync(args) -> int:
-    from .cloud.commands import sync_command
-    return sync_command(_cloud_target(args), args.sync, continue_run=args.cloud)
-
-
-def _cloud_teardown(args) -> int:
-    from .cloud.commands import cloud_teardown_command
-    return cloud_teardown_command(_cloud_target(args), run_id=args.run_id, yes=args.yes)
 
 
 def _quiet_libraries() -> None:

@@ -167,3 +167,19 @@ def subcommand_argv(argv: list[str]) -> list[str]:
         print(f"note: {form.label} is deprecated; use: run_experiment.py "
               f"{shlex.join(rewritten)}", file=sys.stderr)
     return rewritten
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `train`, which `cloud launch` shares: configs, --set, --output-dir,
+    --dry-run, --run-id."""
+    parser.add_argument("configs", nargs="+", metavar="CONFIG.yaml",
+                        help="experiment configs; several run in turn and end with a comparison")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field, e.g. --set training.epochs=1 (repeatable)")
+    parser.add_argument("--output-dir", type=Path, metavar="DIR",
+                        help="where run directories go (default: the config's output_dir, "
+                        "experiments/runs)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate and print the resolved config and the plan; train nothing")
+    parser.add_argument("--run-id", metavar="ID",
+                        help="use exactly this run directory name instead of <name>_<random id>")

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import sys
@@ -15,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cli_flags import add_training_options
 from ..errors import UserError
 from . import storage
 from .launch import (
@@ -409,3 +411,106 @@ def cloud_cost_command(target: CloudTarget, run_id: str) -> int:
     print("List prices; the billing report (Billing > Reports, label media-bias-run) has the "
           "charged figure.")
     return 0
+
+
+# ---- the command line ----------------------------------------------------------------------
+
+def _one_config(path: str) -> list[str]:
+    # The cloud commands read the config list that CONFIG.yaml positionals used to fill.
+    return [path]
+
+
+def _add_cloud_settings(parser: argparse.ArgumentParser, runs_dir: bool) -> None:
+    parser.add_argument("--config", dest="configs", type=_one_config, default=[],
+                        metavar="CONFIG.yaml",
+                        help="take cloud.project and cloud.bucket from this config")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field, e.g. --set cloud.project=ID")
+    if runs_dir:
+        parser.add_argument("--runs-dir", dest="output_dir", type=Path, metavar="DIR",
+                            help="the local runs directory (default: the config's output_dir, "
+                            "experiments/runs)")
+    else:
+        # The cloud commands' shared project lookup reads it; these commands write no run.
+        parser.set_defaults(output_dir=None)
+
+
+def add_cloud_subcommand(sub) -> None:
+    """`cloud launch|status|logs|cost|sync|teardown` on the CLI's subparsers."""
+    cloud = sub.add_parser("cloud", help="train on GCP GPU VMs and look after those runs "
+                           "(see docs/cloud.md)", description="Cloud runs on GCP Compute Engine; "
+                           "see docs/cloud.md.")
+    commands = cloud.add_subparsers(dest="cloud_command", required=True,
+                                    metavar="{launch,status,logs,cost,sync,teardown}")
+
+    launch = commands.add_parser("launch", help="train configs on GPU VMs (cost estimate first)",
+                                 description="Same as `run_experiment.py CONFIG.yaml ... --cloud`.")
+    launch.set_defaults(handler=_cloud_launch)
+    add_training_options(launch)
+    launch.add_argument("--yes", action="store_true", help="do not ask to confirm the cost")
+    launch.add_argument("--detach", action="store_true",
+                        help="return once the VM runs; fetch results later with `cloud sync`")
+    launch.add_argument("--max-parallel", type=int, metavar="N",
+                        help="with several configs or a sweep: VMs at once (default 4)")
+
+    status = commands.add_parser("status", help="the project's training VMs and cloud runs")
+    status.set_defaults(handler=_cloud_status)
+    _add_cloud_settings(status, runs_dir=False)
+
+    logs = commands.add_parser("logs", help="a cloud run's VM log from the bucket")
+    logs.set_defaults(handler=_cloud_logs)
+    logs.add_argument("cloud_logs", metavar="RUN_ID")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
+    _add_cloud_settings(logs, runs_dir=True)
+
+    cost = commands.add_parser("cost", help="a cloud run's VM-hours and cost so far, next to "
+                               "the estimate")
+    cost.set_defaults(handler=_cloud_cost)
+    cost.add_argument("cloud_cost", metavar="RUN_ID")
+    _add_cloud_settings(cost, runs_dir=True)
+
+    sync = commands.add_parser("sync", help="fetch a cloud run's results; --continue restarts a "
+                               "stopped one")
+    sync.set_defaults(handler=_cloud_sync)
+    sync.add_argument("sync", metavar="RUN_ID")
+    sync.add_argument("--continue", dest="cloud", action="store_true",
+                      help="a preempted or stopped run: continue it from its last checkpoint on "
+                      "a replacement VM")
+    _add_cloud_settings(sync, runs_dir=True)
+
+    teardown = commands.add_parser("teardown", help="delete the project's training VMs (or one "
+                                   "run's)")
+    teardown.set_defaults(handler=_cloud_teardown)
+    teardown.add_argument("--run-id", metavar="ID", help="only this run's VMs")
+    teardown.add_argument("--yes", action="store_true", help="do not ask to confirm")
+    _add_cloud_settings(teardown, runs_dir=False)
+
+
+def _cloud_target(args):
+    return CloudTarget(configs=list(args.configs or []), overrides=list(args.set or []),
+                       runs_dir=args.output_dir)
+
+
+def _cloud_launch(args) -> int:
+    return cloud_run_command(_cloud_target(args), run_id=args.run_id, dry_run=args.dry_run,
+                             yes=args.yes, detach=args.detach, max_parallel=args.max_parallel)
+
+
+def _cloud_status(args) -> int:
+    return cloud_status_command(_cloud_target(args))
+
+
+def _cloud_logs(args) -> int:
+    return cloud_logs_command(_cloud_target(args), args.cloud_logs, follow=args.follow)
+
+
+def _cloud_cost(args) -> int:
+    return cloud_cost_command(_cloud_target(args), args.cloud_cost)
+
+
+def _cloud_sync(args) -> int:
+    return sync_command(_cloud_target(args), args.sync, continue_run=args.cloud)
+
+
+def _cloud_teardown(args) -> int:
+    return cloud_teardown_command(_cloud_target(args), run_id=args.run_id, yes=args.yes)

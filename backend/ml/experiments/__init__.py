@@ -6,16 +6,15 @@ trainer.
 >>> from backend.ml.experiments import ExperimentManager, compare_command
 """
 
-from .commands import compare_command
-from .comparison import (
-           aggregate_cross_validation,
-           config_differences,
-           format_comparison_table,
-)
-from .manager import ExperimentManager
-from .rundir import RunInfo
-from .statistics import bootstrap_confidence_intervals, mcnemar_test, paired_bootstrap
+from ..lazy_exports import lazy_exports
 
 __all__ = ["ExperimentManager", "RunInfo", "aggregate_cross_validation",
            "bootstrap_confidence_intervals", "compare_command", "config_differences",
            "format_comparison_table", "mcnemar_test", "paired_bootstrap"]
+# Imported on first use (pandas, scipy): the CLI's parser imports only ``.commands``.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "compare_command": ".commands", "aggregate_cross_validation": ".comparison",
+    "config_differences": ".comparison", "format_comparison_table": ".comparison",
+    "ExperimentManager": ".manager", "RunInfo": ".rundir",
+    "bootstrap_confidence_intervals": ".statistics", "mcnemar_test": ".statistics",
+    "paired_bootstrap": ".statistics"})

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from .comparison import format_runs_table
-from .manager import ExperimentManager
-from .report import write_report
+from ..run_directory import DEFAULT_RUNS_DIR
+
+# Test metrics every run reports, so any of them can rank runs and be tested pairwise.
+COMPARED_METRICS = ("f1_macro", "f1_weighted", "accuracy", "f1_biased")
+
+
+def add_compare_subcommand(sub) -> None:
+    """`compare [RUN ...]` on the CLI's subparsers."""
+    compare = sub.add_parser("compare", help="comparison table and HTML report of runs")
+    compare.set_defaults(handler=_compare)
+    compare.add_argument("runs", nargs="*", metavar="RUN", help="run ids or directories (default: "
+                         "every run)")
+    compare.add_argument("--report", type=Path, metavar="FILE",
+                         help="where the HTML report goes (default: comparison.html next to the "
+                         "runs directory)")
+    compare.add_argument("--metric", default="f1_macro", choices=COMPARED_METRICS,
+                         help="the test metric that picks the best run (by its validation "
+                              "value) and that the paired tests compare (default f1_macro; "
+                              "the BABE paper protocol reports f1_weighted)")
+    compare.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, metavar="DIR",
+                         help="where run ids are looked up (default: experiments/runs)")
+
+
+
+def _compare(args: argparse.Namespace) -> int:
+    return compare_command(args.runs, args.runs_dir, args.report, args.metric)
 
 
 def compare_command(run_refs: list[str], runs_dir: Path, output: Path | None = None,
@@ -21,6 +45,11 @@ def compare_command(run_refs: list[str], runs_dir: Path, output: Path | None = N
     >>> compare_command(["bert_v1_abc123", "distilbert_v1_def456"],
     ...                 Path("experiments/runs"))  # doctest: +SKIP
     """
+    # The table, statistics and report need pandas and scipy: imported when a comparison runs.
+    from .comparison import format_runs_table
+    from .manager import ExperimentManager
+    from .report import write_report
+
     runs_dir = Path(runs_dir)
     manager = ExperimentManager(runs_dir)
     if run_refs:

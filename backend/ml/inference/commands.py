@@ -6,90 +6,62 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from backend.ml.errors import DataError, UserError
 from backend.ml.fileio import atomic_path, atomic_write_json
-from backend.ml.languages import DEFAULT_LANGUAGE_POLICY
-from backend.ml.run_directory import RunLayout
+from backend.ml.languages import DEFAULT_LANGUAGE_POLICY, add_language_policy_argument
+from backend.ml.run_directory import DEFAULT_RUNS_DIR, RunLayout
+from backend.ml.text_files import UnreadableLine, read_records
 
-from .classifier import ABSTAINED, NO_PREDICTION, BiasClassifier, no_prediction
-from .loading import (
-    cross_validation_models,
-    has_torch_weights,
-    resolve_model_path,
-    run_dir_of,
-)
+if TYPE_CHECKING:  # the model code (numpy, onnxruntime, torch) is imported when a command runs
+    import numpy as np
 
-INPUT_FORMATS = (".txt", ".csv", ".jsonl")
+    from .classifier import BiasClassifier
+
 CHUNK = 256  # inputs classified per call: bounds memory on large files, keeps the bar moving
 
 
-class _Unreadable:
-    """An input line that could not be parsed: it becomes a no-prediction entry, not a crash."""
+def add_inference_subcommands(sub) -> None:
+    """`predict` and `export` on the CLI's subparsers."""
+    predict = sub.add_parser("predict", help="predict with a run's final model")
+    predict.set_defaults(handler=_predict)
+    predict.add_argument("run", metavar="RUN_ID_OR_PATH", help="run id, run dir or model dir")
+    predict.add_argument("--input", type=Path, metavar="FILE", required=True,
+                         help="sentences or articles to predict: .txt (one per line), .csv or "
+                         ".xlsx (a text column, optional id and title) or .jsonl (objects "
+                         "with text)")
+    predict.add_argument("--output", type=Path, metavar="OUT.jsonl", required=True,
+                         help="where predictions are written")
+    add_language_policy_argument(predict)
+    _add_runs_dir(predict)
 
-    def __init__(self, identifier, error: str):
-        self.identifier, self.error = identifier, error
-
-
-def _read_txt(path: Path) -> Iterator[object]:
-    with open(path, encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if line.strip():
-                yield {"id": number, "text": line.strip()}
-
-
-def _read_csv(path: Path) -> Iterator[object]:
-    with open(path, encoding="utf-8", newline="") as stream:
-        reader = csv.DictReader(stream)
-        columns = {name.strip().lower(): name for name in reader.fieldnames or []}
-        if "text" not in columns:
-            raise DataError(f"{path}: no 'text' column (columns: "
-                            f"{', '.join(reader.fieldnames or []) or 'none'}).")
-        text, title, identifier = columns["text"], columns.get("title"), columns.get("id")
-        for number, row in enumerate(reader, start=1):
-            item = {"id": row[identifier] if identifier else number, "text": row[text] or ""}
-            if title and row.get(title):
-                item["title"] = row[title]
-            yield item
+    export = sub.add_parser("export", help="export a run's final model for fast CPU inference")
+    export.set_defaults(handler=_export)
+    export.add_argument("run", metavar="RUN_ID_OR_PATH", help="run id, run dir or model dir")
+    export.add_argument("--format", dest="export_format", nargs="+", default=["onnx", "int8"],
+                        choices=("onnx", "int8"), help="export formats (default: onnx int8)")
+    _add_runs_dir(export)
 
 
-def _read_jsonl(path: Path) -> Iterator[object]:
-    with open(path, encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield _Unreadable(number, f"line {number}: invalid JSON ({error.msg})")
-                continue
-            if isinstance(value, str):
-                value = {"text": value}
-            if isinstance(value, dict):
-                value = {"id": number, **value}
-            yield value
+def _add_runs_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, metavar="DIR",
+                        help="where run ids are looked up (default: experiments/runs)")
 
 
-def read_inputs(path: Path) -> Iterator[object]:
-    """Inputs of a ``.txt`` (one per line), ``.csv`` (``text``, optional ``title``, ``id``) or
-    ``.jsonl`` (objects with ``text``, or strings) file; ``id`` defaults to the line/row number."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such input file.")
-    readers = {".txt": _read_txt, ".csv": _read_csv, ".jsonl": _read_jsonl}
-    suffix = path.suffix.lower()
-    if suffix not in readers:
-        raise DataError(f"{path}: unsupported input format '{suffix}'; use "
-                        f"{', '.join(INPUT_FORMATS)}.")
-    return readers[suffix](path)
+def _predict(args: argparse.Namespace) -> int:
+    return predict_command(args.run, args.input, args.output, args.runs_dir,
+                           args.language_policy)
+
+
+def _export(args: argparse.Namespace) -> int:
+    return export_command(args.run, args.export_format, args.runs_dir)
 
 
 def _count_lines(path: Path) -> int | None:
@@ -101,10 +73,12 @@ def _count_lines(path: Path) -> int | None:
 
 
 def _classify_chunk(classifier: BiasClassifier, chunk: list) -> list[dict]:
-    readable = [item for item in chunk if not isinstance(item, _Unreadable)]
+    from .classifier import no_prediction
+
+    readable = [item for item in chunk if not isinstance(item, UnreadableLine)]
     results = iter(classifier.predict_with_confidence(readable))
-    return [no_prediction(item.identifier, item.error) if isinstance(item, _Unreadable)
-            else next(results) for item in chunk]
+    return [no_prediction(item.line, f"line {item.line}: {item.error}")
+            if isinstance(item, UnreadableLine) else next(results) for item in chunk]
 
 
 def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_dir: Path,
@@ -119,10 +93,13 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
     """
     from tqdm.auto import tqdm
 
+    from .classifier import BiasClassifier
+    from .loading import cross_validation_models, resolve_model_path
+
     fold_models = cross_validation_models(model_ref, runs_dir)
     model_path = fold_models[0].parents[2] if fold_models else resolve_model_path(model_ref,
                                                                                    runs_dir)
-    inputs = read_inputs(input_path)  # fails on a bad path before the model is loaded
+    inputs = read_records(input_path)  # fails on a bad path before the model is loaded
     classifier = BiasClassifier(language_policy=language_policy).load_model(model_path)
     if classifier.ensemble_size > 1:
         calibration = "each calibrated" if classifier.is_calibrated else "not all calibrated"
@@ -138,7 +115,9 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
           f"{trained_on}, language policy {language_policy})", file=sys.stderr)
     counts: dict[str, int] = {}
     unsupported: Counter[str] = Counter()  # inputs per language the model was not trained on
-    total = _count_lines(Path(input_path)) if Path(input_path).suffix.lower() != ".csv" else None
+    # A line per input in these two; a CSV field or a spreadsheet may hold several lines.
+    total = (_count_lines(Path(input_path)) if Path(input_path).suffix.lower() in (".txt", ".jsonl")
+             else None)
     with atomic_path(output_path) as temporary, open(temporary, "w", encoding="utf-8") as out, \
             tqdm(total=total, desc="Predicting", unit="input", file=sys.stderr) as progress:
         chunk: list = []
@@ -170,6 +149,8 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
 
 def _write(stream, results: list[dict], counts: dict[str, int],
            unsupported: Counter[str]) -> None:
+    from .classifier import ABSTAINED, NO_PREDICTION
+
     for result in results:
         label = (result["status"] if result["status"] in (NO_PREDICTION, ABSTAINED)
                  else result["label"])
@@ -184,6 +165,8 @@ def _write(stream, results: list[dict], counts: dict[str, int],
 
 def _test_split(run_dir: Path | None, label_names: list[str]) -> tuple[list[str], np.ndarray] | str:
     """(texts, label ids) of the run's test split, or why there is none."""
+    import numpy as np
+
     if run_dir is None:
         return "the model is not inside a run directory"
     path = run_dir / "predictions" / "test_predictions.csv"
@@ -212,7 +195,9 @@ def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
     ...                Path("experiments/runs"))  # doctest: +SKIP
     0
     """
+    from .classifier import BiasClassifier
     from .export import FORMATS, MAX_F1_DROP_POINTS, copy_bundle, export_onnx, quantize_int8
+    from .loading import has_torch_weights, resolve_model_path, run_dir_of
 
     requested = _export_formats(formats)
     model_path = resolve_model_path(model_ref, runs_dir)
@@ -258,6 +243,7 @@ def _check_exports(reference, files: dict[str, Path], exports: dict[str, dict],
                    run_dir: Path | None) -> dict:
     """Each export's agreement with PyTorch and speed on the run's test split (updating
     ``exports``); what was checked, or why nothing was."""
+    from .classifier import BiasClassifier
     from .export import compare_predictions, timed_probabilities
 
     split = _test_split(run_dir, reference.label_names)
