@@ -72,7 +72,7 @@ def test_calibration_lowers_ece_of_an_over_confident_model(tmp_path):
     model_dir = make_tiny_model_dir(tmp_path / "model", max_length=64, head_scale=10.0,
                                     seed=3)
     texts = [f"{a} {b.lower()}" for a in NEWS_SENTENCES for b in NEWS_SENTENCES]  # 64 texts
-    classifier = BiasClassifier().load_model(model_dir)
+    classifier = BiasClassifier(precision="fp32").load_model(model_dir)
     raw = classifier.predict_proba(texts)
     assert raw.max(axis=1).mean() > 0.85  # sure of almost everything
     # Labels agree with the model only about half the time.
@@ -84,7 +84,7 @@ def test_calibration_lowers_ece_of_an_over_confident_model(tmp_path):
     # What the trainer does at the end: validation logits of the best model.
     validation_logits = direct_logits(model_dir, texts[validation])
     saved = fit_and_save_calibration(validation_logits, labels[validation], model_dir)
-    calibrated = BiasClassifier().load_model(model_dir)
+    calibrated = BiasClassifier(precision="fp32").load_model(model_dir)
     assert calibrated.is_calibrated
     assert calibrated.temperature == pytest.approx(saved["temperature"])
     after = calibrated.predict_proba(texts)

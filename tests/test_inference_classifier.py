@@ -34,7 +34,8 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier(model_dir):
-    return BiasClassifier(batch_size=4).load_model(model_dir)
+    # fp32: the figures below are checked against a plain fp32 forward pass.
+    return BiasClassifier(batch_size=4, precision="fp32").load_model(model_dir)
 
 
 def test_sentence_result_has_label_confidence_and_probabilities(classifier, model_dir):
@@ -143,7 +144,7 @@ def test_calibration_file_sets_the_temperature(tmp_path, model_dir):
     shutil.copytree(model_dir, calibrated_dir)
     (calibrated_dir / "calibration.json").write_text(json.dumps(
         {"method": "temperature_scaling", "temperature": 2.5, "fitted_on": "validation"}))
-    classifier = BiasClassifier().load_model(calibrated_dir)
+    classifier = BiasClassifier(precision="fp32").load_model(calibrated_dir)
     result = classifier.predict_with_confidence(NEWS_SENTENCES[1])
     expected = softmax(direct_logits(model_dir, [NEWS_SENTENCES[1]]), temperature=2.5)[0]
     assert classifier.temperature == 2.5 and result["calibrated"] is True
@@ -186,7 +187,7 @@ def test_custom_head_model_loads(tmp_path):
         id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
     model = models.BiasHeadModel(config).eval()
     models.save_model(model, tokenizer, tmp_path / "final_model", LABELS)
-    classifier = BiasClassifier().load_model(tmp_path / "final_model")
+    classifier = BiasClassifier(precision="fp32").load_model(tmp_path / "final_model")
     encoded = tokenizer([NEWS_SENTENCES[2]], return_tensors="pt")
     with torch.inference_mode():
         expected = softmax(model(**encoded).logits.numpy())[0]
@@ -241,7 +242,7 @@ def test_an_mpnet_classifier_predicts_and_exports_to_onnx_alike(tmp_path, archit
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         vocab_size=300, head_hidden_size=16), LABELS, NEWS_SENTENCES * 4)
     save_model(built.model.eval(), built.tokenizer, tmp_path / "final_model", LABELS)
-    classifier = BiasClassifier(batch_size=3).load_model(tmp_path / "final_model")
+    classifier = BiasClassifier(batch_size=3, precision="fp32").load_model(tmp_path / "final_model")
     texts = NEWS_SENTENCES + [ARTICLE]  # several batch shapes and sequence lengths
     with torch.inference_mode():
         expected = np.concatenate([
@@ -255,3 +256,44 @@ def test_an_mpnet_classifier_predicts_and_exports_to_onnx_alike(tmp_path, archit
     exported = BiasClassifier(batch_size=3).load_model(onnx_path)
     assert exported.runtime == "onnx"
     assert exported.predict_proba(texts) == pytest.approx(expected, abs=1e-5)
+
+
+def test_bf16_keeps_every_fp32_label_and_decides_close_calls_in_fp32(model_dir):
+    texts = [f"{sentence} ({number})" for number in range(12) for sentence in NEWS_SENTENCES]
+    exact = BiasClassifier(batch_size=8, precision="fp32").load_model(model_dir)
+    fast = BiasClassifier(batch_size=8, precision="bf16").load_model(model_dir)
+    assert (exact.precision, fast.precision) == ("fp32", "bf16")
+    expected = exact.predict_proba(texts)
+    got = fast.predict_proba(texts)
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+    # The first texts measured how far bf16 moves this model; they keep their fp32 result.
+    from backend.ml.inference.classifier import PROBE_TEXTS, RECHECK_FLOOR
+
+    probed = min(PROBE_TEXTS, len(texts))
+    np.testing.assert_allclose(got[:probed], expected[:probed], atol=1e-6)
+    assert fast.recheck_margin >= RECHECK_FLOOR
+    # Later close calls were decided in fp32: their probabilities are fp32's.
+    ordered = np.sort(expected[probed:], axis=1)
+    close = probed + np.flatnonzero(ordered[:, -1] - ordered[:, -2] < fast.recheck_margin / 2)
+    assert close.size  # a random tiny head makes many
+    np.testing.assert_allclose(got[close], expected[close], atol=1e-6)
+    assert np.abs(got - expected).max() < fast.recheck_margin / 2
+
+
+def test_default_precision_follows_the_cpu_and_a_bad_one_is_refused(model_dir, tmp_path):
+    from backend.ml.models.hardware import cpu_has_native_bf16
+
+    texts = [f"{sentence} ({number})" for number in range(12) for sentence in NEWS_SENTENCES]
+    native = "bf16" if cpu_has_native_bf16() else "fp32"
+    default = BiasClassifier().load_model(model_dir)
+    default.predict_proba(texts)
+    assert default.precision == native
+    # A head scaled towards zero puts its classes within hundredths of each other: after its
+    # first 64 texts, nearly all close calls, the classifier stops paying for bf16 and rechecks.
+    unsure = BiasClassifier().load_model(make_tiny_model_dir(tmp_path / "unsure", max_length=64,
+                                                             head_scale=0.01))
+    assert unsure.precision == native
+    unsure.predict_proba(texts)
+    assert unsure.precision == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of auto, bf16, fp32"):
+        BiasClassifier(precision="int8")

@@ -135,6 +135,8 @@ def test_benchmark_script_runs_and_compares_with_the_pipeline(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
+    from backend.ml.models.hardware import cpu_has_native_bf16
+
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_inference.py"
     spec = importlib.util.spec_from_file_location("bench_inference", script)
     bench = importlib.util.module_from_spec(spec)
@@ -144,9 +146,12 @@ def test_benchmark_script_runs_and_compares_with_the_pipeline(tmp_path, capsys):
     status = bench.main(["--model", str(model_dir), "--num-sentences", "60", "--repeats", "1",
                          "--threads", "1", "--json", str(report)])
     numbers = json.loads(report.read_text())
-    assert status == 0  # identical fp32 labels
-    assert set(numbers["paths"]) == {"transformers.pipeline", "BiasClassifier (PyTorch)"}
+    assert status == 0  # the default path labels every sentence as the batched pipeline does
+    default = f"BiasClassifier (default: {'bf16' if cpu_has_native_bf16() else 'fp32'})"
+    assert set(numbers["paths"]) == {"pipeline batch_size=32", "transformers.pipeline (unbatched)",
+                                     default, "BiasClassifier (PyTorch fp32)"}
     # Only sentences the tiny model reads in one window are timed (the pipeline fails on longer).
     assert 0 < numbers["sentences"] <= 60
-    assert numbers["paths"]["BiasClassifier (PyTorch)"]["same_labels"] == numbers["sentences"]
-    assert "vs transformers.pipeline" in capsys.readouterr().out
+    for path in (default, "BiasClassifier (PyTorch fp32)"):
+        assert numbers["paths"][path]["same_labels"] == numbers["sentences"]
+    assert f"{default} vs pipeline batch_size=32" in capsys.readouterr().out

@@ -17,13 +17,14 @@ from backend.ml.config import ExperimentConfig, TrainingConfig
 from backend.ml.data import prepare_splits
 from backend.ml.errors import UserError
 from backend.ml.model_factory import ModelFactory
+from backend.ml.models.hardware import cpu_has_native_bf16
 from backend.ml.run import run_experiment
 from backend.ml.run_directory import read_results
 from backend.ml.tracking import TrackerSet
 from backend.ml.training.batching import LengthGroupedBatchSampler
 from backend.ml.training.distributed import World
 from backend.ml.training.optimization import build_optimizer, build_scheduler
-from backend.ml.training.precision import cpu_has_native_bf16, resolve_precision
+from backend.ml.training.precision import resolve_precision
 from backend.ml.training.steps import optimizer_steps_per_epoch, planned_steps
 from backend.ml.training.trainer import ClassifierTrainer, NonFiniteLoss
 from support.cli import REPO_ROOT, cli_environment, run_cli

@@ -53,6 +53,16 @@ logger = logging.getLogger(__name__)
 
 NO_PREDICTION = "no_prediction"
 ABSTAINED = "abstained"
+PRECISIONS = ("auto", "bf16", "fp32")
+# In bf16 a model's first PROBE_TEXTS texts are also classified in fp32 (their fp32 result is
+# kept), which measures how far bf16 moves this model's probabilities; every later sentence
+# whose two likeliest classes are closer than four times that (RECHECK_FLOOR at least) is
+# classified again in fp32, so bf16 cannot change a label (docs/inference.md has the figures).
+PROBE_TEXTS = 64
+RECHECK_FLOOR = 0.02
+# Under ``auto``, a model that would send more than this share of its probe texts to the fp32
+# recheck (an unconfident model) runs in fp32 alone: bf16 plus rechecks would be slower.
+MAX_RECHECK_SHARE = 0.25
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -70,6 +80,12 @@ def abstained(identifier, detection: Detection, languages: list[str]) -> dict:
                       f"trained on {', '.join(languages)})",
             "label": None, "confidence": None, "probabilities": None, **detection.fields(),
             "supported_language": False}
+
+
+def _top_two_margin(probabilities: np.ndarray) -> np.ndarray:
+    """Per row, how far the likeliest class is ahead of the next one."""
+    ordered = np.sort(probabilities, axis=1)
+    return ordered[:, -1] - ordered[:, -2]
 
 
 class InputError(UserError):
@@ -121,14 +137,22 @@ class BiasClassifier:
     :func:`~backend.ml.inference.loading.configure_threads`); ``top_k`` is how many of the most
     biased sentences an article summary lists; ``language_policy`` (``warn``, ``abstain`` or
     ``off``, see :data:`~backend.ml.languages.LANGUAGE_POLICIES`) what happens to an input in a
-    language the model was not trained on.
+    language the model was not trained on. ``precision``: ``auto`` runs a PyTorch model in bf16
+    where the CPU computes bf16 natively (unless its first texts show it too unconfident for bf16
+    to pay) and in fp32 elsewhere; ``bf16`` always; ``fp32`` never.
+    In bf16, every sentence whose two likeliest classes are within :attr:`recheck_margin` of
+    each other is classified again in fp32, so labels are fp32's.
     """
 
     def __init__(self, batch_size: int = 32, max_length: int | None = None,
                  num_threads: int | None = None, top_k: int = 3, trust_remote_code: bool = False,
-                 language_policy: str = DEFAULT_LANGUAGE_POLICY):
+                 language_policy: str = DEFAULT_LANGUAGE_POLICY, precision: str = "auto"):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{precision!r}")
+        self.requested_precision = precision
         self.language_policy = check_language_policy(language_policy)
         self.language_record: dict | None = None
         self.batch_size = batch_size
@@ -137,6 +161,7 @@ class BiasClassifier:
         self.top_k = top_k
         self.trust_remote_code = trust_remote_code
         self._members: list[_Member] = []
+        self._bf16_probed, self._bf16_error, self._bf16_close = 0, 0.0, 0
         self.calibration: dict = {}
         self.temperature: float | None = 1.0
 
@@ -179,6 +204,7 @@ class BiasClassifier:
                                  f"({', '.join(differing)} differ from {members[0].loaded.path}); "
                                  "an ensemble needs the same classes in every model.")
         self._members = members
+        self._bf16_probed, self._bf16_error, self._bf16_close = 0, 0.0, 0
         # Fold models train on folds of one data set: the first one's record speaks for all.
         self.language_record = read_training_languages(
             paths[0].parent if paths[0].is_file() else paths[0])
@@ -232,6 +258,24 @@ class BiasClassifier:
     @property
     def runtime(self) -> str:
         return self._model.runtime
+
+    @property
+    def precision(self) -> str:
+        """``bf16`` (with the fp32 recheck of close calls) or ``fp32``: what predictions run in."""
+        if any(member.loaded.bf16_logits is None for member in self._members):
+            return "fp32"  # ONNX Runtime runs the export as it was written
+        if self.requested_precision == "auto":
+            from ..models.hardware import cpu_has_native_bf16
+
+            unconfident = (self._bf16_probed >= PROBE_TEXTS
+                           and self._bf16_close > MAX_RECHECK_SHARE * self._bf16_probed)
+            return "bf16" if cpu_has_native_bf16() and not unconfident else "fp32"
+        return self.requested_precision
+
+    @property
+    def recheck_margin(self) -> float:
+        """In bf16: how close the two likeliest classes may be before fp32 decides."""
+        return max(RECHECK_FLOOR, 4 * self._bf16_error)
 
     @property
     def _model(self) -> LoadedModel:
@@ -424,17 +468,39 @@ class BiasClassifier:
         num_classes = len(self._model.label_names)
         if not texts:
             return np.zeros((0, num_classes)), np.zeros(0, dtype=int)
+        if self.precision != "bf16":
+            return self._ensemble_probabilities(texts, show_progress, bf16=False)
+        probabilities, windows = self._ensemble_probabilities(texts, show_progress, bf16=True)
+        probed = min(len(texts), max(0, PROBE_TEXTS - self._bf16_probed))
+        if probed:
+            exact = self._ensemble_probabilities(texts[:probed], False, bf16=False)[0]
+            self._bf16_error = max(self._bf16_error,
+                                   float(np.abs(exact - probabilities[:probed]).max()))
+            self._bf16_probed += probed
+            self._bf16_close += int((_top_two_margin(exact) < self.recheck_margin).sum())
+            probabilities[:probed] = exact
+        close = probed + np.flatnonzero(_top_two_margin(probabilities[probed:])
+                                        < self.recheck_margin)
+        if close.size:
+            probabilities[close] = self._ensemble_probabilities(
+                [texts[index] for index in close], False, bf16=False)[0]
+        return probabilities, windows
+
+    def _ensemble_probabilities(self, texts: list[str], show_progress: bool, bf16: bool
+                                ) -> tuple[np.ndarray, np.ndarray]:
         # Each model tokenises for itself: fold models trained from scratch have their own
         # vocabularies.
-        outputs = [self._member_probabilities(member, texts, show_progress)
+        outputs = [self._member_probabilities(member, texts, show_progress, bf16)
                    for member in self._members]
         probabilities = np.mean([member_probabilities for member_probabilities, _ in outputs],
                                 axis=0)
         return probabilities, outputs[0][1]
 
-    def _member_probabilities(self, member: _Member, texts: list[str], show_progress: bool
-                              ) -> tuple[np.ndarray, np.ndarray]:
+    def _member_probabilities(self, member: _Member, texts: list[str], show_progress: bool,
+                              bf16: bool) -> tuple[np.ndarray, np.ndarray]:
         num_classes = len(member.loaded.label_names)
+        forward = member.loaded.bf16_logits if bf16 and member.loaded.bf16_logits else \
+            member.loaded.logits
         input_ids, features, owners = self._windows(member.loaded, texts)
         lengths = np.fromiter((len(ids) for ids in input_ids), dtype=int, count=len(input_ids))
         # Longest first: a batch that does not fit in memory fails at once, not at the end.
@@ -447,7 +513,7 @@ class BiasClassifier:
 
             progress = tqdm(total=len(texts), desc="Classifying", unit="sentence")
         for rows in batches:
-            logits[rows] = member.loaded.logits(self._pad(member.loaded, features, rows))
+            logits[rows] = forward(self._pad(member.loaded, features, rows))
             if progress is not None:
                 progress.update(len(np.unique(owners[rows])))
         if progress is not None:

@@ -205,7 +205,7 @@ def export_command(model_ref: str, formats: list[str], runs_dir: Path) -> int:
         raise UserError(f"{model_path} is already an export; pass the run or its final_model/.")
     run_dir = run_dir_of(model_path)
     export_dir = RunLayout(run_dir or model_path).exports
-    reference = BiasClassifier().load_model(model_path)
+    reference = BiasClassifier(precision="fp32").load_model(model_path)  # what exports match
     print(f"Exporting {model_path} to {export_dir}", file=sys.stderr)
 
     copy_bundle(model_path, export_dir)

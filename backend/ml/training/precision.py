@@ -19,21 +19,11 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
+from ..models.hardware import cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 matrix products in hardware (AVX512-BF16 or AMX).
-
-    torch has no public query for this; the mkldnn op is the check torch's own tests use, and the
-    only one that answers for the kernels autocast will actually run.
-    """
-    if not torch.backends.mkldnn.is_available():
-        return False
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @dataclass(frozen=True)
