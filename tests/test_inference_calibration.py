@@ -98,3 +98,20 @@ def test_calibration_lowers_ece_of_an_over_confident_model(tmp_path):
     result = calibrated.predict_with_confidence([texts[40]])[0]
     assert result["calibrated"] is True
     assert result["confidence"] == pytest.approx(after[40].max())
+
+
+def test_a_run_fits_its_temperature_on_its_validation_split(tiny_run_dir):
+    import csv
+
+    results = json.loads((tiny_run_dir / "results.json").read_text(encoding="utf-8"))
+    saved = json.loads((tiny_run_dir / "final_model" / "calibration.json").read_text(
+        encoding="utf-8"))
+    with open(tiny_run_dir / "predictions" / "test_predictions.csv", encoding="utf-8") as stream:
+        test_rows = sum(1 for _ in csv.DictReader(stream))
+    sizes = {name: split["size"] for name, split in results["data"]["splits"].items()}
+    # 150 demo sentences, 60% train and 20% validation: the temperature saw the 30 validation
+    # sentences; the test sentences are another 30, scored with it.
+    assert saved["fitted_on"] == "validation"
+    assert saved["num_samples"] == sizes["validation"] == 30
+    assert test_rows == sizes["test"] and sizes["train"] == 90
+    assert saved["temperature"] > 0 and saved["ece_after"] is not None
