@@ -124,6 +124,7 @@ def test_health_model_and_openapi_docs(server, runs_dir):
     assert httpx.get(f"{server.url}/health").json()["versions"] == {"production": "tiny_serve"}
     model = httpx.get(f"{server.url}/model").json()["versions"]["production"]
     assert model["label_names"] == ["Non-biased", "Biased", "No agreement"]
+    assert model["runtime"] == "pytorch" and model["precision"] in ("bf16", "fp32")
     assert model["calibration"]["method"] == "temperature_scaling"
     assert model["metrics"]["test"]["f1_macro"] == \
         read_results(runs_dir / "tiny_serve")["test"]["f1_macro"]
@@ -305,7 +306,7 @@ def test_serving_the_int8_export_agrees_with_pytorch(runs_dir, production):
     with BackgroundServer(app) as running:
         answers = httpx.post(f"{running.url}/predict", json={"texts": sentences}).json()
         described = httpx.get(f"{running.url}/model").json()["versions"]["production"]
-    assert described["runtime"] == "onnx"
+    assert described["runtime"] == "onnx" and described["precision"] == "fp32"
     assert described["languages"]["trained_on"] == ["en"]  # languages.json travels along
     expected = production.classifier.predict_with_confidence(sentences)
     assert [a["label"] for a in answers] == [e["label"] for e in expected]

@@ -52,6 +52,8 @@ class ServedModel:
 
     def describe(self) -> dict:
         described = {"version": self.version, "run_id": self.run_id, "runtime": self.runtime,
+                     # bf16 (close calls decided in fp32) or fp32; an export runs as exported
+                     "precision": getattr(self.classifier, "precision", "fp32"),
                      "label_names": self.classifier.label_names,
                      "calibration": self.classifier.calibration, "metrics": self.metrics,
                      "languages": self.languages()}
