@@ -2,10 +2,8 @@
 
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -18,7 +16,7 @@ from backend.ml.config import ExperimentConfig
 from backend.ml.errors import ConfigError, DataError
 from backend.ml.pretraining import collect_corpus, run_pretraining
 from backend.ml.run import run_experiment
-from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.cli import REPO_ROOT, cli_environment, run_cli, run_main
 from support.configs import tiny_config, write_config
 
 DEMO_FILE = REPO_ROOT / "backend" / "ml" / "data" / "demo" / "demo_sentences.csv"
@@ -244,29 +242,91 @@ def test_minilm_gets_a_new_mlm_head_and_keeps_its_pooler(tmp_path):
                        original.bert.pooler.dense.weight.detach().numpy())
 
 
+# ---- the run lifecycle: signals, resume, data parallelism -----------------------------------
+
+# 114 training sentences (6 held out): 8 steps an epoch of 16; 6 steps, evaluated at 3 and 6.
+LIFECYCLE = pretrain_config(training={"max_steps": 6, "eval_steps": 3},
+                            data={"max_samples": 120}, model={"dropout": 0.0},
+                            logging={"tensorboard": False, "log_steps": 1, "save_steps": 0,
+                                     "save_minutes": 0})
+
+
+def start_cli(*args: str, kill_at: str) -> subprocess.Popen:
+    """The CLI in a new process, sent a real signal at a named point (support.kill_at)."""
+    return subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "support" / "kill_at.py"),
+                             kill_at, str(REPO_ROOT / "run_experiment.py"), *args],
+                            cwd=REPO_ROOT, env=cli_environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def encoder_weights(run_dir) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return load_file(run_dir / "encoder" / "model.safetensors")
+
+
+def eval_losses(run_dir) -> dict[int, float]:
+    records = map(json.loads, (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines())
+    return {record["step"]: record["eval/loss"] for record in records if "eval/loss" in record}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_marks_the_run_interrupted_without_an_encoder(tmp_path, stop_signal):
-    # The child inherits whatever SIGINT disposition this test run has (ignored, in a background
-    # job of a non-interactive shell): the run must stop on the signal all the same.
-    config_path = write_config(tmp_path, pretrain_config(training={"max_steps": 100000,
-                                                                   "epochs": 1000}))
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_experiment.py"), "pretrain",
-                                str(config_path), "--output-dir", str(tmp_path / "runs"),
-                                "--run-id", "stopped"], env=cli_environment(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "runs" / "stopped" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.is_file() and "train/loss" in metrics.read_text(encoding="utf-8")):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.2)
+def test_sigterm_checkpoints_and_resume_ends_where_the_uninterrupted_run_ends(tmp_path, capsys):
+    config_path = write_config(tmp_path, LIFECYCLE)
+    # SIGTERM as step 2 is taken: the step finishes, a checkpoint is written, exit 128 + 15.
+    process = start_cli("pretrain", str(config_path), "--output-dir", str(tmp_path / "runs"),
+                        "--run-id", "stopped", kill_at="optimizer-step@2:TERM")
+    # The uninterrupted run meanwhile, here (no second interpreter start).
+    run_main(capsys, "pretrain", str(config_path), "--output-dir", str(tmp_path / "runs"),
+             "--run-id", "whole", check=True)
+    whole = tmp_path / "runs" / "whole"
+    _, stderr = process.communicate(timeout=120)
+    stopped = tmp_path / "runs" / "stopped"
+    assert process.returncode == 143, stderr[-2000:]
+    assert "run_experiment.py resume RUN_DIR" in stderr and "Traceback" not in stderr
+    results = json.loads((stopped / "results.json").read_text(encoding="utf-8"))
+    assert results["status"] == "interrupted" and "SIGTERM" in results["error"]
+    assert results["interrupted_at_step"] == 2 and results["stage"] == "pretraining"
+    assert (stopped / "checkpoints" / "step-000002" / "training_state.pt").is_file()
+    assert not (stopped / "encoder").exists()
 
-    process.send_signal(stop_signal)
-    _, stderr = process.communicate(timeout=60)
+    resumed = run_main(capsys, "resume", str(stopped), check=True)
+    assert f"--set model.model_name={stopped / 'encoder'}" in resumed.stdout
+    final = json.loads((stopped / "results.json").read_text(encoding="utf-8"))
+    reference = json.loads((whole / "results.json").read_text(encoding="utf-8"))
+    assert final["status"] == "completed" and final["metadata"]["resumed_from_step"] == 2
+    assert final["heldout"] == reference["heldout"]  # before and after, to the last bit
+    assert final["pretraining"]["total_steps"] == 6
+    assert eval_losses(stopped) == eval_losses(whole) and sorted(eval_losses(whole)) == [0, 3, 6]
+    weights, reference_weights = encoder_weights(stopped), encoder_weights(whole)
+    assert all(torch.equal(weights[name], reference_weights[name]) for name in reference_weights)
 
-    assert process.returncode == 128 + stop_signal
-    assert "has no encoder/" in stderr and "--resume" not in stderr
-    results = json.loads((tmp_path / "runs" / "stopped" / "results.json").read_text())
-    assert results["status"] == "interrupted" and results["interrupted_at_step"] >= 1
-    assert signal.Signals(stop_signal).name in results["error"]
-    assert not (tmp_path / "runs" / "stopped" / "encoder").exists()
+
+@pytest.mark.slow
+def test_two_processes_pretrain_what_one_process_pretrains_with_the_same_global_batch(tmp_path,
+                                                                                    capsys):
+    """gloo on CPU: 2 processes x batch 8 against 1 process x batch 16, dropout off, fp32."""
+    from test_training_engine import torchrun
+
+    runs = tmp_path / "runs"
+    single = write_config(tmp_path, {**LIFECYCLE, "training": {**LIFECYCLE["training"],
+                                                               "batch_size": 16}}, "single.yaml")
+    pair = write_config(tmp_path, {**LIFECYCLE, "training": {**LIFECYCLE["training"],
+                                                             "batch_size": 8}}, "pair.yaml")
+    completed = torchrun("pretrain", str(pair), "--output-dir", str(runs), "--run-id", "pair")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("Pre-training finished") == 1  # only the main process reports
+    run_main(capsys, "pretrain", str(single), "--output-dir", str(runs), "--run-id", "single",
+             check=True)
+
+    one, two = (json.loads((runs / name / "results.json").read_text(encoding="utf-8"))
+                for name in ("single", "pair"))
+    assert two["pretraining"]["world_size"] == 2 and two["metadata"]["world_size"] == 2
+    assert one["pretraining"]["global_batch_size"] == two["pretraining"]["global_batch_size"] == 16
+    assert one["pretraining"]["total_steps"] == two["pretraining"]["total_steps"] == 6
+    for moment in ("before", "after"):
+        assert two["heldout"][moment]["masked_tokens"] == one["heldout"][moment]["masked_tokens"]
+        assert two["heldout"][moment]["mlm_loss"] == pytest.approx(
+            one["heldout"][moment]["mlm_loss"], abs=1e-5)
+    weights_one, weights_two = encoder_weights(runs / "single"), encoder_weights(runs / "pair")
+    assert max(float((weights_one[name] - weights_two[name]).abs().max())
+               for name in weights_one) < 1e-5

@@ -88,7 +88,8 @@ def test_label_smoothing_reaches_the_trainers_sentence_loss(tmp_path):
     log_probabilities = torch.log_softmax(logits, dim=-1)[0]
     # (1 - e) * cross-entropy + e * the mean over classes of -log p
     expected = 0.8 * -log_probabilities[0] + 0.2 * -log_probabilities.mean()
-    assert float(trainer.loss_function(logits, labels)[0]) == pytest.approx(float(expected))
+    smoothed = trainer.objective.loss_function(logits, labels)[0]
+    assert float(smoothed) == pytest.approx(float(expected))
 
 
 def test_averaged_weights_are_scored_and_used_only_when_better(tmp_path):
@@ -98,8 +99,10 @@ def test_averaged_weights_are_scored_and_used_only_when_better(tmp_path):
     average = results["training"]["weight_average"]
     assert average["checkpoints"] == 3
     history_best = max(point["eval/f1_macro"] for point in read_history(tmp_path))
+    assert average["steps"] == [point["step"] for point in read_history(tmp_path)][-3:]
     if average["used"]:
         assert results["eval"]["f1_macro"] == average["eval/f1_macro"] > history_best
+        assert results["training"]["best_step"] == average["steps"][-1]
     else:
         assert average["eval/f1_macro"] <= history_best == results["eval"]["f1_macro"]
 

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
 import time
@@ -20,27 +18,21 @@ from .config import ExperimentConfig, config_to_yaml, load_yaml_config
 from .data import DataSplits, prepare_cv_folds, prepare_splits
 from .distillation import prepare_distillation
 from .errors import UserError
-from .fileio import atomic_write_text, read_jsonl
 from .languages import training_languages, write_training_languages
 from .model_factory import ModelFactory
 from .models import describe_model, load_saved_model
 from .run_directory import (
-    SCHEMA_VERSION,
+    FINETUNING,
+    PRETRAINING,
     RunLayout,
-    create_run_directory,
     read_results_or_empty,
-    run_metadata,
-    utc_now,
     write_predictions,
-    write_results,
 )
-from .run_lock import RunLock
-from .tracking import TrackerSet, build_trackers
 from .training.checkpoints import latest_valid_checkpoint, load_checkpoint
 from .training.distributed import World, pick_device, start_world
 from .training.evaluation import evaluate
-from .training.outcome import failures_recorded
 from .training.precision import Precision, resolve_precision
+from .training.session import RunSession
 from .training.steps import global_batch_size, planned_steps
 from .training.summary import format_model_info, format_run_summary
 from .training.trainer import (
@@ -49,19 +41,6 @@ from .training.trainer import (
     TrainingOutcome,
     check_resume_world,
 )
-
-
-def _new_results(config: ExperimentConfig, run_dir: Path, world: World) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "experiment_id": run_dir.name,
-        "experiment_name": config.experiment_name,
-        "description": config.description,
-        "tags": list(config.tags),
-        "status": "running",
-        "error": None,
-        "metadata": {**run_metadata(str(world.device)), "world_size": world.size},
-    }
 
 
 def _data_section(splits: DataSplits) -> dict:
@@ -120,39 +99,33 @@ def _say(world: World, text: str) -> None:
         print(text, flush=True)
 
 
-def _train_and_finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results: dict,
-                      model, tokenizer, world: World, resume_state: dict | None = None,
+def _train_and_finish(session: RunSession, splits: DataSplits, model, tokenizer,
+                      resume_state: dict | None = None,
                       evaluation_hook: EvaluationHook | None = None) -> dict:
     """Train, evaluate the best model on test, publish final_model/ and write results.json.
 
     Every process trains and evaluates; only the main one writes files and trackers. A run
     whose splits hold no test sentences (a tuning trial) is scored on validation only.
     """
+    config, world, run_dir = session.config, session.world, session.run_dir
     started = time.perf_counter()
     precision = resolve_precision(config.training.mixed_precision, world.device)
     _say(world, f"Training on {world.size} x {world.device.type}, mixed precision "
                 f"{precision.mode} ({precision.reason}), global batch "
                 f"{global_batch_size(config.training, world.size)}.")
-    trackers = build_trackers(config, run_dir) if world.is_main else TrackerSet([])
-    trackers.log_config(config.to_dict(), {key: results[key] for key in
-                                           ("experiment_id", "metadata", "model", "data")})
-    try:
-        with failures_recorded(run_dir, results, writes=world.is_main):
-            distilled = prepare_distillation(config, splits, run_dir, world, precision)
-            if distilled is not None:
-                splits, results["distillation"] = distilled.splits, distilled.summary
-            trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, trackers,
-                                        world, precision, resume_state, evaluation_hook,
-                                        distilled.soft_targets if distilled else None)
-            outcome = trainer.train()
-            world.barrier()  # the main process has written checkpoints/best
-            test_eval = _evaluate_test(config, splits, run_dir, world, precision)
-            if world.is_main:
-                _finish(config, splits, run_dir, results, trackers, outcome, test_eval, world,
-                        precision, started)
-        return results
-    finally:
-        trackers.close(results["status"] if results["status"] != "running" else "failed")
+    with session.recording():
+        distilled = prepare_distillation(config, splits, run_dir, world, precision)
+        if distilled is not None:
+            splits, session.results["distillation"] = distilled.splits, distilled.summary
+        trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, session.trackers,
+                                    world, precision, resume_state, evaluation_hook,
+                                    distilled.soft_targets if distilled else None)
+        outcome = trainer.train(session.stop)
+        world.barrier()  # the main process has written checkpoints/best
+        test_eval = _evaluate_test(config, splits, run_dir, world, precision)
+        if world.is_main:
+            _finish(session, splits, outcome, test_eval, precision, started)
+    return session.results
 
 
 def _evaluate_test(config: ExperimentConfig, splits: DataSplits, run_dir: Path, world: World,
@@ -167,10 +140,10 @@ def _evaluate_test(config: ExperimentConfig, splits: DataSplits, run_dir: Path, 
                     precision=precision, world=world)
 
 
-def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results: dict,
-            trackers: TrackerSet, outcome: TrainingOutcome, test_eval, world: World,
+def _finish(session: RunSession, splits: DataSplits, outcome: TrainingOutcome, test_eval,
             precision: Precision, started: float) -> None:
     """The main process publishes final_model/, predictions, calibration and results.json."""
+    run_dir, trackers, results = session.run_dir, session.trackers, session.results
     best_eval = outcome.best_evaluation
     if best_eval is None:  # the trainer evaluates at least once, at the end of training
         raise RuntimeError("training finished without a validation evaluation")
@@ -187,12 +160,12 @@ def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results
         trackers.log_evaluation(test_eval, outcome.state.global_step)
         write_predictions(RunLayout(run_dir).test_predictions, test_eval)
         results["test"] = test_eval.metrics
-    results.update({
-        "status": "completed",
-        "training": _training_section(outcome, config, world, precision, len(splits.train)),
-        "eval": best_eval.metrics,
-        "calibration": _calibrate(best_eval, test_eval, final_model),
-        "timing": {
+    session.complete(
+        training=_training_section(outcome, session.config, session.world, precision,
+                                   len(splits.train)),
+        eval=best_eval.metrics,
+        calibration=_calibrate(best_eval, test_eval, final_model),
+        timing={
             "total_seconds": time.perf_counter() - started,
             "train_seconds": outcome.state.train_seconds,
             "eval_seconds": outcome.state.eval_seconds,
@@ -200,43 +173,20 @@ def _finish(config: ExperimentConfig, splits: DataSplits, run_dir: Path, results
             "train_samples_per_second": outcome.train_samples_per_second,
             "eval_samples_per_second": len(scored.texts) / max(scored_eval.seconds, 1e-9),
         },
-        "final_model": final_model.name,
-    })
-    results["metadata"]["finished_at"] = utc_now()
-    write_results(run_dir, results)
-    trackers.log_summary(results, run_dir)
-
-
-def _lock_on_main(world: World, run_dir: Path, action: str) -> contextlib.AbstractContextManager:
-    """The run directory's lock, held by the main process, the only one that writes there."""
-    return RunLock(run_dir, action=action) if world.is_main else contextlib.nullcontext()
-
-
-def _create_run_directory_on_main(world: World, output_dir: str | Path, experiment_name: str,
-                                  run_id: str | None) -> Path:
-    """The main process creates the directory and tells the others; its refusal stops them all."""
-    created: tuple[str | None, str | None] = (None, None)
-    if world.is_main:
-        try:
-            created = (str(create_run_directory(output_dir, experiment_name, run_id)), None)
-        except UserError as error:
-            created = (None, str(error))
-    path, problem = world.broadcast(created)
-    if problem:
-        raise UserError(problem)
-    return Path(path)
+        final_model=final_model.name)
 
 
 def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = None,
                    run_id: str | None = None, splits: DataSplits | None = None,
                    evaluation_hook: EvaluationHook | None = None,
-                   results_extra: dict | None = None) -> Path:
+                   results_extra: dict | None = None, stage: str = FINETUNING) -> Path:
     """Train and evaluate one config into a new run directory; returns its path.
 
     Under ``torchrun --nproc_per_node N`` every process calls this; they train one model
     data-parallel and the main process writes the one run directory. ``splits`` replaces the
     config's data (a fold, a tuning trial's data without test sentences); ``evaluation_hook``
-    sees every validation evaluation; ``results_extra`` is merged into results.json.
+    sees every validation evaluation; ``results_extra`` is merged into results.json; ``stage``
+    is results.json's ``stage`` (``retrain`` writes a retraining run).
 
     >>> config = ExperimentConfig.from_yaml("experiments/configs/quickstart.yaml")  # doctest: +SKIP
     >>> run_dir = run_experiment(config)  # doctest: +SKIP
@@ -247,27 +197,13 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = Non
     set_seed(config.seed)  # model initialisation must not depend on how data loading drew
     built = ModelFactory.create(config.model, splits.label_names,
                                 training_texts=splits.train.texts)
-    run_dir = _create_run_directory_on_main(world, output_dir or config.output_dir,
-                                            config.experiment_name, run_id)
-    results = _new_results(config, run_dir, world)
-    results.update(model=built.info, data=_data_section(splits), **(results_extra or {}))
-    with _lock_on_main(world, run_dir, "train"):  # held until results.json is final
-        if world.is_main:
-            print(f"Run directory: {run_dir}")
-            print(format_model_info(built.info))
-            config.save_yaml(RunLayout(run_dir).config)
-            write_results(run_dir, results)
-        _train_and_finish(config, splits, run_dir, results, built.model, built.tokenizer, world,
+    with RunSession.create(config, world, output_dir, run_id, stage) as session:
+        _say(world, f"Run directory: {session.run_dir}\n{format_model_info(built.info)}")
+        session.begin(model=built.info, data=_data_section(splits), **(results_extra or {}))
+        _train_and_finish(session, splits, built.model, built.tokenizer,
                           evaluation_hook=evaluation_hook)
-    _say(world, format_run_summary(results))
-    return run_dir
-
-
-def _truncate_metrics_after(metrics_file: Path, step: int) -> None:
-    # Points logged after the checkpoint are logged again by the resumed run.
-    if metrics_file.is_file():
-        kept = [record for record in read_jsonl(metrics_file) if record.get("step", 0) <= step]
-        atomic_write_text(metrics_file, "".join(json.dumps(record) + "\n" for record in kept))
+    _say(world, format_run_summary(session.results))
+    return session.run_dir
 
 
 def resume_run(run_dir: str | Path) -> Path:
@@ -275,7 +211,8 @@ def resume_run(run_dir: str | Path) -> Path:
 
     Without any checkpoint the run starts over in that directory. A run trained by N processes
     resumes under the same launcher with N processes. A cross-validation run keeps its completed
-    folds, resumes the interrupted one and trains the folds it had not reached.
+    folds, resumes the interrupted one and trains the folds it had not reached. A pre-training
+    run (results.json ``stage: pretraining``) resumes as pre-training.
     """
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
@@ -283,6 +220,13 @@ def resume_run(run_dir: str | Path) -> Path:
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); give the path of a "
                         f"run under experiments/runs/")
     config = load_yaml_config(layout.config)
+    if read_results_or_empty(run_dir).get("stage") == PRETRAINING:
+        from .pretraining.run import format_pretraining_summary, resume_pretraining
+
+        world = start_world(config.training.device)
+        resume_pretraining(config, run_dir)
+        _say(world, format_pretraining_summary(read_results_or_empty(run_dir), run_dir))
+        return run_dir
     if _is_cross_validation_parent(run_dir):
         return _resume_cross_validation(config, run_dir)
     if run_dir.parent.name == "folds" and _is_cross_validation_parent(run_dir.parent.parent):
@@ -300,18 +244,17 @@ def _resume_single_run(config: ExperimentConfig, run_dir: Path,
                        splits: DataSplits | None = None) -> Path:
     layout = RunLayout(run_dir)
     world = start_world(config.training.device)
-    with _lock_on_main(world, run_dir, "resume"):  # refused while the run's process lives
+    # Entering the session is refused while the run's process lives.
+    with RunSession.reopen(config, world, run_dir, FINETUNING) as session:
         set_seed(config.seed)
         splits = splits or prepare_splits(config.data, config.seed)
-        results = _new_results(config, run_dir, world)
         checkpoint = latest_valid_checkpoint(layout.checkpoints)  # warns about damaged ones
         if checkpoint:
             model, tokenizer, state = load_checkpoint(checkpoint)
             check_resume_world(state, world, config.training.batch_size)
             _say(world, f"Resuming {run_dir.name} from {checkpoint.name} "
                         f"(step {state['global_step']}).")
-            model_info = {**read_results_or_empty(run_dir).get("model", {}),
-                          **describe_model(model)}
+            model_info = {**session.earlier_results().get("model", {}), **describe_model(model)}
         else:
             _say(world, f"No checkpoint in {layout.checkpoints}: training {run_dir.name} "
                         f"from the start.")
@@ -319,17 +262,11 @@ def _resume_single_run(config: ExperimentConfig, run_dir: Path,
             built = ModelFactory.create(config.model, splits.label_names,
                                         training_texts=splits.train.texts)
             model, tokenizer, state, model_info = built.model, built.tokenizer, None, built.info
-        results.update(model=model_info, data=_data_section(splits))
-        results["metadata"]["resumed_from_step"] = state["global_step"] if state else 0
-        if world.is_main:
-            if state:
-                _truncate_metrics_after(layout.metrics, state["global_step"])
-            else:
-                layout.metrics.unlink(missing_ok=True)
-            write_results(run_dir, results)
-        world.barrier()
-        _train_and_finish(config, splits, run_dir, results, model, tokenizer, world, state)
-    _say(world, format_run_summary(results))
+        session.results["metadata"]["resumed_from_step"] = state["global_step"] if state else 0
+        session.rewind_metrics(state["global_step"] if state else None)
+        session.begin(model=model_info, data=_data_section(splits))
+        _train_and_finish(session, splits, model, tokenizer, state)
+    _say(world, format_run_summary(session.results))
     return run_dir
 
 
@@ -337,32 +274,32 @@ def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None
                          run_id: str | None = None) -> Path:
     """Stratified k-fold CV: each fold is a full run under ``<parent>/folds/fold-k``."""
     world = start_world(config.training.device)
-    parent = _create_run_directory_on_main(world, output_dir or config.output_dir,
-                                           config.experiment_name, run_id)
-    return _train_folds(config, parent, world, action="train")
+    # The parent trains nothing itself: each fold's own session handles signals.
+    session = RunSession.create(config, world, output_dir, run_id, FINETUNING)
+    session.handles_signals = False
+    return _train_folds(session)
 
 
 def _resume_cross_validation(config: ExperimentConfig, parent: Path) -> Path:
-    return _train_folds(config, parent, start_world(config.training.device), action="resume")
+    world = start_world(config.training.device)
+    session = RunSession.reopen(config, world, parent, FINETUNING, handles_signals=False)
+    session.results["metadata"] = session.earlier_results().get("metadata",
+                                                                session.results["metadata"])
+    return _train_folds(session)
 
 
-def _train_folds(config: ExperimentConfig, parent: Path, world: World, action: str) -> Path:
-    """Every fold of ``parent`` in turn; a completed fold is kept, a started one resumed."""
+def _train_folds(session: RunSession) -> Path:
+    """Every fold of the session's run in turn; a completed fold is kept, a started one resumed."""
     from .experiments import aggregate_cross_validation
 
+    config, world, layout = session.config, session.world, session.layout
     folds = prepare_cv_folds(config.data, config.seed)
-    results = _new_results(config, parent, world)
-    if action == "resume":
-        results["metadata"] = read_results_or_empty(parent).get("metadata", results["metadata"])
-    results["data"] = {"cv_folds": len(folds), "label_names": folds[0].label_names,
-                       "source": folds[0].source, "dataset": folds[0].dataset}
-    layout = RunLayout(parent)
-    with _lock_on_main(world, parent, action):  # the folds lock their own directories
-        if world.is_main:
-            config.save_yaml(layout.config)
-            write_results(parent, results)
+    with session:  # the folds lock their own directories
+        session.begin(track=False, data={"cv_folds": len(folds),
+                                         "label_names": folds[0].label_names,
+                                         "source": folds[0].source, "dataset": folds[0].dataset})
         fold_results = []
-        with failures_recorded(parent, results, writes=world.is_main):
+        with session.recording():
             for number, fold_splits in enumerate(folds, start=1):
                 fold_dir = layout.fold(number).root
                 earlier = read_results_or_empty(fold_dir)
@@ -379,16 +316,12 @@ def _train_folds(config: ExperimentConfig, parent: Path, world: World, action: s
                                    splits=fold_splits)
                 fold_results.append(read_results_or_empty(fold_dir))
         summary = aggregate_cross_validation(fold_results)
-        results.update(status="completed", cross_validation=summary,
-                       model=fold_results[0].get("model", {}))
-        for split in ("eval", "test"):
-            results[split] = {key.split("/", 1)[1]: value for key, value in summary["mean"].items()
-                              if key.startswith(f"{split}/")}
-        results["metadata"]["finished_at"] = utc_now()
-        if world.is_main:
-            write_results(parent, results)
-    _say(world, format_run_summary(results))
-    return parent
+        means = {split: {key.split("/", 1)[1]: value for key, value in summary["mean"].items()
+                         if key.startswith(f"{split}/")} for split in ("eval", "test")}
+        session.complete(cross_validation=summary, model=fold_results[0].get("model", {}),
+                         **means)
+    _say(world, format_run_summary(session.results))
+    return session.run_dir
 
 
 def describe_plan(config: ExperimentConfig) -> str:

@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # metrics imports scikit-learn, which the CLI's parser must n
 
 SCHEMA_VERSION = 1
 """Version of the results.json layout; bumped when a key changes meaning."""
+FINETUNING, PRETRAINING, RETRAINING = "finetuning", "pretraining", "retraining"
+STAGES = (FINETUNING, PRETRAINING, RETRAINING)
+"""results.json ``stage``: what kind of run a directory holds (a cross-validation parent and its
+folds are fine-tuning; ``retrain`` writes a retraining run)."""
 DEFAULT_RUNS_DIR = Path("experiments/runs")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Written into a cloud run's code archive: the VM's unpacked code has no .git to ask.
@@ -126,6 +130,41 @@ class RunLayout:
 
     def looks_like_a_run(self) -> bool:
         return self.results.exists() or self.config.exists() or self.folds.is_dir()
+
+
+@dataclass(frozen=True)
+class ResultsHeader:
+    """The keys every results.json starts with, whatever kind of run wrote it: fine-tuning, a
+    cross-validation parent, pre-training, retraining. Each kind adds its own sections after.
+
+    >>> header = ResultsHeader.for_run(run_dir, "tiny", "a test", ["test"], FINETUNING,
+    ...                                device="cpu", world_size=1)  # doctest: +SKIP
+    >>> header.results()["status"]  # doctest: +SKIP
+    'running'
+    """
+
+    experiment_id: str
+    experiment_name: str
+    description: str
+    tags: tuple[str, ...]
+    stage: str
+    metadata: dict
+
+    @classmethod
+    def for_run(cls, run_dir: Path, experiment_name: str, description: str, tags: list[str],
+                stage: str, device: str, world_size: int) -> ResultsHeader:
+        """The header of a run starting now in ``run_dir`` on ``world_size`` x ``device``."""
+        if stage not in STAGES:
+            raise ValueError(f"stage {stage!r} is not one of {', '.join(STAGES)}")
+        return cls(Path(run_dir).name, experiment_name, description, tuple(tags), stage,
+                   {**run_metadata(device), "world_size": world_size})
+
+    def results(self) -> dict:
+        """A new results.json: this header, ``status: running``, no error yet."""
+        return {"schema_version": SCHEMA_VERSION, "experiment_id": self.experiment_id,
+                "experiment_name": self.experiment_name, "description": self.description,
+                "tags": list(self.tags), "stage": self.stage, "status": "running",
+                "error": None, "metadata": dict(self.metadata)}
 
 
 def read_results(run_dir: str | Path) -> dict:

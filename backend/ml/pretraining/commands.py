@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError
 
 EPILOG = """examples:
   python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml --dry-run
   python run_experiment.py pretrain experiments/configs/babe_minilm_dapt.yaml \\
       --run-id babe_minilm_dapt
+  # stopped (SIGTERM, Ctrl-C)? it wrote a checkpoint; continue it (same launcher):
+  python run_experiment.py resume experiments/encoders/babe_minilm_dapt
+  # under torchrun, data-parallel like fine-tuning:
+  torchrun --nproc_per_node 2 run_experiment.py pretrain \
+      experiments/configs/babe_minilm_dapt.yaml
   # then fine-tune from experiments/encoders/babe_minilm_dapt/encoder:
   python run_experiment.py experiments/configs/babe_minilm_dapt_finetune.yaml
 """
-
-
-class PretrainingStopped(UserError):
-    """A signal stopped pre-training: there is no checkpoint to resume from, so the CLI says so
-    and exits with the signal's status (128 + its number), as an interrupted fine-tuning does."""
 
 
 def add_pretrain_subcommand(sub) -> None:
@@ -75,13 +75,6 @@ def _describe_plan(config) -> str:
     return "\n".join(lines)
 
 
-def _stopped(how: str, exit_code: int) -> PretrainingStopped:
-    return PretrainingStopped(f"pre-training {how}; its run directory is marked 'interrupted' "
-                              f"and has no encoder/. Pre-training keeps no checkpoints: start "
-                              f"it again (a shorter run: --set training.max_steps=N)",
-                              exit_code=exit_code)
-
-
 def pretrain(args) -> int:
     """Run ``pretrain`` with its parsed arguments; UserErrors reach the CLI's handler."""
     config = _checked_config(args.config, args.set)
@@ -90,14 +83,12 @@ def pretrain(args) -> int:
         print("\nConfig is valid; nothing was trained (--dry-run).")
         return 0
     from ..run_directory import read_results
-    from ..training.interruption import TrainingInterrupted
+    from ..training.distributed import is_main_process
     from .run import format_pretraining_summary, run_pretraining
 
-    try:
-        run_dir = run_pretraining(config, args.output_dir, run_id=args.run_id)
-    except TrainingInterrupted as interruption:
-        raise _stopped(str(interruption), interruption.exit_code) from None
-    except KeyboardInterrupt:
-        raise _stopped("stopped by Ctrl-C", 130) from None
-    print(format_pretraining_summary(read_results(run_dir), run_dir))
+    # A signal writes a checkpoint and reaches the CLI as TrainingInterrupted: it prints the
+    # resume command (run_experiment.py resume RUN_DIR) and exits with 128 + the signal.
+    run_dir = run_pretraining(config, args.output_dir, run_id=args.run_id)
+    if is_main_process():  # under torchrun, the others would repeat it
+        print(format_pretraining_summary(read_results(run_dir), run_dir))
     return 0

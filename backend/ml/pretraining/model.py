@@ -18,6 +18,7 @@ import torch
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
+    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -110,6 +111,34 @@ def build_masked_lm(model_config: ModelConfig, texts: list[str]) -> MaskedLangua
     return MaskedLanguageModel(model, load_tokenizer(source), source.location, new_weights, kept)
 
 
+def write_masked_lm(built: MaskedLanguageModel, directory: Path) -> None:
+    """Weights (with the checkpoint tensors the MLM model does not use), config and tokenizer
+    into ``directory`` (a checkpoint's ``model/``, or the encoder's staging directory)."""
+    state = {**built.model.state_dict(), **built.kept_from_checkpoint}
+    with quiet_transformers():
+        built.model.save_pretrained(directory, state_dict=state)
+        built.tokenizer.save_pretrained(directory)
+
+
+def load_masked_lm(directory: Path, source: str | None,
+                   new_weights: list[str]) -> MaskedLanguageModel:
+    """A model written by :func:`write_masked_lm` (a step checkpoint's ``model/``), with the
+    ``source`` and ``new_weights`` its run recorded; the unused checkpoint tensors come back
+    from its weights file.
+
+    >>> built = load_masked_lm(checkpoint / "model", None, [])  # doctest: +SKIP
+    """
+    from safetensors.torch import load_file
+
+    with quiet_transformers():
+        model = AutoModelForMaskedLM.from_pretrained(directory, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    used = set(model.state_dict())
+    saved = load_file(Path(directory) / "model.safetensors")
+    kept = {name: tensor for name, tensor in saved.items() if name not in used}
+    return MaskedLanguageModel(model, tokenizer, source, list(new_weights), kept)
+
+
 def save_encoder(built: MaskedLanguageModel, run_dir: Path) -> Path:
     """Write ``run_dir/encoder/`` (weights, config, tokenizer) in one rename: whole or absent.
 
@@ -119,10 +148,7 @@ def save_encoder(built: MaskedLanguageModel, run_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{ENCODER_DIR}.tmp-"))
     staging.chmod(0o755)  # mkdtemp makes it private to the user; a model directory is not
     try:
-        state = {**built.model.state_dict(), **built.kept_from_checkpoint}
-        with quiet_transformers():
-            built.model.save_pretrained(staging, state_dict=state)
-            built.tokenizer.save_pretrained(staging)
+        write_masked_lm(built, staging)
         staging.rename(target)
     finally:
         if staging.exists():

@@ -42,7 +42,7 @@ from ..languages import (
 from ..registry import ModelRegistry, compare_with_production
 from ..registry.commands import resolve_run_dir
 from ..registry.comparison import production_test_set
-from ..run_directory import RunLayout
+from ..run_directory import RETRAINING, RunLayout
 from .logs import read_feedback
 
 logger = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ def retrain(base: str, runs_dir: Path, registry_dir: Path, log_dir: Path,
     data_file = (Path(registry_dir) / "training_data" / f"{run_id}.csv").resolve()
     _write_csv(data_file, rows)
     config.data.dataset, config.data.path, config.data.max_samples = "babe", str(data_file), 0
-    run_dir = run_experiment(config, output_dir or runs_dir, run_id=run_id)
+    run_dir = run_experiment(config, output_dir or runs_dir, run_id=run_id, stage=RETRAINING)
 
     record = {"base_run": base_dir.name, "held_out_test_of": production_dir.name,
               "held_out_test_sentences": len(test_texts), "training_data": str(data_file),

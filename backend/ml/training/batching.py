@@ -17,14 +17,13 @@ the same global batches as one process with ``batch_size`` N·B.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
-
-from ..data import PaddingCollator, TokenizedDataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 @dataclass(frozen=True)
@@ -38,12 +37,48 @@ class LocalBatch:
     global_size: int
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
+class TrainingBatch(NamedTuple):
+    """One collated batch with the share of the global batch it is, as the DataLoader yields it:
+    the metadata travels with its tensors, whatever the number of workers."""
+
+    share: LocalBatch
+    inputs: dict[str, torch.Tensor]
+
+
+class _SharesOf(Dataset):
+    """``dataset`` indexed by whole ``LocalBatch``es (the DataLoader's ``__getitems__`` path), so
+    that the collate function sees which share it is collating."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    def __getitems__(self, share: LocalBatch) -> tuple[LocalBatch, list[Any]]:
+        return share, [self.dataset[index] for index in share.indices]
+
+
+class _CollateShare:
+    """Collates a share's items and keeps the share beside them (a class: workers pickle it)."""
+
+    def __init__(self, collate: Callable[[list], dict]):
+        self.collate = collate
+
+    def __call__(self, fetched: tuple[LocalBatch, list[Any]]) -> TrainingBatch:
+        share, items = fetched
+        return TrainingBatch(share, self.collate(items))
+
+
+class LengthGroupedBatchSampler(Sampler[LocalBatch]):
     """Batch indices for a ``DataLoader(batch_sampler=...)``, one epoch at a time.
 
     >>> sampler = LengthGroupedBatchSampler([5, 9, 3, 7, 4], batch_size=2, seed=0)
     >>> sampler.set_epoch(0)
-    >>> sorted(len(batch) for batch in sampler)
+    >>> sorted(len(batch.indices) for batch in sampler)
     [1, 2, 2]
     """
 
@@ -100,20 +135,23 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             return LocalBatch([batch[0]], 0, len(batch))
         return LocalBatch(mine, len(mine), len(batch))
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return (local.indices for local in self.local_batches())
+    def __iter__(self) -> Iterator[LocalBatch]:
+        return iter(self.local_batches())
 
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start_batch
 
 
-def build_train_loader(dataset: TokenizedDataset, sampler: LengthGroupedBatchSampler,
-                       collator: PaddingCollator, num_workers: int, pin_memory: bool
+def build_train_loader(dataset: Any, sampler: LengthGroupedBatchSampler,
+                       collate: Callable[[list], dict], num_workers: int, pin_memory: bool
                        ) -> DataLoader:
-    """A DataLoader over ``sampler``'s batches; workers only collate, the order stays the
-    sampler's (and so stays reproducible whatever ``num_workers`` is)."""
+    """A DataLoader of ``TrainingBatch``es over ``sampler``'s batches; workers only collate, the
+    order stays the sampler's (and so stays reproducible whatever ``num_workers`` is)."""
     # Its own generator: a DataLoader iterator otherwise draws its worker seed from the global
     # RNG at every epoch start, and a run resumed mid-epoch would see different dropout masks.
     generator = torch.Generator().manual_seed(sampler.seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
+    # The sampler yields LocalBatches, fetched whole by _SharesOf.__getitems__; DataLoader's
+    # annotations know only lists of indices.
+    return DataLoader(_SharesOf(dataset), batch_sampler=cast(Any, sampler),
+                      collate_fn=cast(Any, _CollateShare(collate)),
                       num_workers=num_workers, pin_memory=pin_memory, generator=generator)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,9 @@ from ..errors import UserError
 from ..fileio import fsync_directory, fsync_tree, write_failure
 from ..models import load_saved_model, save_model
 
-__all__ = ["STATE_FILE", "latest_valid_checkpoint", "load_checkpoint", "restore_rng_state",
-           "rng_state", "save_checkpoint", "step_checkpoints"]
+__all__ = ["MODEL_DIRECTORY", "STATE_FILE", "latest_valid_checkpoint", "load_checkpoint",
+           "load_training_state", "restore_rng_state", "rng_state", "save_checkpoint",
+           "step_checkpoints", "write_checkpoint"]
 
 
 def rng_state() -> dict:
@@ -53,7 +55,7 @@ def restore_rng_state(state: dict) -> None:
 
 def save_checkpoint(checkpoints_dir: Path, model, tokenizer, label_names: list[str],
                     training_state: dict, keep: int) -> Path:
-    """Write ``checkpoints/step-NNNNNN/`` atomically and keep the newest ``keep`` of them.
+    """Write ``checkpoints/step-NNNNNN/`` of a classifier atomically and keep the newest ``keep``.
 
     A full disk raises StorageError and leaves the previous checkpoints as they were.
 
@@ -61,12 +63,24 @@ def save_checkpoint(checkpoints_dir: Path, model, tokenizer, label_names: list[s
     ...                 keep=2)  # doctest: +SKIP
     PosixPath('.../checkpoints/step-000200')
     """
+    return write_checkpoint(checkpoints_dir,
+                            lambda directory: save_model(model, tokenizer, directory, label_names),
+                            training_state, keep)
+
+
+def write_checkpoint(checkpoints_dir: Path, write_model: Callable[[Path], None],
+                     training_state: dict, keep: int) -> Path:
+    """``save_checkpoint`` for any model: ``write_model(directory)`` writes its ``model/``.
+
+    >>> write_checkpoint(run_dir / "checkpoints", objective.save_model, state,
+    ...                  keep=2)  # doctest: +SKIP
+    """
     checkpoints_dir = Path(checkpoints_dir)
     final = checkpoints_dir / step_directory_name(training_state["global_step"])
     staging = staging_directory(final)
     try:
         shutil.rmtree(staging, ignore_errors=True)
-        save_model(model, tokenizer, staging / MODEL_DIRECTORY, label_names)
+        write_model(staging / MODEL_DIRECTORY)
         with open(staging / STATE_FILE, "wb") as stream:
             torch.save({**training_state, "rng": rng_state()}, stream)
         write_manifest(staging)  # last: its presence vouches for every file above
@@ -81,6 +95,16 @@ def save_checkpoint(checkpoints_dir: Path, model, tokenizer, label_names: list[s
         raise explained from error
     remove_old_checkpoints(checkpoints_dir, keep)
     return final
+
+
+def load_training_state(checkpoint_dir: Path) -> dict:
+    """The training state of a step checkpoint (any model)."""
+    try:
+        return torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu",
+                          weights_only=False)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        raise UserError(f"checkpoint {checkpoint_dir} cannot be loaded ({error}); remove it to "
+                        f"resume from an earlier one") from error
 
 
 def load_checkpoint(checkpoint_dir: Path):

@@ -68,6 +68,12 @@ def launched_by_a_launcher() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """Whether this process is the launcher's rank 0 (or not launched by one): the one that
+    reports, for code that holds no ``World``."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def pick_device(requested: str) -> torch.device:
     """auto → cuda, then mps, then cpu; an explicit choice must exist on this machine."""
     if requested == "auto":

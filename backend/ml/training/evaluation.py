@@ -31,7 +31,8 @@ def forward_logits(model, batch: dict) -> torch.Tensor:
 def evaluate(model, tokenizer, split: SplitData, split_name: str, label_names: list[str],
              max_length: int, batch_size: int, device: torch.device,
              loss_function: torch.nn.Module | None = None, precision: Precision | None = None,
-             world: World | None = None) -> EvaluationResult:
+             world: World | None = None,
+             dataset: TokenizedDataset | None = None) -> EvaluationResult:
     """Metrics, logits and loss of ``model`` on ``split``; results are in the split's order.
 
     Sentences are batched by length (less padding, faster) and put back in order afterwards.
@@ -41,7 +42,8 @@ def evaluate(model, tokenizer, split: SplitData, split_name: str, label_names: l
     started = time.perf_counter()
     world = world or World(rank=0, size=1, device=device)
     autocast = precision.autocast() if precision else contextlib.nullcontext()
-    dataset = TokenizedDataset(split, tokenizer, max_length)
+    if dataset is None:
+        dataset = TokenizedDataset(split, tokenizer, max_length)
     collate = make_collator(tokenizer)
     order = np.argsort(np.asarray(dataset.lengths), kind="stable")
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

@@ -45,7 +45,12 @@ def layerwise_lr_scales(model: nn.Module, decay: float) -> dict[int, float]:
 class SentenceAndTokenModel(nn.Module):
     """The classifier and a linear tagging head on its last hidden states, trained together.
 
-    Only ``classifier`` is saved; the head exists for the auxiliary loss alone.
+    The model owns its head's loss: given ``token_labels`` (1 on a biased word, 0 on another,
+    -100 where nothing is scored) it returns the tagging cross-entropy beside the sentence
+    logits. Only ``classifier`` is saved as the model; the head exists for the auxiliary loss
+    alone (a checkpoint keeps its weights so that a resumed run continues exactly).
+
+    >>> logits, tagging_loss = SentenceAndTokenModel(classifier)(ids, mask, tags)  # doctest: +SKIP
     """
 
     def __init__(self, classifier: nn.Module):
@@ -57,21 +62,31 @@ class SentenceAndTokenModel(nn.Module):
         hidden_size = getattr(config, "hidden_size", None) or config.dim
         self.token_head = nn.Linear(hidden_size, 2)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_labels: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         output = self.classifier(input_ids=input_ids, attention_mask=attention_mask,
                                  output_hidden_states=True)
-        return output.logits, self.token_head(output.hidden_states[-1])
+        if token_labels is None:
+            return output.logits, None
+        token_logits = self.token_head(output.hidden_states[-1])
+        tagging_loss = nn.functional.cross_entropy(token_logits.float().flatten(0, 1),
+                                                   token_labels.flatten(), ignore_index=-100)
+        return output.logits, tagging_loss
 
 
 class WeightAverage:
-    """The last ``size`` snapshots of a model's weights (on the CPU) and their average."""
+    """The last ``size`` snapshots of a model's weights (on the CPU), the steps they were taken
+    at, and their average."""
 
     def __init__(self, size: int):
         self.snapshots: deque[dict[str, torch.Tensor]] = deque(maxlen=size)
+        self.steps: deque[int] = deque(maxlen=size)
 
-    def add(self, model: nn.Module) -> None:
+    def add(self, model: nn.Module, step: int = 0) -> None:
         self.snapshots.append({name: value.detach().to("cpu", copy=True)
                                for name, value in model.state_dict().items()})
+        self.steps.append(step)
 
     def average(self) -> dict[str, torch.Tensor]:
         """Floating-point tensors averaged; the others (e.g. position ids) from the last one."""
