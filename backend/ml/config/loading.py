@@ -72,6 +72,25 @@ def _type_name(annotation: Any) -> str:
     return "null" if annotation is type(None) else annotation.__name__
 
 
+def _coerce_float(value: Any, path: str, problems: list[str]) -> Any:
+    if isinstance(value, bool):
+        problems.append(f"{path}: must be a number, got {value!r}")
+        return value
+    # YAML 1.1 reads "2e-5" (no dot) as a string; accept what the user plainly meant.
+    if isinstance(value, str) and _FLOAT_LITERAL.match(value.strip()):
+        value = float(value)
+    if not isinstance(value, (int, float)):
+        problems.append(f"{path}: must be a number, got {value!r}")
+        return value
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        problems.append(f"{path}: must be a finite number, got {value!r}")
+    return number
+
+
 def _coerce(value: Any, annotation: Any, path: str, problems: list[str]) -> Any:
     """Check ``value`` against the field type; returns the (possibly converted) value."""
     origin = typing.get_origin(annotation)
@@ -109,22 +128,7 @@ def _coerce(value: Any, annotation: Any, path: str, problems: list[str]) -> Any:
             problems.append(f"{path}: must be an integer, got {value!r}")
         return value
     if annotation is float:
-        if isinstance(value, bool):
-            problems.append(f"{path}: must be a number, got {value!r}")
-            return value
-        # YAML 1.1 reads "2e-5" (no dot) as a string; accept what the user plainly meant.
-        if isinstance(value, str) and _FLOAT_LITERAL.match(value.strip()):
-            value = float(value)
-        if not isinstance(value, (int, float)):
-            problems.append(f"{path}: must be a number, got {value!r}")
-            return value
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond any float
-            number = math.inf
-        if not math.isfinite(number):
-            problems.append(f"{path}: must be a finite number, got {value!r}")
-        return number
+        return _coerce_float(value, path, problems)
     if annotation is str:
         if not isinstance(value, str):
             if isinstance(value, (int, float)) and not isinstance(value, bool):

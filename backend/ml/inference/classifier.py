@@ -129,6 +129,21 @@ class _Segment:
     row: int | None = None  # its row among the classified texts; None when it abstained
 
 
+def _calibration_of(members: list[_Member]) -> tuple[dict, float | None]:
+    """The calibration record and temperature of one model, or of an ensemble of fold models
+    (whose temperature is None: each member has its own)."""
+    if len(members) == 1:
+        return members[0].calibration, members[0].temperature
+    calibrated = all(member.calibration.get("method") == "temperature_scaling"
+                     for member in members)
+    return {"method": "temperature_scaling" if calibrated else "none",
+            "ensemble_size": len(members),
+            "note": "mean of the fold models' probabilities, each model calibrated with its own "
+                    "temperature",
+            "members": [{"model": str(member.loaded.path), **member.calibration}
+                        for member in members]}, None
+
+
 class BiasClassifier:
     """Sentence and article bias labels (Non-biased / Biased / No agreement), calibrated.
 
@@ -212,20 +227,7 @@ class BiasClassifier:
             logger.warning("%s records no training languages (no languages.json: saved "
                            "before runs recorded them, or not by a run): inputs are not checked "
                            "against them", model_path)
-        if len(members) == 1:
-            self.calibration = members[0].calibration
-            self.temperature = members[0].temperature
-        else:
-            calibrated = all(member.calibration.get("method") == "temperature_scaling"
-                             for member in members)
-            self.calibration = {
-                "method": "temperature_scaling" if calibrated else "none",
-                "ensemble_size": len(members),
-                "note": "mean of the fold models' probabilities, each model calibrated with its "
-                        "own temperature",
-                "members": [{"model": str(member.loaded.path), **member.calibration}
-                            for member in members]}
-            self.temperature = None
+        self.calibration, self.temperature = _calibration_of(members)
         return self
 
     @property

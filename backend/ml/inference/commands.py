@@ -91,8 +91,6 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
     ...                 Path("experiments/runs"))  # doctest: +SKIP
     0
     """
-    from tqdm.auto import tqdm
-
     from .classifier import BiasClassifier
     from .loading import cross_validation_models, resolve_model_path
 
@@ -101,6 +99,18 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
                                                                                    runs_dir)
     inputs = read_records(input_path)  # fails on a bad path before the model is loaded
     classifier = BiasClassifier(language_policy=language_policy).load_model(model_path)
+    print(f"Model: {model_path} ({_describe(classifier)}, language policy {language_policy})",
+          file=sys.stderr)
+    counts: dict[str, int] = {}
+    unsupported: Counter[str] = Counter()  # inputs per language the model was not trained on
+    _predict_into(output_path, classifier, inputs, _count_inputs(Path(input_path)), counts,
+                  unsupported)
+    _print_summary(input_path, output_path, counts, unsupported, language_policy)
+    return 0
+
+
+def _describe(classifier) -> str:
+    """The runtime, how probabilities are calibrated, and the languages the model learned."""
     if classifier.ensemble_size > 1:
         calibration = "each calibrated" if classifier.is_calibrated else "not all calibrated"
         described = (f"ensemble of {classifier.ensemble_size} fold models, mean probability, "
@@ -111,13 +121,20 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
         described = "not calibrated"
     trained_on = (", ".join(classifier.training_languages) if classifier.training_languages
                   is not None else "not recorded")
-    print(f"Model: {model_path} ({classifier.runtime}, {described}; trained on languages: "
-          f"{trained_on}, language policy {language_policy})", file=sys.stderr)
-    counts: dict[str, int] = {}
-    unsupported: Counter[str] = Counter()  # inputs per language the model was not trained on
-    # A line per input in these two; a CSV field or a spreadsheet may hold several lines.
-    total = (_count_lines(Path(input_path)) if Path(input_path).suffix.lower() in (".txt", ".jsonl")
-             else None)
+    return f"{classifier.runtime}, {described}; trained on languages: {trained_on}"
+
+
+def _count_inputs(input_path: Path) -> int | None:
+    """Inputs for the progress bar where a line is one input; a CSV field or a spreadsheet
+    cell may hold several lines, so those get a bar without a total."""
+    return _count_lines(input_path) if input_path.suffix.lower() in (".txt", ".jsonl") else None
+
+
+def _predict_into(output_path: Path, classifier, inputs, total: int | None,
+                  counts: dict[str, int], unsupported: Counter[str]) -> None:
+    """Classify ``inputs`` CHUNK at a time into ``output_path``, written whole or not at all."""
+    from tqdm.auto import tqdm
+
     with atomic_path(output_path) as temporary, open(temporary, "w", encoding="utf-8") as out, \
             tqdm(total=total, desc="Predicting", unit="input", file=sys.stderr) as progress:
         chunk: list = []
@@ -132,6 +149,10 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
             progress.update(len(chunk))
         out.flush()
         out.close()
+
+
+def _print_summary(input_path: Path, output_path: Path, counts: dict[str, int],
+                   unsupported: Counter[str], language_policy: str) -> None:
     written = sum(counts.values())
     if not written:
         print(f"warning: {input_path} holds no input; wrote an empty {output_path}.",
@@ -144,7 +165,6 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
         print(f"{sum(unsupported.values())} input(s) in languages the model was not trained on "
               f"({', '.join(f'{code} {n}' for code, n in unsupported.most_common())}): "
               f"{outcome}.")
-    return 0
 
 
 def _write(stream, results: list[dict], counts: dict[str, int],
