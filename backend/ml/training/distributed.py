@@ -14,6 +14,7 @@ Everything else asks a :class:`World` and reads like single-device code.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,17 @@ def start_world(requested_device: str) -> World:
     from accelerate import PartialState
 
     state = PartialState(cpu=device.type == "cpu")
+    # A process that ends with its process group alive can abort in gloo's teardown
+    # ("terminate called without an active exception") while another rank is still writing
+    # the run directory; leaving the group first ends every rank cleanly.
+    atexit.unregister(_leave_process_group)  # once, however many runs this process starts
+    atexit.register(_leave_process_group)
     if device.type == "cuda":
         device = torch.device("cuda", state.local_process_index)
         torch.cuda.set_device(device)
     return World(rank=state.process_index, size=state.num_processes, device=device)
+
+
+def _leave_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
