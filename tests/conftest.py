@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 from support.cli import REPO_ROOT, run_cli
 from support.cloud import PROJECT
@@ -21,6 +22,7 @@ from support.fakes.fake_compute import FakeCompute
 from support.fakes.storage_emulator import emulator_url
 from support.runs import only_run_dir
 
+FRESH_PROCESS_THREADS = torch.get_num_threads()
 BABE_DIR = Path(os.environ.get("BABE_DATA_DIR", REPO_ROOT.parent / "shared" / "data" / "babe"))
 
 
@@ -30,6 +32,17 @@ def _offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Give every test the thread count a fresh process starts with. A command run in-process
+    with ``--threads N`` sets torch's count for the whole worker, and a later in-process training
+    would then sum in another order than the same training in a new process (weights apart by
+    ~1e-7), which the tests comparing the two to the last bit must not see."""
+    yield
+    if torch.get_num_threads() != FRESH_PROCESS_THREADS:
+        torch.set_num_threads(FRESH_PROCESS_THREADS)
 
 
 @pytest.fixture
