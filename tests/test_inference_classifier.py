@@ -210,22 +210,19 @@ def test_onnx_export_of_tiny_model_agrees(tmp_path, model_dir, classifier):
 
 
 def test_threads_respect_omp_num_threads(monkeypatch):
-    before = torch.get_num_threads()
-    try:
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        assert configure_threads() == 1 and torch.get_num_threads() == 1
-        assert configure_threads(2) == 2  # an explicit request wins
-        monkeypatch.delenv("OMP_NUM_THREADS")
-        # A 2-CPU container quota on a host where torch would start 8 threads: 2 threads.
-        monkeypatch.setattr(loading, "cpu_budget", lambda: 2)
-        torch.set_num_threads(8)
-        assert configure_threads() == 2 and torch.get_num_threads() == 2
-        # With CPUs to spare, torch's own default stands.
-        monkeypatch.setattr(loading, "cpu_budget", lambda: 64)
-        torch.set_num_threads(3)
-        assert configure_threads() == 3 and torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)
+    # conftest gives the next test the thread count back.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert configure_threads() == 1 and torch.get_num_threads() == 1
+    assert configure_threads(2) == 2  # an explicit request wins
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    # A 2-CPU container quota on a host where torch would start 8 threads: 2 threads.
+    monkeypatch.setattr(loading, "cpu_budget", lambda: 2)
+    torch.set_num_threads(8)
+    assert configure_threads() == 2 and torch.get_num_threads() == 2
+    # With CPUs to spare, torch's own default stands.
+    monkeypatch.setattr(loading, "cpu_budget", lambda: 64)
+    torch.set_num_threads(3)
+    assert configure_threads() == 3 and torch.get_num_threads() == 3
 
 
 @pytest.mark.parametrize("architecture", ["mpnet", "custom"])

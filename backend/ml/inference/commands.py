@@ -101,10 +101,8 @@ def predict_command(model_ref: str, input_path: Path, output_path: Path, runs_di
     classifier = BiasClassifier(language_policy=language_policy).load_model(model_path)
     print(f"Model: {model_path} ({_describe(classifier)}, language policy {language_policy})",
           file=sys.stderr)
-    counts: dict[str, int] = {}
-    unsupported: Counter[str] = Counter()  # inputs per language the model was not trained on
-    _predict_into(output_path, classifier, inputs, _count_inputs(Path(input_path)), counts,
-                  unsupported)
+    counts, unsupported = _predict_into(output_path, classifier, inputs,
+                                        _count_inputs(Path(input_path)))
     _print_summary(input_path, output_path, counts, unsupported, language_policy)
     return 0
 
@@ -130,11 +128,15 @@ def _count_inputs(input_path: Path) -> int | None:
     return _count_lines(input_path) if input_path.suffix.lower() in (".txt", ".jsonl") else None
 
 
-def _predict_into(output_path: Path, classifier, inputs, total: int | None,
-                  counts: dict[str, int], unsupported: Counter[str]) -> None:
-    """Classify ``inputs`` CHUNK at a time into ``output_path``, written whole or not at all."""
+def _predict_into(output_path: Path, classifier, inputs, total: int | None
+                  ) -> tuple[dict[str, int], Counter[str]]:
+    """Classify ``inputs`` CHUNK at a time into ``output_path``, written whole or not at all;
+    returns the count of each label and of the inputs per language the model was not trained
+    on."""
     from tqdm.auto import tqdm
 
+    counts: dict[str, int] = {}
+    unsupported: Counter[str] = Counter()
     with atomic_path(output_path) as temporary, open(temporary, "w", encoding="utf-8") as out, \
             tqdm(total=total, desc="Predicting", unit="input", file=sys.stderr) as progress:
         chunk: list = []
@@ -149,6 +151,7 @@ def _predict_into(output_path: Path, classifier, inputs, total: int | None,
             progress.update(len(chunk))
         out.flush()
         out.close()
+    return counts, unsupported
 
 
 def _print_summary(input_path: Path, output_path: Path, counts: dict[str, int],
