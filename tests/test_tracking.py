@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from backend.ml.tracking import (
     register_tracker,
     write_run_plots,
 )
-from backend.ml.tracking.wandb_tracker import choose_mode, has_api_key
+from backend.ml.tracking.wandb_tracker import WandbTracker, choose_mode, has_api_key
 from support.tracking import (
     assert_final_metrics_logged,
     event_accumulator,
@@ -316,8 +317,32 @@ def wandb_env(monkeypatch, tmp_path):
     return tmp_path
 
 
-def test_wandb_offline_run_holds_the_logged_metrics(wandb_env, caplog):
+def _wandb_service_children() -> list[str]:
+    """Command lines of this process's children that are W&B's service (``wandb-core``)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        if parent == os.getpid() and "wandb-core" in command:
+            children.append(command)
+    return children
+
+
+def test_wandb_offline_run_holds_the_logged_metrics(wandb_env, caplog, monkeypatch):
     run_dir = wandb_env / "runs" / "tracking_test_def456"
+    process_modes = []
+    wait_for_offline_file = WandbTracker._wait_for_offline_file
+
+    def note_process_mode_then_wait():
+        import wandb
+        process_modes.append(wandb.setup().settings.mode)
+        wait_for_offline_file()
+
+    monkeypatch.setattr(WandbTracker, "_wait_for_offline_file",
+                        staticmethod(note_process_mode_then_wait))
     with caplog.at_level(logging.INFO):
         results = simulate_run(make_config(tensorboard=False, wandb=True), run_dir)
     folders = list((run_dir / "wandb").glob("offline-run-*"))
@@ -343,10 +368,11 @@ def test_wandb_offline_run_holds_the_logged_metrics(wandb_env, caplog):
     assert list(run.tags) == ["test", "tracking"]
     assert run.notes == "trackers read back"
     assert run.display_name == run_dir.name
-    # The whole process is offline, not only the run: W&B's background usage analytics read
-    # the process-wide settings and would otherwise keep reaching for its servers.
-    import wandb
-    assert wandb.setup().settings.mode == "offline"
+    # The whole process was offline, not only the run: W&B's background usage analytics read
+    # the process-wide settings and would otherwise keep reaching for its servers. Its service
+    # is gone once the run is saved, having written the file the history above was read from.
+    assert process_modes == ["offline"]
+    assert _wandb_service_children() == []
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["training"]["learning_rate"] == pytest.approx(2e-5)
     assert config["run_info"]["command"] == "run_experiment.py test.yaml"

@@ -205,9 +205,20 @@ class WandbTracker:
         self.closed = True
         if self.run is None:
             return
-        # Commit the last step's row before finishing rather than leaving it to finish()'s own
-        # flush, which under load has dropped it from the offline run's history.
-        self.run.log({}, commit=True)
         self.run.finish(exit_code=0 if status == "completed" else 1)
         if self.offline:
+            self._wait_for_offline_file()
             logger.info("W&B offline run saved; upload it with: wandb sync %s", self.sync_path)
+
+    @staticmethod
+    def _wait_for_offline_file() -> None:
+        """``finish()`` only tells W&B's service process that the run is over; the service
+        writes the run's last records (the final step's history row among them) to the offline
+        file afterwards. Shutting the service down waits for that, so the folder is complete
+        when the log says it can be synced; the next run starts a new service."""
+        import wandb
+        try:
+            wandb.teardown()
+        except SystemExit as error:  # wandb exits the process when its service failed
+            logger.warning("W&B's service ended with exit code %s; the offline run may be "
+                           "incomplete.", error.code)
