@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from backend.ml.config import ExperimentConfig
@@ -320,13 +320,12 @@ def wandb_env(monkeypatch, tmp_path):
 def _wandb_service_children() -> list[str]:
     """Command lines of this process's children that are W&B's service (``wandb-core``)."""
     children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in psutil.Process().children():
         try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError, ValueError):
+            command = " ".join(child.cmdline())
+        except psutil.Error:
             continue  # the process ended while we looked
-        if parent == os.getpid() and "wandb-core" in command:
+        if "wandb-core" in command:
             children.append(command)
     return children
 
