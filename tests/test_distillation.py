@@ -13,7 +13,7 @@ import torch
 
 from backend.ml import distillation
 from backend.ml.config import ExperimentConfig
-from backend.ml.data import DataSplits, SplitData, prepare_splits
+from backend.ml.data import DataSplits, SplitData, prepare_cv_folds, prepare_splits
 from backend.ml.errors import UserError
 from backend.ml.inference.loading import cross_validation_models
 from backend.ml.models import load_saved_model
@@ -139,6 +139,25 @@ def test_each_cross_validation_fold_learns_from_the_same_fold_of_the_teacher(cv_
         assert fold["distillation"]["teacher_models"] == [str(teacher)]
 
 
+def test_a_list_of_cross_validation_teachers_teaches_each_fold_as_an_ensemble(
+        cv_teacher, tmp_path):
+    second = run_cross_validation(
+        _config(data=CV_DATA, training={"epochs": 3, "learning_rate": 3e-2}), tmp_path,
+        run_id="second_teacher")
+    config = _config(data=CV_DATA, training={"distillation": {
+        "teacher": [str(cv_teacher), str(second)], "temperature": 1.0}})
+    world = World(rank=0, size=1, device=torch.device("cpu"))
+    fold = prepare_cv_folds(config.data, config.seed)[1]
+    data = distillation.prepare_distillation(config, fold, tmp_path / "student", world,
+                                             resolve_precision("no", world.device))
+    members = [cross_validation_models(run)[1] for run in (cv_teacher, second)]
+    assert data is not None and data.summary["teacher_models"] == [str(path) for path in members]
+    texts = fold.train.texts[:4]
+    expected = np.mean([_probabilities(path, texts) for path in members], axis=0)
+    np.testing.assert_allclose(data.soft_targets[:4], expected, atol=1e-4)
+    assert not np.allclose(expected, _probabilities(members[0], texts), atol=1e-3)
+
+
 def test_a_cross_validation_student_refuses_a_teacher_that_may_have_seen_its_test_fold(
         cv_teacher, teacher_run, tmp_path):
     with pytest.raises(UserError, match="is a single model, but this run cross-validates"):
@@ -163,6 +182,23 @@ def test_a_non_cv_student_of_a_cv_teacher_learns_from_the_fold_ensemble(cv_teach
     assert data.summary["teacher_models"] == [str(path) for path in members]
     expected = np.mean([_probabilities(path, splits.train.texts[:4]) for path in members], axis=0)
     np.testing.assert_allclose(data.soft_targets[:4], expected, atol=1e-4)
+
+
+def test_a_teacher_listed_twice_is_refused(cv_teacher):
+    from backend.ml.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        _config(training={"distillation": {"teacher": [str(cv_teacher), "", str(cv_teacher)]}})
+    assert raised.value.problems == [
+        "training.distillation.teacher[1]: is empty; name a run, a run directory or a registry "
+        "stage",
+        f"training.distillation.teacher[2]: {cv_teacher} is listed twice; each teacher counts "
+        f"once in the ensemble"]
+    # One teacher stays text; a list stays a list.
+    assert _config(training=_distilled(cv_teacher)).training.distillation.teacher == str(
+        cv_teacher)
+    listed = _config(training={"distillation": {"teacher": [str(cv_teacher)]}})
+    assert listed.training.distillation.teacher == [str(cv_teacher)]
 
 
 def test_distillation_settings_are_validated_with_their_fixes(tmp_path):

@@ -2,10 +2,11 @@
 sentences (computed once and cached in the run directory), and the unlabelled sentences they
 label for it.
 
-Under cross-validation, fold k's student learns from fold k of a cross-validation teacher and
-from nothing else: that model never saw fold k's test sentences, and the teacher's own test
-predictions are checked to prove it. Any other teacher could have trained on the student's test
-fold and would leak it into the student's score.
+Under cross-validation, fold k's student learns from fold k of a cross-validation teacher (of
+each one, when a list of teachers forms an ensemble) and from nothing else: that model never
+saw fold k's test sentences, and the teacher's own test predictions are checked to prove it.
+Any other teacher could have trained on the student's test fold and would leak it into the
+student's score.
 
 >>> data = prepare_distillation(config, splits, run_dir, world, precision)  # doctest: +SKIP
 >>> len(data.soft_targets) == len(data.splits.train)  # doctest: +SKIP
@@ -61,7 +62,12 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     distillation = config.training.distillation
     if not distillation.teacher:
         return None
-    models = teacher_models(distillation.teacher, splits, runs_dir)
+    models = [model for reference in teacher_references(distillation.teacher)
+              for model in teacher_models(reference, splits, runs_dir)]
+    if len(set(models)) < len(models):
+        raise UserError(f"training.distillation.teacher: {distillation.teacher} names the same "
+                        f"model more than once ({', '.join(str(path) for path in models)}); "
+                        f"list each teacher once")
     _check_labels(models, splits.label_names)
     unlabelled, counts = unlabelled_sentences(distillation.unlabelled_files, splits,
                                               config.data.preprocessing)
@@ -80,9 +86,16 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
                "temperature": distillation.temperature, "soft_weight": distillation.soft_weight,
                "unlabelled": counts}
     logger.info("Distilling from %s (%d model%s) into %d labelled and %d teacher-labelled "
-                "sentences", distillation.teacher, len(models), "s" * (len(models) > 1),
-                len(train), len(unlabelled))
+                "sentences", " + ".join(teacher_references(distillation.teacher)), len(models),
+                "s" * (len(models) > 1), len(train), len(unlabelled))
     return DistillationData(dataclasses.replace(splits, train=extended), soft.tolist(), summary)
+
+
+def teacher_references(teacher: str | list[str] | None) -> list[str]:
+    """The configured teacher as a list: one reference, or each of an ensemble's."""
+    if not teacher:
+        return []
+    return [teacher] if isinstance(teacher, str) else list(teacher)
 
 
 def teacher_models(reference: str, splits: DataSplits, runs_dir: Path = DEFAULT_RUNS_DIR

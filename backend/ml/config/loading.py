@@ -99,7 +99,10 @@ def _coerce(value: Any, annotation: Any, path: str, problems: list[str]) -> Any:
         if value is None and type(None) in arguments:
             return None
         concrete = [arg for arg in arguments if arg is not type(None)]
-        return _coerce(value, concrete[0], path, problems)
+        # A list goes to the list type of ``str | list[str]``, anything else to the other one.
+        shaped = [arg for arg in concrete
+                  if (typing.get_origin(arg) is list) == isinstance(value, list)]
+        return _coerce(value, (shaped or concrete)[0], path, problems)
     if origin is list:
         if not isinstance(value, list):
             problems.append(f"{path}: must be a list, got {value!r}")

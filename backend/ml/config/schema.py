@@ -77,10 +77,11 @@ class ModelConfig:
 class DistillationConfig:
     """Knowledge distillation: the student also learns the tempered probabilities of a teacher."""
 
-    teacher: str | None = option(
+    teacher: str | list[str] | None = option(
         None, "The teacher (empty: no distillation): a run id or directory, a registry stage "
         "(production, candidate), or a cross-validation run, whose fold models form an "
-        "ensemble. Under cross-validation every fold learns from the same fold of a "
+        "ensemble; a list of these teaches as one ensemble (the mean of their probabilities). "
+        "Under cross-validation every fold learns from the same fold of each "
         "cross-validation teacher, which never saw that fold's test sentences.")
     temperature: float = option(2.0, "Softmax temperature of teacher and student in the soft "
                                 "loss; above 1 shows more of the teacher's view of the "

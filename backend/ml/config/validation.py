@@ -119,6 +119,14 @@ UNLABELLED_SUFFIXES = (".txt", ".csv", ".xlsx", ".jsonl")
 
 def _check_distillation(config: ExperimentSchema, problems: list[str]) -> None:
     distillation = config.training.distillation
+    if isinstance(distillation.teacher, list):
+        for index, reference in enumerate(distillation.teacher):
+            if not reference:
+                problems.append(f"training.distillation.teacher[{index}]: is empty; name a run, "
+                                f"a run directory or a registry stage")
+            elif distillation.teacher.index(reference) < index:
+                problems.append(f"training.distillation.teacher[{index}]: {reference} is listed "
+                                f"twice; each teacher counts once in the ensemble")
     if distillation.unlabelled_files and not distillation.teacher:
         problems.append("training.distillation.unlabelled_files: only a teacher can label them; "
                         "set training.distillation.teacher or remove the files")
