@@ -21,7 +21,11 @@ from backend.ml.fileio import StorageError, append_jsonl, atomic_write_json, ato
 from backend.ml.model_factory import ModelFactory
 from backend.ml.models import load_saved_model, save_model
 from backend.ml.run_directory import create_run_directory
-from backend.ml.training.checkpoints import save_checkpoint, step_checkpoints
+from backend.ml.training.checkpoints import (
+    save_checkpoint,
+    step_checkpoints,
+    write_checkpoint,
+)
 from support.cli import run_cli
 from support.configs import tiny_config, write_config
 
@@ -134,6 +138,27 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(mount_tmpfs, bui
         save(2)
     assert step_checkpoints(disk) == [first] and checkpoint_problem(first) is None
     assert sorted(path.name for path in disk.iterdir()) == ["ballast", "step-000001"]
+
+
+def test_a_full_disk_that_torch_reports_as_its_own_error_is_still_named(mount_tmpfs, tmp_path):
+    """torch's writer meets ENOSPC and raises a RuntimeError ("unexpected pos") that does not
+    say so, while the checkpoint's own disk has space again: the OSError underneath decides."""
+    full = mount_tmpfs("size=1m")
+
+    def write_onto_the_full_disk(directory):
+        with open(full / "weights.pt", "wb") as stream:
+            torch.save({"weights": torch.zeros(1_000_000)}, stream)
+
+    checkpoints = tmp_path / "checkpoints"
+    with pytest.raises(StorageError) as raised:
+        write_checkpoint(checkpoints, write_onto_the_full_disk, {"global_step": 3}, keep=5)
+    message = str(raised.value)
+    assert message.startswith(f"cannot write {checkpoints / 'step-000003'}: no space left on "
+                              f"device")
+    assert message.endswith("python run_experiment.py resume RUN_DIR")
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert isinstance(raised.value.__cause__.__context__, OSError)
+    assert list(tmp_path.rglob("*step-000003*")) == []  # neither the checkpoint nor its staging
 
 
 def test_a_full_disk_while_saving_the_best_model_keeps_the_previous_one(mount_tmpfs, built):

@@ -248,20 +248,3 @@ def test_binary_run_on_the_published_babe_files(tmp_path, babe_dir):
     model = AutoModelForSequenceClassification.from_pretrained(run_dir / "final_model")
     assert model.config.id2label == {0: "Non-biased", 1: "Biased"}
 
-
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
-def test_a_full_disk_is_reported_with_how_to_continue(tmp_path, monkeypatch, capsys):
-    from backend.ml import cli
-
-    def save_onto_a_full_disk(args) -> int:
-        # What a checkpoint write meets on a full disk: the OS refuses, torch's writer re-raises.
-        with open("/dev/full", "wb") as full:
-            torch.save({"weights": torch.zeros(4096)}, full)
-        return 0
-
-    monkeypatch.setattr(cli, "_train", save_onto_a_full_disk)
-    assert cli.main([str(write_config(tmp_path, tiny_config()))]) == 1
-    error = capsys.readouterr().err
-    assert error.startswith("error: the disk is full")
-    assert "python run_experiment.py resume RUN_DIR" in error
-    assert "Traceback" not in error

@@ -9,7 +9,6 @@ messages without a traceback; invalid configs and invalid command lines exit wit
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import sys
@@ -210,16 +209,6 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def _out_of_disk_space(error: BaseException | None) -> bool:
-    """Whether ``error`` or what caused it is "no space left on device" (torch's checkpoint
-    writer, for one, reports it as a RuntimeError raised while handling the OSError)."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser, subcommands = _parser_and_subcommands()
@@ -238,14 +227,6 @@ def main(argv: list[str] | None = None) -> int:
               f"is marked 'interrupted'. Continue it with: python run_experiment.py resume RUN_DIR",
               file=sys.stderr)
         return interruption.exit_code
-    except (OSError, RuntimeError) as error:
-        if not _out_of_disk_space(error):
-            raise
-        print(f"error: the disk is full ({error.__class__.__name__}: {error}). Free space (a "
-              f"run's checkpoints/ can go once it has finished; training.save_total_limit keeps "
-              f"fewer), then continue an interrupted run with: python run_experiment.py resume "
-              f"RUN_DIR", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("\nInterrupted; the run directory is marked 'interrupted'. Continue it with: "
               "python run_experiment.py resume RUN_DIR", file=sys.stderr)

@@ -66,16 +66,20 @@ def storage_error(path: str | os.PathLike, error: OSError) -> StorageError | Non
 def write_failure(path: str | os.PathLike, error: BaseException) -> StorageError | None:
     """:func:`storage_error` for any failed write, including libraries that hide the OSError.
 
-    torch reports a full disk as a RuntimeError and safetensors as its own error type, so a
+    torch reports a full disk as a RuntimeError raised while handling the OSError, and
+    safetensors as its own error type, so the OSError is looked for among the causes, and else a
     failure that mentions ENOSPC, or leaves less than 1 MiB free, counts as a full disk.
     None when ``error`` is not about storage.
     """
-    if isinstance(error, StorageError):
-        return error.about(path)
-    if isinstance(error, OSError) and error.errno is not None:
-        return storage_error(path, error)
     if not isinstance(error, Exception):
         return None  # KeyboardInterrupt and friends are not the disk's fault
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, StorageError):
+            return cause.about(path)
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return storage_error(path, cause)
+        cause = cause.__cause__ or cause.__context__
     text = str(error)
     full = "No space left" in text or "os error 28" in text
     if not full:

@@ -28,7 +28,7 @@ from ..checkpoint_files import (
     write_manifest,
 )
 from ..errors import UserError
-from ..fileio import fsync_directory, fsync_tree, write_failure
+from ..fileio import StorageError, fsync_directory, fsync_tree, write_failure
 from ..models import load_saved_model, save_model
 
 __all__ = ["MODEL_DIRECTORY", "STATE_FILE", "latest_valid_checkpoint", "load_checkpoint",
@@ -92,7 +92,10 @@ def write_checkpoint(checkpoints_dir: Path, write_model: Callable[[Path], None],
         shutil.rmtree(staging, ignore_errors=True)
         if explained is None:
             raise
-        raise explained from error
+        raise StorageError(final, explained.cause,
+                           f"{explained.advice} To go on from the last complete checkpoint "
+                           f"instead of the start: python run_experiment.py resume RUN_DIR"
+                           ) from error
     remove_old_checkpoints(checkpoints_dir, keep)
     return final
 
