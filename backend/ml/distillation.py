@@ -62,7 +62,8 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     distillation = config.training.distillation
     if not distillation.teacher:
         return None
-    models = [model for reference in teacher_references(distillation.teacher)
+    references = teacher_references(distillation.teacher)
+    models = [model for reference in references
               for model in teacher_models(reference, splits, runs_dir)]
     if len(set(models)) < len(models):
         raise UserError(f"training.distillation.teacher: {distillation.teacher} names the same "
@@ -86,7 +87,7 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
                "temperature": distillation.temperature, "soft_weight": distillation.soft_weight,
                "unlabelled": counts}
     logger.info("Distilling from %s (%d model%s) into %d labelled and %d teacher-labelled "
-                "sentences", " + ".join(teacher_references(distillation.teacher)), len(models),
+                "sentences", " + ".join(references), len(models),
                 "s" * (len(models) > 1), len(train), len(unlabelled))
     return DistillationData(dataclasses.replace(splits, train=extended), soft.tolist(), summary)
 
