@@ -120,6 +120,43 @@ def test_unlabelled_sentences_in_the_evaluation_splits_are_dropped_and_counted(t
                       "duplicates_dropped": 1, "added": 3}
 
 
+def test_augmented_copies_perturb_training_sentences_and_skip_evaluation_ones():
+    train = ["Good news.", "The reckless senator lied again today.", "Rain on Monday."]
+    splits = DataSplits(SplitData(train, [0, 1, 0]), SplitData(["news."], [1]),
+                        SplitData(["Good", "Good Good"], [0, 1]), ["a", "b"], "memory", "demo")
+    made = distillation.augmented_sentences(train, 20, 0.5, np.random.default_rng(3))
+    assert made == distillation.augmented_sentences(train, 20, 0.5, np.random.default_rng(3))
+    assert len(made) == 60
+    vocabulary = {word for text in train for word in text.split()}
+    assert all(copy.split() and set(copy.split()) <= vocabulary for copy in made)
+    assert all(copy not in train for copy in made[1::3])  # the long one always changes
+
+    kept, counts = distillation.new_sentences(made, splits, already_kept=["Rain on"])
+    # Two-word "Good news." often becomes "news." or "Good", the held-out sentences.
+    assert counts["in_evaluation_dropped"] > 0
+    assert not {"news.", "Good", "Good Good", "Rain on"} & set(kept)
+    assert not set(kept) & set(train)
+    assert len(kept) == len(set(kept)) == counts["added"]
+    assert counts["read"] == 60 == counts["added"] + sum(
+        counts[kind] for kind in ("in_evaluation_dropped", "in_training_dropped",
+                                  "duplicates_dropped"))
+
+
+def test_a_student_learns_from_teacher_labelled_copies_of_its_training_sentences(
+        teacher_run, tmp_path):
+    config = _config(training={"epochs": 1, **_distilled(teacher_run, augmented_copies=2)})
+    run_dir = run_experiment(config, tmp_path, run_id="student")
+
+    train = len(prepare_splits(config.data, config.seed).train)
+    augmented = read_results(run_dir)["distillation"]["augmented"]
+    assert augmented["read"] == 2 * train
+    assert 1.5 * train < augmented["added"] <= 2 * train
+    cache = json.loads(RunLayout(run_dir).teacher_logits.read_text())
+    assert np.array(cache["logits"]).shape == (1, train + augmented["added"], 3)
+    planned = read_results(run_dir)["training"]["planned_steps"]
+    assert planned == -(-(train + augmented["added"]) // 16)
+
+
 @pytest.fixture(scope="module")
 def cv_teacher(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("cv_teacher")
@@ -208,12 +245,16 @@ def test_distillation_settings_are_validated_with_their_fixes(tmp_path):
     with pytest.raises(ConfigError) as raised:
         _config(training={"distillation": {
             "unlabelled_files": [str(tmp_path / "news.json"), str(tmp_path / "missing.txt")],
-            "temperature": 0, "soft_weight": 1.5}})
+            "temperature": 0, "soft_weight": 1.5, "augmented_copies": 2,
+            "augmentation_rate": 1.0}})
     assert raised.value.problems == [
         "training.distillation.temperature: must be > 0, got 0",
         "training.distillation.soft_weight: must be <= 1, got 1.5",
+        "training.distillation.augmentation_rate: must be < 1, got 1",
         "training.distillation.unlabelled_files: only a teacher can label them; set "
         "training.distillation.teacher or remove the files",
+        "training.distillation.augmented_copies: only a teacher can label the copies; set "
+        "training.distillation.teacher or set it to 0",
         f"training.distillation.unlabelled_files[0]: {tmp_path / 'news.json'} must be a .txt "
         f"(one sentence per line), .csv or .xlsx (a 'text' column) or .jsonl file (objects "
         f"with 'text')",

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,12 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     _check_labels(models, splits.label_names)
     unlabelled, counts = unlabelled_sentences(distillation.unlabelled_files, splits,
                                               config.data.preprocessing)
+    rng = np.random.default_rng([config.seed, int(splits.fold or 0)])
+    augmented, augmented_counts = new_sentences(
+        augmented_sentences(splits.train.texts, distillation.augmented_copies,
+                            distillation.augmentation_rate, rng),
+        splits, already_kept=unlabelled)
+    unlabelled += augmented
     texts = list(splits.train.texts) + unlabelled
     logits = _teacher_logits(RunLayout(run_dir).teacher_logits, models, texts, config, world,
                              precision)
@@ -86,9 +93,13 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     summary = {"teacher": distillation.teacher, "teacher_models": [str(path) for path in models],
                "temperature": distillation.temperature, "soft_weight": distillation.soft_weight,
                "unlabelled": counts}
+    if distillation.augmented_copies:
+        summary.update(augmented_copies=distillation.augmented_copies,
+                       augmentation_rate=distillation.augmentation_rate,
+                       augmented=augmented_counts)
     logger.info("Distilling from %s (%d model%s) into %d labelled and %d teacher-labelled "
-                "sentences", " + ".join(references), len(models),
-                "s" * (len(models) > 1), len(train), len(unlabelled))
+                "sentences (%d of them perturbed copies)", " + ".join(references), len(models),
+                "s" * (len(models) > 1), len(train), len(unlabelled), len(augmented))
     return DistillationData(dataclasses.replace(splits, train=extended), soft.tolist(), summary)
 
 
@@ -156,34 +167,84 @@ def _check_labels(models: list[Path], label_names: list[str]) -> None:
 
 def unlabelled_sentences(files: list[str], splits: DataSplits, preprocessing: str
                          ) -> tuple[list[str], dict]:
-    """The files' sentences that are new to every split, and how many of each kind were dropped.
+    """The files' sentences that are new to every split, and how many of each kind were dropped
+    (see ``new_sentences``)."""
+    read = (preprocess_text(text, preprocessing) for file in files for text in read_texts(file))
+    kept, counts = new_sentences(read, splits)
+    if counts["in_evaluation_dropped"]:
+        logger.warning("%d unlabelled sentence(s) are in the validation or test split and were "
+                       "dropped", counts["in_evaluation_dropped"])
+    return kept, counts
+
+
+def new_sentences(texts: Iterable[str], splits: DataSplits, already_kept: Iterable[str] = ()
+                  ) -> tuple[list[str], dict]:
+    """``texts`` without those a teacher must not label for the student, with counts.
 
     Sentences of the validation or test split are dropped (a student must never be taught its
-    evaluation sentences), and so are those already in training (they have gold labels).
+    evaluation sentences), and so are those already in training (they have gold labels) and
+    repeats, of each other or of ``already_kept``.
     """
     held_out = {sentence_key(text) for split in (splits.validation, splits.test)
                 for text in split.texts}
     training = {sentence_key(text) for text in splits.train.texts}
+    earlier = {sentence_key(text) for text in already_kept}
     counts = {"read": 0, "in_evaluation_dropped": 0, "in_training_dropped": 0,
               "duplicates_dropped": 0, "added": 0}
     kept: dict[str, str] = {}
-    for file in files:
-        for text in read_texts(file):
-            counts["read"] += 1
-            text = preprocess_text(text, preprocessing)
-            key = sentence_key(text)
-            kind = ("in_evaluation_dropped" if key in held_out else
-                    "in_training_dropped" if key in training else
-                    "duplicates_dropped" if key in kept else None)
-            if kind:
-                counts[kind] += 1
-            else:
-                kept[key] = text
+    for text in texts:
+        counts["read"] += 1
+        key = sentence_key(text)
+        kind = ("in_evaluation_dropped" if key in held_out else
+                "in_training_dropped" if key in training else
+                "duplicates_dropped" if key in kept or key in earlier else None)
+        if kind:
+            counts[kind] += 1
+        else:
+            kept[key] = text
     counts["added"] = len(kept)
-    if counts["in_evaluation_dropped"]:
-        logger.warning("%d unlabelled sentence(s) are in the validation or test split and were "
-                       "dropped", counts["in_evaluation_dropped"])
     return list(kept.values()), counts
+
+
+def augmented_sentences(texts: Sequence[str], copies: int, rate: float,
+                        rng: np.random.Generator) -> list[str]:
+    """``copies`` perturbed versions of every text, for a teacher to label.
+
+    Each word is changed with probability ``rate``: dropped, or replaced by a word drawn from
+    all of ``texts`` (so by its frequency there), with equal chance. Every copy changes at
+    least one word and keeps at least one. On sentences a teacher labels, such neighbours of
+    the training data show the student where the teacher's decision changes, which the gold
+    sentences alone do not (Tang et al., 2019, "Distilling task-specific knowledge from BERT
+    into simple neural networks").
+
+    >>> augmented_sentences(["the senator lied", "rain on monday"], 1, 0.3,
+    ...                     np.random.default_rng(0))
+    ['the rain rain', 'on monday']
+    """
+    sentences = [text.split() for text in texts]
+    vocabulary = [word for words in sentences for word in words]
+    copied = []
+    for _ in range(copies):
+        for words in sentences:
+            if words:
+                copied.append(" ".join(_perturbed(words, rate, vocabulary, rng)))
+    return copied
+
+
+def _perturbed(words: list[str], rate: float, vocabulary: list[str],
+               rng: np.random.Generator) -> list[str]:
+    changed = rng.random(len(words)) < rate
+    if not changed.any():
+        changed[rng.integers(len(words))] = True
+    dropped = changed & (rng.random(len(words)) < 0.5)
+    if dropped.all():  # keep a word: the one that would have been dropped first is replaced
+        dropped[0] = False
+    result = []
+    for index, word in enumerate(words):
+        if dropped[index]:
+            continue
+        result.append(vocabulary[rng.integers(len(vocabulary))] if changed[index] else word)
+    return result
 
 
 def _teacher_logits(cache: Path, models: list[Path], texts: list[str],

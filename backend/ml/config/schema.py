@@ -95,6 +95,16 @@ class DistillationConfig:
         ".jsonl objects with 'text'), labelled by the teacher and added to training. Those that "
         "are in the validation or test split, or already in training, are dropped and counted.",
         default_factory=list)
+    augmented_copies: int = option(
+        0, "Perturbed copies of each training sentence (words dropped or swapped for other "
+        "training words) that the teacher labels and the student also learns from: the "
+        "teacher's view around the gold sentences, where no unlabelled text is at hand "
+        "(0: none). Copies that equal an evaluation or training sentence are dropped.",
+        minimum=0)
+    augmentation_rate: float = option(
+        0.15, "Share of a copy's words that are changed: each is dropped or replaced by a word "
+        "drawn from the training sentences, with equal chance; every copy changes at least one.",
+        above=0.0, below=1.0)
 
 
 @dataclass

@@ -130,6 +130,9 @@ def _check_distillation(config: ExperimentSchema, problems: list[str]) -> None:
     if distillation.unlabelled_files and not distillation.teacher:
         problems.append("training.distillation.unlabelled_files: only a teacher can label them; "
                         "set training.distillation.teacher or remove the files")
+    if distillation.augmented_copies and not distillation.teacher:
+        problems.append("training.distillation.augmented_copies: only a teacher can label the "
+                        "copies; set training.distillation.teacher or set it to 0")
     for index, value in enumerate(distillation.unlabelled_files):
         where = f"training.distillation.unlabelled_files[{index}]"
         path = Path(value).expanduser()
