@@ -157,6 +157,23 @@ def test_a_student_learns_from_teacher_labelled_copies_of_its_training_sentences
     assert planned == -(-(train + augmented["added"]) // 16)
 
 
+def test_the_dry_run_plan_counts_the_sentences_the_teacher_adds(teacher_run, tmp_path):
+    from backend.ml.run import describe_plan
+
+    (tmp_path / "news.txt").write_text("A new sentence.\nAnother new one.\n")
+    config = _config(training=_distilled(teacher_run, augmented_copies=1,
+                                         unlabelled_files=[str(tmp_path / "news.txt")]))
+    train = len(prepare_splits(config.data, config.seed).train)
+    plan = describe_plan(config)
+    line = next(line for line in plan.splitlines() if line.startswith("  distillation: from"))
+    copies = int(line.split(" perturbed")[0].rsplit(" ", 1)[1])
+    assert f"labels 2 unlabelled sentence(s) and {copies} perturbed" in line
+    assert 0.9 * train < copies <= train
+    assert f"{train + 2 + copies} training sentences in all" in line
+    steps = -(-(train + 2 + copies) // 16) * config.training.epochs
+    assert f"training: {steps} optimiser steps" in plan
+
+
 @pytest.fixture(scope="module")
 def cv_teacher(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("cv_teacher")

@@ -71,13 +71,7 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
                         f"model more than once ({', '.join(str(path) for path in models)}); "
                         f"list each teacher once")
     _check_labels(models, splits.label_names)
-    unlabelled, counts = unlabelled_sentences(distillation.unlabelled_files, splits,
-                                              config.data.preprocessing)
-    rng = np.random.default_rng([config.seed, int(splits.fold or 0)])
-    augmented, augmented_counts = new_sentences(
-        augmented_sentences(splits.train.texts, distillation.augmented_copies,
-                            distillation.augmentation_rate, rng),
-        splits, already_kept=unlabelled)
+    unlabelled, counts, augmented, augmented_counts = teacher_labelled_sentences(config, splits)
     unlabelled += augmented
     texts = list(splits.train.texts) + unlabelled
     logits = _teacher_logits(RunLayout(run_dir).teacher_logits, models, texts, config, world,
@@ -101,6 +95,21 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
                 "sentences (%d of them perturbed copies)", " + ".join(references), len(models),
                 "s" * (len(models) > 1), len(train), len(unlabelled), len(augmented))
     return DistillationData(dataclasses.replace(splits, train=extended), soft.tolist(), summary)
+
+
+def teacher_labelled_sentences(config: ExperimentConfig, splits: DataSplits
+                               ) -> tuple[list[str], dict, list[str], dict]:
+    """The sentences the teacher labels besides the training split, with their counts: those of
+    the unlabelled files, then the perturbed copies of the training sentences."""
+    distillation = config.training.distillation
+    unlabelled, counts = unlabelled_sentences(distillation.unlabelled_files, splits,
+                                              config.data.preprocessing)
+    rng = np.random.default_rng([config.seed, int(splits.fold or 0)])
+    augmented, augmented_counts = new_sentences(
+        augmented_sentences(splits.train.texts, distillation.augmented_copies,
+                            distillation.augmentation_rate, rng),
+        splits, already_kept=unlabelled)
+    return unlabelled, counts, augmented, augmented_counts
 
 
 def teacher_references(teacher: str | list[str] | None) -> list[str]:

@@ -16,7 +16,7 @@ from transformers import set_seed
 
 from .config import ExperimentConfig, config_to_yaml, load_yaml_config
 from .data import DataSplits, prepare_cv_folds, prepare_splits
-from .distillation import prepare_distillation
+from .distillation import prepare_distillation, teacher_labelled_sentences, teacher_references
 from .errors import UserError
 from .languages import training_languages, write_training_languages
 from .model_factory import ModelFactory
@@ -346,7 +346,15 @@ def describe_plan(config: ExperimentConfig) -> str:
                  f"{', '.join(languages['languages']) or 'no language'}")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     training = config.training
-    steps = planned_steps(len(sizes.train), training, world_size)
+    trained = len(sizes.train)
+    if training.distillation.teacher:
+        unlabelled, _, augmented, _ = teacher_labelled_sentences(config, sizes)
+        trained += len(unlabelled) + len(augmented)
+        teachers = " + ".join(teacher_references(training.distillation.teacher))
+        lines.append(f"  distillation: from {teachers}, which also labels "
+                     f"{len(unlabelled)} unlabelled sentence(s) and {len(augmented)} perturbed "
+                     f"copies of training sentences: {trained} training sentences in all")
+    steps = planned_steps(trained, training, world_size)
     lines.append(f"  model: {config.model.architecture} ({config.model.model_name}"
                  f"{'' if config.model.pretrained else ', randomly initialised'})")
     lines.append(f"  training: {steps} optimiser steps over {training.epochs} epoch(s) on "
