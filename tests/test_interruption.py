@@ -83,7 +83,7 @@ def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]
-    assert "run_experiment.py resume RUN_DIR" in stderr and "Traceback" not in stderr
+    assert f"run_experiment.py resume {run_dir}\n" in stderr and "Traceback" not in stderr
     stopped = read_results(run_dir)
     assert stopped["status"] == "interrupted" and "SIGTERM" in stopped["error"]
     step = stopped["interrupted_at_step"]
@@ -145,3 +145,19 @@ def test_a_killed_cross_validation_run_resumes_keeping_its_finished_folds(tmp_pa
     summary = read_results(parent)
     assert summary["status"] == "completed"
     assert summary["cross_validation"]["num_folds"] == 3
+
+
+@pytest.mark.slow
+def test_a_stopped_cross_validation_fold_says_to_resume_the_whole_run(tmp_path):
+    config_path = write_config(tmp_path, tiny_config(
+        training={"epochs": 1},
+        data={"cv_folds": 3, "max_samples": 90},
+        logging={"tensorboard": False, "save_steps": 0, "save_minutes": 0}))
+    # Fold 1 trains 4 steps (53 sentences, batch 16): the sixth step is fold 2's second.
+    process = start(str(config_path), "--output-dir", str(tmp_path / "runs"),
+                    kill_at="optimizer-step@6:TERM")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    parent = only_run_dir(tmp_path / "runs")
+    assert read_results(parent / "folds" / "fold-2")["status"] == "interrupted"
+    assert f"Continue it with: python run_experiment.py resume {parent}\n" in stderr

@@ -282,7 +282,7 @@ def test_sigterm_checkpoints_and_resume_ends_where_the_uninterrupted_run_ends(tm
     _, stderr = process.communicate(timeout=120)
     stopped = tmp_path / "runs" / "stopped"
     assert process.returncode == 143, stderr[-2000:]
-    assert "run_experiment.py resume RUN_DIR" in stderr and "Traceback" not in stderr
+    assert f"run_experiment.py resume {stopped}\n" in stderr and "Traceback" not in stderr
     results = json.loads((stopped / "results.json").read_text(encoding="utf-8"))
     assert results["status"] == "interrupted" and "SIGTERM" in results["error"]
     assert results["interrupted_at_step"] == 2 and results["stage"] == "pretraining"

@@ -226,8 +226,9 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "run_experiment.py resume RUN_DIR" in stderr and "Traceback" not in stderr
-    assert read_results(only_run_dir(tmp_path / "runs"))["status"] == "interrupted"
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert f"run_experiment.py resume {run_dir}\n" in stderr and "Traceback" not in stderr
+    assert read_results(run_dir)["status"] == "interrupted"
 
 
 def test_binary_run_on_the_published_babe_files(tmp_path, babe_dir):

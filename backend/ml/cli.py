@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except TrainingInterrupted as interruption:
         print(f"\nInterrupted ({interruption}); a checkpoint was written and the run directory "
-              f"is marked 'interrupted'. Continue it with: python run_experiment.py resume RUN_DIR",
-              file=sys.stderr)
+              f"is marked 'interrupted'. Continue it with: python run_experiment.py resume "
+              f"{interruption.run_dir or 'RUN_DIR'}", file=sys.stderr)
         return interruption.exit_code
     except KeyboardInterrupt:
         print("\nInterrupted; the run directory is marked 'interrupted'. Continue it with: "

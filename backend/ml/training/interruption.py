@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -29,6 +30,9 @@ class TrainingInterrupted(Exception):
     def __init__(self, signal_number: int, step: int):
         self.signal_number = signal_number
         self.step = step
+        self.run_dir: Path | None = None
+        """The run to resume: the outermost run the interruption passed through (for a
+        cross-validation fold, the cross-validation run)."""
         super().__init__(f"stopped by {signal.Signals(signal_number).name} at step {step}")
 
     @property

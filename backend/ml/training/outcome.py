@@ -33,6 +33,7 @@ def failures_recorded(run_dir: Path, results: dict, writes: bool = True) -> Iter
     try:
         yield
     except TrainingInterrupted as interruption:
+        interruption.run_dir = run_dir  # an enclosing run, recorded later, names itself instead
         if writes:
             record_outcome(run_dir, results, "interrupted", str(interruption),
                            interrupted_at_step=interruption.step)
