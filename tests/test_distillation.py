@@ -143,7 +143,7 @@ def test_augmented_copies_perturb_training_sentences_and_skip_evaluation_ones():
 
 
 def test_a_student_learns_from_teacher_labelled_copies_of_its_training_sentences(
-        teacher_run, tmp_path):
+        teacher_run, tmp_path, capsys):
     config = _config(training={"epochs": 1, **_distilled(teacher_run, augmented_copies=2)})
     run_dir = run_experiment(config, tmp_path, run_id="student")
 
@@ -155,6 +155,10 @@ def test_a_student_learns_from_teacher_labelled_copies_of_its_training_sentences
     assert np.array(cache["logits"]).shape == (1, train + augmented["added"], 3)
     planned = read_results(run_dir)["training"]["planned_steps"]
     assert planned == -(-(train + augmented["added"]) // 16)
+    # The teacher's pass over them shows its progress, as training does.
+    labelled = train + augmented["added"]
+    progress = capsys.readouterr().err
+    assert "teacher: 100%" in progress and f" {labelled}/{labelled} " in progress
 
 
 def test_the_dry_run_plan_counts_the_sentences_the_teacher_adds(teacher_run, tmp_path):

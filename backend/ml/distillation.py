@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
 from .data import DataSplits, SplitData, TokenizedDataset, make_collator
@@ -264,8 +265,10 @@ def _teacher_logits(cache: Path, models: list[Path], texts: list[str],
            "texts_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
            "max_length": config.data.max_length}
     if world.is_main and _cached(cache, key) is None:
-        logits = [_model_logits(model, texts, config, world.device, precision)
-                  for model in models]
+        with tqdm(total=len(models) * len(texts), desc="teacher", unit="sentence",
+                  dynamic_ncols=True) as progress:
+            logits = [_model_logits(model, texts, config, world.device, precision, progress)
+                      for model in models]
         atomic_write_text(cache, json.dumps({**key, "logits": [part.tolist() for part in logits]})
                           + "\n")
     world.barrier()  # the main process has written the cache
@@ -288,7 +291,7 @@ def _cached(cache: Path, key: dict) -> np.ndarray | None:
 
 @torch.inference_mode()
 def _model_logits(model_dir: Path, texts: list[str], config: ExperimentConfig,
-                  device: torch.device, precision: Precision) -> np.ndarray:
+                  device: torch.device, precision: Precision, progress: tqdm) -> np.ndarray:
     model, tokenizer = load_saved_model(model_dir)
     model.to(device)
     dataset = TokenizedDataset(SplitData(texts, []), tokenizer, config.data.max_length)
@@ -302,6 +305,7 @@ def _model_logits(model_dir: Path, texts: list[str], config: ExperimentConfig,
                         device)
         with precision.autocast():
             parts.append(forward_logits(model, batch).float().cpu().numpy())
+        progress.update(len(order[start:start + batch_size]))
     logits = np.empty_like(np.concatenate(parts))
     logits[order] = np.concatenate(parts)
     return logits
