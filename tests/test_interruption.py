@@ -30,6 +30,12 @@ CHAIN_CONFIG = tiny_config(
     data={"max_samples": 0, "train_split": 0.5, "validation_split": 0.3},
     logging={"tensorboard": False, "log_steps": 1, "save_steps": 1, "save_minutes": 0})
 STEPS_PER_EPOCH = 13
+# Three folds of one epoch, a checkpoint every step: fold 1 trains 4 steps (53 sentences,
+# batch 16).
+CV_CONFIG = tiny_config(
+    training={"epochs": 1},
+    data={"cv_folds": 3, "max_samples": 90},
+    logging={"tensorboard": False, "save_steps": 1, "save_minutes": 0})
 
 
 def start(*args: str, kill_at: str | None = None) -> subprocess.Popen:
@@ -117,10 +123,7 @@ def test_sigterm_then_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path)
 
 @pytest.mark.slow
 def test_a_killed_cross_validation_run_resumes_keeping_its_finished_folds(tmp_path, capsys):
-    config_path = write_config(tmp_path, tiny_config(
-        training={"epochs": 1},
-        data={"cv_folds": 3, "max_samples": 90},
-        logging={"tensorboard": False, "save_steps": 1, "save_minutes": 0}))
+    config_path = write_config(tmp_path, CV_CONFIG)
     # Each fold evaluates once (its epoch's end): the second evaluation is fold 2's.
     process = start(str(config_path), "--output-dir", str(tmp_path / "runs"),
                     kill_at="evaluation@2")
@@ -149,11 +152,8 @@ def test_a_killed_cross_validation_run_resumes_keeping_its_finished_folds(tmp_pa
 
 @pytest.mark.slow
 def test_a_stopped_cross_validation_fold_says_to_resume_the_whole_run(tmp_path):
-    config_path = write_config(tmp_path, tiny_config(
-        training={"epochs": 1},
-        data={"cv_folds": 3, "max_samples": 90},
-        logging={"tensorboard": False, "save_steps": 0, "save_minutes": 0}))
-    # Fold 1 trains 4 steps (53 sentences, batch 16): the sixth step is fold 2's second.
+    config_path = write_config(tmp_path, CV_CONFIG)
+    # The sixth optimiser step is fold 2's second.
     process = start(str(config_path), "--output-dir", str(tmp_path / "runs"),
                     kill_at="optimizer-step@6:TERM")
     _, stderr = process.communicate(timeout=120)

@@ -73,18 +73,18 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
                         f"list each teacher once")
     _check_labels(models, splits.label_names)
     unlabelled, counts, augmented, augmented_counts = teacher_labelled_sentences(config, splits)
-    unlabelled += augmented
-    texts = list(splits.train.texts) + unlabelled
+    teacher_labelled = unlabelled + augmented
+    texts = list(splits.train.texts) + teacher_labelled
     logits = _teacher_logits(RunLayout(run_dir).teacher_logits, models, texts, config, world,
                              precision)
     soft = _ensemble_probabilities(logits, distillation.temperature)
-    # Unlabelled sentences take the teacher's class (its plain probabilities) as hard label.
+    # Teacher-labelled sentences take the teacher's class (its plain probabilities) as hard label.
     teacher_labels = _ensemble_probabilities(logits, 1.0)[len(splits.train):].argmax(axis=1)
     train = splits.train
     extended = SplitData(
         texts, list(train.labels) + [int(label) for label in teacher_labels],
-        list(train.metadata) + [{} for _ in unlabelled] if train.metadata else [],
-        list(train.biased_words) + [[] for _ in unlabelled] if train.biased_words else [])
+        list(train.metadata) + [{} for _ in teacher_labelled] if train.metadata else [],
+        list(train.biased_words) + [[] for _ in teacher_labelled] if train.biased_words else [])
     summary = {"teacher": distillation.teacher, "teacher_models": [str(path) for path in models],
                "temperature": distillation.temperature, "soft_weight": distillation.soft_weight,
                "unlabelled": counts}
@@ -94,7 +94,7 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
                        augmented=augmented_counts)
     logger.info("Distilling from %s (%d model%s) into %d labelled and %d teacher-labelled "
                 "sentences (%d of them perturbed copies)", " + ".join(references), len(models),
-                "s" * (len(models) > 1), len(train), len(unlabelled), len(augmented))
+                "s" * (len(models) > 1), len(train), len(teacher_labelled), len(augmented))
     return DistillationData(dataclasses.replace(splits, train=extended), soft.tolist(), summary)
 
 
