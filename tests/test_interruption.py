@@ -161,3 +161,30 @@ def test_a_stopped_cross_validation_fold_says_to_resume_the_whole_run(tmp_path):
     parent = only_run_dir(tmp_path / "runs")
     assert read_results(parent / "folds" / "fold-2")["status"] == "interrupted"
     assert f"Continue it with: python run_experiment.py resume {parent}\n" in stderr
+
+
+def test_ctrl_c_before_a_run_directory_exists_leaves_nothing_to_resume(tmp_path):
+    config_path = write_config(tmp_path, tiny_config())
+    process = start(str(config_path), "--output-dir", str(tmp_path / "runs"),
+                    kill_at="model-creation:INT")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.endswith("\nInterrupted.\n") and "Traceback" not in stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_between_cross_validation_folds_says_to_resume_the_whole_run(tmp_path):
+    config_path = write_config(tmp_path, CV_CONFIG)
+    # Fold 2's model is the second one built; no training step runs to finish first.
+    process = start(str(config_path), "--output-dir", str(tmp_path / "runs"),
+                    kill_at="model-creation@2:INT")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    parent = only_run_dir(tmp_path / "runs")
+    assert f"Continue it with: python run_experiment.py resume {parent}\n" in stderr
+    assert "RUN_DIR" not in stderr and "Traceback" not in stderr
+    stopped = read_results(parent)
+    assert stopped["status"] == "interrupted" and "Ctrl-C" in stopped["error"]
+    assert read_results(parent / "folds" / "fold-1")["status"] == "completed"
+    assert not (parent / "folds" / "fold-2").exists()

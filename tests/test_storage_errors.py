@@ -20,12 +20,13 @@ from backend.ml.config.schema import ModelConfig
 from backend.ml.fileio import StorageError, append_jsonl, atomic_write_json, atomic_write_text
 from backend.ml.model_factory import ModelFactory
 from backend.ml.models import load_saved_model, save_model
-from backend.ml.run_directory import create_run_directory
+from backend.ml.run_directory import create_run_directory, read_results
 from backend.ml.training.checkpoints import (
     save_checkpoint,
     step_checkpoints,
     write_checkpoint,
 )
+from backend.ml.training.outcome import failures_recorded
 from support.cli import run_cli
 from support.configs import tiny_config, write_config
 
@@ -140,25 +141,46 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(mount_tmpfs, bui
     assert sorted(path.name for path in disk.iterdir()) == ["ballast", "step-000001"]
 
 
-def test_a_full_disk_that_torch_reports_as_its_own_error_is_still_named(mount_tmpfs, tmp_path):
-    """torch's writer meets ENOSPC and raises a RuntimeError ("unexpected pos") that does not
-    say so, while the checkpoint's own disk has space again: the OSError underneath decides."""
+def writer_onto_a_full_disk(mount_tmpfs):
+    """A model writer whose torch.save meets a full 1 MB disk."""
     full = mount_tmpfs("size=1m")
 
     def write_onto_the_full_disk(directory):
         with open(full / "weights.pt", "wb") as stream:
             torch.save({"weights": torch.zeros(1_000_000)}, stream)
+    return write_onto_the_full_disk
 
+
+def test_a_full_disk_that_torch_reports_as_its_own_error_is_still_named(mount_tmpfs, tmp_path):
+    """torch's writer meets ENOSPC and raises a RuntimeError ("unexpected pos") that does not
+    say so, while the checkpoint's own disk has space again: the OSError underneath decides."""
     checkpoints = tmp_path / "checkpoints"
     with pytest.raises(StorageError) as raised:
-        write_checkpoint(checkpoints, write_onto_the_full_disk, {"global_step": 3}, keep=5)
+        write_checkpoint(checkpoints, writer_onto_a_full_disk(mount_tmpfs), {"global_step": 3},
+                         keep=5)
     message = str(raised.value)
     assert message.startswith(f"cannot write {checkpoints / 'step-000003'}: no space left on "
                               f"device")
+    # Written outside any run (a library call): the command names no directory.
     assert message.endswith("python run_experiment.py resume RUN_DIR")
     assert isinstance(raised.value.__cause__, RuntimeError)
     assert isinstance(raised.value.__cause__.__context__, OSError)
     assert list(tmp_path.rglob("*step-000003*")) == []  # neither the checkpoint nor its staging
+
+
+def test_a_checkpoint_the_disk_refused_names_the_run_to_resume(mount_tmpfs, tmp_path):
+    """Under cross-validation, the command resumes the cross-validation run, not the fold."""
+    parent = tmp_path / "cv"
+    fold = parent / "folds" / "fold-2"
+    fold.mkdir(parents=True)
+    with pytest.raises(StorageError) as raised:
+        with failures_recorded(parent, {"metadata": {}}), \
+                failures_recorded(fold, {"metadata": {}}):
+            write_checkpoint(fold / "checkpoints", writer_onto_a_full_disk(mount_tmpfs),
+                             {"global_step": 3}, keep=5)
+    assert str(raised.value).endswith(f"the start: python run_experiment.py resume {parent}")
+    assert read_results(fold)["status"] == read_results(parent)["status"] == "failed"
+    assert "no space left on device" in read_results(fold)["error"]
 
 
 def test_a_full_disk_while_saving_the_best_model_keeps_the_previous_one(mount_tmpfs, built):

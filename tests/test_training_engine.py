@@ -220,7 +220,8 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
     shutil.rmtree(pair_dir / "final_model")
     capsys.readouterr()
     assert main(["resume", str(pair_dir)]) == 1  # one process may not resume a pair's run
-    assert "torchrun --nproc_per_node 2" in capsys.readouterr().err
+    assert f"torchrun --nproc_per_node 2 run_experiment.py resume {pair_dir}\n" in \
+        capsys.readouterr().err
     resumed = torchrun("resume", str(pair_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = read_results(pair_dir)

@@ -24,7 +24,7 @@ from .inference.commands import add_inference_subcommands
 from .monitoring.commands import add_monitor_subcommand
 from .pretraining.commands import add_pretrain_subcommand
 from .serving.commands import add_production_subcommands
-from .training.interruption import TrainingInterrupted
+from .training.interruption import RunStopped, TrainingInterrupted
 from .tuning.commands import add_tune_subcommand
 
 DESCRIPTION = """Train, evaluate, track and compare media-bias classifiers from YAML experiment \
@@ -227,9 +227,12 @@ def main(argv: list[str] | None = None) -> int:
               f"is marked 'interrupted'. Continue it with: python run_experiment.py resume "
               f"{interruption.run_dir or 'RUN_DIR'}", file=sys.stderr)
         return interruption.exit_code
+    except RunStopped as stopped:
+        print(f"\nInterrupted; the run directory is marked 'interrupted'. Continue it with: "
+              f"python run_experiment.py resume {stopped.run_dir}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("\nInterrupted; the run directory is marked 'interrupted'. Continue it with: "
-              "python run_experiment.py resume RUN_DIR", file=sys.stderr)
+        print("\nInterrupted.", file=sys.stderr)
         return 130
 
 

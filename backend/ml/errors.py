@@ -1,5 +1,9 @@
 """Errors caused by user input: the CLI prints them without a traceback."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class UserError(Exception):
     """A mistake the user can fix (bad config, bad data file, unknown run), or a stop the user
@@ -27,3 +31,22 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data file is missing, unreadable or malformed."""
+
+
+class ResumableError(UserError):
+    """A failure a run can go on from: the message ends with the command that resumes it.
+
+    The run the failure stopped names itself in ``run_dir`` as the error passes through its
+    recording (``training.outcome``); an enclosing run, recorded later, names itself instead (a
+    cross-validation fold is resumed through its cross-validation run). ``RUN_DIR`` stands in
+    where no run recorded it.
+    """
+
+    def __init__(self, message: str, run_dir: Path | None = None,
+                 launcher: str = "python run_experiment.py"):
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.launcher = launcher
+
+    def __str__(self) -> str:
+        return f"{self.args[0]} {self.launcher} resume {self.run_dir or 'RUN_DIR'}"

@@ -251,7 +251,7 @@ def _resume_single_run(config: ExperimentConfig, run_dir: Path,
         checkpoint = latest_valid_checkpoint(layout.checkpoints)  # warns about damaged ones
         if checkpoint:
             model, tokenizer, state = load_checkpoint(checkpoint)
-            check_resume_world(state, world, config.training.batch_size)
+            check_resume_world(state, world, config.training.batch_size, run_dir)
             _say(world, f"Resuming {run_dir.name} from {checkpoint.name} "
                         f"(step {state['global_step']}).")
             model_info = {**session.earlier_results().get("model", {}), **describe_model(model)}

@@ -23,6 +23,8 @@ KILL_POINTS = {
     "evaluation": ("backend.ml.training.trainer", "Trainer._evaluate"),
     # An optimiser step, before it is applied (fine-tuning and pre-training alike).
     "optimizer-step": ("backend.ml.training.trainer", "Trainer._optimizer_step"),
+    # A run's model being built, before its run directory is (each fold's, under CV).
+    "model-creation": ("backend.ml.model_factory", "ModelFactory.create"),
 }
 
 
@@ -52,6 +54,9 @@ def main() -> None:
         owner = getattr(owner, part)
     setattr(owner, name, _die_at_call(int(number or 1), getattr(owner, name),
                                       signal.Signals[f"SIG{sent or 'KILL'}"]))
+    # SIGINT raises KeyboardInterrupt as at a terminal, even where the test run inherited it
+    # ignored (a background job of a non-interactive shell does).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.argv = [script, *args]
     runpy.run_path(script, run_name="__main__")
 

@@ -137,7 +137,7 @@ def resume_pretraining(config: ExperimentConfig, run_dir: Path) -> Path:
         state = None
         if checkpoint and "before" in earlier.get("heldout", {}):
             state = load_training_state(checkpoint)
-            check_resume_world(state, world, config.training.batch_size)
+            check_resume_world(state, world, config.training.batch_size, run_dir)
             model = earlier.get("model", {})
             built = load_masked_lm(checkpoint / MODEL_DIRECTORY, model.get("source"),
                                    model.get("new_weights", []))

@@ -27,13 +27,18 @@ from ..checkpoint_files import (
     step_directory_name,
     write_manifest,
 )
-from ..errors import UserError
+from ..errors import ResumableError, UserError
 from ..fileio import StorageError, fsync_directory, fsync_tree, write_failure
 from ..models import load_saved_model, save_model
 
-__all__ = ["MODEL_DIRECTORY", "STATE_FILE", "latest_valid_checkpoint", "load_checkpoint",
-           "load_training_state", "restore_rng_state", "rng_state", "save_checkpoint",
-           "step_checkpoints", "write_checkpoint"]
+__all__ = ["MODEL_DIRECTORY", "STATE_FILE", "CheckpointWriteError", "latest_valid_checkpoint",
+           "load_checkpoint", "load_training_state", "restore_rng_state", "rng_state",
+           "save_checkpoint", "step_checkpoints", "write_checkpoint"]
+
+
+class CheckpointWriteError(StorageError, ResumableError):
+    """A checkpoint could not be written (a full disk, say): the run goes on from its last
+    complete checkpoint once the disk is fixed, and the message ends with the command."""
 
 
 def rng_state() -> dict:
@@ -92,10 +97,9 @@ def write_checkpoint(checkpoints_dir: Path, write_model: Callable[[Path], None],
         shutil.rmtree(staging, ignore_errors=True)
         if explained is None:
             raise
-        raise StorageError(final, explained.cause,
-                           f"{explained.advice} To go on from the last complete checkpoint "
-                           f"instead of the start: python run_experiment.py resume RUN_DIR"
-                           ) from error
+        raise CheckpointWriteError(final, explained.cause,
+                                   f"{explained.advice} To go on from the last complete "
+                                   f"checkpoint instead of the start:") from error
     remove_old_checkpoints(checkpoints_dir, keep)
     return final
 

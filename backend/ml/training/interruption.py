@@ -40,6 +40,16 @@ class TrainingInterrupted(Exception):
         return 128 + self.signal_number
 
 
+class RunStopped(KeyboardInterrupt):
+    """Ctrl-C where no training step could finish first (loading data or a model, between
+    cross-validation folds): the run ``run_dir`` is marked interrupted and resumes from its last
+    checkpoint, if any."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        super().__init__(f"stopped by the user (Ctrl-C); resume {run_dir}")
+
+
 class RunPruned(Exception):
     """An evaluation hook stopped the run: a tuning pruner judged it hopeless at ``step``."""
 

@@ -2,7 +2,8 @@
 
 Whatever stops a run (a signal, a pruner, Ctrl-C outside the training loop, an error) lands in its
 results.json as ``interrupted``, ``pruned`` or ``failed`` with what happened, before it is
-re-raised to the command line.
+re-raised to the command line. A stop the run can go on from (a signal, Ctrl-C, a checkpoint the
+disk refused) carries the directory to resume: the outermost run it passed through.
 
 >>> with failures_recorded(run_dir, results):  # doctest: +SKIP
 ...     train()
@@ -14,8 +15,9 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import ResumableError
 from ..run_directory import utc_now, write_results
-from .interruption import RunPruned, TrainingInterrupted
+from .interruption import RunPruned, RunStopped, TrainingInterrupted
 
 
 def record_outcome(run_dir: Path, results: dict, status: str, message: str | None = None,
@@ -45,8 +47,10 @@ def failures_recorded(run_dir: Path, results: dict, writes: bool = True) -> Iter
     except KeyboardInterrupt:
         if writes:
             record_outcome(run_dir, results, "interrupted", "stopped by the user (Ctrl-C)")
-        raise
+        raise RunStopped(run_dir) from None  # as above: an enclosing run names itself instead
     except Exception as error:
+        if isinstance(error, ResumableError):
+            error.run_dir = run_dir  # as above
         if writes:
             record_outcome(run_dir, results, "failed", f"{type(error).__name__}: {error}")
         raise

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..data import DataSplits
-from ..errors import UserError
+from ..errors import ResumableError, UserError
 from ..metrics import EvaluationResult
 from ..models import set_attention
 from ..run_directory import RunLayout
@@ -167,7 +167,8 @@ class Trainer:
         self.objective, self.config, self.training = objective, config, config.training
         self.evaluation_hook = evaluation_hook
         self.trackers, self.world, self.precision = trackers, world, precision
-        layout = RunLayout(Path(run_dir))
+        self.run_dir = Path(run_dir)
+        layout = RunLayout(self.run_dir)
         self.checkpoints_dir, self.best_dir = layout.checkpoints, layout.best_model
         self.metric = objective.selection_metric
         self._setup_model()
@@ -225,7 +226,7 @@ class Trainer:
         return forward_model
 
     def _load_state(self, saved: dict) -> None:
-        check_resume_world(saved, self.world, self.training.batch_size)
+        check_resume_world(saved, self.world, self.training.batch_size, self.run_dir)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.objective.load_extra_state(saved)
@@ -484,14 +485,15 @@ class ClassifierTrainer(Trainer):
                          evaluation_hook)
 
 
-def check_resume_world(saved: dict, world: World, batch_size: int) -> None:
-    """A checkpoint resumes only with the world size that wrote it: with another, the global
-    batch, the data order and so the result would change."""
+def check_resume_world(saved: dict, world: World, batch_size: int, run_dir: Path) -> None:
+    """A checkpoint of ``run_dir`` resumes only with the world size that wrote it: with another,
+    the global batch, the data order and so the result would change."""
     saved_world = saved.get("world_size", 1)
     if saved_world == world.size:
         return
     launcher = ("python run_experiment.py" if saved_world == 1 else
                 f"torchrun --nproc_per_node {saved_world} run_experiment.py")
-    raise UserError(f"this run was trained by {saved_world} process(es) (global batch "
-                    f"{saved_world * batch_size}); resuming it with {world.size} would change the "
-                    f"global batch and the data order. Resume it with: {launcher} resume RUN_DIR")
+    raise ResumableError(f"this run was trained by {saved_world} process(es) (global batch "
+                         f"{saved_world * batch_size}); resuming it with {world.size} would "
+                         f"change the global batch and the data order. Resume it with:",
+                         run_dir, launcher)
