@@ -3,6 +3,7 @@
     python benchmarks/bench_inference.py                # MiniLM + 3-class head, 300 sentences
     python benchmarks/bench_inference.py --onnx         # also the ONNX fp32 / int8 exports
     python benchmarks/bench_inference.py --model experiments/runs/RUN/final_model --threads 4
+    python benchmarks/bench_inference.py --model STUDENT/final_model --teacher TEACHER/final_model
 
 Every path loads the same saved model and classifies the same sentences on the same number of
 threads; each is warmed up, then timed ``--repeats`` times, and the best time counts (the least
@@ -14,6 +15,10 @@ the CPU computes bf16 natively, else fp32) and, apart, fp32. "Same labels" count
 labelled as the batched pipeline labels them (fp32 probabilities agree to float rounding:
 padding changes the summation order). A trained model (``--model``) is the fair test of label
 agreement: a random head puts all classes within hundredths of each other.
+
+``--teacher`` times a distilled student's teacher in the same run, on the same sentences and
+threads, in BiasClassifier's default path and in fp32: the student's speed-up over it in each,
+and how many sentences the student labels as its teacher does.
 """
 
 from __future__ import annotations
@@ -89,12 +94,18 @@ def minilm_classifier_dir(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def has_custom_head(model_dir: Path) -> bool:
+    """A run's custom head ships its code beside the weights (config.json ``auto_map``)."""
+    return "auto_map" in json.loads((Path(model_dir) / "config.json").read_text())
+
+
 def fitting(texts: list[str], model_dir: Path) -> list[str]:
     """The texts the model reads in one window: the pipeline would fail on longer ones (or,
     with truncation, read less of them than BiasClassifier, which reads them in windows)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir),
+                                              trust_remote_code=has_custom_head(model_dir))
     limit = BiasClassifier().load_model(model_dir).max_length
     return [text for text in texts if len(tokenizer(text)["input_ids"]) <= limit]
 
@@ -118,10 +129,8 @@ def time_pipeline(model_dir: Path, texts: list[str], repeats: int, batch_size: i
                   ) -> tuple[float, np.ndarray]:
     from transformers import pipeline
 
-    # A run's custom head ships its code beside the weights (config.json auto_map).
-    custom_head = "auto_map" in json.loads((model_dir / "config.json").read_text())
     classify = pipeline("text-classification", model=str(model_dir), device=-1,
-                        trust_remote_code=custom_head)
+                        trust_remote_code=has_custom_head(model_dir))
     # Loaded configs key id2label by int; the annotation also allows a raw config's str keys.
     id2label = cast(dict[int, str], classify.model.config.id2label)
     names = [id2label[i] for i in range(len(id2label))]
@@ -156,6 +165,28 @@ def export_onnx_files(model_dir: Path, export_dir: Path) -> dict[str, Path]:
     return {"onnx fp32": fp32, "onnx int8": quantize_int8(fp32, export_dir / "model-int8.onnx")}
 
 
+def teacher_comparison(teacher: Path, teacher_rows: list[tuple[str, float, str]],
+                       teacher_probabilities: np.ndarray,
+                       student_rows: list[tuple[str, float, np.ndarray]], count: int) -> dict:
+    """Print and return the teacher's speed beside the student's, path by path, and how many
+    sentences the student's default path labels as the teacher's does."""
+    student = {name: (seconds, probabilities) for name, seconds, probabilities in student_rows}
+    paths = {}
+    print(f"\nteacher: {teacher}")
+    print(f"{'path':<34}{'teacher sent/s':>15}{'student sent/s':>15}{'student speed-up':>18}")
+    for name, seconds, student_path in teacher_rows:
+        student_seconds = student[student_path][0]
+        paths[name] = {"sentences_per_second": count / seconds,
+                       "student_sentences_per_second": count / student_seconds,
+                       "student_speedup": seconds / student_seconds}
+        print(f"{name:<34}{count / seconds:>15.1f}{count / student_seconds:>15.1f}"
+              f"{seconds / student_seconds:>17.2f}x")
+    student_labels = student[teacher_rows[0][2]][1].argmax(axis=1)
+    agreeing = int((student_labels == teacher_probabilities.argmax(axis=1)).sum())
+    print(f"the student labels {agreeing}/{count} sentences as its teacher does")
+    return {"model": str(teacher), "paths": paths, "same_labels_as_student": agreeing}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a saved model dir (default: MiniLM + head)")
@@ -167,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--onnx", action="store_true", help="also time ONNX fp32 and int8")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--teacher", type=Path,
+                        help="a distilled --model's teacher (a saved model dir): timed beside it")
     args = parser.parse_args(argv)
+    if args.teacher and not args.model:
+        parser.error("--teacher compares a student with its teacher: pass the student as --model")
 
     from transformers.utils import logging as transformers_logging
     transformers_logging.set_verbosity_error()
@@ -178,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model or minilm_classifier_dir(Path(scratch) / "model")
         kept = fitting(texts, model_dir)
+        if args.teacher:  # both models must read every timed sentence whole
+            kept = fitting(kept, args.teacher)
         if len(kept) < len(texts):
-            print(f"left out {len(texts) - len(kept)} sentences longer than the model takes")
+            print(f"left out {len(texts) - len(kept)} sentences longer than the model(s) take")
             texts = kept
         print(f"model: {args.model or 'MiniLM-L6 + seeded 3-class head'}; {len(texts)} sentences "
               f"({source}); {threads} thread(s); best of {args.repeats}")
@@ -200,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((f"BiasClassifier ({name})",
                              *time_classifier(path, texts, args.repeats, args.batch_size,
                                               threads)[:2]))
+        teacher_rows = []
+        if args.teacher:
+            seconds, teacher_probabilities, teacher_precision = time_classifier(
+                args.teacher, texts, args.repeats, args.batch_size, threads)
+            teacher_rows.append((f"default: {teacher_precision}", seconds, default_path))
+            teacher_rows.append(("PyTorch fp32", time_classifier(
+                args.teacher, texts, args.repeats, args.batch_size, threads, "fp32")[0],
+                "BiasClassifier (PyTorch fp32)"))
 
     baseline_seconds, baseline_probabilities = rows[0][1], rows[0][2]
     baseline_labels = baseline_probabilities.argmax(axis=1)
@@ -220,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{default_path} vs {baseline}: {ours['speedup']:.2f}x "
           f"(target >= {TARGET_SPEEDUP:.0f}x); same labels for every sentence: "
           f"{'yes' if identical else 'NO'}")
+    if args.teacher:
+        report["teacher"] = teacher_comparison(args.teacher, teacher_rows, teacher_probabilities,
+                                               rows, len(texts))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0 if identical else 1

@@ -131,16 +131,21 @@ def test_cli_predict_and_export_on_a_trained_run(tiny_run_dir, tmp_path, capsys)
     assert "Traceback" not in missing.stderr
 
 
-def test_benchmark_script_runs_and_compares_with_the_pipeline(tmp_path, capsys):
+def load_inference_benchmark():
     import importlib.util
     from pathlib import Path
-
-    from backend.ml.models.hardware import cpu_has_native_bf16
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_inference.py"
     spec = importlib.util.spec_from_file_location("bench_inference", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_script_runs_and_compares_with_the_pipeline(tmp_path, capsys):
+    from backend.ml.models.hardware import cpu_has_native_bf16
+
+    bench = load_inference_benchmark()
     model_dir = make_tiny_model_dir(tmp_path / "model", max_length=64)
     report = tmp_path / "bench.json"
     status = bench.main(["--model", str(model_dir), "--num-sentences", "60", "--repeats", "1",
@@ -155,3 +160,30 @@ def test_benchmark_script_runs_and_compares_with_the_pipeline(tmp_path, capsys):
     for path in (default, "BiasClassifier (PyTorch fp32)"):
         assert numbers["paths"][path]["same_labels"] == numbers["sentences"]
     assert f"{default} vs pipeline batch_size=32" in capsys.readouterr().out
+
+
+def test_benchmark_times_a_student_beside_its_teacher_in_one_run(tmp_path, capsys):
+    from backend.ml.models.hardware import cpu_has_native_bf16
+
+    bench = load_inference_benchmark()
+    student = make_tiny_model_dir(tmp_path / "student", max_length=64)
+    # The same weights as the student: every label must agree.
+    teacher = make_tiny_model_dir(tmp_path / "teacher", max_length=64)
+    report = tmp_path / "bench.json"
+    assert bench.main(["--model", str(student), "--teacher", str(teacher), "--num-sentences", "40",
+                       "--repeats", "1", "--threads", "1", "--json", str(report)]) == 0
+    numbers = json.loads(report.read_text())["teacher"]
+    default = f"default: {'bf16' if cpu_has_native_bf16() else 'fp32'}"
+    assert set(numbers["paths"]) == {default, "PyTorch fp32"}
+    assert numbers["model"] == str(teacher)
+    assert numbers["same_labels_as_student"] == json.loads(report.read_text())["sentences"]
+    for timing in numbers["paths"].values():
+        assert timing["student_speedup"] == pytest.approx(
+            timing["student_sentences_per_second"] / timing["sentences_per_second"])
+    out = capsys.readouterr().out
+    assert f"teacher: {teacher}" in out and "sentences as its teacher does" in out
+
+    with pytest.raises(SystemExit) as refused:
+        bench.main(["--teacher", str(teacher)])
+    assert refused.value.code == 2
+    assert "pass the student as --model" in capsys.readouterr().err
