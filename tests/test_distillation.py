@@ -5,6 +5,8 @@ are evaluation sentences never reach training."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,8 @@ from backend.ml.run import run_cross_validation, run_experiment
 from backend.ml.run_directory import RunLayout, read_results
 from backend.ml.training.distributed import World
 from backend.ml.training.precision import resolve_precision
-from support.configs import tiny_config
+from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.configs import tiny_config, write_config
 
 pytestmark = pytest.mark.usefixtures("no_network")
 
@@ -159,6 +162,34 @@ def test_a_student_learns_from_teacher_labelled_copies_of_its_training_sentences
     labelled = train + augmented["added"]
     progress = capsys.readouterr().err
     assert "teacher: 100%" in progress and f" {labelled}/{labelled} " in progress
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_teachers_pass_stops_it_and_resume_starts_it_again(
+        teacher_run, tmp_path):
+    config = write_config(tmp_path, tiny_config(
+        training={"epochs": 1, "eval_batch_size": 4, **_distilled(teacher_run)}, logging=QUIET))
+    # A real SIGINT as the second of the teacher's batches starts; it has a dozen or so.
+    stopped = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "support" / "kill_at.py"), "teacher-batch@2:INT",
+         str(REPO_ROOT / "run_experiment.py"), str(config), "--output-dir", str(tmp_path / "runs"),
+         "--run-id", "student"], cwd=REPO_ROOT, env=cli_environment(), capture_output=True,
+        text=True, timeout=120)
+    run_dir = tmp_path / "runs" / "student"
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert ("Interrupted (stopped by SIGINT during the teacher's pass); the run directory is "
+            f"marked 'interrupted'. Continue it with: python run_experiment.py resume "
+            f"{run_dir}\n") in stopped.stderr
+    assert "teacher: 100%" not in stopped.stderr and "Traceback" not in stopped.stderr
+    results = read_results(run_dir)
+    assert results["status"] == "interrupted" and "teacher's pass" in results["error"]
+    assert not RunLayout(run_dir).teacher_logits.exists()
+    assert not list(RunLayout(run_dir).checkpoints.glob("step-*"))  # no training step was taken
+
+    resumed = run_cli("resume", str(run_dir), check=True)
+    assert "teacher: 100%" in resumed.stderr
+    assert read_results(run_dir)["status"] == "completed"
+    assert RunLayout(run_dir).teacher_logits.is_file()
 
 
 def test_the_dry_run_plan_counts_the_sentences_the_teacher_adds(teacher_run, tmp_path):

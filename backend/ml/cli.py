@@ -223,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except TrainingInterrupted as interruption:
-        print(f"\nInterrupted ({interruption}); a checkpoint was written and the run directory "
-              f"is marked 'interrupted'. Continue it with: python run_experiment.py resume "
+        written = "a checkpoint was written and " if interruption.checkpoint_written else ""
+        print(f"\nInterrupted ({interruption}); {written}the run directory is marked "
+              f"'interrupted'. Continue it with: python run_experiment.py resume "
               f"{interruption.run_dir or 'RUN_DIR'}", file=sys.stderr)
         return interruption.exit_code
     except RunStopped as stopped:

@@ -40,6 +40,7 @@ from .run_directory import DEFAULT_RUNS_DIR, RunLayout
 from .text_files import read_texts
 from .training.distributed import World
 from .training.evaluation import forward_logits, move_to
+from .training.interruption import StopRequests, TrainingInterrupted
 from .training.precision import Precision
 
 logger = logging.getLogger(__name__)
@@ -59,8 +60,13 @@ class DistillationData:
 
 def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: Path,
                          world: World, precision: Precision,
-                         runs_dir: Path = DEFAULT_RUNS_DIR) -> DistillationData | None:
-    """The teacher's targets for ``splits`` (None when the config distils nothing)."""
+                         runs_dir: Path = DEFAULT_RUNS_DIR,
+                         stop: StopRequests | None = None) -> DistillationData | None:
+    """The teacher's targets for ``splits`` (None when the config distils nothing).
+
+    The teacher's pass takes minutes on a CPU with an ensemble and many sentences: a stop
+    request (the run session's ``stop``) ends it at the next batch with ``TrainingInterrupted``.
+    """
     distillation = config.training.distillation
     if not distillation.teacher:
         return None
@@ -76,7 +82,7 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     teacher_labelled = unlabelled + augmented
     texts = list(splits.train.texts) + teacher_labelled
     logits = _teacher_logits(RunLayout(run_dir).teacher_logits, models, texts, config, world,
-                             precision)
+                             precision, stop)
     soft = _ensemble_probabilities(logits, distillation.temperature)
     # Teacher-labelled sentences take the teacher's class (its plain probabilities) as hard label.
     teacher_labels = _ensemble_probabilities(logits, 1.0)[len(splits.train):].argmax(axis=1)
@@ -258,7 +264,8 @@ def _perturbed(words: list[str], rate: float, vocabulary: list[str],
 
 
 def _teacher_logits(cache: Path, models: list[Path], texts: list[str],
-                    config: ExperimentConfig, world: World, precision: Precision) -> np.ndarray:
+                    config: ExperimentConfig, world: World, precision: Precision,
+                    stop: StopRequests | None) -> np.ndarray:
     """Logits of every model on every text, ``(models, texts, classes)``: read from the run's
     cache when it was computed for these models and texts, else computed once and cached."""
     key = {"models": [str(path.resolve()) for path in models],
@@ -267,8 +274,8 @@ def _teacher_logits(cache: Path, models: list[Path], texts: list[str],
     if world.is_main and _cached(cache, key) is None:
         with tqdm(total=len(models) * len(texts), desc="teacher", unit="sentence",
                   dynamic_ncols=True) as progress:
-            logits = [_model_logits(model, texts, config, world.device, precision, progress)
-                      for model in models]
+            logits = [_model_logits(model, texts, config, world.device, precision, progress,
+                                    stop) for model in models]
         atomic_write_text(cache, json.dumps({**key, "logits": [part.tolist() for part in logits]})
                           + "\n")
     world.barrier()  # the main process has written the cache
@@ -291,7 +298,8 @@ def _cached(cache: Path, key: dict) -> np.ndarray | None:
 
 @torch.inference_mode()
 def _model_logits(model_dir: Path, texts: list[str], config: ExperimentConfig,
-                  device: torch.device, precision: Precision, progress: tqdm) -> np.ndarray:
+                  device: torch.device, precision: Precision, progress: tqdm,
+                  stop: StopRequests | None = None) -> np.ndarray:
     model, tokenizer = load_saved_model(model_dir)
     model.to(device)
     dataset = TokenizedDataset(SplitData(texts, []), tokenizer, config.data.max_length)
@@ -301,6 +309,8 @@ def _model_logits(model_dir: Path, texts: list[str], config: ExperimentConfig,
     batch_size = config.training.eval_batch_size
     parts = []
     for start in range(0, len(order), batch_size):
+        if stop is not None and stop.signal_number is not None:
+            raise TrainingInterrupted(stop.signal_number, 0, phase="the teacher's pass")
         batch = move_to(collate([dataset[int(row)] for row in order[start:start + batch_size]]),
                         device)
         with precision.autocast():

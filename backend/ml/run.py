@@ -114,7 +114,8 @@ def _train_and_finish(session: RunSession, splits: DataSplits, model, tokenizer,
                 f"{precision.mode} ({precision.reason}), global batch "
                 f"{global_batch_size(config.training, world.size)}.")
     with session.recording():
-        distilled = prepare_distillation(config, splits, run_dir, world, precision)
+        distilled = prepare_distillation(config, splits, run_dir, world, precision,
+                                         stop=session.stop)
         if distilled is not None:
             splits, session.results["distillation"] = distilled.splits, distilled.summary
         trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, session.trackers,

@@ -25,15 +25,18 @@ SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers |
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on a signal after writing a resumable checkpoint."""
+    """A run stopped on a signal: at a training step after writing a resumable checkpoint, or
+    in a ``phase`` before training (the teacher's pass), which ``resume`` starts again."""
 
-    def __init__(self, signal_number: int, step: int):
+    def __init__(self, signal_number: int, step: int, phase: str | None = None):
         self.signal_number = signal_number
         self.step = step
+        self.checkpoint_written = phase is None
         self.run_dir: Path | None = None
         """The run to resume: the outermost run the interruption passed through (for a
         cross-validation fold, the cross-validation run)."""
-        super().__init__(f"stopped by {signal.Signals(signal_number).name} at step {step}")
+        where = f"during {phase}" if phase else f"at step {step}"
+        super().__init__(f"stopped by {signal.Signals(signal_number).name} {where}")
 
     @property
     def exit_code(self) -> int:
@@ -80,8 +83,9 @@ class StopRequests:
             sys.stderr.flush()
             os._exit(128 + signal_number)
         self.signal_number = signal_number
-        sys.stderr.write(f"\n{signal.Signals(signal_number).name}: finishing this step and "
-                         f"writing a checkpoint (send it again to exit at once).\n")
+        sys.stderr.write(f"\n{signal.Signals(signal_number).name}: stopping cleanly, at the "
+                         f"end of this training step with a checkpoint once training has begun "
+                         f"(send it again to exit at once).\n")
         sys.stderr.flush()
 
     def __enter__(self) -> StopRequests:
