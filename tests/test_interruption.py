@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from backend.ml.run_directory import read_results
+from backend.ml.run_directory import read_results, read_results_or_empty
 from support.cli import REPO_ROOT, cli_environment, run_cli, run_main
 from support.configs import tiny_config, write_config
 from support.runs import only_run_dir
@@ -151,16 +151,25 @@ def test_a_killed_cross_validation_run_resumes_keeping_its_finished_folds(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_stopped_cross_validation_fold_says_to_resume_the_whole_run(tmp_path):
+@pytest.mark.parametrize("kill_at, exit_code, why, fold_2", [
+    # The sixth optimiser step is fold 2's second: it finishes with a checkpoint.
+    ("optimizer-step@6:TERM", 143, "SIGTERM", "interrupted"),
+    # Fold 2's model is the second one built: no training step runs to finish first.
+    ("model-creation@2:INT", 130, "Ctrl-C", None),
+], ids=["sigterm-in-a-fold", "ctrl-c-between-folds"])
+def test_a_stopped_cross_validation_run_says_to_resume_the_whole_run(tmp_path, kill_at,
+                                                                    exit_code, why, fold_2):
     config_path = write_config(tmp_path, CV_CONFIG)
-    # The sixth optimiser step is fold 2's second.
-    process = start(str(config_path), "--output-dir", str(tmp_path / "runs"),
-                    kill_at="optimizer-step@6:TERM")
+    process = start(str(config_path), "--output-dir", str(tmp_path / "runs"), kill_at=kill_at)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr[-2000:]
+    assert process.returncode == exit_code, stderr[-2000:]
     parent = only_run_dir(tmp_path / "runs")
-    assert read_results(parent / "folds" / "fold-2")["status"] == "interrupted"
     assert f"Continue it with: python run_experiment.py resume {parent}\n" in stderr
+    assert "RUN_DIR" not in stderr and "Traceback" not in stderr
+    stopped = read_results(parent)
+    assert stopped["status"] == "interrupted" and why in stopped["error"]
+    assert read_results(parent / "folds" / "fold-1")["status"] == "completed"
+    assert read_results_or_empty(parent / "folds" / "fold-2").get("status") == fold_2
 
 
 def test_ctrl_c_before_a_run_directory_exists_leaves_nothing_to_resume(tmp_path):
@@ -172,19 +181,3 @@ def test_ctrl_c_before_a_run_directory_exists_leaves_nothing_to_resume(tmp_path)
     assert stderr.endswith("\nInterrupted.\n") and "Traceback" not in stderr
     assert not (tmp_path / "runs").exists()
 
-
-@pytest.mark.slow
-def test_ctrl_c_between_cross_validation_folds_says_to_resume_the_whole_run(tmp_path):
-    config_path = write_config(tmp_path, CV_CONFIG)
-    # Fold 2's model is the second one built; no training step runs to finish first.
-    process = start(str(config_path), "--output-dir", str(tmp_path / "runs"),
-                    kill_at="model-creation@2:INT")
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-2000:]
-    parent = only_run_dir(tmp_path / "runs")
-    assert f"Continue it with: python run_experiment.py resume {parent}\n" in stderr
-    assert "RUN_DIR" not in stderr and "Traceback" not in stderr
-    stopped = read_results(parent)
-    assert stopped["status"] == "interrupted" and "Ctrl-C" in stopped["error"]
-    assert read_results(parent / "folds" / "fold-1")["status"] == "completed"
-    assert not (parent / "folds" / "fold-2").exists()
