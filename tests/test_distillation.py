@@ -23,7 +23,7 @@ from backend.ml.run import run_cross_validation, run_experiment
 from backend.ml.run_directory import RunLayout, read_results
 from backend.ml.training.distributed import World
 from backend.ml.training.precision import resolve_precision
-from support.cli import REPO_ROOT, cli_environment, run_cli
+from support.cli import REPO_ROOT, cli_environment, run_cli, run_main
 from support.configs import tiny_config, write_config
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -258,6 +258,19 @@ def test_a_cross_validation_student_refuses_a_teacher_that_may_have_seen_its_tes
         run_cross_validation(_config(seed=8, data=CV_DATA,
                                      training={"epochs": 1, **_distilled(cv_teacher)}),
                              tmp_path, run_id="other_folds")
+    assert list(tmp_path.iterdir()) == []  # refused before a run directory was made
+
+
+def test_a_missing_teacher_is_named_before_anything_is_written(tmp_path, capsys):
+    missing = tmp_path / "no_such_run"
+    config = write_config(tmp_path, tiny_config(data=CV_DATA, logging=QUIET,
+                                                training=_distilled(missing)))
+    for dry_run in (["--dry-run"], []):
+        refused = run_main(capsys, str(config), "--output-dir", str(tmp_path / "runs"), *dry_run)
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.startswith(
+            f"error: training.distillation.teacher: No run or model named '{missing}'")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_non_cv_student_of_a_cv_teacher_learns_from_the_fold_ensemble(cv_teacher, tmp_path):

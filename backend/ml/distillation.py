@@ -71,13 +71,7 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     if not distillation.teacher:
         return None
     references = teacher_references(distillation.teacher)
-    models = [model for reference in references
-              for model in teacher_models(reference, splits, runs_dir)]
-    if len(set(models)) < len(models):
-        raise UserError(f"training.distillation.teacher: {distillation.teacher} names the same "
-                        f"model more than once ({', '.join(str(path) for path in models)}); "
-                        f"list each teacher once")
-    _check_labels(models, splits.label_names)
+    models = teaching_models(config, splits, runs_dir)
     unlabelled, counts, augmented, augmented_counts = teacher_labelled_sentences(config, splits)
     teacher_labelled = unlabelled + augmented
     texts = list(splits.train.texts) + teacher_labelled
@@ -119,6 +113,30 @@ def teacher_labelled_sentences(config: ExperimentConfig, splits: DataSplits
     return unlabelled, counts, augmented, augmented_counts
 
 
+def teaching_models(config: ExperimentConfig, splits: DataSplits,
+                    runs_dir: Path = DEFAULT_RUNS_DIR) -> list[Path]:
+    """Every model that teaches ``splits`` (each teacher's, in the configured order), checked:
+    present, each counted once, the run's classes, and under cross-validation the same fold."""
+    teacher = config.training.distillation.teacher
+    models = [model for reference in teacher_references(teacher)
+              for model in teacher_models(reference, splits, runs_dir)]
+    if len(set(models)) < len(models):
+        raise UserError(f"training.distillation.teacher: {teacher} names the same model more "
+                        f"than once ({', '.join(str(path) for path in models)}); list each "
+                        f"teacher once")
+    _check_labels(models, splits.label_names)
+    return models
+
+
+def check_teachers(config: ExperimentConfig, splits: Iterable[DataSplits],
+                   runs_dir: Path = DEFAULT_RUNS_DIR) -> None:
+    """Refuse a teacher that cannot teach every one of ``splits`` (a run's, or each fold's)
+    before anything is trained or written: missing, other classes, or another fold."""
+    if config.training.distillation.teacher:
+        for each in splits:
+            teaching_models(config, each, runs_dir)
+
+
 def teacher_references(teacher: str | list[str] | None) -> list[str]:
     """The configured teacher as a list: one reference, or each of an ensemble's."""
     if not teacher:
@@ -134,10 +152,12 @@ def teacher_models(reference: str, splits: DataSplits, runs_dir: Path = DEFAULT_
         reference = str(ModelRegistry(DEFAULT_REGISTRY_DIR).run_dir(reference))
     try:
         folds = cross_validation_models(reference, runs_dir)
-        if splits.fold is None:
-            return folds or [resolve_model_path(reference, runs_dir)]
+        # One model must exist too, even where the student is about to refuse it.
+        models = folds or [resolve_model_path(reference, runs_dir)]
     except UserError as error:
         raise UserError(f"training.distillation.teacher: {error}") from error
+    if splits.fold is None:
+        return models
     if folds is None:
         raise UserError(
             f"training.distillation.teacher: {reference} is a single model, but this run "

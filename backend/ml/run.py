@@ -16,7 +16,12 @@ from transformers import set_seed
 
 from .config import ExperimentConfig, config_to_yaml, load_yaml_config
 from .data import DataSplits, prepare_cv_folds, prepare_splits
-from .distillation import prepare_distillation, teacher_labelled_sentences, teacher_references
+from .distillation import (
+    check_teachers,
+    prepare_distillation,
+    teacher_labelled_sentences,
+    teacher_references,
+)
 from .errors import UserError
 from .languages import training_languages, write_training_languages
 from .model_factory import ModelFactory
@@ -195,6 +200,7 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = Non
     world = start_world(config.training.device)
     set_seed(config.seed)
     splits = splits or prepare_splits(config.data, config.seed)
+    check_teachers(config, [splits])  # before a run directory exists
     set_seed(config.seed)  # model initialisation must not depend on how data loading drew
     built = ModelFactory.create(config.model, splits.label_names,
                                 training_texts=splits.train.texts)
@@ -275,10 +281,12 @@ def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None
                          run_id: str | None = None) -> Path:
     """Stratified k-fold CV: each fold is a full run under ``<parent>/folds/fold-k``."""
     world = start_world(config.training.device)
+    folds = prepare_cv_folds(config.data, config.seed)
+    check_teachers(config, folds)  # every fold's, before the first fold trains
     # The parent trains nothing itself: each fold's own session handles signals.
     session = RunSession.create(config, world, output_dir, run_id, FINETUNING)
     session.handles_signals = False
-    return _train_folds(session)
+    return _train_folds(session, folds)
 
 
 def _resume_cross_validation(config: ExperimentConfig, parent: Path) -> Path:
@@ -286,15 +294,14 @@ def _resume_cross_validation(config: ExperimentConfig, parent: Path) -> Path:
     session = RunSession.reopen(config, world, parent, FINETUNING, handles_signals=False)
     session.results["metadata"] = session.earlier_results().get("metadata",
                                                                 session.results["metadata"])
-    return _train_folds(session)
+    return _train_folds(session, prepare_cv_folds(config.data, config.seed))
 
 
-def _train_folds(session: RunSession) -> Path:
+def _train_folds(session: RunSession, folds: list[DataSplits]) -> Path:
     """Every fold of the session's run in turn; a completed fold is kept, a started one resumed."""
     from .experiments import aggregate_cross_validation
 
     config, world, layout = session.config, session.world, session.layout
-    folds = prepare_cv_folds(config.data, config.seed)
     with session:  # the folds lock their own directories
         session.begin(track=False, data={"cv_folds": len(folds),
                                          "label_names": folds[0].label_names,
@@ -329,12 +336,12 @@ def describe_plan(config: ExperimentConfig) -> str:
     """What a run of ``config`` would do: resolved YAML, data sizes and step counts."""
     lines = ["Resolved config:", config_to_yaml(config).rstrip(), "", "Plan:"]
     if config.data.cv_folds:
-        folds = prepare_cv_folds(config.data, config.seed)
-        lines.append(f"  cross-validation: {len(folds)} stratified folds of {folds[0].source}")
-        sizes = folds[0]
+        taught = prepare_cv_folds(config.data, config.seed)
+        lines.append(f"  cross-validation: {len(taught)} stratified folds of {taught[0].source}")
     else:
-        sizes = prepare_splits(config.data, config.seed)
-        lines.append(f"  data: {sizes.dataset} from {sizes.source}")
+        taught = [prepare_splits(config.data, config.seed)]
+        lines.append(f"  data: {taught[0].dataset} from {taught[0].source}")
+    sizes = taught[0]
     for name in ("train", "validation", "test"):
         split = getattr(sizes, name)
         counts = ", ".join(f"{label} {count}" for label, count in
@@ -349,6 +356,7 @@ def describe_plan(config: ExperimentConfig) -> str:
     training = config.training
     trained = len(sizes.train)
     if training.distillation.teacher:
+        check_teachers(config, taught)
         unlabelled, _, augmented, _ = teacher_labelled_sentences(config, sizes)
         trained += len(unlabelled) + len(augmented)
         teachers = " + ".join(teacher_references(training.distillation.teacher))
