@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from backend.ml.experiment_config import ExperimentManager
+from backend.ml.experiments.comparison import seed_groups
+from backend.ml.experiments.rundir import RunInfo
 from support.cli import run_cli, run_main
 from support.configs import tiny_config, write_config
 
@@ -21,8 +25,9 @@ LOW, HIGH = "lr__learning_rate-0.0001", "lr__learning_rate-0.003"  # names the s
 
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory) -> tuple[Path, str]:
-    """In one CLI call: a two-point learning-rate sweep, a run whose data file is broken, and a
-    2-fold CV run. The broken run fails at data loading; the runs after it still run."""
+    """In one CLI call: a two-point learning-rate sweep, a run whose data file is broken, a
+    2-fold CV run and a two-seed sweep. The broken run fails at data loading; the runs after it
+    still run."""
     workspace = tmp_path_factory.mktemp("experiments_training")
     small = {"epochs": 1}
     data = {"max_samples": 120}
@@ -37,6 +42,8 @@ def trained_runs(tmp_path_factory) -> tuple[Path, str]:
             "dataset": "babe", "path": str(broken_data)}), "broken.yaml"),
         write_config(workspace, tiny_config(experiment_name="cv_two", training=small,
                                             data=dict(data, cv_folds=2)), "cv_two.yaml"),
+        write_config(workspace, tiny_config(experiment_name="seeds", training=small, data=data,
+                                            sweep={"seed": [1, 2]}), "seeds.yaml"),
     ]
     completed = run_cli(*map(str, configs), "--output-dir", str(workspace / "runs"))
     assert completed.returncode == 1, completed.stderr  # one run failed
@@ -50,7 +57,7 @@ def _run_id(runs_dir: Path, name: str) -> str:
 
 def test_multi_config_run_ends_with_a_table_of_all_runs(trained_runs):
     runs_dir, stdout = trained_runs
-    table = stdout[stdout.rindex("test/f1_macro") - 200:]
+    table = stdout[stdout.rindex("test/accuracy") - 200:]
     for name in (LOW, HIGH, "cv_two"):
         assert re.search(rf"{re.escape(_run_id(runs_dir, name))}\s+completed", table)
     assert re.search(r"cv_two_\w+\s+completed \(cv\)", table)
@@ -62,7 +69,8 @@ def test_manager_reads_real_runs_and_compares_them(trained_runs):
     runs_dir, _ = trained_runs
     manager = ExperimentManager(runs_dir, num_resamples=200)
     assert {run.experiment_name: run.status for run in manager.list_runs()} == {
-        LOW: "completed", HIGH: "completed", "cv_two": "completed"}
+        LOW: "completed", HIGH: "completed", "cv_two": "completed",
+        "seeds__seed-1": "completed", "seeds__seed-2": "completed"}
     low, high = _run_id(runs_dir, LOW), _run_id(runs_dir, HIGH)
     comparison = manager.compare_runs([low, high])
     assert comparison["config_differences"]["training.learning_rate"] == {low: 1e-4, high: 3e-3}
@@ -96,6 +104,48 @@ def test_cv_run_has_fold_runs_and_mean_std_and_competes_for_best(trained_runs):
     completed = manager.list_runs(status="completed")
     best = manager.load_run(manager.get_best_run("eval/f1_macro"))
     assert best.metric("eval/f1_macro") == max(run.metric("eval/f1_macro") for run in completed)
+
+
+def test_a_recipe_run_at_several_seeds_is_summarised_over_its_seeds(trained_runs, capsys):
+    runs_dir, stdout = trained_runs
+    manager = ExperimentManager(runs_dir)
+    seeded = [manager.load_run(_run_id(runs_dir, f"seeds__seed-{seed}")) for seed in (1, 2)]
+    values = [run.results["test"]["f1_macro"] for run in seeded]
+    summary = (f"seeds: {np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} over 2 seeds "
+               f"(1, 2), {min(values):.4f} to {max(values):.4f}")
+    # The sweep's closing table: the learning rates and the CV run differ in more than the
+    # seed, so the seeds' runs are the only recipe summarised.
+    closing = stdout[stdout.rindex("across seeds (test/f1_macro"):].splitlines()
+    assert closing[1] == f"  {summary}" and not closing[2].startswith("  ")
+
+    completed = run_main(capsys, "compare", "--runs-dir", str(runs_dir), check=True)
+    assert f"  {summary}\n" in completed.stdout
+    report = (runs_dir.parent / "comparison.html").read_text(encoding="utf-8")
+    section = report[report.index('<section id="across-seeds">'):]
+    section = section[:section.index("</section>")]
+    assert section.count("<tr data-recipe=") == 1 and 'data-recipe="seeds"' in section
+    assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in section
+    for seed, run in zip((1, 2), seeded):
+        assert f'data-seed="{seed}">{seed}: <a href="runs/{run.run_id}/">' in section
+
+
+def test_a_run_from_before_a_config_field_existed_still_joins_its_recipe(trained_runs, tmp_path):
+    runs_dir, _ = trained_runs
+    seeded = [RunInfo.read(runs_dir / _run_id(runs_dir, f"seeds__seed-{seed}")) for seed in (1, 2)]
+    # The same run as an older version wrote it: no augmented_copies field yet, seed 3.
+    older = tmp_path / "seeds_older"
+    shutil.copytree(seeded[1].path, older)
+    config = yaml.safe_load((older / "config.yaml").read_text())
+    del config["training"]["distillation"]["augmented_copies"]
+    config["seed"] = 3
+    (older / "config.yaml").write_text(yaml.safe_dump(config))
+    (group,) = seed_groups([*seeded, RunInfo.read(older)], "test/f1_macro")
+    assert group.recipe == "seeds" and group.seeds == [1, 2, 3]
+    # A changed setting is another recipe.
+    config["training"]["distillation"]["augmented_copies"] = 2
+    (older / "config.yaml").write_text(yaml.safe_dump(config))
+    (group,) = seed_groups([*seeded, RunInfo.read(older)], "test/f1_macro")
+    assert group.seeds == [1, 2]
 
 
 def test_compare_cli_writes_the_report_for_real_runs(trained_runs, capsys):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..config import ExperimentConfig
 from ..metrics import numeric_items
 from .published import is_binary_babe, published_results
 from .rundir import RunInfo
@@ -52,6 +55,74 @@ def config_differences(runs: list[RunInfo]) -> dict[str, dict[str, object]]:
         if len({repr(value) for value in values.values()}) > 1:
             differences[name] = values
     return differences
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """One recipe run at several seeds: runs whose configs differ only in ``seed`` (and names).
+
+    Under cross-validation the seed also draws the folds, so the spread over seeds is what a
+    single seed's figure owes to luck (the fold draw and the initialisation).
+    """
+
+    recipe: str
+    metric: str
+    runs: tuple[RunInfo, ...]
+    """Completed runs that have ``metric``, by seed."""
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(run.config["seed"]) for run in self.runs]
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.array([run.metric(self.metric) for run in self.runs], dtype=float)
+
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean())
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over the seeds (ddof=1)."""
+        return float(self.values.std(ddof=1))
+
+
+def seed_groups(runs: list[RunInfo], metric: str) -> list[SeedGroup]:
+    """The recipes among ``runs`` measured at two or more seeds, in order of first appearance.
+
+    >>> [(group.recipe, group.seeds) for group in seed_groups(runs, "test/f1_weighted")]
+    ... # doctest: +SKIP
+    [('babe_minilm_best', [1, 2, 3, 42])]
+    """
+    # A field added to the schema after a run was made has its default there (new fields
+    # default to the earlier behaviour), so the run still matches a newer run of its recipe.
+    defaults = dotted_fields(ExperimentConfig().to_dict())
+    groups: dict[str, list[RunInfo]] = {}
+    for run in runs:
+        if run.status != "completed" or not run.config or run.metric(metric) is None:
+            continue
+        recipe = {name: value for name, value in {**defaults, **dotted_fields(run.config)}.items()
+                  if name.split(".")[0] not in (*IGNORED_CONFIG_FIELDS, "seed", "sweep")}
+        groups.setdefault(repr(sorted(recipe.items())), []).append(run)
+    found = []
+    for members in groups.values():
+        if len({run.config.get("seed") for run in members}) < 2 or any(
+                not isinstance(run.config.get("seed"), int) for run in members):
+            continue
+        members.sort(key=lambda run: (run.config["seed"], run.run_id))
+        # A seed sweep names its runs <name>__seed-N; the recipe is <name>.
+        names = {re.sub(r"__seed-\d+", "", run.experiment_name) for run in members}
+        recipe_name = names.pop() if len(names) == 1 else members[0].experiment_name
+        found.append(SeedGroup(recipe_name, metric, tuple(members)))
+    return found
+
+
+def describe_seed_group(group: SeedGroup) -> str:
+    """``recipe: mean ± sd over N seeds (seeds), lowest to highest``."""
+    return (f"{group.recipe}: {group.mean:.4f} ± {group.std:.4f} over {len(group.runs)} seeds "
+            f"({', '.join(str(seed) for seed in group.seeds)}), {group.values.min():.4f} to "
+            f"{group.values.max():.4f}")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -119,6 +190,12 @@ def format_runs_table(runs: list[RunInfo], metrics=TABLE_METRICS,
     if best:
         ranked_by = best_metric if rank_runs(runs, best_metric) else "test/f1_macro"
         notes.insert(0, f"* best by {ranked_by}")
+    tested = f"test/{best_metric.split('/')[-1]}"
+    groups = seed_groups(runs, tested)
+    if groups:
+        notes.append(f"across seeds ({tested}, mean ± sd over seeds; under cross-validation "
+                     f"the seed also draws the folds):")
+        notes += [f"  {describe_seed_group(group)}" for group in groups]
     return "\n".join(lines + notes)
 
 

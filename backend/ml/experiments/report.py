@@ -18,7 +18,7 @@ from pathlib import Path
 from ..fileio import atomic_write_text
 from ..metrics import is_number
 from ..report_kit import figure_svg, report_figure, template_environment
-from .comparison import format_value, rank_runs
+from .comparison import format_value, rank_runs, seed_groups
 from .published import (
     is_binary_babe,
     protocol_differences,
@@ -76,6 +76,8 @@ def render_report(runs: list[RunInfo], comparison: dict | None, report_dir: Path
         "published": _published(runs, colors),
         "problems": _problems(runs, comparison),
         "studies": _studies(runs_dir, report_dir),
+        "seed_metric": f"test/{metric}",
+        "seed_groups": _seed_groups(runs, f"test/{metric}", report_dir),
     }
     if comparison:
         context.update(
@@ -305,6 +307,18 @@ def _problems(runs, comparison) -> list[dict]:
         items.append({"run_id": run_id, "status": None,
                       "text": f"no confidence intervals or slices: {reason}"})
     return items
+
+
+def _seed_groups(runs: list[RunInfo], metric: str, report_dir: Path) -> list[dict]:
+    """Recipes run at several seeds: mean ± sd over the seeds and each seed's run."""
+    return [{
+        "recipe": group.recipe,
+        "mean": f"{group.mean:.4f} ± {group.std:.4f}",
+        "range": f"{group.values.min():.4f} to {group.values.max():.4f}",
+        "runs": [{"run_id": run.run_id, "seed": seed, "value": f"{value:.4f}",
+                  "link": os.path.relpath(run.path, report_dir).replace(os.sep, "/") + "/"}
+                 for run, seed, value in zip(group.runs, group.seeds, group.values)],
+    } for group in seed_groups(runs, metric)]
 
 
 def _studies(runs_dir: Path, report_dir: Path) -> list[dict]:
