@@ -111,7 +111,7 @@ def _run_row(run: RunInfo, comparison, best, report_dir: Path, colors) -> dict:
     seconds = timing.get("total_seconds") if isinstance(timing, dict) else None
     return {
         "run_id": run.run_id, "color": colors[run.run_id], "is_best": run.run_id == best,
-        "link": os.path.relpath(run.path, report_dir).replace(os.sep, "/") + "/",
+        "link": _run_link(run, report_dir),
         "folds": (len(run.folds) or run.cross_validation.get("num_folds", ""))
         if run.is_cross_validation else None,
         "paper_protocol": is_binary_babe(run) and not protocol_differences(run),
@@ -316,7 +316,7 @@ def _seed_groups(runs: list[RunInfo], metric: str, report_dir: Path) -> list[dic
         "mean": f"{group.mean:.4f} ± {group.std:.4f}",
         "range": f"{group.values.min():.4f} to {group.values.max():.4f}",
         "runs": [{"run_id": run.run_id, "seed": seed, "value": f"{value:.4f}",
-                  "link": os.path.relpath(run.path, report_dir).replace(os.sep, "/") + "/"}
+                  "link": _run_link(run, report_dir)}
                  for run, seed, value in zip(group.runs, group.seeds, group.values)],
     } for group in seed_groups(runs, metric)]
 
@@ -347,6 +347,11 @@ def _studies(runs_dir: Path, report_dir: Path) -> list[dict]:
 
 
 # ---- small helpers ---------------------------------------------------------------------
+
+def _run_link(run: RunInfo, report_dir: Path) -> str:
+    """The run directory's address relative to the report, as a link wants it."""
+    return os.path.relpath(run.path, report_dir).replace(os.sep, "/") + "/"
+
 
 def _bar(value, title: str) -> dict:
     if value is None:
