@@ -8,6 +8,7 @@ workers' trials are retried and never counted, and a stopped study continues whe
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -183,6 +184,19 @@ def test_running_the_same_command_again_continues_and_adds_nothing(study, capsys
     after = _summary(study)
     assert after["study"]["trials"] == before["study"]["trials"]
     assert after["confirmation"]["runs"] == before["confirmation"]["runs"]
+
+
+def test_an_unfinished_confirmation_run_is_named_with_the_command_that_resumes_it(
+        study, tmp_path, capsys):
+    workspace = tmp_path / "copy"
+    shutil.copytree(study, workspace)
+    unfinished = workspace / "runs" / _summary(workspace)["confirmation"]["runs"][0]["run_id"]
+    results = read_results(unfinished)
+    (unfinished / "results.json").write_text(json.dumps({**results, "status": "interrupted"}))
+    assert _tune(workspace, _config(workspace, trials=2), "--confirm-seeds", "2") != 0
+    error = capsys.readouterr().err
+    assert f"python run_experiment.py resume {unfinished}" in error
+    assert "Traceback" not in error
 
 
 # ---- pruning, workers, killed workers, Ctrl-C ---------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from .cli_flags import add_training_options, subcommand_argv
 from .cloud.commands import add_cloud_subcommand
 from .downloads.commands import add_models_subcommand
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, resume_command
 from .experiments.commands import add_compare_subcommand
 from .inference.commands import add_inference_subcommands
 from .monitoring.commands import add_monitor_subcommand
@@ -225,12 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as interruption:
         written = "a checkpoint was written and " if interruption.checkpoint_written else ""
         print(f"\nInterrupted ({interruption}); {written}the run directory is marked "
-              f"'interrupted'. Continue it with: python run_experiment.py resume "
-              f"{interruption.run_dir or 'RUN_DIR'}", file=sys.stderr)
+              f"'interrupted'. Continue it with: {resume_command(interruption.run_dir)}",
+              file=sys.stderr)
         return interruption.exit_code
     except RunStopped as stopped:
         print(f"\nInterrupted; the run directory is marked 'interrupted'. Continue it with: "
-              f"python run_experiment.py resume {stopped.run_dir}", file=sys.stderr)
+              f"{resume_command(stopped.run_dir)}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)

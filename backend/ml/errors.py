@@ -49,4 +49,9 @@ class ResumableError(UserError):
         self.launcher = launcher
 
     def __str__(self) -> str:
-        return f"{self.args[0]} {self.launcher} resume {self.run_dir or 'RUN_DIR'}"
+        return f"{self.args[0]} {resume_command(self.run_dir, self.launcher)}"
+
+
+def resume_command(run_dir: Path | None, launcher: str = "python run_experiment.py") -> str:
+    """The command that continues ``run_dir`` (``RUN_DIR`` where no run directory is known)."""
+    return f"{launcher} resume {run_dir or 'RUN_DIR'}"

@@ -22,7 +22,7 @@ from .distillation import (
     teacher_labelled_sentences,
     teacher_references,
 )
-from .errors import UserError
+from .errors import UserError, resume_command
 from .languages import training_languages, write_training_languages
 from .model_factory import ModelFactory
 from .models import describe_model, load_saved_model
@@ -238,8 +238,8 @@ def resume_run(run_dir: str | Path) -> Path:
         return _resume_cross_validation(config, run_dir)
     if run_dir.parent.name == "folds" and _is_cross_validation_parent(run_dir.parent.parent):
         raise UserError(f"{run_dir} is one fold of the cross-validation run "
-                        f"{run_dir.parent.parent}; resume the whole run: python run_experiment.py "
-                        f"resume {run_dir.parent.parent}")
+                        f"{run_dir.parent.parent}; resume the whole run: "
+                        f"{resume_command(run_dir.parent.parent)}")
     return _resume_single_run(config, run_dir)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .checkpoint_files import BEST_DIRECTORY
-from .errors import UserError
+from .errors import UserError, resume_command
 from .fileio import atomic_write_json, atomic_write_text, storage_errors_explained
 from .run_lock import HEARTBEAT_FILE, LOCK_FILE, live_holder
 
@@ -208,7 +208,7 @@ def create_run_directory(output_dir: str | Path, experiment_name: str,
                                     ) from None
                 raise UserError(f"run directory {run_dir} already exists; runs are never "
                                 f"overwritten. Choose another --run-id, or continue it with "
-                                f"python run_experiment.py resume {run_dir}") from None
+                                f"{resume_command(run_dir)}") from None
         return run_dir
     while True:  # a collision of 6 hex digits is rare; retry rather than overwrite
         run_dir = root / new_run_id(experiment_name)

@@ -30,7 +30,7 @@ from typing import Any
 from ..config import ExperimentConfig
 from ..data import DataSplits, prepare_cv_folds, prepare_splits
 from ..data.splits import SplitData
-from ..errors import UserError
+from ..errors import UserError, resume_command
 from ..fileio import atomic_write_json
 from ..run import run_experiment
 from ..run_directory import RunLayout, read_results_or_empty
@@ -306,7 +306,7 @@ def _scored_run(plan: StudyPlan, params: dict, run_id: str, splits: DataSplits, 
         return results
     if run_dir.exists():
         raise UserError(f"{run_dir} exists but did not complete ({results.get('status')}); "
-                        f"remove it (or resume it with `run_experiment.py resume {run_dir}`) and "
+                        f"remove it (or resume it with `{resume_command(run_dir)}`) and "
                         f"run tune again")
     config = with_params(plan.config, params, f"{study_name}_{role}",
                          tags=[f"study:{study_name}", role], seed=seed)
