@@ -261,6 +261,38 @@ def test_a_cross_validation_student_refuses_a_teacher_that_may_have_seen_its_tes
     assert list(tmp_path.iterdir()) == []  # refused before a run directory was made
 
 
+def test_a_seed_placeholder_gives_each_seed_of_a_sweep_its_own_teacher(tmp_path, capsys):
+    teachers = tmp_path / "teachers"
+    for seed in (42, 8):  # each seed draws its own folds: a teacher per seed
+        run_cross_validation(_config(seed=seed, data=CV_DATA, training={"epochs": 1}), teachers,
+                             run_id=f"mpnet_seed{seed}")
+    config = write_config(tmp_path, tiny_config(
+        experiment_name="student", data=CV_DATA, logging=QUIET, sweep={"seed": [42, 8]},
+        training={"epochs": 1, **_distilled(teachers / "mpnet_seed{seed}")}))
+    runs = tmp_path / "runs"
+    swept = run_main(capsys, str(config), "--output-dir", str(runs), check=True)
+    for seed in (42, 8):
+        (student,) = runs.glob(f"student__seed-{seed}_*")
+        taught = cross_validation_models(teachers / f"mpnet_seed{seed}")
+        assert taught is not None
+        for number, teacher in enumerate(taught, start=1):
+            fold = read_results(RunLayout(student).fold(number).root)
+            assert fold["distillation"]["teacher_models"] == [str(teacher)]
+    # Both students are one recipe at two seeds: the sweep's closing lines summarise them.
+    closing = swept.stdout[swept.stdout.rindex("across seeds"):].splitlines()
+    assert closing[1].startswith("  student: ") and "over 2 seeds (8, 42)" in closing[1]
+
+
+def test_a_teacher_placeholder_other_than_seed_is_refused():
+    from backend.ml.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        _config(training={"distillation": {"teacher": "runs/mpnet_{fold}"}})
+    assert raised.value.problems == [
+        "training.distillation.teacher: runs/mpnet_{fold} has a placeholder other than {seed}, "
+        "the only one replaced (by the run's seed)"]
+
+
 def test_a_missing_teacher_is_named_before_anything_is_written(tmp_path, capsys):
     missing = tmp_path / "no_such_run"
     config = write_config(tmp_path, tiny_config(data=CV_DATA, logging=QUIET,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import ExperimentConfig
+from .config import SEED_PLACEHOLDER, ExperimentConfig
 from .data import DataSplits, SplitData, TokenizedDataset, make_collator
 from .data.preprocessing import preprocess_text, sentence_key
 from .errors import UserError
@@ -70,7 +70,7 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     distillation = config.training.distillation
     if not distillation.teacher:
         return None
-    references = teacher_references(distillation.teacher)
+    references = teacher_references(config)
     models = teaching_models(config, splits, runs_dir)
     unlabelled, counts, augmented, augmented_counts = teacher_labelled_sentences(config, splits)
     teacher_labelled = unlabelled + augmented
@@ -117,13 +117,13 @@ def teaching_models(config: ExperimentConfig, splits: DataSplits,
                     runs_dir: Path = DEFAULT_RUNS_DIR) -> list[Path]:
     """Every model that teaches ``splits`` (each teacher's, in the configured order), checked:
     present, each counted once, the run's classes, and under cross-validation the same fold."""
-    teacher = config.training.distillation.teacher
-    models = [model for reference in teacher_references(teacher)
+    references = teacher_references(config)
+    models = [model for reference in references
               for model in teacher_models(reference, splits, runs_dir)]
     if len(set(models)) < len(models):
-        raise UserError(f"training.distillation.teacher: {teacher} names the same model more "
-                        f"than once ({', '.join(str(path) for path in models)}); list each "
-                        f"teacher once")
+        raise UserError(f"training.distillation.teacher: {' + '.join(references)} names the "
+                        f"same model more than once ({', '.join(str(path) for path in models)}); "
+                        f"list each teacher once")
     _check_labels(models, splits.label_names)
     return models
 
@@ -137,11 +137,14 @@ def check_teachers(config: ExperimentConfig, splits: Iterable[DataSplits],
             teaching_models(config, each, runs_dir)
 
 
-def teacher_references(teacher: str | list[str] | None) -> list[str]:
-    """The configured teacher as a list: one reference, or each of an ensemble's."""
+def teacher_references(config: ExperimentConfig) -> list[str]:
+    """The configured teacher as a list (one reference, or each of an ensemble's), with
+    ``{seed}`` replaced by the run's seed: one recipe then names each seed's own teacher."""
+    teacher = config.training.distillation.teacher
     if not teacher:
         return []
-    return [teacher] if isinstance(teacher, str) else list(teacher)
+    references = [teacher] if isinstance(teacher, str) else list(teacher)
+    return [reference.replace(SEED_PLACEHOLDER, str(config.seed)) for reference in references]
 
 
 def teacher_models(reference: str, splits: DataSplits, runs_dir: Path = DEFAULT_RUNS_DIR

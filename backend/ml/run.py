@@ -359,7 +359,7 @@ def describe_plan(config: ExperimentConfig) -> str:
         check_teachers(config, taught)
         unlabelled, _, augmented, _ = teacher_labelled_sentences(config, sizes)
         trained += len(unlabelled) + len(augmented)
-        teachers = " + ".join(teacher_references(training.distillation.teacher))
+        teachers = " + ".join(teacher_references(config))
         lines.append(f"  distillation: from {teachers}, which also labels "
                      f"{len(unlabelled)} unlabelled sentence(s) and {len(augmented)} perturbed "
                      f"copies of training sentences: {trained} training sentences in all")

@@ -13,6 +13,7 @@ from .loading import (
     load_yaml_config,
 )
 from .schema import (
+                     SEED_PLACEHOLDER,
                      CloudConfig,
                      DataConfig,
                      DistillationConfig,
@@ -24,6 +25,7 @@ from .schema import (
 )
 from .sweep import expand_sweep
 
-__all__ = ["CloudConfig", "DataConfig", "DistillationConfig", "ExperimentConfig",
-           "LoggingConfig", "ModelConfig", "PretrainingConfig", "SearchConfig", "TrainingConfig",
+__all__ = ["SEED_PLACEHOLDER", "CloudConfig", "DataConfig", "DistillationConfig",
+           "ExperimentConfig", "LoggingConfig", "ModelConfig", "PretrainingConfig", "SearchConfig",
+           "TrainingConfig",
            "apply_overrides", "config_to_yaml", "did_you_mean", "expand_sweep", "load_yaml_config"]

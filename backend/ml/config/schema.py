@@ -73,6 +73,10 @@ class ModelConfig:
         choices=("bert", "distilbert", "roberta", "electra", "mpnet"))
 
 
+# Replaced in training.distillation.teacher by the run's seed (a recipe swept over seeds).
+SEED_PLACEHOLDER = "{seed}"
+
+
 @dataclass
 class DistillationConfig:
     """Knowledge distillation: the student also learns the tempered probabilities of a teacher."""
@@ -82,7 +86,9 @@ class DistillationConfig:
         "(production, candidate), or a cross-validation run, whose fold models form an "
         "ensemble; a list of these teaches as one ensemble (the mean of their probabilities). "
         "Under cross-validation every fold learns from the same fold of each "
-        "cross-validation teacher, which never saw that fold's test sentences.")
+        "cross-validation teacher, which never saw that fold's test sentences. {seed} in a "
+        "reference becomes the run's seed (teacher: runs/mpnet_seed{seed}), so one recipe "
+        "sweeps seeds with each seed's own teacher.")
     temperature: float = option(2.0, "Softmax temperature of teacher and student in the soft "
                                 "loss; above 1 shows more of the teacher's view of the "
                                 "non-chosen classes.", above=0.0)

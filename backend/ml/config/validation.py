@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .model_catalog import known_layer_count
-from .schema import ExperimentSchema
+from .schema import SEED_PLACEHOLDER, ExperimentSchema
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -119,6 +119,13 @@ UNLABELLED_SUFFIXES = (".txt", ".csv", ".xlsx", ".jsonl")
 
 def _check_distillation(config: ExperimentSchema, problems: list[str]) -> None:
     distillation = config.training.distillation
+    teachers = ([distillation.teacher] if isinstance(distillation.teacher, str)
+                else distillation.teacher or [])
+    for reference in teachers:
+        if set("{}") & set(reference.replace(SEED_PLACEHOLDER, "")):
+            problems.append(f"training.distillation.teacher: {reference} has a placeholder "
+                            f"other than {SEED_PLACEHOLDER}, the only one replaced (by the run's "
+                            f"seed)")
     if isinstance(distillation.teacher, list):
         for index, reference in enumerate(distillation.teacher):
             if not reference:
