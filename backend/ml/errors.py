@@ -33,6 +33,10 @@ class DataError(UserError):
     """A data file is missing, unreadable or malformed."""
 
 
+# How a single process starts this project's commands; torchrun names its own launcher.
+LAUNCHER = "python run_experiment.py"
+
+
 class ResumableError(UserError):
     """A failure a run can go on from: the message ends with the command that resumes it.
 
@@ -43,7 +47,7 @@ class ResumableError(UserError):
     """
 
     def __init__(self, message: str, run_dir: Path | None = None,
-                 launcher: str = "python run_experiment.py"):
+                 launcher: str = LAUNCHER):
         super().__init__(message)
         self.run_dir = run_dir
         self.launcher = launcher
@@ -52,6 +56,6 @@ class ResumableError(UserError):
         return f"{self.args[0]} {resume_command(self.run_dir, self.launcher)}"
 
 
-def resume_command(run_dir: Path | None, launcher: str = "python run_experiment.py") -> str:
+def resume_command(run_dir: Path | None, launcher: str = LAUNCHER) -> str:
     """The command that continues ``run_dir`` (``RUN_DIR`` where no run directory is known)."""
     return f"{launcher} resume {run_dir or 'RUN_DIR'}"

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..data import DataSplits
-from ..errors import ResumableError, UserError
+from ..errors import LAUNCHER, ResumableError, UserError
 from ..metrics import EvaluationResult
 from ..models import set_attention
 from ..run_directory import RunLayout
@@ -491,7 +491,7 @@ def check_resume_world(saved: dict, world: World, batch_size: int, run_dir: Path
     saved_world = saved.get("world_size", 1)
     if saved_world == world.size:
         return
-    launcher = ("python run_experiment.py" if saved_world == 1 else
+    launcher = (LAUNCHER if saved_world == 1 else
                 f"torchrun --nproc_per_node {saved_world} run_experiment.py")
     raise ResumableError(f"this run was trained by {saved_world} process(es) (global batch "
                          f"{saved_world * batch_size}); resuming it with {world.size} would "
