@@ -40,3 +40,20 @@ def test_a_run_trains_on_the_gpu_in_the_precision_it_reports(tmp_path):
     expected = "bf16" if torch.cuda.is_bf16_supported() else "no"
     assert results["training"]["mixed_precision"] == expected
     assert results["status"] == "completed"
+
+
+def test_pretrained_weights_evaluate_on_the_gpu_with_the_hub_switched_off(tmp_path, monkeypatch):
+    # Loaded on a GPU, transformers would swap the activations for kernels fetched from the hub;
+    # offline, the first evaluation (the first forward pass in inference mode) would fail.
+    assert main([str(write_config(tmp_path, tiny_config(training={"epochs": 1}))),
+                 "--output-dir", str(tmp_path / "cpu")]) == 0
+    weights = only_run_dir(tmp_path / "cpu") / "final_model"
+    config = tiny_config(training={"device": "cuda", "epochs": 1},
+                         logging={"tensorboard": False, "save_steps": 0})
+    config["model"] = {"architecture": "bert", "model_name": str(weights), "num_labels": 3}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main([str(write_config(tmp_path, config, "gpu.yaml")),
+                 "--output-dir", str(tmp_path / "gpu")]) == 0
+    results = read_results(only_run_dir(tmp_path / "gpu"))
+    assert results["status"] == "completed" and results["metadata"]["device"].startswith("cuda")
+    assert 0.0 <= results["test"]["f1_macro"] <= 1.0

@@ -23,6 +23,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from backend.ml.config.model_catalog import MINILM_HUB_ID, packaged_minilm_path
 from backend.ml.config.schema import ModelConfig
 from backend.ml.errors import ConfigError, UserError
+from backend.ml.inference.loading import load_for_inference
 from backend.ml.model_factory import BaseBiasClassifier, BuiltModel, ModelFactory
 from backend.ml.models import describe_model, load_saved_model, save_model, set_attention
 from backend.ml.models.families import encoder_parts
@@ -228,6 +229,21 @@ def test_minilm_builds_offline_with_a_fresh_head(model_name, caplog, capfd):
     head_lines = [r.message for r in caplog.records if "new randomly initialised head" in r.message]
     assert len(head_lines) == 1 and "classifier.weight" in head_lines[0]
     assert "LOAD REPORT" not in capfd.readouterr().err
+
+
+def test_every_way_of_loading_weights_keeps_pytorchs_own_layers(tmp_path):
+    # transformers kernelizes what it loads unless told not to: on a GPU its activations then
+    # run kernels downloaded from the hub (sources.PLAIN_LAYERS). The flag is set on any device.
+    bert = ModelFactory.create(ModelConfig(architecture="bert", model_name="minilm"), LABELS)
+    custom = ModelFactory.create(ModelConfig(architecture="custom", model_name="minilm",
+                                             head_hidden_size=64), LABELS)
+    assert not bert.model.use_kernels and not custom.model.encoder.use_kernels
+    save_model(custom.model, custom.tokenizer, tmp_path / "final_model", LABELS)
+    saved, _ = load_saved_model(tmp_path / "final_model")
+    assert not saved.use_kernels
+    # Inference with trust_remote_code loads through the transformers Auto classes instead.
+    served = load_for_inference(tmp_path / "final_model", trust_remote_code=True)
+    assert served.model is not None and not served.model.use_kernels
 
 
 def test_custom_head_on_minilm_drops_the_unused_pooler():

@@ -265,10 +265,12 @@ def _load_torch_module(model_dir: Path, config: dict, trust_remote_code: bool):
         else:
             from transformers import AutoModelForSequenceClassification
 
+            from backend.ml.models.sources import PLAIN_LAYERS
+
             # The project's own head ships its code beside the weights (``auto_map``).
             own_code = config.get("model_type") in PROJECT_MODEL_TYPES and "auto_map" in config
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(model_dir), trust_remote_code=trust_remote_code or own_code)
+                str(model_dir), trust_remote_code=trust_remote_code or own_code, **PLAIN_LAYERS)
             tokenizer = None
     except (OSError, ValueError, KeyError) as error:
         hint = (" It uses custom code: pass trust_remote_code=True if you trust it."

@@ -33,7 +33,7 @@ from ..fileio import storage_errors_explained, write_failure
 from .base import BaseBiasClassifier
 from .bias_head import BiasHeadConfig, BiasHeadModel
 from .factory import ModelFactory
-from .sources import quiet_transformers
+from .sources import PLAIN_LAYERS, quiet_transformers
 
 LABELS_FILE = "label_names.json"
 REGISTERED_FILE = "registered_model.json"
@@ -139,7 +139,7 @@ def load_saved_model(directory: str | os.PathLike
         model_class = (BiasHeadModel if model_type == BiasHeadConfig.model_type
                        else AutoModelForSequenceClassification)
         with quiet_transformers():
-            model = model_class.from_pretrained(path, local_files_only=True)
+            model = model_class.from_pretrained(path, local_files_only=True, **PLAIN_LAYERS)
     else:
         raise UserError(f"{path}: neither config.json nor {REGISTERED_FILE} found; is this a "
                         f"model directory written by save_model?")

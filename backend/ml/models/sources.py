@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
@@ -29,6 +30,13 @@ from ..errors import UserError
 logger = logging.getLogger(__name__)
 
 _TRUE = ("1", "ON", "YES", "TRUE")
+
+# Loaded on a GPU, a transformers model swaps some layers (the activations, for one) for
+# kernels it downloads from the Hugging Face hub and runs, unless asked not to. That is code
+# fetched at run time: offline the first evaluation fails, online the layers that run are not
+# the ones the config names, and a CPU and a GPU compute different functions. Every model this
+# project loads keeps PyTorch's own layers.
+PLAIN_LAYERS: dict[str, Any] = {"use_kernels": False}
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,7 @@ def load_weights(model_class, source: Source, **kwargs) -> PreTrainedModel:
         with quiet_transformers():
             model, loading = model_class.from_pretrained(
                 source.location, local_files_only=source.local_only, output_loading_info=True,
-                **kwargs)
+                **PLAIN_LAYERS, **kwargs)
     except (OSError, ValueError) as error:
         raise _not_available(source.model_name, str(error).splitlines()[0]) from error
     _log_loading(model, source, loading)
