@@ -140,11 +140,8 @@ def check_teachers(config: ExperimentConfig, splits: Iterable[DataSplits],
 def teacher_references(config: ExperimentConfig) -> list[str]:
     """The configured teacher as a list (one reference, or each of an ensemble's), with
     ``{seed}`` replaced by the run's seed: one recipe then names each seed's own teacher."""
-    teacher = config.training.distillation.teacher
-    if not teacher:
-        return []
-    references = [teacher] if isinstance(teacher, str) else list(teacher)
-    return [reference.replace(SEED_PLACEHOLDER, str(config.seed)) for reference in references]
+    return [reference.replace(SEED_PLACEHOLDER, str(config.seed))
+            for reference in config.training.distillation.teacher_list()]
 
 
 def teacher_models(reference: str, splits: DataSplits, runs_dir: Path = DEFAULT_RUNS_DIR

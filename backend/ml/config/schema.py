@@ -112,6 +112,12 @@ class DistillationConfig:
         "drawn from the training sentences, with equal chance; every copy changes at least one.",
         above=0.0, below=1.0)
 
+    def teacher_list(self) -> list[str]:
+        """The teacher as a list: its one reference, an ensemble's references, or none."""
+        if not self.teacher:
+            return []
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
 
 @dataclass
 class TrainingConfig:

@@ -119,9 +119,7 @@ UNLABELLED_SUFFIXES = (".txt", ".csv", ".xlsx", ".jsonl")
 
 def _check_distillation(config: ExperimentSchema, problems: list[str]) -> None:
     distillation = config.training.distillation
-    teachers = ([distillation.teacher] if isinstance(distillation.teacher, str)
-                else distillation.teacher or [])
-    for reference in teachers:
+    for reference in distillation.teacher_list():
         if set("{}") & set(reference.replace(SEED_PLACEHOLDER, "")):
             problems.append(f"training.distillation.teacher: {reference} has a placeholder "
                             f"other than {SEED_PLACEHOLDER}, the only one replaced (by the run's "
