@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UserError
+from .errors import LAUNCHER, UserError
 from .fileio import atomic_write_json
 from .run_directory import RunLayout, read_results, utc_now
 
@@ -98,7 +98,7 @@ class ModelRegistry:
         entry = self.stages().get(stage)
         if entry is None:
             raise RegistryError(f"no {stage} model in {self.path}: promote a run first, e.g. "
-                                f"python run_experiment.py promote RUN_ID --as {stage}")
+                                f"{LAUNCHER} promote RUN_ID --as {stage}")
         return entry
 
     def run_dir(self, stage: str) -> Path:

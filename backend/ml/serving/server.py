@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import LAUNCHER, UserError
 from ..inference.loading import (
     ONNX_FILE,
     ONNX_INT8_FILE,
@@ -64,7 +64,7 @@ def load_served_model(reference: str, version: str, runs_dir: Path, registry_dir
         export = RunLayout(run_dir or model_path).exports / export_name
         if not export.is_file():
             raise UserError(f"{export} does not exist: export the model first with "
-                            f"python run_experiment.py export {run_dir or model_path}")
+                            f"{LAUNCHER} export {run_dir or model_path}")
         model_path = export
     classifier = BiasClassifier(batch_size=batch_size,
                                 language_policy=language_policy).load_model(model_path)
