@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 from pathlib import Path
@@ -26,8 +27,8 @@ LOW, HIGH = "lr__learning_rate-0.0001", "lr__learning_rate-0.003"  # names the s
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory) -> tuple[Path, str]:
     """In one CLI call: a two-point learning-rate sweep, a run whose data file is broken, a
-    2-fold CV run and a two-seed sweep. The broken run fails at data loading; the runs after it
-    still run."""
+    2-fold CV run, a two-seed sweep and a two-seed sweep on fixed splits. The broken run fails
+    at data loading; the runs after it still run."""
     workspace = tmp_path_factory.mktemp("experiments_training")
     small = {"epochs": 1}
     data = {"max_samples": 120}
@@ -44,6 +45,9 @@ def trained_runs(tmp_path_factory) -> tuple[Path, str]:
                                             data=dict(data, cv_folds=2)), "cv_two.yaml"),
         write_config(workspace, tiny_config(experiment_name="seeds", training=small, data=data,
                                             sweep={"seed": [1, 2]}), "seeds.yaml"),
+        write_config(workspace, tiny_config(experiment_name="fixed", training=small,
+                                            data=dict(data, split_seed=7),
+                                            sweep={"seed": [1, 2]}), "fixed_splits.yaml"),
     ]
     completed = run_cli(*map(str, configs), "--output-dir", str(workspace / "runs"))
     assert completed.returncode == 1, completed.stderr  # one run failed
@@ -70,7 +74,8 @@ def test_manager_reads_real_runs_and_compares_them(trained_runs):
     manager = ExperimentManager(runs_dir, num_resamples=200)
     assert {run.experiment_name: run.status for run in manager.list_runs()} == {
         LOW: "completed", HIGH: "completed", "cv_two": "completed",
-        "seeds__seed-1": "completed", "seeds__seed-2": "completed"}
+        "seeds__seed-1": "completed", "seeds__seed-2": "completed",
+        "fixed__seed-1": "completed", "fixed__seed-2": "completed"}
     low, high = _run_id(runs_dir, LOW), _run_id(runs_dir, HIGH)
     comparison = manager.compare_runs([low, high])
     assert comparison["config_differences"]["training.learning_rate"] == {low: 1e-4, high: 3e-3}
@@ -112,21 +117,52 @@ def test_a_recipe_run_at_several_seeds_is_summarised_over_its_seeds(trained_runs
     seeded = [manager.load_run(_run_id(runs_dir, f"seeds__seed-{seed}")) for seed in (1, 2)]
     values = [run.results["test"]["f1_macro"] for run in seeded]
     summary = (f"seeds: {np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} over 2 seeds "
-               f"(1, 2), {min(values):.4f} to {max(values):.4f}")
+               f"(1, 2; splits drawn by each seed), {min(values):.4f} to {max(values):.4f}")
     # The sweep's closing table: the learning rates and the CV run differ in more than the
-    # seed, so the seeds' runs are the only recipe summarised.
+    # seed, so the two seed sweeps are the only recipes summarised.
     closing = stdout[stdout.rindex("across seeds (test/f1_macro"):].splitlines()
-    assert closing[1] == f"  {summary}" and not closing[2].startswith("  ")
+    assert closing[1] == f"  {summary}"
+    assert closing[2].startswith("  fixed: ") and "(1, 2; the same splits (split seed 7))" in (
+        closing[2]) and not closing[3].startswith("  ")
 
     completed = run_main(capsys, "compare", "--runs-dir", str(runs_dir), check=True)
     assert f"  {summary}\n" in completed.stdout
     report = (runs_dir.parent / "comparison.html").read_text(encoding="utf-8")
     section = report[report.index('<section id="across-seeds">'):]
     section = section[:section.index("</section>")]
-    assert section.count("<tr data-recipe=") == 1 and 'data-recipe="seeds"' in section
+    assert section.count("<tr data-recipe=") == 2
+    rows = dict(re.findall(r'<tr data-recipe="(\w+)"><td>\w+</td><td class="splits">([^<]+)<',
+                           section))
+    assert rows == {"seeds": "splits drawn by each seed",
+                    "fixed": "the same splits (split seed 7)"}
     assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in section
     for seed, run in zip((1, 2), seeded):
         assert f'data-seed="{seed}">{seed}: <a href="runs/{run.run_id}/">' in section
+
+
+def _test_sentences(run: RunInfo) -> list[int]:
+    with (run.path / "predictions" / "test_predictions.csv").open(encoding="utf-8") as handle:
+        return sorted(int(row["source_row"]) for row in csv.DictReader(handle))
+
+
+def _probabilities(run: RunInfo) -> list[str]:
+    with (run.path / "predictions" / "test_predictions.csv").open(encoding="utf-8") as handle:
+        return [row[name] for row in csv.DictReader(handle) for name in row
+                if name.startswith("prob")]
+
+
+def test_a_fixed_split_seed_keeps_the_test_sentences_while_the_training_seed_changes(
+        trained_runs):
+    runs_dir, _ = trained_runs
+    fixed = [RunInfo.read(runs_dir / _run_id(runs_dir, f"fixed__seed-{seed}")) for seed in (1, 2)]
+    drawn = [RunInfo.read(runs_dir / _run_id(runs_dir, f"seeds__seed-{seed}")) for seed in (1, 2)]
+    assert _test_sentences(fixed[0]) == _test_sentences(fixed[1])
+    assert _test_sentences(drawn[0]) != _test_sentences(drawn[1])
+    # The training seed still differs: another initialisation gives other probabilities.
+    assert _probabilities(fixed[0]) and _probabilities(fixed[0]) != _probabilities(fixed[1])
+    groups = seed_groups([*fixed, *drawn], "test/f1_macro")
+    assert [(group.recipe, group.fold_seed, group.seeds) for group in groups] == [
+        ("fixed", 7, [1, 2]), ("seeds", None, [1, 2])]
 
 
 def test_a_run_from_before_a_config_field_existed_still_joins_its_recipe(trained_runs, tmp_path):

@@ -46,6 +46,12 @@ def test_a_run_of_the_config_reads_against_the_published_rows():
     config.data.cv_folds, config.seed = 0, 7
     assert protocol_differences(_run_of(config, "/data/babe/final_labels_SG2.csv")) == [
         "single split, not 5-fold CV", "seed 7, not 42"]
+    # Another training seed on the published folds still follows the protocol.
+    config.data.cv_folds, config.data.split_seed = 5, 42
+    assert protocol_differences(_run_of(config, "/data/babe/final_labels_SG2.csv")) == []
+    config.data.split_seed = 3
+    assert protocol_differences(_run_of(config, "/data/babe/final_labels_SG2.csv")) == [
+        "data.split_seed 3, not 42"]
 
 
 def test_paper_protocol_folds_are_sklearn_stratified_kfold(babe_dir):
@@ -60,3 +66,9 @@ def test_paper_protocol_folds_are_sklearn_stratified_kfold(babe_dir):
     expected = [set(frame["text"].iloc[test]) for _, test in
                 splitter.split(np.zeros(len(frame)), frame["label_bias"] == "Biased")]
     assert [set(fold.test.texts) for fold in folds] == expected
+    # data.split_seed keeps these folds whatever the run's own seed.
+    config.data.split_seed = 42
+    refolded = prepare_cv_folds(config.data, seed=1)
+    assert [set(fold.test.texts) for fold in refolded] == expected
+    assert [fold.validation.texts for fold in refolded] == [fold.validation.texts
+                                                           for fold in folds]

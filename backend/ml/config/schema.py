@@ -225,6 +225,10 @@ class DataConfig:
                               minimum=0)
     cv_folds: int = option(0, "Stratified k-fold cross-validation with this many folds "
                            "(0: a single train/validation/test split).", minimum=0, maximum=20)
+    split_seed: int | None = option(
+        None, "Seed for the splits and folds alone (empty: the config's seed). Fix it to rerun "
+        "a recipe at other seeds on the same folds: the spread is then the training's own.",
+        minimum=0, maximum=2**32 - 1)  # numpy's limit
 
 
 @dataclass

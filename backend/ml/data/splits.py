@@ -1,8 +1,9 @@
 """Train / validation / test splits and cross-validation folds, stratified and seeded.
 
-All randomness comes from the config's seed: the same seed gives the same sentences in the
-same splits on every machine. Stratification keeps each class's share in every split (a class
-too small to reach every split, such as SG2's single "No agreement" sentence, lands in some).
+All randomness comes from one seed, data.split_seed or else the config's seed: the same seed
+gives the same sentences in the same splits on every machine. Stratification keeps each class's
+share in every split (a class too small to reach every split, such as SG2's single "No
+agreement" sentence, lands in some).
 """
 
 from __future__ import annotations
@@ -189,6 +190,15 @@ def _prepare_pool(data_config, seed: int) -> _Pool:
     return pool
 
 
+def split_seed(data_config, seed: int) -> int:
+    """The seed that draws the splits: data.split_seed when set, else ``seed`` (the config's).
+
+    >>> split_seed(DataConfig(split_seed=42), seed=1)  # doctest: +SKIP
+    42
+    """
+    return seed if data_config.split_seed is None else int(data_config.split_seed)
+
+
 def parse_biased_words(value) -> list[str]:
     """BABE's ``biased_words`` cell (a Python list literal) as lowercased words.
 
@@ -216,6 +226,7 @@ def prepare_splits(data_config, seed: int) -> DataSplits:
     >>> len(splits.train), len(splits.validation), len(splits.test)  # doctest: +SKIP
     (320, 40, 40)
     """
+    seed = split_seed(data_config, seed)
     pool = _prepare_pool(data_config, seed)
     if data_config.validation_path or data_config.test_path:
         return _splits_with_fixed_files(pool, data_config, seed)
@@ -281,9 +292,9 @@ def _splits_with_fixed_files(pool: _Pool, data_config, seed: int) -> DataSplits:
 def prepare_cv_folds(data_config, seed: int) -> list[DataSplits]:
     """data.cv_folds stratified folds: fold k tests on the k-th part and trains on the rest.
 
-    The folds come from sklearn's StratifiedKFold (shuffled, random_state=seed); each fold's
-    validation split is a stratified share validation_split / (train_split + validation_split)
-    of its non-test sentences.
+    The folds come from sklearn's StratifiedKFold (shuffled, random_state: the split seed);
+    each fold's validation split is a stratified share validation_split / (train_split +
+    validation_split) of its non-test sentences.
 
     >>> folds = prepare_cv_folds(DataConfig(dataset="demo", cv_folds=5), seed=42)  # doctest: +SKIP
     >>> [len(fold.test) for fold in folds]  # doctest: +SKIP
@@ -294,6 +305,7 @@ def prepare_cv_folds(data_config, seed: int) -> list[DataSplits]:
     num_folds = int(data_config.cv_folds)
     if num_folds < 2:
         raise DataError(f"data.cv_folds: cross-validation needs at least 2 folds, got {num_folds}")
+    seed = split_seed(data_config, seed)
     pool = _prepare_pool(data_config, seed)
     if num_folds > len(pool.texts):
         raise DataError(f"data.cv_folds: {num_folds} folds need at least {num_folds} sentences, "

@@ -61,14 +61,18 @@ def config_differences(runs: list[RunInfo]) -> dict[str, dict[str, object]]:
 class SeedGroup:
     """One recipe run at several seeds: runs whose configs differ only in ``seed`` (and names).
 
-    Under cross-validation the seed also draws the folds, so the spread over seeds is what a
-    single seed's figure owes to luck (the fold draw and the initialisation).
+    ``fold_seed`` None: each seed also drew its own splits (the config's seed does unless
+    data.split_seed is set), so the spread is what one seed's figure owes to the draw of the
+    folds and the training. A number: every run split its data with that seed, so the runs
+    share their test sentences and the spread is the training's alone (initialisation, order,
+    dropout).
     """
 
     recipe: str
     metric: str
     runs: tuple[RunInfo, ...]
     """Completed runs that have ``metric``, by seed."""
+    fold_seed: int | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -87,9 +91,26 @@ class SeedGroup:
         """Sample standard deviation over the seeds (ddof=1)."""
         return float(self.values.std(ddof=1))
 
+    @property
+    def splits(self) -> str:
+        """How the runs' splits relate, in words."""
+        if self.fold_seed is None:
+            return "splits drawn by each seed"
+        return f"the same splits (split seed {self.fold_seed})"
+
+
+def run_split_seed(config: dict) -> int | None:
+    """The seed that drew a run's splits: data.split_seed, else its seed (None if unknown)."""
+    fixed = (config.get("data") or {}).get("split_seed")
+    seed = config.get("seed") if fixed is None else fixed
+    return seed if isinstance(seed, int) else None
+
 
 def seed_groups(runs: list[RunInfo], metric: str) -> list[SeedGroup]:
     """The recipes among ``runs`` measured at two or more seeds, in order of first appearance.
+
+    A recipe forms a group over the seeds that drew their own splits and one per split seed
+    shared by runs at several seeds; a run whose seed drew its splits can belong to both.
 
     >>> [(group.recipe, group.seeds) for group in seed_groups(runs, "test/f1_weighted")]
     ... # doctest: +SKIP
@@ -98,31 +119,35 @@ def seed_groups(runs: list[RunInfo], metric: str) -> list[SeedGroup]:
     # A field added to the schema after a run was made has its default there (new fields
     # default to the earlier behaviour), so the run still matches a newer run of its recipe.
     defaults = dotted_fields(ExperimentConfig().to_dict())
-    groups: dict[str, list[RunInfo]] = {}
+    groups: dict[tuple[str, int | None], list[RunInfo]] = {}
     for run in runs:
-        if run.status != "completed" or not run.config or run.metric(metric) is None:
+        if (run.status != "completed" or not run.config or run.metric(metric) is None
+                or not isinstance(run.config.get("seed"), int)):
             continue
-        recipe = {name: value for name, value in {**defaults, **dotted_fields(run.config)}.items()
-                  if name.split(".")[0] not in (*IGNORED_CONFIG_FIELDS, "seed", "sweep")}
-        groups.setdefault(repr(sorted(recipe.items())), []).append(run)
+        recipe = repr(sorted(
+            (name, value) for name, value in {**defaults, **dotted_fields(run.config)}.items()
+            if name.split(".")[0] not in (*IGNORED_CONFIG_FIELDS, "seed", "sweep")
+            and name != "data.split_seed"))
+        if (run.config.get("data") or {}).get("split_seed") is None:
+            groups.setdefault((recipe, None), []).append(run)
+        groups.setdefault((recipe, run_split_seed(run.config)), []).append(run)
     found = []
-    for members in groups.values():
-        if len({run.config.get("seed") for run in members}) < 2 or any(
-                not isinstance(run.config.get("seed"), int) for run in members):
+    for (_, fold_seed), members in groups.items():
+        if len({run.config["seed"] for run in members}) < 2:
             continue
         members.sort(key=lambda run: (run.config["seed"], run.run_id))
         # A seed sweep names its runs <name>__seed-N; the recipe is <name>.
         names = {re.sub(r"__seed-\d+", "", run.experiment_name) for run in members}
         recipe_name = names.pop() if len(names) == 1 else members[0].experiment_name
-        found.append(SeedGroup(recipe_name, metric, tuple(members)))
+        found.append(SeedGroup(recipe_name, metric, tuple(members), fold_seed))
     return found
 
 
 def describe_seed_group(group: SeedGroup) -> str:
-    """``recipe: mean ± sd over N seeds (seeds), lowest to highest``."""
+    """``recipe: mean ± sd over N seeds (seeds, splits), lowest to highest``."""
     return (f"{group.recipe}: {group.mean:.4f} ± {group.std:.4f} over {len(group.runs)} seeds "
-            f"({', '.join(str(seed) for seed in group.seeds)}), {group.values.min():.4f} to "
-            f"{group.values.max():.4f}")
+            f"({', '.join(str(seed) for seed in group.seeds)}; {group.splits}), "
+            f"{group.values.min():.4f} to {group.values.max():.4f}")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -193,8 +218,7 @@ def format_runs_table(runs: list[RunInfo], metrics=TABLE_METRICS,
     tested = f"test/{best_metric.split('/')[-1]}"
     groups = seed_groups(runs, tested)
     if groups:
-        notes.append(f"across seeds ({tested}, mean ± sd over seeds; under cross-validation "
-                     f"the seed also draws the folds):")
+        notes.append(f"across seeds ({tested}, mean ± sd over seeds):")
         notes += [f"  {describe_seed_group(group)}" for group in groups]
     return "\n".join(lines + notes)
 

@@ -109,7 +109,7 @@ def align(first: Predictions, second: Predictions) -> tuple[np.ndarray, np.ndarr
         raise UserError(
             f"{first.run_id} and {second.run_id} were not evaluated on the same test sentences "
             f"({only_left} only in the first, {only_right} only in the second); a paired test "
-            f"needs the same test split (same data, seed and split settings)")
+            f"needs the same test split (same data, split seed and split settings)")
     right = right.loc[left.index]
     if not np.array_equal(left["true_id"].to_numpy(), right["true_id"].to_numpy()):
         raise UserError(f"{first.run_id} and {second.run_id} have the same test sentences with "

@@ -313,6 +313,7 @@ def _seed_groups(runs: list[RunInfo], metric: str, report_dir: Path) -> list[dic
     """Recipes run at several seeds: mean ± sd over the seeds and each seed's run."""
     return [{
         "recipe": group.recipe,
+        "splits": group.splits,
         "mean": f"{group.mean:.4f} ± {group.std:.4f}",
         "range": f"{group.values.min():.4f} to {group.values.max():.4f}",
         "runs": [{"run_id": run.run_id, "seed": seed, "value": f"{value:.4f}",
