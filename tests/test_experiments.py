@@ -31,6 +31,7 @@ from backend.ml.experiments.statistics import (
     compute_metrics,
     mcnemar_test,
     paired_bootstrap,
+    recipe_bootstrap,
 )
 from backend.ml.fileio import atomic_write_text
 from backend.ml.metrics import EvaluationResult
@@ -326,6 +327,32 @@ def test_paired_tests_separate_real_differences_from_noise():
     nearly = strong.copy()
     nearly[:3] = 1 - nearly[:3]
     assert mcnemar_test(labels, strong, nearly)["p_value"] > 0.2
+
+
+def _run_with_accuracy(labels, accuracy, rng):
+    return np.where(rng.random(len(labels)) < accuracy, labels, 1 - labels)
+
+
+def test_comparing_recipes_over_their_seeds_counts_how_far_a_rerun_moves():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 800)
+    # Recipe a trains unevenly (its seeds land at 0.70 to 0.90), recipe b evenly near 0.80.
+    uneven = [_run_with_accuracy(labels, accuracy, rng) for accuracy in (0.90, 0.70, 0.86)]
+    even = [_run_with_accuracy(labels, accuracy, rng) for accuracy in (0.80, 0.80, 0.80)]
+    # Its luckiest seed against one of b's: the single runs differ "significantly"...
+    single = paired_bootstrap(labels, uneven[0], even[0], LABELS[:2], "accuracy",
+                              num_resamples=1000)
+    assert single["p_value"] < 0.01
+    # ...the recipes do not: drawing the runs too shows a's seed-to-seed spread.
+    recipes = recipe_bootstrap(labels, uneven, even, LABELS[:2], "accuracy", num_resamples=1000)
+    means = [np.mean([np.mean(run == labels) for run in recipe]) for recipe in (uneven, even)]
+    assert recipes["difference"] == pytest.approx(means[0] - means[1])
+    assert recipes["runs_a"] == recipes["runs_b"] == 3
+    assert recipes["p_value"] > 0.2 and recipes["low"] < 0 < recipes["high"]
+    # A recipe better at every seed stays significant.
+    strong = [_run_with_accuracy(labels, accuracy, rng) for accuracy in (0.90, 0.91, 0.89)]
+    better = recipe_bootstrap(labels, strong, even, LABELS[:2], "accuracy", num_resamples=1000)
+    assert better["p_value"] < 0.01 and better["low"] > 0
 
 
 def test_mcnemar_exact_matches_the_binomial_distribution():

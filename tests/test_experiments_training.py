@@ -27,8 +27,8 @@ LOW, HIGH = "lr__learning_rate-0.0001", "lr__learning_rate-0.003"  # names the s
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory) -> tuple[Path, str]:
     """In one CLI call: a two-point learning-rate sweep, a run whose data file is broken, a
-    2-fold CV run, a two-seed sweep and a two-seed sweep on fixed splits. The broken run fails
-    at data loading; the runs after it still run."""
+    2-fold CV run, a two-seed sweep, and two recipes swept over two seeds on fixed splits. The
+    broken run fails at data loading; the runs after it still run."""
     workspace = tmp_path_factory.mktemp("experiments_training")
     small = {"epochs": 1}
     data = {"max_samples": 120}
@@ -46,8 +46,12 @@ def trained_runs(tmp_path_factory) -> tuple[Path, str]:
         write_config(workspace, tiny_config(experiment_name="seeds", training=small, data=data,
                                             sweep={"seed": [1, 2]}), "seeds.yaml"),
         write_config(workspace, tiny_config(experiment_name="fixed", training=small,
-                                            data=dict(data, split_seed=7),
+                                            data=dict(data, split_seed=5),
                                             sweep={"seed": [1, 2]}), "fixed_splits.yaml"),
+        write_config(workspace, tiny_config(experiment_name="fixed_fast",
+                                            training=dict(small, learning_rate=3e-3),
+                                            data=dict(data, split_seed=5),
+                                            sweep={"seed": [1, 2]}), "fixed_fast.yaml"),
     ]
     completed = run_cli(*map(str, configs), "--output-dir", str(workspace / "runs"))
     assert completed.returncode == 1, completed.stderr  # one run failed
@@ -75,7 +79,8 @@ def test_manager_reads_real_runs_and_compares_them(trained_runs):
     assert {run.experiment_name: run.status for run in manager.list_runs()} == {
         LOW: "completed", HIGH: "completed", "cv_two": "completed",
         "seeds__seed-1": "completed", "seeds__seed-2": "completed",
-        "fixed__seed-1": "completed", "fixed__seed-2": "completed"}
+        "fixed__seed-1": "completed", "fixed__seed-2": "completed",
+        "fixed_fast__seed-1": "completed", "fixed_fast__seed-2": "completed"}
     low, high = _run_id(runs_dir, LOW), _run_id(runs_dir, HIGH)
     comparison = manager.compare_runs([low, high])
     assert comparison["config_differences"]["training.learning_rate"] == {low: 1e-4, high: 3e-3}
@@ -122,19 +127,21 @@ def test_a_recipe_run_at_several_seeds_is_summarised_over_its_seeds(trained_runs
     # seed, so the two seed sweeps are the only recipes summarised.
     closing = stdout[stdout.rindex("across seeds (test/f1_macro"):].splitlines()
     assert closing[1] == f"  {summary}"
-    assert closing[2].startswith("  fixed: ") and "(1, 2; the same splits (split seed 7))" in (
-        closing[2]) and not closing[3].startswith("  ")
+    for line, recipe in zip(closing[2:4], ("fixed", "fixed_fast")):
+        assert line.startswith(f"  {recipe}: ") and "(1, 2; the same splits (split seed 5))" in line
+    assert not closing[4].startswith("  ")
 
     completed = run_main(capsys, "compare", "--runs-dir", str(runs_dir), check=True)
     assert f"  {summary}\n" in completed.stdout
     report = (runs_dir.parent / "comparison.html").read_text(encoding="utf-8")
     section = report[report.index('<section id="across-seeds">'):]
     section = section[:section.index("</section>")]
-    assert section.count("<tr data-recipe=") == 2
+    assert section.count("<tr data-recipe=") == 3
     rows = dict(re.findall(r'<tr data-recipe="(\w+)"><td>\w+</td><td class="splits">([^<]+)<',
                            section))
     assert rows == {"seeds": "splits drawn by each seed",
-                    "fixed": "the same splits (split seed 7)"}
+                    "fixed": "the same splits (split seed 5)",
+                    "fixed_fast": "the same splits (split seed 5)"}
     assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in section
     for seed, run in zip((1, 2), seeded):
         assert f'data-seed="{seed}">{seed}: <a href="runs/{run.run_id}/">' in section
@@ -162,7 +169,33 @@ def test_a_fixed_split_seed_keeps_the_test_sentences_while_the_training_seed_cha
     assert _probabilities(fixed[0]) and _probabilities(fixed[0]) != _probabilities(fixed[1])
     groups = seed_groups([*fixed, *drawn], "test/f1_macro")
     assert [(group.recipe, group.fold_seed, group.seeds) for group in groups] == [
-        ("fixed", 7, [1, 2]), ("seeds", None, [1, 2])]
+        ("fixed", 5, [1, 2]), ("seeds", None, [1, 2])]
+
+
+def test_recipes_run_at_several_seeds_on_the_same_splits_are_tested_against_each_other(
+        trained_runs, capsys):
+    runs_dir, _ = trained_runs
+    means = {}
+    for recipe in ("fixed", "fixed_fast"):
+        runs = [RunInfo.read(runs_dir / _run_id(runs_dir, f"{recipe}__seed-{seed}"))
+                for seed in (1, 2)]
+        means[recipe] = np.mean([run.results["test"]["f1_macro"] for run in runs])
+    completed = run_main(capsys, "compare", "--runs-dir", str(runs_dir), check=True)
+    lines = completed.stdout[completed.stdout.index("between recipes"):].splitlines()
+    # Only the two recipes on shared splits are tested; the seed sweep drew its own splits.
+    line = lines[1]
+    assert not lines[2].startswith("  ")
+    best, other = sorted(means, key=means.get, reverse=True)
+    match = re.fullmatch(rf"  {best} vs {other} \(seeds 1, 2 vs 1, 2\): ([+-][\d.]+) "
+                         rf"\[([+-][\d.]+), ([+-][\d.]+)\], p = ([\d.]+), (not )?significant",
+                         line)
+    assert match, line
+    difference, low, high, p_value = map(float, match.groups()[:4])
+    assert difference == pytest.approx(means[best] - means[other], abs=1e-4)
+    assert low <= difference <= high and 0 <= p_value <= 1
+    assert (match.group(5) is None) == (p_value < 0.05)
+    report = (runs_dir.parent / "comparison.html").read_text(encoding="utf-8")
+    assert f'<tr data-recipe-a="{best}" data-recipe-b="{other}">' in report
 
 
 def test_a_run_from_before_a_config_field_existed_still_joins_its_recipe(trained_runs, tmp_path):

@@ -46,7 +46,7 @@ def compare_command(run_refs: list[str], runs_dir: Path, output: Path | None = N
     ...                 Path("experiments/runs"))  # doctest: +SKIP
     """
     # The table, statistics and report need pandas and scipy: imported when a comparison runs.
-    from .comparison import format_runs_table
+    from .comparison import describe_recipe_test, format_runs_table
     from .manager import ExperimentManager
     from .report import write_report
 
@@ -57,10 +57,17 @@ def compare_command(run_refs: list[str], runs_dir: Path, output: Path | None = N
     else:
         runs = manager.list_runs()
     output = Path(output) if output is not None else runs_dir.parent / "comparison.html"
+    comparison = None
     if not runs:
         print(f"No runs in {runs_dir}; the report lists none.")
     else:
         print(format_runs_table(runs, best_metric=f"eval/{metric}"))
-    write_report(manager, runs, output, metric)
+        comparison = manager.compare_runs(runs, significance_metric=metric)
+        tests = comparison["recipe_significance"]
+        if tests:
+            print(f"between recipes (mean test/{metric} over seeds on the same splits, "
+                  f"two-level bootstrap):")
+            print("\n".join(f"  {describe_recipe_test(test)}" for test in tests))
+    write_report(manager, runs, output, metric, comparison)
     print(f"Comparison report: {output}")
     return 0

@@ -137,8 +137,8 @@ def seed_groups(runs: list[RunInfo], metric: str) -> list[SeedGroup]:
             continue
         members.sort(key=lambda run: (run.config["seed"], run.run_id))
         # A seed sweep names its runs <name>__seed-N; the recipe is <name>.
-        names = {re.sub(r"__seed-\d+", "", run.experiment_name) for run in members}
-        recipe_name = names.pop() if len(names) == 1 else members[0].experiment_name
+        names = [re.sub(r"__seed-\d+", "", run.experiment_name) for run in members]
+        recipe_name = names[0]
         found.append(SeedGroup(recipe_name, metric, tuple(members), fold_seed))
     return found
 
@@ -148,6 +148,18 @@ def describe_seed_group(group: SeedGroup) -> str:
     return (f"{group.recipe}: {group.mean:.4f} ± {group.std:.4f} over {len(group.runs)} seeds "
             f"({', '.join(str(seed) for seed in group.seeds)}; {group.splits}), "
             f"{group.values.min():.4f} to {group.values.max():.4f}")
+
+
+def describe_recipe_test(test: dict) -> str:
+    """One line for a two-level test between recipes (``ExperimentManager.recipe_test``)."""
+    if "error" in test:
+        return f"{test['recipe_a']} vs {test['recipe_b']}: {test['error']}"
+    bootstrap = test["bootstrap"]
+    verdict = "significant" if test["significant"] else "not significant"
+    return (f"{test['recipe_a']} vs {test['recipe_b']} (seeds "
+            f"{', '.join(map(str, test['seeds_a']))} vs {', '.join(map(str, test['seeds_b']))}): "
+            f"{bootstrap['difference']:+.4f} [{bootstrap['low']:+.4f}, {bootstrap['high']:+.4f}], "
+            f"p = {bootstrap['p_value']:.4f}, {verdict}")
 
 
 def higher_is_better(metric: str) -> bool:

@@ -17,10 +17,15 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..run_directory import DEFAULT_RUNS_DIR, RunLayout
-from .comparison import config_differences, higher_is_better, rank_runs
+from .comparison import SeedGroup, config_differences, higher_is_better, rank_runs, seed_groups
 from .predictions import align, load_predictions, slice_metrics
 from .rundir import RunInfo
-from .statistics import bootstrap_confidence_intervals, mcnemar_test, paired_bootstrap
+from .statistics import (
+    bootstrap_confidence_intervals,
+    mcnemar_test,
+    paired_bootstrap,
+    recipe_bootstrap,
+)
 
 CI_METRICS = ("accuracy", "f1_macro", "f1_weighted", "f1_biased")
 
@@ -144,7 +149,8 @@ class ExperimentManager:
         ``confidence_intervals`` (bootstrap 95% CI of test metrics), ``slices``
         (F1 per outlet leaning, outlet and topic), ``significance`` (paired tests on
         ``significance_metric`` between every pair of the four best runs by its validation
-        value, best first), ``best``
+        value, best first), ``recipe_significance`` (two-level bootstrap between the recipes run
+        at several seeds on the same splits, :meth:`recipe_test`), ``best``
         (``{metric: run_id}``) and ``problems`` (why a statistic could not be computed for a run).
         """
         runs = [self.load_run(run_id) for run_id in run_ids]
@@ -167,6 +173,8 @@ class ExperimentManager:
             "confidence_intervals": confidence_intervals, "slices": slices,
             "significance": self._top_pairs_tested(runs, significance_metric,
                                                    max_significance_pairs),
+            "recipe_significance": self._top_recipes_tested(runs, significance_metric,
+                                                            max_significance_pairs),
             "best": best, "problems": problems,
         }
 
@@ -240,6 +248,48 @@ class ExperimentManager:
             return self.paired_test(first, second, metric)
         except UserError as error:
             return {"run_a": first, "run_b": second, "error": str(error)}
+
+    def recipe_test(self, group_a: SeedGroup, group_b: SeedGroup,
+                    metric: str = "f1_macro") -> dict:
+        """Two recipes, each run at several seeds on the same test sentences: the two-level
+        bootstrap of their mean ``metric`` over the seeds (sentences and runs resampled).
+
+        Raises UserError when a run has no predictions or the runs were tested on other
+        sentences.
+        """
+        loaded = []
+        for run in (*group_a.runs, *group_b.runs):
+            predictions, reason = self.predictions(run)
+            if predictions is None:
+                raise UserError(f"{run.run_id}: cannot compare recipes: {reason}")
+            loaded.append(predictions)
+        aligned = [align(loaded[0], other) for other in loaded[1:]]
+        labels, first = aligned[0][0], aligned[0][1]
+        predicted = [first] + [other for _, _, other in aligned]
+        metric = metric.split("/")[-1]
+        bootstrap = recipe_bootstrap(labels, predicted[:len(group_a.runs)],
+                                     predicted[len(group_a.runs):], loaded[0].label_names,
+                                     metric, num_resamples=max(self.num_resamples, 1000),
+                                     seed=self.seed)
+        return {"recipe_a": group_a.recipe, "recipe_b": group_b.recipe,
+                "seeds_a": group_a.seeds, "seeds_b": group_b.seeds, "n": int(len(labels)),
+                "bootstrap": bootstrap, "significant": bool(bootstrap["p_value"] < 0.05)}
+
+    def _top_recipes_tested(self, runs: list[RunInfo], metric: str, max_pairs: int
+                            ) -> list[dict]:
+        """Two-level tests between every pair of the four best recipes run at several seeds
+        on shared splits (by mean test ``metric``, best first)."""
+        tested = f"test/{metric.split('/')[-1]}"
+        groups = [group for group in seed_groups(runs, tested) if group.fold_seed is not None]
+        groups.sort(key=lambda group: group.mean, reverse=higher_is_better(tested))
+        entries = []
+        for first, second in list(itertools.combinations(groups[:4], 2))[:max_pairs]:
+            try:
+                entries.append(self.recipe_test(first, second, metric))
+            except UserError as error:
+                entries.append({"recipe_a": first.recipe, "recipe_b": second.recipe,
+                                "error": str(error)})
+        return entries
 
     def all_pairs_significance(self, run_ids: list, metric: str = "f1_macro") -> list[dict]:
         """Paired tests for every pair of ``run_ids`` (errors recorded, not raised)."""

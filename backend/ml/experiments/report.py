@@ -39,14 +39,17 @@ CURVES = (("train/loss", "Training loss"), ("eval/loss", "Validation loss"),
 TEMPLATE = "report.html.j2"
 
 
-def write_report(manager, runs: list[RunInfo], output: Path, metric: str = "f1_macro") -> Path:
+def write_report(manager, runs: list[RunInfo], output: Path, metric: str = "f1_macro",
+                 comparison: dict | None = None) -> Path:
     """Compare ``runs`` and write the report atomically to ``output``; returns the path.
 
     ``metric`` (a test metric name such as ``f1_weighted``) picks the best run, by its validation
-    value, and is the metric of the paired tests.
+    value, and is the metric of the paired tests. ``comparison``: ``manager.compare_runs``'s
+    result when the caller already has it.
     """
     output = Path(output)
-    comparison = manager.compare_runs(runs, significance_metric=metric) if runs else None
+    if comparison is None and runs:
+        comparison = manager.compare_runs(runs, significance_metric=metric)
     atomic_write_text(output, render_report(runs, comparison, output.parent,
                                             manager.runs_dir, metric))
     return output
@@ -78,6 +81,7 @@ def render_report(runs: list[RunInfo], comparison: dict | None, report_dir: Path
         "studies": _studies(runs_dir, report_dir),
         "seed_metric": f"test/{metric}",
         "seed_groups": _seed_groups(runs, f"test/{metric}", report_dir),
+        "recipe_significance": (comparison or {}).get("recipe_significance", []),
     }
     if comparison:
         context.update(

@@ -108,30 +108,61 @@ def paired_bootstrap(labels, predictions_a, predictions_b, label_names: list[str
     Returns the observed difference, its percentile interval and a two-sided p-value
     (twice the share of resampled differences on the other side of zero).
     """
+    return recipe_bootstrap(labels, [predictions_a], [predictions_b], label_names, metric,
+                            num_resamples, confidence, seed)
+
+
+def recipe_bootstrap(labels, runs_a, runs_b, label_names: list[str], metric: str = "f1_macro",
+                     num_resamples: int = 2000, confidence: float = 0.95,
+                     seed: int = 0) -> dict:
+    """Is one recipe better than another, over its runs at several seeds? A two-level bootstrap.
+
+    ``runs_a`` and ``runs_b`` hold each recipe's predictions of the same sentences, one array a
+    run (a seed). Every resample draws the sentences (the same for all runs) and, for each
+    recipe, as many of its runs with replacement; the difference is that of the two recipes'
+    mean ``metric`` over the drawn runs. So the interval and the two-sided p-value carry both
+    the test set's noise and the training's own (how far a rerun at another seed moves), which
+    a test between two single runs cannot see. With one run a recipe it is the paired bootstrap.
+
+    >>> labels = np.array([0, 1, 0, 1, 1, 0])
+    >>> result = recipe_bootstrap(labels, [labels, labels], [1 - labels, labels], ["a", "b"],
+    ...                           "accuracy", num_resamples=200)
+    >>> result["difference"], result["runs_a"], result["runs_b"]
+    (0.5, 2, 2)
+    """
     labels = np.asarray(labels, dtype=int)
-    predictions_a = np.asarray(predictions_a, dtype=int)
-    predictions_b = np.asarray(predictions_b, dtype=int)
-    if not len(labels) == len(predictions_a) == len(predictions_b):
-        raise ValueError("labels and both prediction arrays must have the same length")
-    observed = (compute_metrics(labels, predictions_a, label_names, [metric])[metric]
-                - compute_metrics(labels, predictions_b, label_names, [metric])[metric])
+    runs = [np.asarray(np.stack([np.asarray(run, dtype=int) for run in recipe]))
+            for recipe in (runs_a, runs_b) if len(recipe)]
+    if len(runs) < 2:
+        raise ValueError("each recipe needs at least one run")
+    if any(recipe.shape[1] != len(labels) for recipe in runs):
+        raise ValueError("labels and every run's predictions must have the same length")
+    observed = [np.mean([compute_metrics(labels, run, label_names, [metric])[metric]
+                         for run in recipe]) for recipe in runs]
     rng = np.random.default_rng(seed)
     samples = rng.integers(0, len(labels), size=(num_resamples, len(labels)))
     num_classes = len(label_names)
-    value_a = _metrics_from_confusions(_confusions(labels[samples], predictions_a[samples],
-                                                   num_classes), label_names, [metric])[metric]
-    value_b = _metrics_from_confusions(_confusions(labels[samples], predictions_b[samples],
-                                                   num_classes), label_names, [metric])[metric]
-    differences = value_a - value_b
+    resampled_means = []
+    for recipe in runs:
+        # values[k, r]: run k's metric on resample r
+        values = np.stack([_metrics_from_confusions(
+            _confusions(labels[samples], run[samples], num_classes), label_names,
+            [metric])[metric] for run in recipe])
+        drawn = rng.integers(0, len(recipe), size=(num_resamples, len(recipe)))
+        resampled_means.append(values[drawn, np.arange(num_resamples)[:, None]].mean(axis=1))
+    differences = resampled_means[0] - resampled_means[1]
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(differences, [tail, 100 - tail])
     if np.all(differences == 0):
         p_value = 1.0
     else:
         p_value = float(min(1.0, 2 * min(np.mean(differences <= 0), np.mean(differences >= 0))))
-    return {"test": "paired bootstrap", "metric": metric, "difference": float(observed),
+    return {"test": "paired bootstrap" if len(runs[0]) == len(runs[1]) == 1
+            else "two-level bootstrap (sentences and runs)", "metric": metric,
+            "difference": float(observed[0] - observed[1]),
             "low": float(low), "high": float(high), "p_value": p_value,
-            "num_resamples": num_resamples, "n": int(len(labels))}
+            "num_resamples": num_resamples, "n": int(len(labels)),
+            "runs_a": len(runs[0]), "runs_b": len(runs[1])}
 
 
 def mcnemar_test(labels, predictions_a, predictions_b) -> dict:
