@@ -280,7 +280,8 @@ def test_a_seed_placeholder_gives_each_seed_of_a_sweep_its_own_teacher(tmp_path,
             assert fold["distillation"]["teacher_models"] == [str(teacher)]
     # Both students are one recipe at two seeds: the sweep's closing lines summarise them.
     closing = swept.stdout[swept.stdout.rindex("across seeds"):].splitlines()
-    assert closing[1].startswith("  student: ") and "over 2 seeds (8, 42)" in closing[1]
+    assert closing[1].startswith("  student: ")
+    assert "over 2 seeds (8, 42; splits drawn by each seed)" in closing[1]
 
 
 def test_a_teacher_placeholder_other_than_seed_is_refused():
