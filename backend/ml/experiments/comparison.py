@@ -99,13 +99,6 @@ class SeedGroup:
         return f"the same splits (split seed {self.fold_seed})"
 
 
-def run_split_seed(config: dict) -> int | None:
-    """The seed that drew a run's splits: data.split_seed, else its seed (None if unknown)."""
-    fixed = (config.get("data") or {}).get("split_seed")
-    seed = config.get("seed") if fixed is None else fixed
-    return seed if isinstance(seed, int) else None
-
-
 def seed_groups(runs: list[RunInfo], metric: str) -> list[SeedGroup]:
     """The recipes among ``runs`` measured at two or more seeds, in order of first appearance.
 
@@ -130,7 +123,7 @@ def seed_groups(runs: list[RunInfo], metric: str) -> list[SeedGroup]:
             and name != "data.split_seed"))
         if (run.config.get("data") or {}).get("split_seed") is None:
             groups.setdefault((recipe, None), []).append(run)
-        groups.setdefault((recipe, run_split_seed(run.config)), []).append(run)
+        groups.setdefault((recipe, run.split_seed), []).append(run)
     found = []
     for (_, fold_seed), members in groups.items():
         if len({run.config["seed"] for run in members}) < 2:

@@ -264,8 +264,8 @@ class ExperimentManager:
                 raise UserError(f"{run.run_id}: cannot compare recipes: {reason}")
             loaded.append(predictions)
         aligned = [align(loaded[0], other) for other in loaded[1:]]
-        labels, first = aligned[0][0], aligned[0][1]
-        predicted = [first] + [other for _, _, other in aligned]
+        labels, reference, _ = aligned[0]
+        predicted = [reference, *(other for _, _, other in aligned)]
         metric = metric.split("/")[-1]
         bootstrap = recipe_bootstrap(labels, predicted[:len(group_a.runs)],
                                      predicted[len(group_a.runs):], loaded[0].label_names,

@@ -99,10 +99,9 @@ def protocol_differences(run: RunInfo) -> list[str]:
         differences.append(f"{folds}-fold CV, not {protocol['cv_folds']}-fold")
     # The published seed draws the folds; a run's own seed may differ when data.split_seed
     # keeps the published folds.
-    split_seed = data.get("split_seed")
-    seed = run.config.get("seed") if split_seed is None else split_seed
+    seed = run.split_seed
     if seed is not None and seed != protocol["seed"]:
-        named = "seed" if split_seed is None else "data.split_seed"
+        named = "seed" if data.get("split_seed") is None else "data.split_seed"
         differences.append(f"{named} {seed}, not {protocol['seed']}")
     if data.get("max_samples"):
         differences.append(f"data.max_samples {data['max_samples']}")

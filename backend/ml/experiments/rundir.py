@@ -108,6 +108,15 @@ class RunInfo:
         return str(metadata.get("started_at") or "") if isinstance(metadata, dict) else ""
 
     @property
+    def split_seed(self) -> int | None:
+        """The seed that drew the run's splits and folds: data.split_seed, else its seed (None
+        when the config does not say)."""
+        data = self.config.get("data")
+        fixed = data.get("split_seed") if isinstance(data, dict) else None
+        seed = self.config.get("seed") if fixed is None else fixed
+        return seed if isinstance(seed, int) else None
+
+    @property
     def is_cross_validation(self) -> bool:
         return bool(self.folds) or isinstance(self.results.get("cross_validation"), dict)
 

@@ -131,22 +131,23 @@ def recipe_bootstrap(labels, runs_a, runs_b, label_names: list[str], metric: str
     (0.5, 2, 2)
     """
     labels = np.asarray(labels, dtype=int)
-    runs = [np.asarray(np.stack([np.asarray(run, dtype=int) for run in recipe]))
-            for recipe in (runs_a, runs_b) if len(recipe)]
-    if len(runs) < 2:
+    if not len(runs_a) or not len(runs_b):
         raise ValueError("each recipe needs at least one run")
+    runs = [np.stack([np.asarray(run, dtype=int) for run in recipe])
+            for recipe in (runs_a, runs_b)]
     if any(recipe.shape[1] != len(labels) for recipe in runs):
         raise ValueError("labels and every run's predictions must have the same length")
     observed = [np.mean([compute_metrics(labels, run, label_names, [metric])[metric]
                          for run in recipe]) for recipe in runs]
     rng = np.random.default_rng(seed)
     samples = rng.integers(0, len(labels), size=(num_resamples, len(labels)))
+    resampled_labels = labels[samples]
     num_classes = len(label_names)
     resampled_means = []
     for recipe in runs:
         # values[k, r]: run k's metric on resample r
         values = np.stack([_metrics_from_confusions(
-            _confusions(labels[samples], run[samples], num_classes), label_names,
+            _confusions(resampled_labels, run[samples], num_classes), label_names,
             [metric])[metric] for run in recipe])
         drawn = rng.integers(0, len(recipe), size=(num_resamples, len(recipe)))
         resampled_means.append(values[drawn, np.arange(num_resamples)[:, None]].mean(axis=1))
