@@ -123,6 +123,25 @@ def test_unlabelled_sentences_in_the_evaluation_splits_are_dropped_and_counted(t
                       "duplicates_dropped": 1, "added": 3}
 
 
+def test_unlabelled_articles_are_split_into_sentences_before_the_evaluation_check(tmp_path):
+    splits = DataSplits(SplitData(["Train one."], [0]), SplitData(["Valid one."], [1]),
+                        SplitData(["Mr. Smith lied to the U.S. Senate again."], [1]),
+                        ["a", "b"], "memory", "demo")
+    (tmp_path / "articles.txt").write_text(
+        "Mr. Smith lied to the U.S. Senate again. The vote is on Monday. Train one.\n"
+        "Critics called the plan reckless. The vote is on Monday.\n")
+    files = [str(tmp_path / "articles.txt")]
+
+    kept, counts = distillation.unlabelled_sentences(files, splits, "none", split_articles=True)
+    # The test sentence hidden inside the first article is found and dropped, not taught.
+    assert kept == ["The vote is on Monday.", "Critics called the plan reckless."]
+    assert counts == {"read": 5, "in_evaluation_dropped": 1, "in_training_dropped": 1,
+                      "duplicates_dropped": 1, "added": 2}
+    # Without splitting each line is one input, and the test sentence inside it goes unseen.
+    whole, _ = distillation.unlabelled_sentences(files, splits, "none")
+    assert len(whole) == 2 and whole[0].startswith("Mr. Smith lied")
+
+
 def test_augmented_copies_perturb_training_sentences_and_skip_evaluation_ones():
     train = ["Good news.", "The reckless senator lied again today.", "Rain on Monday."]
     splits = DataSplits(SplitData(train, [0, 1, 0]), SplitData(["news."], [1]),
@@ -358,3 +377,9 @@ def test_distillation_settings_are_validated_with_their_fixes(tmp_path):
         f"with 'text')",
         f"training.distillation.unlabelled_files[1]: {tmp_path / 'missing.txt'} does not exist; "
         f"check the path (relative paths start from the directory you run in)"]
+
+    with pytest.raises(ConfigError) as raised:
+        _config(training={"distillation": {"teacher": "babe_mpnet_cv", "split_articles": True}})
+    assert raised.value.problems == [
+        "training.distillation.split_articles: there are no unlabelled files to split; set "
+        "training.distillation.unlabelled_files or remove it"]

@@ -34,6 +34,7 @@ from .data.preprocessing import preprocess_text, sentence_key
 from .errors import UserError
 from .fileio import atomic_write_text
 from .inference.loading import cross_validation_models, resolve_model_path, run_dir_of
+from .inference.sentences import split_sentences
 from .models import load_saved_model
 from .registry import DEFAULT_REGISTRY_DIR, STAGES, ModelRegistry
 from .run_directory import DEFAULT_RUNS_DIR, RunLayout
@@ -104,7 +105,8 @@ def teacher_labelled_sentences(config: ExperimentConfig, splits: DataSplits
     the unlabelled files, then the perturbed copies of the training sentences."""
     distillation = config.training.distillation
     unlabelled, counts = unlabelled_sentences(distillation.unlabelled_files, splits,
-                                              config.data.preprocessing)
+                                              config.data.preprocessing,
+                                              distillation.split_articles)
     rng = np.random.default_rng([config.seed, int(splits.fold or 0)])
     augmented, augmented_counts = new_sentences(
         augmented_sentences(splits.train.texts, distillation.augmented_copies,
@@ -201,11 +203,15 @@ def _check_labels(models: list[Path], label_names: list[str]) -> None:
                             f"classes in the same order")
 
 
-def unlabelled_sentences(files: list[str], splits: DataSplits, preprocessing: str
-                         ) -> tuple[list[str], dict]:
+def unlabelled_sentences(files: list[str], splits: DataSplits, preprocessing: str,
+                         split_articles: bool = False) -> tuple[list[str], dict]:
     """The files' sentences that are new to every split, and how many of each kind were dropped
-    (see ``new_sentences``)."""
-    read = (preprocess_text(text, preprocessing) for file in files for text in read_texts(file))
+    (see ``new_sentences``). With ``split_articles`` each text is split into its sentences
+    first, and each sentence counts as read."""
+    texts = (text for file in files for text in read_texts(file))
+    if split_articles:
+        texts = (sentence for text in texts for sentence in split_sentences(text))
+    read = (preprocess_text(text, preprocessing) for text in texts)
     kept, counts = new_sentences(read, splits)
     if counts["in_evaluation_dropped"]:
         logger.warning("%d unlabelled sentence(s) are in the validation or test split and were "

@@ -101,6 +101,11 @@ class DistillationConfig:
         ".jsonl objects with 'text'), labelled by the teacher and added to training. Those that "
         "are in the validation or test split, or already in training, are dropped and counted.",
         default_factory=list)
+    split_articles: bool = option(
+        False, "Split each text of the unlabelled files into sentences first (the news app's "
+        "rule-based splitter), for files of whole articles or paragraphs, one per line or row. "
+        "Off, each text is one input as it stands, as in BABE's files, some of whose units "
+        "hold two sentences.")
     augmented_copies: int = option(
         0, "Perturbed copies of each training sentence (words dropped or swapped for other "
         "training words) that the teacher labels and the student also learns from: the "

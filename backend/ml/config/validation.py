@@ -135,6 +135,9 @@ def _check_distillation(config: ExperimentSchema, problems: list[str]) -> None:
     if distillation.unlabelled_files and not distillation.teacher:
         problems.append("training.distillation.unlabelled_files: only a teacher can label them; "
                         "set training.distillation.teacher or remove the files")
+    if distillation.split_articles and not distillation.unlabelled_files:
+        problems.append("training.distillation.split_articles: there are no unlabelled files to "
+                        "split; set training.distillation.unlabelled_files or remove it")
     if distillation.augmented_copies and not distillation.teacher:
         problems.append("training.distillation.augmented_copies: only a teacher can label the "
                         "copies; set training.distillation.teacher or set it to 0")
