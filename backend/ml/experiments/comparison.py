@@ -121,7 +121,7 @@ def seed_groups(runs: list[RunInfo], metric: str) -> list[SeedGroup]:
             (name, value) for name, value in {**defaults, **dotted_fields(run.config)}.items()
             if name.split(".")[0] not in (*IGNORED_CONFIG_FIELDS, "seed", "sweep")
             and name != "data.split_seed"))
-        if (run.config.get("data") or {}).get("split_seed") is None:
+        if run.fixed_split_seed is None:
             groups.setdefault((recipe, None), []).append(run)
         groups.setdefault((recipe, run.split_seed), []).append(run)
     found = []

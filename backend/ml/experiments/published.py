@@ -101,7 +101,7 @@ def protocol_differences(run: RunInfo) -> list[str]:
     # keeps the published folds.
     seed = run.split_seed
     if seed is not None and seed != protocol["seed"]:
-        named = "seed" if data.get("split_seed") is None else "data.split_seed"
+        named = "seed" if run.fixed_split_seed is None else "data.split_seed"
         differences.append(f"{named} {seed}, not {protocol['seed']}")
     if data.get("max_samples"):
         differences.append(f"data.max_samples {data['max_samples']}")

@@ -108,11 +108,17 @@ class RunInfo:
         return str(metadata.get("started_at") or "") if isinstance(metadata, dict) else ""
 
     @property
+    def fixed_split_seed(self) -> int | None:
+        """data.split_seed: the seed that fixed the run's splits apart from its own seed (None
+        when the run's seed drew them)."""
+        data = self.config.get("data")
+        return data.get("split_seed") if isinstance(data, dict) else None
+
+    @property
     def split_seed(self) -> int | None:
         """The seed that drew the run's splits and folds: data.split_seed, else its seed (None
         when the config does not say)."""
-        data = self.config.get("data")
-        fixed = data.get("split_seed") if isinstance(data, dict) else None
+        fixed = self.fixed_split_seed
         seed = self.config.get("seed") if fixed is None else fixed
         return seed if isinstance(seed, int) else None
 
