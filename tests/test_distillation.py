@@ -101,10 +101,84 @@ def test_teacher_logits_are_computed_once_and_read_back_from_the_run(teacher_run
     def no_second_teacher_pass(*args, **kwargs):
         raise AssertionError("the teacher ran again instead of the cache being read")
 
-    monkeypatch.setattr(distillation, "_model_logits", no_second_teacher_pass)
+    monkeypatch.setattr(distillation, "_model_outputs", no_second_teacher_pass)
     again = distillation.prepare_distillation(config, splits, tmp_path, world, precision)
     assert first is not None and again is not None
     np.testing.assert_allclose(again.soft_targets, first.soft_targets)
+
+
+def _embeddings(model_dir: Path, texts: list[str]) -> np.ndarray:
+    """The mean of the model's last hidden states over each text's tokens, computed here."""
+    model, tokenizer = load_saved_model(model_dir)
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**encoded, output_hidden_states=True).hidden_states[-1]
+    mask = encoded["attention_mask"].unsqueeze(-1).float()
+    return ((hidden * mask).sum(dim=1) / mask.sum(dim=1)).numpy()
+
+
+def test_an_embedding_distilled_run_caches_the_teachers_sentence_embeddings(teacher_run,
+                                                                            tmp_path):
+    from safetensors.torch import load_file
+
+    config = ExperimentConfig.from_dict(tiny_config(
+        training={"epochs": 2, "mixed_precision": "no",
+                  **_distilled(teacher_run, embedding_weight=1.0)},
+        logging={**QUIET, "save_steps": 4}))
+    splits = prepare_splits(config.data, config.seed)
+    run_dir = run_experiment(config, tmp_path, run_id="student")
+
+    with np.load(RunLayout(run_dir).teacher_embeddings) as stored:
+        cached = stored["embeddings"]
+    assert cached.shape == (len(splits.train), 32)  # the tiny teacher's hidden size
+    np.testing.assert_allclose(cached[:5], _embeddings(RunLayout(teacher_run).final_model,
+                                                       splits.train.texts[:5]), atol=1e-4)
+    summary = read_results(run_dir)["distillation"]
+    assert summary["embedding_weight"] == 1.0 and summary["teacher_embedding_size"] == 32
+    # The map to the teacher's width trains with the student and resumes with it, but the
+    # saved model is the plain classifier.
+    checkpoint = sorted((run_dir / "checkpoints").glob("step-*"))[0]
+    state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+    assert state["embedding_projection"]["weight"].shape == (32, 32)
+    saved = load_file(RunLayout(run_dir).final_model / "model.safetensors")
+    assert not any("embedding_projection" in name for name in saved)
+
+
+def test_the_embedding_loss_turns_the_students_embeddings_toward_the_teachers(teacher_run,
+                                                                             tmp_path):
+    from backend.ml.models import ModelFactory
+    from backend.ml.training.classification import ClassificationObjective
+    from backend.ml.training.recipes import embedding_distances
+
+    config = _config(training=_distilled(teacher_run, embedding_weight=1.0, soft_weight=0.0))
+    splits = prepare_splits(config.data, config.seed)
+    world = World(rank=0, size=1, device=torch.device("cpu"))
+    precision = resolve_precision("no", world.device)
+    data = distillation.prepare_distillation(config, splits, tmp_path, world, precision)
+    assert data is not None
+    torch.manual_seed(0)
+    built = ModelFactory.create(config.model, splits.label_names, splits.train.texts)
+    objective = ClassificationObjective(built.model, built.tokenizer, data.splits, config,
+                                        precision, data.teacher_targets())
+    batch = objective.collate([objective.train_data[index]
+                               for index in range(len(objective.train_data))])
+
+    def mean_distance() -> float:
+        objective.trained.eval()
+        with torch.no_grad():
+            mapped = objective.trained(batch["input_ids"], batch["attention_mask"]).embedding
+        objective.trained.train()
+        return float(embedding_distances(mapped, batch["teacher_embeddings"]).mean())
+
+    before = mean_distance()
+    optimizer = torch.optim.AdamW(objective.trained.parameters(), lr=1e-2)
+    for _ in range(30):
+        losses, _ = objective.losses(objective.trained, batch)
+        losses.mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = mean_distance()
+    assert before > 0.5 and after < before / 4, (before, after)
 
 
 def test_unlabelled_sentences_in_the_evaluation_splits_are_dropped_and_counted(tmp_path):
@@ -377,6 +451,12 @@ def test_distillation_settings_are_validated_with_their_fixes(tmp_path):
         f"with 'text')",
         f"training.distillation.unlabelled_files[1]: {tmp_path / 'missing.txt'} does not exist; "
         f"check the path (relative paths start from the directory you run in)"]
+
+    with pytest.raises(ConfigError) as raised:
+        _config(training={"distillation": {"embedding_weight": 1.0}})
+    assert raised.value.problems == [
+        "training.distillation.embedding_weight: only a teacher has embeddings to match; set "
+        "training.distillation.teacher or set it to 0"]
 
     with pytest.raises(ConfigError) as raised:
         _config(training={"distillation": {"teacher": "babe_mpnet_cv", "split_articles": True}})

@@ -528,3 +528,21 @@ def test_public_import_paths():
     from backend.ml.models import BuiltModel as Built
     assert model_factory.BuiltModel is Built
     assert Path(model_factory.__file__).name == "model_factory.py"
+
+
+def test_a_registered_model_refuses_the_training_heads_that_need_hidden_states(tiny_bag):
+    from backend.ml.config import ExperimentConfig
+    from backend.ml.data import prepare_splits
+    from backend.ml.training.classification import ClassificationObjective
+    from backend.ml.training.precision import resolve_precision
+    from support.configs import tiny_config
+
+    config = ExperimentConfig.from_dict(tiny_config(model={"architecture": tiny_bag},
+                                                    training={"biased_words_loss_weight": 1.0}))
+    splits = prepare_splits(config.data, config.seed)
+    built = ModelFactory.create(config.model, splits.label_names, splits.train.texts)
+    with pytest.raises(UserError, match=r"^training\.biased_words_loss_weight: the model "
+                                        r"tiny_bag is a registered model class, which gives no "
+                                        r"hidden states for it; use a transformers architecture"):
+        ClassificationObjective(built.model, built.tokenizer, splits, config,
+                                resolve_precision("no", torch.device("cpu")))

@@ -32,15 +32,16 @@ from .config import SEED_PLACEHOLDER, ExperimentConfig
 from .data import DataSplits, SplitData, TokenizedDataset, make_collator
 from .data.preprocessing import preprocess_text, sentence_key
 from .errors import UserError
-from .fileio import atomic_write_text
+from .fileio import atomic_path, atomic_write_text
 from .inference.loading import cross_validation_models, resolve_model_path, run_dir_of
 from .inference.sentences import split_sentences
-from .models import load_saved_model
+from .models import BaseBiasClassifier, load_saved_model
+from .models.outputs import model_logits, sentence_embedding
 from .registry import DEFAULT_REGISTRY_DIR, STAGES, ModelRegistry
 from .run_directory import DEFAULT_RUNS_DIR, RunLayout
 from .text_files import read_texts
 from .training.distributed import World
-from .training.evaluation import forward_logits, move_to
+from .training.evaluation import move_to
 from .training.interruption import StopRequests, TrainingInterrupted
 from .training.precision import Precision
 
@@ -53,10 +54,20 @@ class DistillationData:
 
     splits: DataSplits
     """The run's splits, training extended by the unlabelled sentences the teacher labelled."""
-    soft_targets: list[list[float]]
+    soft_targets: np.ndarray
     """The teacher's probabilities at the distillation temperature, per training sentence."""
     summary: dict
     """results.json's ``distillation``: teacher, models, temperature, weight, sentence counts."""
+    teacher_embeddings: np.ndarray | None = None
+    """The teacher's sentence embedding per training sentence (each model's side by side), when
+    ``embedding_weight`` asks for them."""
+
+    def teacher_targets(self) -> dict[str, np.ndarray]:
+        """What the student learns per training sentence besides its label, by batch key."""
+        targets = {"soft_targets": self.soft_targets}
+        if self.teacher_embeddings is not None:
+            targets["teacher_embeddings"] = self.teacher_embeddings
+        return targets
 
 
 def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: Path,
@@ -76,8 +87,8 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     unlabelled, counts, augmented, augmented_counts = teacher_labelled_sentences(config, splits)
     teacher_labelled = unlabelled + augmented
     texts = list(splits.train.texts) + teacher_labelled
-    logits = _teacher_logits(RunLayout(run_dir).teacher_logits, models, texts, config, world,
-                             precision, stop)
+    logits, embeddings = _teacher_outputs(RunLayout(run_dir), models, texts, config, world,
+                                          precision, stop)
     soft = _ensemble_probabilities(logits, distillation.temperature)
     # Teacher-labelled sentences take the teacher's class (its plain probabilities) as hard label.
     teacher_labels = _ensemble_probabilities(logits, 1.0)[len(splits.train):].argmax(axis=1)
@@ -89,6 +100,9 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     summary = {"teacher": distillation.teacher, "teacher_models": [str(path) for path in models],
                "temperature": distillation.temperature, "soft_weight": distillation.soft_weight,
                "unlabelled": counts}
+    if embeddings is not None:
+        summary.update(embedding_weight=distillation.embedding_weight,
+                       teacher_embedding_size=int(embeddings.shape[1]))
     if distillation.augmented_copies:
         summary.update(augmented_copies=distillation.augmented_copies,
                        augmentation_rate=distillation.augmentation_rate,
@@ -96,7 +110,8 @@ def prepare_distillation(config: ExperimentConfig, splits: DataSplits, run_dir: 
     logger.info("Distilling from %s (%d model%s) into %d labelled and %d teacher-labelled "
                 "sentences (%d of them perturbed copies)", " + ".join(references), len(models),
                 "s" * (len(models) > 1), len(train), len(teacher_labelled), len(augmented))
-    return DistillationData(dataclasses.replace(splits, train=extended), soft.tolist(), summary)
+    return DistillationData(dataclasses.replace(splits, train=extended), soft, summary,
+                            embeddings)
 
 
 def teacher_labelled_sentences(config: ExperimentConfig, splits: DataSplits
@@ -289,29 +304,45 @@ def _perturbed(words: list[str], rate: float, vocabulary: list[str],
     return result
 
 
-def _teacher_logits(cache: Path, models: list[Path], texts: list[str],
-                    config: ExperimentConfig, world: World, precision: Precision,
-                    stop: StopRequests | None) -> np.ndarray:
-    """Logits of every model on every text, ``(models, texts, classes)``: read from the run's
-    cache when it was computed for these models and texts, else computed once and cached."""
+def _teacher_outputs(layout: RunLayout, models: list[Path], texts: list[str],
+                     config: ExperimentConfig, world: World, precision: Precision,
+                     stop: StopRequests | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits of every model on every text, ``(models, texts, classes)``, and with
+    ``embedding_weight`` their sentence embeddings side by side, ``(texts, widths summed)``:
+    read from the run's cache when it was computed for these models and texts, else computed
+    once and cached."""
     key = {"models": [str(path.resolve()) for path in models],
            "texts_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
            "max_length": config.data.max_length}
-    if world.is_main and _cached(cache, key) is None:
-        with tqdm(total=len(models) * len(texts), desc="teacher", unit="sentence",
-                  dynamic_ncols=True) as progress:
-            logits = [_model_logits(model, texts, config, world.device, precision, progress,
-                                    stop) for model in models]
-        atomic_write_text(cache, json.dumps({**key, "logits": [part.tolist() for part in logits]})
-                          + "\n")
+    with_embeddings = config.training.distillation.embedding_weight > 0
+
+    def read() -> tuple[np.ndarray | None, np.ndarray | None]:
+        logits = _cached_logits(layout.teacher_logits, key)
+        embeddings = _cached_embeddings(layout.teacher_embeddings, key) if with_embeddings else None
+        return logits, embeddings
+
+    if world.is_main:
+        logits, embeddings = read()
+        if logits is None or (with_embeddings and embeddings is None):
+            with tqdm(total=len(models) * len(texts), desc="teacher", unit="sentence",
+                      dynamic_ncols=True) as progress:
+                outputs = [_model_outputs(model, texts, config, world.device, precision,
+                                          progress, with_embeddings, stop) for model in models]
+            atomic_write_text(layout.teacher_logits, json.dumps(
+                {**key, "logits": [part.tolist() for part, _ in outputs]}) + "\n")
+            if with_embeddings:
+                with atomic_path(layout.teacher_embeddings) as temporary, \
+                        temporary.open("wb") as stream:
+                    np.savez(stream, key=json.dumps(key),
+                             embeddings=np.concatenate([part for _, part in outputs], axis=1))
     world.barrier()  # the main process has written the cache
-    cached = _cached(cache, key)
-    if cached is None:
-        raise RuntimeError(f"{cache} does not hold the teacher logits just written")
-    return cached
+    logits, embeddings = read()
+    if logits is None or (with_embeddings and embeddings is None):
+        raise RuntimeError(f"{layout.root} does not hold the teacher outputs just written")
+    return logits, embeddings
 
 
-def _cached(cache: Path, key: dict) -> np.ndarray | None:
+def _cached_logits(cache: Path, key: dict) -> np.ndarray | None:
     if not cache.is_file():
         return None
     stored = json.loads(cache.read_text(encoding="utf-8"))
@@ -322,29 +353,57 @@ def _cached(cache: Path, key: dict) -> np.ndarray | None:
     return np.asarray(stored["logits"], dtype=np.float32)
 
 
+def _cached_embeddings(cache: Path, key: dict) -> np.ndarray | None:
+    if not cache.is_file():
+        return None
+    with np.load(cache) as stored:
+        if json.loads(str(stored["key"])) != key:
+            logger.info("%s was computed for other teacher models or sentences; computing anew",
+                        cache)
+            return None
+        return stored["embeddings"].astype(np.float32)
+
+
 @torch.inference_mode()
-def _model_logits(model_dir: Path, texts: list[str], config: ExperimentConfig,
-                  device: torch.device, precision: Precision, progress: tqdm,
-                  stop: StopRequests | None = None) -> np.ndarray:
+def _model_outputs(model_dir: Path, texts: list[str], config: ExperimentConfig,
+                   device: torch.device, precision: Precision, progress: tqdm,
+                   with_embeddings: bool, stop: StopRequests | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's logits on ``texts`` and, ``with_embeddings``, its sentence embeddings."""
     model, tokenizer = load_saved_model(model_dir)
+    if with_embeddings and isinstance(model, BaseBiasClassifier):
+        raise UserError(f"training.distillation.embedding_weight: the teacher {model_dir} is a "
+                        f"registered model class without hidden states to match; teach with "
+                        f"a transformers model or set embedding_weight to 0")
     model.to(device)
     dataset = TokenizedDataset(SplitData(texts, []), tokenizer, config.data.max_length)
     collate = make_collator(tokenizer)
-    # Length-sorted batches pad least; the logits are put back in the texts' order.
+    # Length-sorted batches pad least; the outputs are put back in the texts' order.
     order = np.argsort(np.asarray(dataset.lengths), kind="stable")
     batch_size = config.training.eval_batch_size
-    parts = []
+    logit_parts, embedding_parts = [], []
     for start in range(0, len(order), batch_size):
         if stop is not None and stop.signal_number is not None:
             raise TrainingInterrupted(stop.signal_number, 0, phase="the teacher's pass")
         batch = move_to(collate([dataset[int(row)] for row in order[start:start + batch_size]]),
                         device)
         with precision.autocast():
-            parts.append(forward_logits(model, batch).float().cpu().numpy())
+            output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           output_hidden_states=with_embeddings)
+            logit_parts.append(model_logits(output).float().cpu().numpy())
+            if with_embeddings:
+                embedding_parts.append(sentence_embedding(output, batch["attention_mask"])
+                                       .float().cpu().numpy())
         progress.update(len(order[start:start + batch_size]))
-    logits = np.empty_like(np.concatenate(parts))
-    logits[order] = np.concatenate(parts)
-    return logits
+    return (_in_text_order(logit_parts, order),
+            _in_text_order(embedding_parts, order) if with_embeddings else None)
+
+
+def _in_text_order(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
+    stacked = np.concatenate(parts)
+    result = np.empty_like(stacked)
+    result[order] = stacked
+    return result
 
 
 def _ensemble_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -125,7 +125,7 @@ def _train_and_finish(session: RunSession, splits: DataSplits, model, tokenizer,
             splits, session.results["distillation"] = distilled.splits, distilled.summary
         trainer = ClassifierTrainer(model, tokenizer, splits, config, run_dir, session.trackers,
                                     world, precision, resume_state, evaluation_hook,
-                                    distilled.soft_targets if distilled else None)
+                                    distilled.teacher_targets() if distilled else None)
         outcome = trainer.train(session.stop)
         world.barrier()  # the main process has written checkpoints/best
         test_eval = _evaluate_test(config, splits, run_dir, world, precision)

@@ -124,6 +124,12 @@ class RunLayout:
         """A distilled run's teacher logits on its training sentences, computed once."""
         return self.root / "teacher_logits.json"
 
+    @property
+    def teacher_embeddings(self) -> Path:
+        """A distilled run's teacher sentence embeddings, computed once with the logits
+        (``training.distillation.embedding_weight``)."""
+        return self.root / "teacher_embeddings.npz"
+
     def fold(self, number: int) -> RunLayout:
         """Fold ``number`` (1-based) of a cross-validation run."""
         return RunLayout(self.folds / f"fold-{number}")

@@ -24,7 +24,7 @@ KILL_POINTS = {
     # An optimiser step, before it is applied (fine-tuning and pre-training alike).
     "optimizer-step": ("backend.ml.training.trainer", "Trainer._optimizer_step"),
     # A batch of a distilled run's teacher pass, before training begins.
-    "teacher-batch": ("backend.ml.distillation", "forward_logits"),
+    "teacher-batch": ("backend.ml.distillation", "model_logits"),
     # A run's model being built, before its run directory is (each fold's, under CV).
     "model-creation": ("backend.ml.model_factory", "ModelFactory.create"),
 }

@@ -96,6 +96,13 @@ class DistillationConfig:
         0.5, "Weight of the soft loss (KL divergence to the teacher's tempered probabilities, "
         "times temperature squared) against the hard loss (cross-entropy with the labels), "
         "which gets 1 - soft_weight.", minimum=0.0, maximum=1.0)
+    embedding_weight: float = option(
+        0.0, "Weight of a third loss that teaches the teacher's view of each sentence, not only "
+        "its vote: 1 - cosine similarity between the student's sentence embedding (the mean of "
+        "its last hidden states, through a linear map trained with it) and the teacher's (each "
+        "teacher model's side by side for an ensemble), computed once with its logits. With two "
+        "classes the soft loss passes on one number per sentence; the embedding passes on "
+        "hundreds (0: off).", minimum=0.0)
     unlabelled_files: list[str] = option(
         help="Sentences without labels (.txt one per line, .csv or .xlsx with a 'text' column, "
         ".jsonl objects with 'text'), labelled by the teacher and added to training. Those that "

@@ -138,6 +138,9 @@ def _check_distillation(config: ExperimentSchema, problems: list[str]) -> None:
     if distillation.split_articles and not distillation.unlabelled_files:
         problems.append("training.distillation.split_articles: there are no unlabelled files to "
                         "split; set training.distillation.unlabelled_files or remove it")
+    if distillation.embedding_weight and not distillation.teacher:
+        problems.append("training.distillation.embedding_weight: only a teacher has embeddings "
+                        "to match; set training.distillation.teacher or set it to 0")
     if distillation.augmented_copies and not distillation.teacher:
         problems.append("training.distillation.augmented_copies: only a teacher can label the "
                         "copies; set training.distillation.teacher or set it to 0")

@@ -7,10 +7,17 @@ padding all of them to max_length would multiply the compute).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .splits import SplitData
+
+TEACHER_TARGETS = ("soft_targets", "teacher_embeddings")
+"""Per-sentence float vectors a distilled run's items carry beside the tokens."""
 
 
 class TokenizedDataset(Dataset):
@@ -23,12 +30,14 @@ class TokenizedDataset(Dataset):
 
     def __init__(self, split: SplitData, tokenizer, max_length: int,
                  tag_biased_words: bool = False,
-                 soft_targets: list[list[float]] | None = None):
+                 teacher_targets: Mapping[str, Sequence | np.ndarray] | None = None):
         texts = list(split.texts)
-        if soft_targets is not None and len(soft_targets) != len(texts):
-            raise ValueError(f"{len(soft_targets)} soft targets for {len(texts)} sentences")
-        # A teacher's class probabilities per sentence, for distillation.
-        self.soft_targets = soft_targets
+        # What a teacher says of each sentence, for distillation: its class probabilities
+        # (soft_targets), its sentence embedding (teacher_embeddings).
+        self.teacher_targets = dict(teacher_targets or {})
+        for name, values in self.teacher_targets.items():
+            if len(values) != len(texts):
+                raise ValueError(f"{len(values)} {name} for {len(texts)} sentences")
         self.token_labels: list[list[int]] | None = None
         if texts:
             encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False,
@@ -47,14 +56,14 @@ class TokenizedDataset(Dataset):
         return len(self.input_ids)
 
     def __getitem__(self, index: int) -> dict:
-        item: dict[str, list[int] | list[float] | int] = {"input_ids": self.input_ids[index],
+        item: dict[str, Any] = {"input_ids": self.input_ids[index],
                                             "attention_mask": self.attention_mask[index]}
         if self.labels is not None:
             item["labels"] = self.labels[index]
         if self.token_labels is not None:
             item["token_labels"] = self.token_labels[index]
-        if self.soft_targets is not None:
-            item["soft_targets"] = self.soft_targets[index]
+        for name, values in self.teacher_targets.items():
+            item[name] = values[index]
         return item
 
 
@@ -87,19 +96,21 @@ _PUNCTUATION = "\"'“”‘’.,;:!?()[]{}"
 class PaddingCollator:
     """Pads a batch to its longest item with the tokenizer's own ``pad`` (as transformers'
     ``DataCollatorWithPadding`` does), and BABE's per-token ``token_labels`` alongside with -100;
-    a teacher's ``soft_targets`` are stacked as they are. A class so that DataLoader worker
-    processes can pickle it."""
+    a teacher's ``soft_targets`` and ``teacher_embeddings`` are stacked as they are. A class so
+    that DataLoader worker processes can pickle it."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         sentences = [{key: value for key, value in feature.items()
-                      if key not in ("token_labels", "soft_targets")} for feature in features]
+                      if key != "token_labels" and key not in TEACHER_TARGETS}
+                     for feature in features]
         batch = dict(self.tokenizer.pad(sentences, padding="longest", return_tensors="pt"))
-        if "soft_targets" in features[0]:
-            batch["soft_targets"] = torch.tensor([feature["soft_targets"] for feature in features],
-                                                 dtype=torch.float32)
+        for name in TEACHER_TARGETS:
+            if name in features[0]:
+                batch[name] = torch.as_tensor(np.asarray([feature[name] for feature in features],
+                                                         dtype=np.float32))
         if "token_labels" in features[0]:
             batch["token_labels"] = self._pad_token_labels(
                 [feature["token_labels"] for feature in features], batch["input_ids"].shape[1])

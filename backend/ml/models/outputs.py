@@ -1,6 +1,6 @@
-"""Reading a classifier's forward output, whatever shape its family returns it in, and the
-tensors-in, logits-out view of a classifier that tracing needs (ONNX export, TensorBoard's
-model graph)."""
+"""Reading a classifier's forward output, whatever shape its family returns it in (its logits,
+its sentence embedding), and the tensors-in, logits-out view of a classifier that tracing needs
+(ONNX export, TensorBoard's model graph)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,24 @@ def model_logits(output) -> torch.Tensor:
     if hasattr(output, "logits"):
         return output.logits
     return output[0]
+
+
+def sentence_embedding(output, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the last hidden states over each sentence's real tokens, ``(batch, width)``,
+    from the output of a classifier called with ``output_hidden_states=True``.
+
+    >>> hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])
+    >>> sentence_embedding({"hidden_states": (hidden,)}, torch.tensor([[1, 1, 0]]))
+    tensor([[2., 3.]])
+    """
+    hidden_states = (output.get("hidden_states") if isinstance(output, dict)
+                     else getattr(output, "hidden_states", None))
+    if not hidden_states:
+        raise ValueError("the classifier returned no hidden states; a sentence embedding needs "
+                         "a transformers encoder called with output_hidden_states=True")
+    last = hidden_states[-1]
+    mask = attention_mask.unsqueeze(-1).to(last.dtype)
+    return (last * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
 class LogitsOnly(torch.nn.Module):

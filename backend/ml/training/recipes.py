@@ -1,12 +1,14 @@
 """Fine-tuning recipes beyond plain AdamW, each switched on by one config field.
 
 - ``layerwise_lr_scales``: layer-wise learning-rate decay (``training.layerwise_lr_decay``).
-- ``SentenceAndTokenModel``: the sentence classifier plus a biased-word tagging head
-  (``training.biased_words_loss_weight``).
+- ``ClassifierWithTrainingHeads``: the sentence classifier plus a biased-word tagging head
+  (``training.biased_words_loss_weight``) and a map to a teacher's sentence embeddings
+  (``training.distillation.embedding_weight``).
 - ``WeightAverage``: the average of the last evaluated weights
   (``training.average_last_checkpoints``).
 - ``distillation_losses``: the hard loss mixed with the KL divergence to a teacher's tempered
-  probabilities (``training.distillation``).
+  probabilities (``training.distillation``); ``embedding_distances``: how far a student's
+  mapped sentence embeddings are from the teacher's.
 
 Re-initialising top layers (``model.reinit_layers``) happens when the model is built
 (``models.reinitialize_top_layers``); label smoothing is the loss function's own option.
@@ -15,12 +17,14 @@ Re-initialising top layers (``model.reinit_layers``) happens when the model is b
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..models import embeddings_and_layers
+from ..models.outputs import model_logits, sentence_embedding
 
 
 def layerwise_lr_scales(model: nn.Module, decay: float) -> dict[int, float]:
@@ -42,37 +46,67 @@ def layerwise_lr_scales(model: nn.Module, decay: float) -> dict[int, float]:
     return scales
 
 
-class SentenceAndTokenModel(nn.Module):
-    """The classifier and a linear tagging head on its last hidden states, trained together.
+@dataclass
+class HeadOutputs:
+    """What :class:`ClassifierWithTrainingHeads` returns for a batch."""
 
-    The model owns its head's loss: given ``token_labels`` (1 on a biased word, 0 on another,
-    -100 where nothing is scored) it returns the tagging cross-entropy beside the sentence
-    logits. Only ``classifier`` is saved as the model; the head exists for the auxiliary loss
-    alone (a checkpoint keeps its weights so that a resumed run continues exactly).
+    logits: torch.Tensor
+    tagging_loss: torch.Tensor | None = None
+    """The biased-word tagger's cross-entropy over the batch's scored tokens."""
+    embedding: torch.Tensor | None = None
+    """The sentence embeddings mapped to the teacher's width, ``(batch, teacher width)``."""
 
-    >>> logits, tagging_loss = SentenceAndTokenModel(classifier)(ids, mask, tags)  # doctest: +SKIP
+
+class ClassifierWithTrainingHeads(nn.Module):
+    """The classifier and the heads only training uses, trained together: a linear tagging head
+    on its last hidden states (``training.biased_words_loss_weight``), and a linear map of its
+    sentence embedding to a teacher's (``training.distillation.embedding_weight``).
+
+    Only ``classifier`` is saved as the model; the heads exist for their losses alone (a
+    checkpoint keeps their weights so that a resumed run continues exactly).
+
+    >>> trained = ClassifierWithTrainingHeads(classifier, tags_tokens=True)  # doctest: +SKIP
+    >>> trained(ids, mask, tags).tagging_loss  # doctest: +SKIP
     """
 
-    def __init__(self, classifier: nn.Module):
+    def __init__(self, classifier: nn.Module, tags_tokens: bool = False,
+                 teacher_embedding_size: int | None = None):
         super().__init__()
         self.classifier = classifier
         # A transformers config, or ModelConfig for a registered model; this project's head
         # keeps its encoder's config nested, and DistilBERT names the width ``dim``.
         config: Any = getattr(classifier.config, "encoder_config", None) or classifier.config
         hidden_size = getattr(config, "hidden_size", None) or config.dim
-        self.token_head = nn.Linear(hidden_size, 2)
+        self.token_head = nn.Linear(hidden_size, 2) if tags_tokens else None
+        self.embedding_projection = (nn.Linear(hidden_size, teacher_embedding_size)
+                                     if teacher_embedding_size else None)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_labels: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                token_labels: torch.Tensor | None = None) -> HeadOutputs:
         output = self.classifier(input_ids=input_ids, attention_mask=attention_mask,
                                  output_hidden_states=True)
-        if token_labels is None:
-            return output.logits, None
-        token_logits = self.token_head(output.hidden_states[-1])
-        tagging_loss = nn.functional.cross_entropy(token_logits.float().flatten(0, 1),
-                                                   token_labels.flatten(), ignore_index=-100)
-        return output.logits, tagging_loss
+        outputs = HeadOutputs(model_logits(output))
+        if self.token_head is not None and token_labels is not None:
+            token_logits = self.token_head(output.hidden_states[-1])
+            outputs.tagging_loss = nn.functional.cross_entropy(
+                token_logits.float().flatten(0, 1), token_labels.flatten(), ignore_index=-100)
+        if self.embedding_projection is not None:
+            outputs.embedding = self.embedding_projection(
+                sentence_embedding(output, attention_mask))
+        return outputs
+
+    def heads_state(self) -> dict:
+        """The heads' weights by name, for a checkpoint."""
+        return {name: head.state_dict() for name, head in self._heads().items()}
+
+    def load_heads_state(self, saved: dict) -> None:
+        for name, head in self._heads().items():
+            head.load_state_dict(saved[name])
+
+    def _heads(self) -> dict[str, nn.Module]:
+        return {name: head for name, head in (("token_head", self.token_head),
+                                              ("embedding_projection", self.embedding_projection))
+                if head is not None}
 
 
 class WeightAverage:
@@ -110,3 +144,15 @@ def distillation_losses(hard_losses: torch.Tensor, logits: torch.Tensor,
     log_student = torch.log_softmax(logits / temperature, dim=-1)
     divergence = nn.functional.kl_div(log_student, soft_targets, reduction="none").sum(dim=-1)
     return (1 - soft_weight) * hard_losses + soft_weight * temperature ** 2 * divergence
+
+
+def embedding_distances(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Per sentence: 1 - cosine similarity of the student's mapped embedding and the teacher's,
+    0 when they point the same way, whatever their lengths (FitNets, Romero et al., 2015, match
+    hidden states the same way through a learned map).
+
+    >>> embedding_distances(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0],
+    ...                     [1.0, 0.0]]))
+    tensor([0., 1.])
+    """
+    return 1 - nn.functional.cosine_similarity(student, teacher, dim=-1)

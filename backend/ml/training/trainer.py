@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -478,9 +479,9 @@ class ClassifierTrainer(Trainer):
                  config: ExperimentConfig, run_dir: Path, trackers: TrackerSet, world: World,
                  precision: Precision, resume_state: dict | None = None,
                  evaluation_hook: EvaluationHook | None = None,
-                 soft_targets: list[list[float]] | None = None):
+                 teacher_targets: dict[str, np.ndarray] | None = None):
         objective = ClassificationObjective(model, tokenizer, splits, config, precision,
-                                            soft_targets)
+                                            teacher_targets)
         super().__init__(objective, config, run_dir, trackers, world, precision, resume_state,
                          evaluation_hook)
 
