@@ -297,7 +297,10 @@ def test_the_dry_run_plan_counts_the_sentences_the_teacher_adds(teacher_run, tmp
     copies = int(line.split(" perturbed")[0].rsplit(" ", 1)[1])
     assert f"labels 2 unlabelled sentence(s) and {copies} perturbed" in line
     assert 0.9 * train < copies <= train
-    assert f"{train + 2 + copies} training sentences in all" in line
+    assert line.endswith(f"{train + 2 + copies} training sentences in all")
+    embedding_config = _config(training=_distilled(teacher_run, embedding_weight=0.5))
+    assert "training sentences in all; the student also matches its sentence embeddings " \
+           "(weight 0.5)" in describe_plan(embedding_config)
     steps = -(-(train + 2 + copies) // 16) * config.training.epochs
     assert f"training: {steps} optimiser steps" in plan
 

@@ -360,9 +360,13 @@ def describe_plan(config: ExperimentConfig) -> str:
         unlabelled, _, augmented, _ = teacher_labelled_sentences(config, sizes)
         trained += len(unlabelled) + len(augmented)
         teachers = " + ".join(teacher_references(config))
+        embedding_weight = training.distillation.embedding_weight
+        matched = (f"; the student also matches its sentence embeddings (weight "
+                   f"{embedding_weight:g})" if embedding_weight else "")
         lines.append(f"  distillation: from {teachers}, which also labels "
                      f"{len(unlabelled)} unlabelled sentence(s) and {len(augmented)} perturbed "
-                     f"copies of training sentences: {trained} training sentences in all")
+                     f"copies of training sentences: {trained} training sentences in all"
+                     f"{matched}")
     steps = planned_steps(trained, training, world_size)
     lines.append(f"  model: {config.model.architecture} ({config.model.model_name}"
                  f"{'' if config.model.pretrained else ', randomly initialised'})")
