@@ -181,6 +181,31 @@ def test_the_embedding_loss_turns_the_students_embeddings_toward_the_teachers(te
     assert before > 0.5 and after < before / 4, (before, after)
 
 
+@pytest.mark.slow
+def test_two_processes_distil_embeddings_as_one_process_does(teacher_run, tmp_path):
+    """gloo on CPU: the main process alone runs the teacher; both read its cache, and the map
+    to the teacher's width trains under DistributedDataParallel like the classifier."""
+    from test_training_engine import torchrun
+
+    sections = {"model": {"dropout": 0.0}, "logging": QUIET}
+    distilled = _distilled(teacher_run, embedding_weight=1.0)
+    single = write_config(tmp_path, tiny_config(training={
+        "batch_size": 16, "mixed_precision": "no", **distilled}, **sections), "single.yaml")
+    pair = write_config(tmp_path, tiny_config(training={
+        "batch_size": 8, "mixed_precision": "no", **distilled}, **sections), "pair.yaml")
+    runs = tmp_path / "runs"
+    run_cli(str(single), "--output-dir", str(runs), "--run-id", "single", check=True)
+    completed = torchrun(str(pair), "--output-dir", str(runs), "--run-id", "pair")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stderr.count("teacher: 100%") == 1
+
+    one, two = read_results(runs / "single"), read_results(runs / "pair")
+    assert two["training"]["world_size"] == 2
+    assert two["distillation"]["teacher_embedding_size"] == 32
+    for split in ("eval", "test"):
+        assert two[split]["loss"] == pytest.approx(one[split]["loss"], abs=1e-5)
+
+
 def test_unlabelled_sentences_in_the_evaluation_splits_are_dropped_and_counted(tmp_path):
     splits = DataSplits(SplitData(["Train one."], [0]), SplitData(["Valid one."], [1]),
                         SplitData(["Test one.", "Test two."], [0, 1]), ["a", "b"], "memory",

@@ -17,8 +17,7 @@ Re-initialising top layers (``model.reinit_layers``) happens when the model is b
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -46,9 +45,9 @@ def layerwise_lr_scales(model: nn.Module, decay: float) -> dict[int, float]:
     return scales
 
 
-@dataclass
-class HeadOutputs:
-    """What :class:`ClassifierWithTrainingHeads` returns for a batch."""
+class HeadOutputs(NamedTuple):
+    """What :class:`ClassifierWithTrainingHeads` returns for a batch (a tuple, which
+    ``torch.compile`` and DistributedDataParallel pass through as they do the logits)."""
 
     logits: torch.Tensor
     tagging_loss: torch.Tensor | None = None
@@ -85,15 +84,14 @@ class ClassifierWithTrainingHeads(nn.Module):
                 token_labels: torch.Tensor | None = None) -> HeadOutputs:
         output = self.classifier(input_ids=input_ids, attention_mask=attention_mask,
                                  output_hidden_states=True)
-        outputs = HeadOutputs(model_logits(output))
+        tagging_loss = embedding = None
         if self.token_head is not None and token_labels is not None:
             token_logits = self.token_head(output.hidden_states[-1])
-            outputs.tagging_loss = nn.functional.cross_entropy(
+            tagging_loss = nn.functional.cross_entropy(
                 token_logits.float().flatten(0, 1), token_labels.flatten(), ignore_index=-100)
         if self.embedding_projection is not None:
-            outputs.embedding = self.embedding_projection(
-                sentence_embedding(output, attention_mask))
-        return outputs
+            embedding = self.embedding_projection(sentence_embedding(output, attention_mask))
+        return HeadOutputs(model_logits(output), tagging_loss, embedding)
 
     def heads_state(self) -> dict:
         """The heads' weights by name, for a checkpoint."""
