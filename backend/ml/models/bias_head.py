@@ -19,6 +19,21 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 
+def mean_over_tokens(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
+                     ) -> torch.Tensor:
+    """The mean of ``(batch, tokens, width)`` over each sentence's real tokens (all of them
+    without a mask), ``(batch, width)``.
+
+    >>> mean_over_tokens(torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]),
+    ...                  torch.tensor([[1, 1, 0]]))
+    tensor([[2., 3.]])
+    """
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+    return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
 class BiasHeadConfig(PreTrainedConfig):
     """Encoder config (nested) plus the head's pooling, width and dropout."""
 
@@ -82,10 +97,7 @@ class BiasHeadModel(PreTrainedModel):
         """One vector per sentence: the mean over real tokens, or the first token."""
         if self.config.pooling == "cls":
             return hidden_states[:, 0]
-        if attention_mask is None:
-            return hidden_states.mean(dim=1)
-        mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
-        return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return mean_over_tokens(hidden_states, attention_mask)
 
     def forward(self, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from .bias_head import mean_over_tokens
+
 
 def model_logits(output) -> torch.Tensor:
     """Logits from whatever a classifier's forward returns (ModelOutput, dict, tuple or tensor).
@@ -35,9 +37,7 @@ def sentence_embedding(output, attention_mask: torch.Tensor) -> torch.Tensor:
     if not hidden_states:
         raise ValueError("the classifier returned no hidden states; a sentence embedding needs "
                          "a transformers encoder called with output_hidden_states=True")
-    last = hidden_states[-1]
-    mask = attention_mask.unsqueeze(-1).to(last.dtype)
-    return (last * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    return mean_over_tokens(hidden_states[-1], attention_mask)
 
 
 class LogitsOnly(torch.nn.Module):
