@@ -197,7 +197,9 @@ def test_two_processes_distil_embeddings_as_one_process_does(teacher_run, tmp_pa
     run_cli(str(single), "--output-dir", str(runs), "--run-id", "single", check=True)
     completed = torchrun(str(pair), "--output-dir", str(runs), "--run-id", "pair")
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stderr.count("teacher: 100%") == 1
+    # One teacher bar, begun once (its 100% line may be drawn twice: on the last update and on
+    # closing), so only the main process ran the teacher.
+    assert completed.stderr.count("teacher:   0%") == 1
 
     one, two = read_results(runs / "single"), read_results(runs / "pair")
     assert two["training"]["world_size"] == 2
