@@ -546,3 +546,25 @@ def test_a_registered_model_refuses_the_training_heads_that_need_hidden_states(t
                                         r"hidden states for it; use a transformers architecture"):
         ClassificationObjective(built.model, built.tokenizer, splits, config,
                                 resolve_precision("no", torch.device("cpu")))
+
+
+def test_a_registered_student_is_refused_embedding_distillation_before_anything_runs(
+        tiny_bag, tmp_path):
+    from backend.ml.config import ExperimentConfig
+    from backend.ml.run import describe_plan, run_cross_validation
+    from support.configs import tiny_config
+
+    # The teacher does not exist: were the student checked after the teachers, their error
+    # would come first.
+    config = ExperimentConfig.from_dict(tiny_config(
+        model={"architecture": tiny_bag}, data={"cv_folds": 2, "max_samples": 60},
+        training={"distillation": {"teacher": str(tmp_path / "no-teacher"),
+                                   "embedding_weight": 1.0}}))
+    refusal = (r"^training\.distillation\.embedding_weight: the model tiny_bag is a registered "
+               r"model class, which gives no hidden states for it; use a transformers "
+               r"architecture or set training\.distillation\.embedding_weight to 0$")
+    with pytest.raises(UserError, match=refusal):
+        describe_plan(config)
+    with pytest.raises(UserError, match=refusal):
+        run_cross_validation(config, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

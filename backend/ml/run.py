@@ -34,6 +34,7 @@ from .run_directory import (
     write_predictions,
 )
 from .training.checkpoints import latest_valid_checkpoint, load_checkpoint
+from .training.classification import check_hidden_state_options
 from .training.distributed import World, pick_device, start_world
 from .training.evaluation import evaluate
 from .training.precision import Precision, resolve_precision
@@ -200,6 +201,7 @@ def run_experiment(config: ExperimentConfig, output_dir: str | Path | None = Non
     world = start_world(config.training.device)
     set_seed(config.seed)
     splits = splits or prepare_splits(config.data, config.seed)
+    check_student(config)
     check_teachers(config, [splits])  # before a run directory exists
     set_seed(config.seed)  # model initialisation must not depend on how data loading drew
     built = ModelFactory.create(config.model, splits.label_names,
@@ -282,6 +284,7 @@ def run_cross_validation(config: ExperimentConfig, output_dir: str | Path | None
     """Stratified k-fold CV: each fold is a full run under ``<parent>/folds/fold-k``."""
     world = start_world(config.training.device)
     folds = prepare_cv_folds(config.data, config.seed)
+    check_student(config)
     check_teachers(config, folds)  # every fold's, before the first fold trains
     # The parent trains nothing itself: each fold's own session handles signals.
     session = RunSession.create(config, world, output_dir, run_id, FINETUNING)
@@ -332,6 +335,12 @@ def _train_folds(session: RunSession, folds: list[DataSplits]) -> Path:
     return session.run_dir
 
 
+def check_student(config: ExperimentConfig) -> None:
+    """Refuse, before any teacher pass or run directory, options the model cannot train with."""
+    check_hidden_state_options(
+        config, ModelFactory.builds_registered_class(config.model.architecture))
+
+
 def describe_plan(config: ExperimentConfig) -> str:
     """What a run of ``config`` would do: resolved YAML, data sizes and step counts."""
     lines = ["Resolved config:", config_to_yaml(config).rstrip(), "", "Plan:"]
@@ -355,6 +364,7 @@ def describe_plan(config: ExperimentConfig) -> str:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     training = config.training
     trained = len(sizes.train)
+    check_student(config)
     if training.distillation.teacher:
         check_teachers(config, taught)
         unlabelled, _, augmented, _ = teacher_labelled_sentences(config, sizes)

@@ -107,6 +107,13 @@ class ModelFactory:
         return next((name for name, entry in cls._registry.items() if entry is model_class), None)
 
     @classmethod
+    def builds_registered_class(cls, name: str) -> bool:
+        """Whether ``model.architecture: <name>`` builds a class added with ``register_model``
+        (a ``BaseBiasClassifier``, which gives logits but no hidden states)."""
+        entry = cls.lookup(name)
+        return isinstance(entry, type) and issubclass(entry, BaseBiasClassifier)
+
+    @classmethod
     def lookup(cls, name: str) -> Any:
         """The registry entry for ``name``; a ConfigError listing the choices if there is none."""
         if name not in cls._registry:

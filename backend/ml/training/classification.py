@@ -36,6 +36,22 @@ from .recipes import (
 )
 
 
+def check_hidden_state_options(config: ExperimentConfig, registered_class: bool) -> None:
+    """Refuse the training heads that read the student's hidden states (the biased-word tagger,
+    the embedding match) when it is a ``registered_class``, which gives only logits."""
+    if not registered_class:
+        return
+    training = config.training
+    for option, weight in (("training.biased_words_loss_weight",
+                            training.biased_words_loss_weight),
+                           ("training.distillation.embedding_weight",
+                            training.distillation.embedding_weight)):
+        if weight > 0:
+            raise UserError(f"{option}: the model {config.model.architecture} is a registered "
+                            f"model class, which gives no hidden states for it; use a "
+                            f"transformers architecture or set {option} to 0")
+
+
 class ClassificationObjective:
     """A classifier, the training split (and what a teacher says of it), the sentence loss.
 
@@ -57,12 +73,7 @@ class ClassificationObjective:
         tags_biased_words = self.auxiliary_weight > 0
         teacher_embeddings = (teacher_targets or {}).get("teacher_embeddings")
         teacher_width = None if teacher_embeddings is None else teacher_embeddings.shape[1]
-        if (tags_biased_words or teacher_width) and isinstance(model, BaseBiasClassifier):
-            option = ("training.biased_words_loss_weight" if tags_biased_words
-                      else "training.distillation.embedding_weight")
-            raise UserError(f"{option}: the model {config.model.architecture} is a registered "
-                            f"model class, which gives no hidden states for it; use a "
-                            f"transformers architecture or set {option} to 0")
+        check_hidden_state_options(config, isinstance(model, BaseBiasClassifier))
         self.trained: torch.nn.Module = (
             ClassifierWithTrainingHeads(model, tags_biased_words, teacher_width)
             if tags_biased_words or teacher_width else model)
