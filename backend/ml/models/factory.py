@@ -92,8 +92,7 @@ class ModelFactory:
     @classmethod
     def unregister(cls, name: str) -> None:
         """Remove a name added with ``register_model`` (built-in names stay)."""
-        entry = cls._registry.get(name)
-        if isinstance(entry, type) and issubclass(entry, BaseBiasClassifier):
+        if name in cls._registry and cls.builds_registered_class(name):
             del cls._registry[name]
 
     @classmethod
